@@ -1,0 +1,402 @@
+//! The backend author's contract.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::glob::glob_escape;
+
+/// Whether a write replaces an existing value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SetMode {
+    /// Write whatever is there (Redis `SET`).
+    #[default]
+    Always,
+    /// Write only when the key is absent or expired (Redis `SET NX`).
+    IfAbsent,
+}
+
+/// Options of [`CacheBackend::set`].
+///
+/// # Examples
+///
+/// ```
+/// use cache_core::{SetMode, SetOptions};
+/// use std::time::Duration;
+///
+/// let opts = SetOptions::default()
+///     .with_ttl(Some(Duration::from_millis(1500)))
+///     .with_mode(SetMode::IfAbsent);
+/// assert_eq!(opts.ttl, Some(Duration::from_millis(1500)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SetOptions {
+    /// How long the value lives: `None` never expires, `Some(ZERO)` means
+    /// "do not store" (and remove any existing value).
+    pub ttl: Option<Duration>,
+    /// Whether to replace an existing value.
+    pub mode: SetMode,
+}
+
+impl SetOptions {
+    /// Options with this TTL and mode [`SetMode::Always`].
+    pub fn ttl(ttl: Option<Duration>) -> Self {
+        SetOptions {
+            ttl,
+            mode: SetMode::Always,
+        }
+    }
+
+    /// Sets the TTL.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the mode.
+    #[must_use]
+    pub fn with_mode(mut self, mode: SetMode) -> Self {
+        self.mode = mode;
+        self
+    }
+}
+
+/// The remaining life of a key, as [`CacheBackend::ttl`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    /// No such key (or it has expired).
+    Missing,
+    /// The key exists and never expires.
+    Persistent,
+    /// The key exists and expires in this long.
+    Expires(Duration),
+}
+
+/// What a backend can do; gates conformance cases and tells wrappers and
+/// `Cache` what to expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The longest key accepted, in bytes.
+    pub max_key_len: usize,
+    /// The largest value accepted, in bytes.
+    pub max_value_size: usize,
+    /// TTLs below one second are honoured to the millisecond.
+    pub sub_second_ttl: bool,
+    /// `incr` is atomic.
+    pub atomic_incr: bool,
+    /// `delete_matching` and `clear` are supported.
+    pub pattern_delete: bool,
+    /// Data is visible to other processes (e.g. Redis), not just this one.
+    pub shared: bool,
+    /// The backend may evict live entries to stay within its bounds.
+    pub evicts: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            max_key_len: crate::MAX_KEY_LEN,
+            max_value_size: 512 * 1024 * 1024,
+            sub_second_ttl: true,
+            atomic_incr: true,
+            pattern_delete: true,
+            shared: false,
+            evicts: false,
+        }
+    }
+}
+
+/// How a backend is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HealthStatus {
+    /// Working normally.
+    Healthy,
+    /// Working, with a problem worth a look (e.g. close to its memory limit).
+    Degraded,
+    /// Not working.
+    Unhealthy,
+}
+
+/// The answer of [`CacheBackend::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Overall status.
+    pub status: HealthStatus,
+    /// How long the health check took (a PING round trip on Redis).
+    pub latency: Duration,
+    /// Facts worth showing, by name (e.g. `entries`, `used_memory`).
+    pub details: BTreeMap<String, String>,
+}
+
+impl Health {
+    /// A health answer with no details.
+    pub fn new(status: HealthStatus, latency: Duration) -> Self {
+        Health {
+            status,
+            latency,
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a detail.
+    #[must_use]
+    pub fn with_detail(mut self, name: impl Into<String>, value: impl fmt::Display) -> Self {
+        self.details.insert(name.into(), value.to_string());
+        self
+    }
+}
+
+/// The contract between the cache and a storage backend.
+///
+/// Bytes in, bytes out; keys arrive fully built (prefix included). Object
+/// safe: the cache holds an `Arc<dyn CacheBackend>`. Wrappers (metrics,
+/// timeouts, fail-open, tiering) are backends over backends.
+///
+/// # Behavior
+///
+/// Each rule has a conformance case of the same name in `cache-testkit`.
+///
+/// Reads
+/// - `get_missing_returns_none`: a miss MUST be `Ok(None)`, never an error.
+/// - `set_then_get_returns_value`: `get` MUST return exactly the bytes last
+///   written; `binary_value_with_nul_bytes`, `large_value_1mib`,
+///   `unicode_keys` and `empty_value_is_a_hit` (an empty value is
+///   `Some(empty)`, a hit) hold for any bytes and any UTF-8 key.
+/// - `get_many_preserves_order_and_missing`: `get_many` MUST return one
+///   entry per key, in order, `None` for each miss; `get_many_empty_is_empty`.
+///
+/// Writes
+/// - `set_overwrites_value`; `set_without_ttl_clears_previous_ttl`: a plain
+///   `set` replaces the value and its TTL.
+/// - `set_if_absent_does_not_overwrite`, `set_if_absent_on_missing_stores`,
+///   `set_if_absent_after_expiry_stores`: `SetMode::IfAbsent` MUST write only
+///   when the key is absent or expired, and return whether it wrote;
+///   `set_if_absent_race_has_one_winner`: of many concurrent `IfAbsent`
+///   writes to one key exactly one MUST win.
+/// - `set_zero_ttl_does_not_store`, `set_zero_ttl_removes_existing`: a zero
+///   TTL MUST NOT store and MUST remove an existing value (mode `Always`).
+/// - `concurrent_writers_leave_one_value`: after concurrent writes of
+///   different values to one key, `get` MUST return one of them, whole.
+/// - `set_many_then_get_many`, `set_many_with_ttl_expires`.
+/// - `oversize_value_is_invalid`: a value over `max_value_size` MUST fail
+///   with `InvalidValue` and leave the old value in place.
+///
+/// Keys
+/// - `empty_key_is_invalid`, `oversize_key_is_invalid`: an empty key or one
+///   over `max_key_len` MUST fail with `InvalidKey`, on every operation.
+///
+/// Expiry
+/// - `ttl_expires_value`, `exists_false_after_expiry`: an expired key MUST
+///   read as missing everywhere; `ttl_none_persists`.
+/// - `sub_second_ttl_is_honoured`: with `sub_second_ttl`, a 300 ms TTL MUST
+///   be kept to the millisecond (not rounded to seconds).
+/// - `ttl_of_missing_is_missing`, `ttl_of_persistent_is_persistent`,
+///   `ttl_reports_remaining`.
+/// - `expire_sets_ttl`, `expire_missing_returns_false`, `expire_none_persists`,
+///   `expire_zero_deletes`: `expire` changes the TTL of an existing key and
+///   returns whether the key existed.
+///
+/// Other operations
+/// - `delete_existing_returns_true`, `delete_missing_returns_false`,
+///   `delete_many_counts_existing`, `exists_reflects_presence`.
+/// - `incr_missing_creates_with_delta_and_ttl`,
+///   `incr_existing_adds_and_keeps_ttl`, `incr_negative_delta`: values are
+///   stored as ASCII decimal (as Redis does), so `get` reads `b"5"`;
+///   `incr_non_integer_is_invalid_value`, `incr_overflow_is_invalid_value`
+///   (`InvalidValue`, value unchanged); `incr_concurrent_is_atomic`.
+/// - `delete_matching_star`, `delete_matching_question_mark`,
+///   `delete_matching_character_classes`,
+///   `delete_matching_escaped_metacharacters`: Redis glob syntax (see
+///   [`glob_match`](crate::glob_match)), returns how many keys it removed;
+///   `delete_matching_leaves_other_namespaces`.
+/// - `clear_removes_only_namespace`: `clear(ns)` MUST remove every key that
+///   starts with `ns` and nothing else; `clear_empty_namespace_is_invalid`.
+/// - `health_reports_healthy`, `name_is_not_empty`,
+///   `capabilities_are_consistent`.
+///
+/// Implementations SHOULD override the batch operations when the storage
+/// has a faster way than one call per key; the defaults are correct.
+///
+/// # Examples
+///
+/// A minimal backend, with the batch and pattern defaults:
+///
+/// ```
+/// use async_trait::async_trait;
+/// use bytes::Bytes;
+/// use cache_core::{CacheBackend, Capabilities, Health, HealthStatus, KeyTtl, Result, SetOptions};
+/// use std::time::Duration;
+///
+/// struct Nothing;
+///
+/// #[async_trait]
+/// impl CacheBackend for Nothing {
+///     fn name(&self) -> &'static str { "nothing" }
+///     fn capabilities(&self) -> Capabilities { Capabilities::default() }
+///     async fn get(&self, _key: &str) -> Result<Option<Bytes>> { Ok(None) }
+///     async fn set(&self, _key: &str, _value: Bytes, _opts: SetOptions) -> Result<bool> { Ok(false) }
+///     async fn delete(&self, _key: &str) -> Result<bool> { Ok(false) }
+///     async fn exists(&self, _key: &str) -> Result<bool> { Ok(false) }
+///     async fn ttl(&self, _key: &str) -> Result<KeyTtl> { Ok(KeyTtl::Missing) }
+///     async fn expire(&self, _key: &str, _ttl: Option<Duration>) -> Result<bool> { Ok(false) }
+///     async fn incr(&self, _key: &str, delta: i64, _ttl: Option<Duration>) -> Result<i64> { Ok(delta) }
+///     async fn health(&self) -> Result<Health> { Ok(Health::new(HealthStatus::Healthy, Duration::ZERO)) }
+/// }
+/// ```
+#[async_trait]
+pub trait CacheBackend: Send + Sync + 'static {
+    /// A short, static name for errors, logs and metrics (`"memory"`).
+    fn name(&self) -> &'static str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The value of `key`, or `None` when it is missing or expired.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Writes `value` under `key`; returns whether it was written (`false`
+    /// for `IfAbsent` on a present key, and for a zero TTL).
+    async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool>;
+
+    /// Removes `key`; returns whether it existed.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Whether `key` exists (and has not expired).
+    async fn exists(&self, key: &str) -> Result<bool>;
+
+    /// The remaining life of `key`.
+    async fn ttl(&self, key: &str) -> Result<KeyTtl>;
+
+    /// Sets the TTL of an existing key (`None`: never expire; zero: delete
+    /// it); returns whether the key existed.
+    async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool>;
+
+    /// Adds `delta` to the integer stored at `key` and returns the new
+    /// value. A missing key is created holding `delta`, with `ttl`; an
+    /// existing key keeps its TTL.
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64>;
+
+    /// Reports how the backend is doing.
+    async fn health(&self) -> Result<Health>;
+
+    /// The values of `keys`, in order, `None` for each miss.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
+
+    /// Writes every item with the same TTL (mode `Always`).
+    async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in items {
+            self.set(key, value.clone(), SetOptions::ttl(ttl)).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes `keys`; returns how many existed.
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let mut removed = 0;
+        for key in keys {
+            removed += u64::from(self.delete(key).await?);
+        }
+        Ok(removed)
+    }
+
+    /// Every key matching the Redis glob `pattern`. Backs the default
+    /// `delete_matching`; the default fails with `Unsupported`.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let _ = pattern;
+        Err(Error::unsupported(self.name(), "scan"))
+    }
+
+    /// Removes every key matching the Redis glob `pattern`; returns how many.
+    async fn delete_matching(&self, pattern: &str) -> Result<u64> {
+        let keys = self.scan(pattern).await?;
+        let mut removed = 0;
+        for chunk in keys.chunks(512) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            removed += self.delete_many(&refs).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes every key that starts with `namespace` (a literal, not a
+    /// pattern); returns how many. Never touches other keys.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidKey` for an empty namespace: clearing a whole server is not
+    /// something a cache does.
+    async fn clear(&self, namespace: &str) -> Result<u64> {
+        check_namespace(namespace)?;
+        self.delete_matching(&format!("{}*", glob_escape(namespace)))
+            .await
+    }
+
+    /// Stops background work (sweepers, connections). Further calls MAY fail
+    /// with `Closed`. The default does nothing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks a key against the rules every backend enforces: not empty and at
+/// most `max_len` bytes.
+///
+/// # Errors
+///
+/// [`InvalidKey`](crate::ErrorKind::InvalidKey).
+pub fn check_key(key: &str, max_len: usize) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid_key("key is empty"));
+    }
+    if key.len() > max_len {
+        return Err(Error::invalid_key(format!(
+            "key is {} bytes, the limit is {max_len}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a `clear` namespace: not empty.
+///
+/// # Errors
+///
+/// [`InvalidKey`](crate::ErrorKind::InvalidKey).
+pub fn check_namespace(namespace: &str) -> Result<()> {
+    if namespace.is_empty() {
+        return Err(Error::invalid_key(
+            "clear needs a non-empty namespace; it never clears a whole server",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a value's size against `max`.
+///
+/// # Errors
+///
+/// [`InvalidValue`](crate::ErrorKind::InvalidValue).
+pub fn check_value(value: &[u8], max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::new(
+            crate::ErrorKind::InvalidValue,
+            format!("value is {} bytes, the limit is {max}", value.len()),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Codecs turn typed values into the bytes a backend stores.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Encodes values to bytes and back.
+///
+/// The methods are generic, so a codec is a type parameter of
+/// [`Cache`](crate::Cache) rather than a trait object. Implement it for a
+/// format of your own (e.g. with a version byte, or compression).
+///
+/// # Errors
+///
+/// Both methods fail with [`ErrorKind::Codec`] and the format's error as
+/// the source.
+pub trait Codec: Send + Sync + 'static {
+    /// A short name for logs and metrics (`"json"`).
+    fn name(&self) -> &'static str;
+
+    /// Encodes `value`.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes>;
+
+    /// Decodes a `T` from `bytes`.
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T>;
+}
+
+/// JSON via serde_json: the default, and the interoperable choice (the
+/// stored bytes are exactly the JSON text, readable by `redis-cli GET` and
+/// by services in other languages).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonCodec;
+
+impl Codec for JsonCodec {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
+        serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(|e| codec_error("json", "encode", e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| codec_error("json", "decode", e))
+    }
+}
+
+/// MessagePack via rmp-serde, with struct fields as maps (so adding a field
+/// to a type still decodes old values). Smaller and faster than JSON, not
+/// human-readable. Needs the `msgpack` feature.
+#[cfg(feature = "msgpack")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MsgPackCodec;
+
+#[cfg(feature = "msgpack")]
+impl Codec for MsgPackCodec {
+    fn name(&self) -> &'static str {
+        "msgpack"
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
+        rmp_serde::to_vec_named(value)
+            .map(Bytes::from)
+            .map_err(|e| codec_error("msgpack", "encode", e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
+        rmp_serde::from_slice(bytes).map_err(|e| codec_error("msgpack", "decode", e))
+    }
+}
+
+/// A codec picked at run time (from configuration): the codec of the
+/// [`Cache`](crate::Cache) that `cache::open` returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnyCodec {
+    /// [`JsonCodec`].
+    #[default]
+    Json,
+    /// [`MsgPackCodec`] (needs the `msgpack` feature).
+    #[cfg(feature = "msgpack")]
+    MsgPack,
+}
+
+impl AnyCodec {
+    /// The codec named `name` (`"json"`, `"msgpack"`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] for an unknown name, or `msgpack` without the
+    /// `msgpack` feature.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "json" => Ok(AnyCodec::Json),
+            #[cfg(feature = "msgpack")]
+            "msgpack" => Ok(AnyCodec::MsgPack),
+            #[cfg(not(feature = "msgpack"))]
+            "msgpack" => Err(Error::new(
+                ErrorKind::Config,
+                "codec \"msgpack\" is not compiled in: enable the `msgpack` feature",
+            )),
+            other => Err(Error::new(
+                ErrorKind::Config,
+                format!("unknown codec {other:?}; known: json, msgpack"),
+            )),
+        }
+    }
+}
+
+impl Codec for AnyCodec {
+    fn name(&self) -> &'static str {
+        match self {
+            AnyCodec::Json => JsonCodec.name(),
+            #[cfg(feature = "msgpack")]
+            AnyCodec::MsgPack => MsgPackCodec.name(),
+        }
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
+        match self {
+            AnyCodec::Json => JsonCodec.encode(value),
+            #[cfg(feature = "msgpack")]
+            AnyCodec::MsgPack => MsgPackCodec.encode(value),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
+        match self {
+            AnyCodec::Json => JsonCodec.decode(bytes),
+            #[cfg(feature = "msgpack")]
+            AnyCodec::MsgPack => MsgPackCodec.decode(bytes),
+        }
+    }
+}
+
+fn codec_error(
+    codec: &'static str,
+    op: &'static str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::new(ErrorKind::Codec, format!("{codec} {op} failed"))
+        .with_operation(op)
+        .with_source(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct User {
+        id: u64,
+        name: String,
+    }
+
+    #[test]
+    fn json_bytes_are_the_json_text() {
+        let bytes = JsonCodec.encode(&User { id: 1, name: "a".into() }).unwrap();
+        assert_eq!(&bytes[..], br#"{"id":1,"name":"a"}"#);
+    }
+
+    #[test]
+    fn undecodable_bytes_are_codec_errors() {
+        let err = JsonCodec.decode::<User>(b"\x00\xffnot json").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        let err = JsonCodec.decode::<User>(br#"{"id":"x"}"#).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+    }
+
+    #[test]
+    fn unencodable_values_are_codec_errors() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(vec![1u8], 1);
+        let err = JsonCodec.encode(&map).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn msgpack_round_trips() {
+        let user = User { id: 7, name: "b".into() };
+        let bytes = MsgPackCodec.encode(&user).unwrap();
+        assert_eq!(MsgPackCodec.decode::<User>(&bytes).unwrap(), user);
+        assert!(MsgPackCodec.decode::<User>(b"\xc1").is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! The one error type of the cache.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A `Result` whose error is the cache's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, as a caller needs to know it to decide what to do.
+///
+/// The list grows (`#[non_exhaustive]`): match the kinds you handle and treat
+/// the rest as [`ErrorKind::Backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The backend could not be reached: refused, reset, DNS, auth, closed.
+    /// Retryable.
+    Connection,
+    /// The backend did not answer in time. Retryable.
+    Timeout,
+    /// A value could not be encoded or decoded by the codec.
+    Codec,
+    /// A key (or key component, or pattern) is empty, too long or contains
+    /// characters that are not allowed.
+    InvalidKey,
+    /// A value cannot be stored or used: larger than the backend accepts, or
+    /// not an integer where one is needed (`incr`), or an overflow.
+    InvalidValue,
+    /// The configuration is invalid, or names a backend that is not
+    /// compiled in.
+    Config,
+    /// The backend does not support this operation (see its
+    /// [`Capabilities`](crate::Capabilities)).
+    Unsupported,
+    /// The loader passed to `get_or_set` failed; its error is the `source()`.
+    Loader,
+    /// The cache or backend was closed with `close()`.
+    Closed,
+    /// The backend answered with an error that is not one of the above.
+    Backend,
+}
+
+impl ErrorKind {
+    /// A short, stable, snake_case name, fit for a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connection => "connection",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Codec => "codec",
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::InvalidValue => "invalid_value",
+            ErrorKind::Config => "config",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Loader => "loader",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error of every cache operation.
+///
+/// It carries a [`kind`](Error::kind), the backend and operation it came from
+/// (when known), a message, and the underlying cause as
+/// [`source()`](std::error::Error::source). `Display` prints only this
+/// error's own message; walk `source()` for the chain.
+///
+/// `Error` is `Clone` (the cause is shared), so one failure can be handed to
+/// every waiter of a single-flight load.
+///
+/// # Examples
+///
+/// ```
+/// use cache_core::{Error, ErrorKind};
+///
+/// let err = Error::new(ErrorKind::Timeout, "no answer within 250ms")
+///     .with_backend("redis")
+///     .with_operation("get");
+/// assert!(err.is_retryable());
+/// assert_eq!(err.to_string(), "timeout in redis get: no answer within 250ms");
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    backend: Option<&'static str>,
+    operation: Option<&'static str>,
+    source: Option<Source>,
+}
+
+impl Error {
+    /// An error of `kind` with a message saying what happened.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            backend: None,
+            operation: None,
+            source: None,
+        }
+    }
+
+    /// Sets the backend the error came from (e.g. `"memory"`, `"redis"`).
+    #[must_use]
+    pub fn with_backend(mut self, backend: &'static str) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Sets the operation that failed (e.g. `"get"`).
+    #[must_use]
+    pub fn with_operation(mut self, operation: &'static str) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
+    /// Sets the underlying cause, returned by `source()`.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Sets the underlying cause from a boxed error.
+    #[must_use]
+    pub fn with_boxed_source(mut self, source: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        self.source = Some(Arc::from(source));
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// This error's own message (without kind, backend or cause).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The backend the error came from, when known.
+    pub fn backend(&self) -> Option<&'static str> {
+        self.backend
+    }
+
+    /// The operation that failed, when known.
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
+    }
+
+    /// Whether trying the same call again may succeed: true for
+    /// [`Connection`](ErrorKind::Connection) and
+    /// [`Timeout`](ErrorKind::Timeout).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Connection | ErrorKind::Timeout)
+    }
+
+    /// Shorthand for an [`InvalidKey`](ErrorKind::InvalidKey) error.
+    pub fn invalid_key(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidKey, message)
+    }
+
+    /// Shorthand for an [`Unsupported`](ErrorKind::Unsupported) error naming
+    /// the operation.
+    pub fn unsupported(backend: &'static str, operation: &'static str) -> Self {
+        Error::new(ErrorKind::Unsupported, "operation not supported by this backend")
+            .with_backend(backend)
+            .with_operation(operation)
+    }
+
+    /// Fills in backend and operation where they are not set yet.
+    #[must_use]
+    pub fn context(mut self, backend: &'static str, operation: &'static str) -> Self {
+        self.backend.get_or_insert(backend);
+        self.operation.get_or_insert(operation);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        match (self.backend, self.operation) {
+            (Some(b), Some(o)) => write!(f, " in {b} {o}")?,
+            (Some(b), None) => write!(f, " in {b}")?,
+            (None, Some(o)) => write!(f, " in {o}")?,
+            (None, None) => {}
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(b) = self.backend {
+            d.field("backend", &b);
+        }
+        if let Some(o) = self.operation {
+            d.field("operation", &o);
+        }
+        if let Some(s) = &self.source {
+            d.field("source", &s.to_string());
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn display_is_own_message_and_source_is_the_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = Error::new(ErrorKind::Connection, "cannot connect")
+            .with_backend("redis")
+            .with_source(io);
+        assert_eq!(err.to_string(), "connection in redis: cannot connect");
+        assert_eq!(err.source().unwrap().to_string(), "refused");
+        assert!(err.is_retryable());
+        assert!(!Error::invalid_key("empty").is_retryable());
+    }
+
+    #[test]
+    fn context_does_not_overwrite() {
+        let err = Error::new(ErrorKind::Backend, "x")
+            .with_operation("incr")
+            .context("memory", "get");
+        assert_eq!(err.operation(), Some("incr"));
+        assert_eq!(err.backend(), Some("memory"));
+    }
+}

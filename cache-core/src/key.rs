@@ -1,0 +1,431 @@
+//! Structured keys: `{prefix}:{category}:{id}[:v{version}]`.
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The longest full key (prefix, category, id and version together) that
+/// [`Cache`](crate::Cache) builds, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// The longest category name, in bytes.
+pub const MAX_CATEGORY_LEN: usize = 64;
+
+/// A logical cache key: a category (which picks the TTL and can be
+/// invalidated as a whole), an id within it, and an optional schema version.
+///
+/// The id is data, never syntax: `:` `*` `?` `[` `]` `\` `{` `}` `%` in an id
+/// are percent-encoded (`:` becomes `%3A`), so a user-controlled id can
+/// neither forge a key of another category nor widen a pattern, nor pick a
+/// Redis Cluster hash slot. Ids made only of letters, digits and `-_.@/`
+/// are stored as they are, so keys stay readable in `redis-cli`.
+///
+/// # Examples
+///
+/// ```
+/// use cache_core::CacheKey;
+///
+/// let key = CacheKey::new("user", 42)?;
+/// assert_eq!(key.render("app", 0), "app:user:42");
+///
+/// let forged = CacheKey::new("user", "42:admin:*")?;
+/// assert_eq!(forged.render("app", 0), "app:user:42%3Aadmin%3A%2A");
+///
+/// let v2 = CacheKey::new("user", 42)?.with_version(2);
+/// assert_eq!(v2.render("app", 0), "app:user:42:v2");
+/// # Ok::<(), cache_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    category: String,
+    id: String,
+    version: Option<u32>,
+}
+
+impl CacheKey {
+    /// A key for `id` in `category`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidKey`](crate::ErrorKind::InvalidKey) when the category is
+    /// empty, longer than [`MAX_CATEGORY_LEN`] or not made of ASCII letters,
+    /// digits, `_`, `-` and `.`; or when the id is empty, longer than
+    /// [`MAX_KEY_LEN`] or contains a control character.
+    pub fn new(category: &str, id: impl fmt::Display) -> Result<Self> {
+        validate_category(category)?;
+        let raw = id.to_string();
+        Ok(CacheKey {
+            category: category.to_owned(),
+            id: escape_id(&raw)?,
+            version: None,
+        })
+    }
+
+    /// A key whose id is a stable hash of a serializable value, e.g. a search
+    /// query with its filters.
+    ///
+    /// The id is `h` followed by the first 32 hex digits (128 bits) of the
+    /// SHA-256 of the value's canonical JSON: serde's JSON form with object
+    /// keys sorted by their UTF-8 bytes and no whitespace. Two values that
+    /// serialize to the same JSON get the same key in every process and every
+    /// release; a `HashMap` field hashes the same whatever its order.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidKey`](crate::ErrorKind::InvalidKey) for an invalid category;
+    /// [`Codec`](crate::ErrorKind::Codec) when the value cannot be
+    /// serialized to JSON (e.g. a map with non-string keys).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::CacheKey;
+    /// use std::collections::HashMap;
+    ///
+    /// let a = HashMap::from([("q", "rust"), ("lang", "en")]);
+    /// let b = HashMap::from([("lang", "en"), ("q", "rust")]);
+    /// assert_eq!(CacheKey::hashed("search", &a)?, CacheKey::hashed("search", &b)?);
+    /// # Ok::<(), cache_core::Error>(())
+    /// ```
+    pub fn hashed<T: Serialize + ?Sized>(category: &str, value: &T) -> Result<Self> {
+        validate_category(category)?;
+        Ok(CacheKey {
+            category: category.to_owned(),
+            id: stable_hash(value)?,
+            version: None,
+        })
+    }
+
+    /// The same key with a schema version, rendered as a `:v{version}`
+    /// suffix. Bump it when the cached type changes shape, so old entries
+    /// are not read as the new type.
+    #[must_use]
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The category.
+    pub fn category(&self) -> &str {
+        &self.category
+    }
+
+    /// The id, escaped as it appears in the stored key.
+    pub fn escaped_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The schema version, if any.
+    pub fn version(&self) -> Option<u32> {
+        self.version
+    }
+
+    /// The full key as stored: `{prefix}:{category}[#g]:{id}[:v{version}]`,
+    /// where `#g` is added only when the category's generation `g` is not 0
+    /// (see [`Cache::invalidate_category`](crate::Cache::invalidate_category)).
+    pub fn render(&self, prefix: &str, generation: u64) -> String {
+        let mut out = String::with_capacity(
+            prefix.len() + self.category.len() + self.id.len() + 16,
+        );
+        out.push_str(prefix);
+        out.push(':');
+        out.push_str(&self.category);
+        if generation != 0 {
+            let _ = write!(out, "#{generation}");
+        }
+        out.push(':');
+        out.push_str(&self.id);
+        if let Some(v) = self.version {
+            let _ = write!(out, ":v{v}");
+        }
+        out
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.category, self.id)?;
+        if let Some(v) = self.version {
+            write!(f, ":v{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a category name: 1 to [`MAX_CATEGORY_LEN`] bytes of ASCII letters,
+/// digits, `_`, `-` and `.`.
+///
+/// # Errors
+///
+/// [`InvalidKey`](crate::ErrorKind::InvalidKey) naming what is wrong.
+pub fn validate_category(category: &str) -> Result<()> {
+    if category.is_empty() {
+        return Err(Error::invalid_key("category is empty"));
+    }
+    if category.len() > MAX_CATEGORY_LEN {
+        return Err(Error::invalid_key(format!(
+            "category is {} bytes, the limit is {MAX_CATEGORY_LEN}",
+            category.len()
+        )));
+    }
+    if let Some(c) = category.chars().find(|c| !is_name_char(*c)) {
+        return Err(Error::invalid_key(format!(
+            "category {category:?} contains {c:?}; use ASCII letters, digits, '_', '-' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a key prefix: 1 to [`MAX_CATEGORY_LEN`] bytes of ASCII letters,
+/// digits, `_`, `-`, `.`, `:`, `{` and `}` (braces make a Redis Cluster hash
+/// tag).
+///
+/// # Errors
+///
+/// [`InvalidKey`](crate::ErrorKind::InvalidKey) naming what is wrong.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Err(Error::invalid_key("prefix is empty"));
+    }
+    if prefix.len() > MAX_CATEGORY_LEN {
+        return Err(Error::invalid_key(format!(
+            "prefix is {} bytes, the limit is {MAX_CATEGORY_LEN}",
+            prefix.len()
+        )));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| !(is_name_char(*c) || matches!(c, ':' | '{' | '}')))
+    {
+        return Err(Error::invalid_key(format!(
+            "prefix {prefix:?} contains {c:?}; use ASCII letters, digits and '_-.:{{}}'"
+        )));
+    }
+    Ok(())
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// Whether `c` is percent-encoded in an id.
+fn needs_escape(c: char) -> bool {
+    matches!(c, ':' | '*' | '?' | '[' | ']' | '\\' | '{' | '}' | '%')
+}
+
+/// Percent-encodes the characters that are syntax in keys and patterns.
+///
+/// # Errors
+///
+/// [`InvalidKey`](crate::ErrorKind::InvalidKey) when `id` is empty, longer
+/// than [`MAX_KEY_LEN`] or contains a control character.
+pub fn escape_id(id: &str) -> Result<String> {
+    if id.is_empty() {
+        return Err(Error::invalid_key("id is empty"));
+    }
+    if id.len() > MAX_KEY_LEN {
+        return Err(Error::invalid_key(format!(
+            "id is {} bytes, the limit is {MAX_KEY_LEN}",
+            id.len()
+        )));
+    }
+    let mut out = String::with_capacity(id.len());
+    for c in id.chars() {
+        if c.is_control() {
+            return Err(Error::invalid_key(format!(
+                "id contains the control character {c:?}"
+            )));
+        }
+        push_escaped(&mut out, c);
+    }
+    Ok(out)
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if needs_escape(c) {
+        let _ = write!(out, "%{:02X}", c as u32);
+    } else {
+        out.push(c);
+    }
+}
+
+/// Turns a glob over ids into a glob over escaped ids.
+///
+/// `*` and `?` keep their meaning; `\x` is a literal `x`; other characters
+/// are literal and escaped as ids are. A character set (`[...]`) may only
+/// hold characters that ids store unescaped.
+///
+/// # Errors
+///
+/// [`InvalidKey`](crate::ErrorKind::InvalidKey) for an empty pattern, a
+/// control character, or a set holding an escaped character.
+pub fn escape_id_pattern(pattern: &str) -> Result<String> {
+    if pattern.is_empty() {
+        return Err(Error::invalid_key("pattern is empty"));
+    }
+    if pattern.len() > MAX_KEY_LEN {
+        return Err(Error::invalid_key("pattern is too long"));
+    }
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c.is_control() {
+            return Err(Error::invalid_key("pattern contains a control character"));
+        }
+        match c {
+            '*' | '?' => out.push(c),
+            '\\' => match chars.next() {
+                Some(lit) => push_escaped(&mut out, lit),
+                None => push_escaped(&mut out, '\\'),
+            },
+            '[' => {
+                out.push('[');
+                let mut closed = false;
+                for s in chars.by_ref() {
+                    if s == ']' {
+                        closed = true;
+                        break;
+                    }
+                    if needs_escape(s) || s.is_control() {
+                        return Err(Error::invalid_key(format!(
+                            "a character set in a pattern cannot hold {s:?}"
+                        )));
+                    }
+                    out.push(s);
+                }
+                if !closed {
+                    return Err(Error::invalid_key("unterminated '[' in pattern"));
+                }
+                out.push(']');
+            }
+            other => push_escaped(&mut out, other),
+        }
+    }
+    Ok(out)
+}
+
+/// The stable hash id used by [`CacheKey::hashed`].
+fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    let json = serde_json::to_value(value).map_err(|e| {
+        Error::new(crate::ErrorKind::Codec, "value cannot be hashed into a key").with_source(e)
+    })?;
+    let mut canonical = String::new();
+    write_canonical(&json, &mut canonical);
+    let digest = Sha256::digest(canonical.as_bytes());
+    let mut id = String::with_capacity(33);
+    id.push('h');
+    for byte in &digest[..16] {
+        let _ = write!(id, "{byte:02x}");
+    }
+    Ok(id)
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{glob_match, ErrorKind};
+
+    #[test]
+    fn plain_ids_are_readable() {
+        let key = CacheKey::new("user", "alice@example.com").unwrap();
+        assert_eq!(key.render("app", 0), "app:user:alice@example.com");
+        assert_eq!(key.render("app", 3), "app:user#3:alice@example.com");
+    }
+
+    #[test]
+    fn ids_cannot_forge_or_widen() {
+        let evil = CacheKey::new("user", "1:v2").unwrap();
+        let good = CacheKey::new("user", 1).unwrap().with_version(2);
+        assert_ne!(evil.render("app", 0), good.render("app", 0));
+        let star = CacheKey::new("user", "*").unwrap().render("app", 0);
+        assert!(!glob_match(&star, "app:user:42"));
+        assert_eq!(star, "app:user:%2A");
+        assert_eq!(
+            CacheKey::new("user", "%2A").unwrap().render("app", 0),
+            "app:user:%252A"
+        );
+    }
+
+    #[test]
+    fn invalid_keys_are_rejected() {
+        for (cat, id) in [
+            ("", "1".to_string()),
+            ("user", String::new()),
+            ("us er", "1".into()),
+            ("user", "a\nb".into()),
+            ("user", "x".repeat(10 * 1024)),
+            ("c".repeat(65).as_str(), "1".into()),
+        ] {
+            let err = CacheKey::new(&cat, &id).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidKey, "{cat:?} {id:?}");
+        }
+    }
+
+    #[test]
+    fn hashed_keys_are_stable_and_order_independent() {
+        #[derive(Serialize)]
+        struct Query<'a> {
+            q: &'a str,
+            page: u32,
+            filters: std::collections::HashMap<&'a str, &'a str>,
+        }
+        let mut filters = std::collections::HashMap::new();
+        for (k, v) in [("lang", "en"), ("sort", "new"), ("tag", "rust"), ("x", "y")] {
+            filters.insert(k, v);
+        }
+        let key = CacheKey::hashed(
+            "search",
+            &Query { q: "cache", page: 2, filters },
+        )
+        .unwrap();
+        // Pinned: this value must never change between releases. Computed
+        // independently: sha256 of {"filters":{"lang":"en","sort":"new","tag":"rust","x":"y"},"page":2,"q":"cache"}.
+        assert_eq!(key.escaped_id(), "h38c9640bd1ac64ce24dcee4836577a66");
+    }
+
+    #[test]
+    fn id_patterns_are_escaped_like_ids() {
+        let p = escape_id_pattern("order:*").unwrap();
+        assert_eq!(p, "order%3A*");
+        let id = CacheKey::new("o", "order:17").unwrap();
+        assert!(glob_match(&p, id.escaped_id()));
+        assert_eq!(escape_id_pattern(r"a\*").unwrap(), "a%2A");
+        assert_eq!(escape_id_pattern("[a-c]?").unwrap(), "[a-c]?");
+        assert!(escape_id_pattern("[:]").is_err());
+        assert!(escape_id_pattern("[ab").is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The contract of the cache and everything that does not depend on a
+//! backend.
+//!
+//! - [`CacheBackend`]: the byte-level trait a backend implements (memory,
+//!   Redis, your own), with a `# Behavior` list that the conformance suite in
+//!   `cache-testkit` checks case by case.
+//! - [`Cache`]: the typed facade applications use — `get::<T>`, `set`,
+//!   `get_or_set` with single flight, invalidation by key, pattern and
+//!   category, and [`CacheStats`].
+//! - [`CacheKey`] (`{prefix}:{category}:{id}[:v{version}]`, escaped), [`Ttl`]
+//!   and [`TtlPolicy`], [`Codec`]s, one [`Error`] type with an [`ErrorKind`].
+//!
+//! Applications usually depend on the `cache` crate, which re-exports all
+//! of this and builds a cache from a URL.
+//!
+//! # Examples
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> cache_core::Result<()> {
+//! use cache_core::{Cache, CacheKey, Ttl};
+//! use cache_memory::MemoryBackend;
+//! use std::sync::Arc;
+//!
+//! let cache = Cache::new(Arc::new(MemoryBackend::new()));
+//! let key = CacheKey::new("greeting", "en")?;
+//! cache.set_with_ttl(&key, "hello", Ttl::secs(30)).await?;
+//! assert_eq!(cache.get::<String>(&key).await?.as_deref(), Some("hello"));
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+mod cache;
+mod codec;
+mod error;
+mod glob;
+mod key;
+mod stats;
+mod ttl;
+
+pub use backend::{
+    check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
+    KeyTtl, SetMode, SetOptions,
+};
+pub use cache::{
+    Cache, CacheBuilder, GetOrSetOptions, DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX,
+};
+#[cfg(feature = "msgpack")]
+pub use codec::MsgPackCodec;
+pub use codec::{AnyCodec, Codec, JsonCodec};
+pub use error::{Error, ErrorKind, Result};
+pub use glob::{glob_escape, glob_match};
+pub use key::{
+    escape_id, escape_id_pattern, validate_category, validate_prefix, CacheKey, MAX_CATEGORY_LEN,
+    MAX_KEY_LEN,
+};
+pub use stats::CacheStats;
+pub use ttl::{CategoryTtl, Ttl, TtlPolicy};
+
+/// Re-exported so backend authors use the same `async_trait` and `Bytes`.
+pub use async_trait::async_trait;
+pub use bytes::Bytes;

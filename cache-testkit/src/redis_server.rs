@@ -1,0 +1,1 @@
+//! A private redis-server for tests (written by the Redis work).

@@ -390,8 +390,10 @@ impl<C: Codec> Cache<C> {
             groups[slot].1.push((full, bytes));
         }
         for (ttl, entries) in groups {
-            let refs: Vec<(&str, Bytes)> =
-                entries.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let refs: Vec<(&str, Bytes)> = entries
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
             self.track(self.inner.backend.set_many(&refs, ttl).await)?;
         }
         Counters::add(&self.inner.counters.sets, items.len() as u64);
@@ -490,7 +492,10 @@ impl<C: Codec> Cache<C> {
                     }
                     let Some(loader) = loader.take() else {
                         // A leader always returns, so a call leads at most once.
-                        return Err(Error::new(ErrorKind::Backend, "single-flight loader already used"));
+                        return Err(Error::new(
+                            ErrorKind::Backend,
+                            "single-flight loader already used",
+                        ));
                     };
                     let result = self.load(key, &full, opts, loader).await;
                     let shared = match &result {
@@ -523,9 +528,11 @@ impl<C: Codec> Cache<C> {
             Err(e) => {
                 Counters::add(&self.inner.counters.loader_errors, 1);
                 Counters::add(&self.inner.counters.errors, 1);
-                return Err(Error::new(ErrorKind::Loader, "the get_or_set loader failed")
-                    .with_operation("get_or_set")
-                    .with_boxed_source(e.into()));
+                return Err(
+                    Error::new(ErrorKind::Loader, "the get_or_set loader failed")
+                        .with_operation("get_or_set")
+                        .with_boxed_source(e.into()),
+                );
             }
         };
         let bytes = self.encode(&value)?;
@@ -584,7 +591,12 @@ impl<C: Codec> Cache<C> {
             // back to a generation whose keys may still be alive.
             generation = local + 1;
             let bytes = Bytes::from(generation.to_string());
-            self.track(self.inner.backend.set(&gen_key, bytes, SetOptions::default()).await)?;
+            self.track(
+                self.inner
+                    .backend
+                    .set(&gen_key, bytes, SetOptions::default())
+                    .await,
+            )?;
         }
         self.remember_generation(category, generation);
         Counters::add(&self.inner.counters.deletes, 1);
@@ -617,7 +629,12 @@ impl<C: Codec> Cache<C> {
         );
         // Keys with a version suffix too.
         let removed = self.track(self.inner.backend.delete_matching(&full).await)?
-            + self.track(self.inner.backend.delete_matching(&format!("{full}:v*")).await)?;
+            + self.track(
+                self.inner
+                    .backend
+                    .delete_matching(&format!("{full}:v*"))
+                    .await,
+            )?;
         Counters::add(&self.inner.counters.deletes, removed);
         Ok(removed)
     }
@@ -721,7 +738,9 @@ impl<C: Codec> Cache<C> {
             .generations
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let entry = map.entry(category.to_owned()).or_insert((0, Instant::now()));
+        let entry = map
+            .entry(category.to_owned())
+            .or_insert((0, Instant::now()));
         *entry = (entry.0.max(generation), Instant::now());
     }
 

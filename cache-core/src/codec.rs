@@ -160,7 +160,12 @@ mod tests {
 
     #[test]
     fn json_bytes_are_the_json_text() {
-        let bytes = JsonCodec.encode(&User { id: 1, name: "a".into() }).unwrap();
+        let bytes = JsonCodec
+            .encode(&User {
+                id: 1,
+                name: "a".into(),
+            })
+            .unwrap();
         assert_eq!(&bytes[..], br#"{"id":1,"name":"a"}"#);
     }
 
@@ -183,7 +188,10 @@ mod tests {
     #[cfg(feature = "msgpack")]
     #[test]
     fn msgpack_round_trips() {
-        let user = User { id: 7, name: "b".into() };
+        let user = User {
+            id: 7,
+            name: "b".into(),
+        };
         let bytes = MsgPackCodec.encode(&user).unwrap();
         assert_eq!(MsgPackCodec.decode::<User>(&bytes).unwrap(), user);
         assert!(MsgPackCodec.decode::<User>(b"\xc1").is_err());

@@ -171,9 +171,12 @@ impl Error {
     /// Shorthand for an [`Unsupported`](ErrorKind::Unsupported) error naming
     /// the operation.
     pub fn unsupported(backend: &'static str, operation: &'static str) -> Self {
-        Error::new(ErrorKind::Unsupported, "operation not supported by this backend")
-            .with_backend(backend)
-            .with_operation(operation)
+        Error::new(
+            ErrorKind::Unsupported,
+            "operation not supported by this backend",
+        )
+        .with_backend(backend)
+        .with_operation(operation)
     }
 
     /// Fills in backend and operation where they are not set yet.
@@ -217,7 +220,9 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -127,9 +127,8 @@ impl CacheKey {
     /// where `#g` is added only when the category's generation `g` is not 0
     /// (see [`Cache::invalidate_category`](crate::Cache::invalidate_category)).
     pub fn render(&self, prefix: &str, generation: u64) -> String {
-        let mut out = String::with_capacity(
-            prefix.len() + self.category.len() + self.id.len() + 16,
-        );
+        let mut out =
+            String::with_capacity(prefix.len() + self.category.len() + self.id.len() + 16);
         out.push_str(prefix);
         out.push(':');
         out.push_str(&self.category);
@@ -409,7 +408,11 @@ mod tests {
         }
         let key = CacheKey::hashed(
             "search",
-            &Query { q: "cache", page: 2, filters },
+            &Query {
+                q: "cache",
+                page: 2,
+                filters,
+            },
         )
         .unwrap();
         // Pinned: this value must never change between releases. Computed

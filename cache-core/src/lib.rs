@@ -43,9 +43,7 @@ pub use backend::{
     check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
     KeyTtl, SetMode, SetOptions,
 };
-pub use cache::{
-    Cache, CacheBuilder, GetOrSetOptions, DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX,
-};
+pub use cache::{Cache, CacheBuilder, GetOrSetOptions, DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX};
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
 pub use codec::{AnyCodec, Codec, JsonCodec};

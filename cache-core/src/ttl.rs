@@ -162,8 +162,14 @@ mod tests {
     #[test]
     fn resolve_uses_policy_only_for_default() {
         let policy = CategoryTtl::new(Some(Duration::from_secs(5)));
-        assert_eq!(Ttl::Default.resolve(&policy, "a"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            Ttl::Default.resolve(&policy, "a"),
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(Ttl::Never.resolve(&policy, "a"), None);
-        assert_eq!(Ttl::millis(5).resolve(&policy, "a"), Some(Duration::from_millis(5)));
+        assert_eq!(
+            Ttl::millis(5).resolve(&policy, "a"),
+            Some(Duration::from_millis(5))
+        );
     }
 }

@@ -1,0 +1,627 @@
+//! `MemoryBackend`: the in-process backend.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cache_core::{
+    check_key, check_namespace, check_value, glob_match, CacheBackend, Capabilities, Error,
+    ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
+};
+use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::MemoryConfig;
+use crate::eviction::{Item, Queues, Store};
+
+/// Bytes counted per entry on top of its key and value, for `max_bytes`.
+const ENTRY_OVERHEAD: usize = 0;
+
+/// An in-process [`CacheBackend`] on a sharded concurrent map (dashmap).
+///
+/// - Values are stored as bytes, so a value that fails to encode or decode
+///   fails here exactly as it would on Redis.
+/// - TTLs to the nanosecond; an expired entry is never returned (checked on
+///   every read), and a background sweeper removes expired entries every
+///   `sweep_interval_ms` (it stops when the backend is dropped or closed).
+/// - Bounded by entries and/or bytes of keys plus values. When over a bound,
+///   the writer evicts with **S3-FIFO**: new keys enter a small FIFO; keys
+///   read while there are promoted to a main FIFO, the others are evicted
+///   and remembered in a ghost list; a key coming back from the ghost list
+///   goes straight to main; main gives keys read since their last pass
+///   another round. This keeps frequently read keys through one-off scans,
+///   and reads never take a lock beyond the map shard's read lock.
+/// - `delete_matching` and `clear` scan the map with Redis-compatible glob
+///   matching ([`glob_match`]).
+///
+/// With several concurrent writers a bounded backend may exceed its bounds
+/// by a few entries for the instant between an insert and its eviction.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::{CacheBackend, SetOptions};
+/// use cache_memory::{MemoryBackend, MemoryConfig};
+/// use std::time::Duration;
+///
+/// let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(10_000));
+/// let ttl = SetOptions::ttl(Some(Duration::from_secs(30)));
+/// backend.set("app:user:1", "ada".into(), ttl).await?;
+/// assert_eq!(backend.get("app:user:1").await?.as_deref(), Some(&b"ada"[..]));
+/// # Ok(())
+/// # }
+/// ```
+pub struct MemoryBackend {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+}
+
+struct Entry {
+    value: Bytes,
+    /// Expiry in clock nanoseconds; 0 means never.
+    expires_at: u64,
+    id: u64,
+    freq: AtomicU8,
+}
+
+impl Entry {
+    fn expired(&self, now: u64) -> bool {
+        self.expires_at != 0 && self.expires_at <= now
+    }
+
+    fn size(key: &str, value: &[u8]) -> usize {
+        key.len() + value.len() + ENTRY_OVERHEAD
+    }
+}
+
+struct Shared {
+    map: DashMap<Arc<str>, Entry>,
+    queues: Option<Mutex<Queues>>,
+    config: MemoryConfig,
+    clock: Arc<dyn Clock>,
+    len: AtomicUsize,
+    bytes: AtomicUsize,
+    next_id: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// Counters of a [`MemoryBackend`], from [`MemoryBackend::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Live entries (expired ones not yet swept included).
+    pub entries: usize,
+    /// Bytes of keys plus values.
+    pub bytes: usize,
+    /// Entries evicted to stay within the bounds.
+    pub evictions: u64,
+    /// Expired entries removed (on read or by the sweeper).
+    pub expirations: u64,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl MemoryBackend {
+    /// An unbounded backend with the default configuration.
+    pub fn new() -> Self {
+        MemoryBackend::with_config(MemoryConfig::default())
+    }
+
+    /// A backend with `config`.
+    ///
+    /// The sweeper is a task on the current tokio runtime; called outside a
+    /// runtime, the backend has no sweeper (expired entries are still never
+    /// returned, and are removed when read or evicted).
+    pub fn with_config(config: MemoryConfig) -> Self {
+        MemoryBackend::with_clock(config, Arc::new(SystemClock::default()))
+    }
+
+    /// A backend with `config` and a clock of your choice (a
+    /// [`MockClock`](crate::MockClock) in tests).
+    pub fn with_clock(config: MemoryConfig, clock: Arc<dyn Clock>) -> Self {
+        let shared = Arc::new(Shared {
+            map: DashMap::new(),
+            queues: config.bounded().then(|| Mutex::new(Queues::default())),
+            config,
+            clock,
+            len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
+        let (stop, stopped) = watch::channel(false);
+        if let (Some(every), Ok(handle)) = (
+            shared.config.sweep_interval(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            handle.spawn(sweeper(Arc::downgrade(&shared), every, stopped));
+        }
+        MemoryBackend { shared, stop }
+    }
+
+    /// The current counters.
+    pub fn stats(&self) -> MemoryStats {
+        MemoryStats {
+            entries: self.shared.len.load(Relaxed),
+            bytes: self.shared.bytes.load(Relaxed),
+            evictions: self.shared.evictions.load(Relaxed),
+            expirations: self.shared.expirations.load(Relaxed),
+        }
+    }
+
+    /// Removes every expired entry now; returns how many. The sweeper calls
+    /// this periodically.
+    pub fn sweep(&self) -> usize {
+        self.shared.sweep()
+    }
+
+    /// The value of `key`, without going through `async` (the same as
+    /// [`CacheBackend::get`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidKey` for an invalid key; `Closed` after `close()`.
+    pub fn get_sync(&self, key: &str) -> Result<Option<Bytes>> {
+        self.shared.check(key, "get")?;
+        Ok(self.shared.read(key))
+    }
+
+    /// Writes `value` under `key`, without going through `async` (the same
+    /// as [`CacheBackend::set`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidKey`, `InvalidValue` (over `max_value_size`), `Closed`.
+    pub fn set_sync(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
+        self.shared.check(key, "set")?;
+        check_value(&value, self.max_value_size()).map_err(|e| e.context("memory", "set"))?;
+        Ok(self.shared.write(key, value, opts))
+    }
+
+    fn max_value_size(&self) -> usize {
+        let c = &self.shared.config;
+        c.max_bytes
+            .map_or(c.max_value_size, |b| b.min(c.max_value_size))
+    }
+}
+
+async fn sweeper(shared: Weak<Shared>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            // `close()` sends, dropping the backend drops the sender: either ends us.
+            _ = stop.changed() => return,
+        }
+        match shared.upgrade() {
+            Some(shared) => {
+                shared.sweep();
+            }
+            None => return,
+        }
+    }
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.clock.now_nanos()
+    }
+
+    fn check(&self, key: &str, op: &'static str) -> Result<()> {
+        if self.closed.load(Relaxed) {
+            return Err(
+                Error::new(ErrorKind::Closed, "the memory backend is closed").context("memory", op),
+            );
+        }
+        check_key(key, MAX_KEY_LEN).map_err(|e| e.context("memory", op))
+    }
+
+    fn expiry(&self, ttl: Option<Duration>) -> u64 {
+        match ttl {
+            None => 0,
+            Some(d) => self
+                .now()
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .max(1),
+        }
+    }
+
+    /// Reads a live value, removing it if expired.
+    fn read(&self, key: &str) -> Option<Bytes> {
+        let expired = {
+            let entry = self.map.get(key)?;
+            if entry.expires_at == 0 || !entry.expired(self.now()) {
+                let f = entry.freq.load(Relaxed);
+                if f < 3 {
+                    entry.freq.store(f + 1, Relaxed);
+                }
+                return Some(entry.value.clone());
+            }
+            true
+        };
+        if expired {
+            self.remove_expired(key);
+        }
+        None
+    }
+
+    fn remove_expired(&self, key: &str) {
+        let now = self.now();
+        if let Some((k, e)) = self.map.remove_if(key, |_, e| e.expired(now)) {
+            self.account_removed(&k, &e);
+            self.expirations.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn account_removed(&self, key: &str, entry: &Entry) {
+        self.len.fetch_sub(1, Relaxed);
+        self.bytes
+            .fetch_sub(Entry::size(key, &entry.value), Relaxed);
+    }
+
+    fn new_entry(&self, value: Bytes, expires_at: u64) -> Entry {
+        Entry {
+            value,
+            expires_at,
+            id: self.next_id.fetch_add(1, Relaxed),
+            freq: AtomicU8::new(0),
+        }
+    }
+
+    /// Writes; returns whether it wrote. Runs eviction when bounded.
+    fn write(&self, key: &str, value: Bytes, opts: SetOptions) -> bool {
+        if opts.ttl.is_some_and(|d| d.is_zero()) {
+            if opts.mode == SetMode::Always {
+                self.remove(key);
+            }
+            return false;
+        }
+        let expires_at = self.expiry(opts.ttl);
+        let new_size = Entry::size(key, &value);
+        let now = self.now();
+        let inserted: Option<Item> = match self.map.entry(Arc::from(key)) {
+            MapEntry::Occupied(mut occupied) => {
+                let live = !occupied.get().expired(now);
+                if live && opts.mode == SetMode::IfAbsent {
+                    return false;
+                }
+                let entry = occupied.get_mut();
+                let old_size = Entry::size(key, &entry.value);
+                entry.value = value;
+                entry.expires_at = expires_at;
+                if !live {
+                    entry.freq.store(0, Relaxed);
+                }
+                self.bytes.fetch_add(new_size, Relaxed);
+                self.bytes.fetch_sub(old_size, Relaxed);
+                None
+            }
+            MapEntry::Vacant(vacant) => {
+                let entry = self.new_entry(value, expires_at);
+                let item = (Arc::clone(vacant.key()), entry.id);
+                vacant.insert(entry);
+                self.len.fetch_add(1, Relaxed);
+                self.bytes.fetch_add(new_size, Relaxed);
+                Some(item)
+            }
+        };
+        if let Some(queues) = &self.queues {
+            let mut queues = queues.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(item) = inserted {
+                let hash = self.map.hasher().hash_one(&*item.0);
+                queues.insert(item, hash);
+            }
+            queues.evict(self, |k| self.map.hasher().hash_one(k));
+        }
+        true
+    }
+
+    fn remove(&self, key: &str) -> bool {
+        match self.map.remove(key) {
+            Some((k, e)) => {
+                self.account_removed(&k, &e);
+                !e.expired(self.now())
+            }
+            None => false,
+        }
+    }
+
+    fn sweep(&self) -> usize {
+        let now = self.now();
+        let mut removed = 0;
+        self.map.retain(|k, e| {
+            if e.expired(now) {
+                self.len.fetch_sub(1, Relaxed);
+                self.bytes.fetch_sub(Entry::size(k, &e.value), Relaxed);
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.expirations.fetch_add(removed as u64, Relaxed);
+        removed
+    }
+
+    fn matching(&self, pattern: &str) -> Vec<Arc<str>> {
+        let now = self.now();
+        self.map
+            .iter()
+            .filter(|e| !e.value().expired(now) && glob_match(pattern, e.key()))
+            .map(|e| Arc::clone(e.key()))
+            .collect()
+    }
+}
+
+impl Store for Shared {
+    fn freq(&self, item: &Item) -> Option<u8> {
+        let entry = self.map.get(&*item.0)?;
+        (entry.id == item.1).then(|| entry.freq.load(Relaxed))
+    }
+
+    fn set_freq(&self, item: &Item, freq: u8) {
+        if let Some(entry) = self.map.get(&*item.0) {
+            if entry.id == item.1 {
+                entry.freq.store(freq, Relaxed);
+            }
+        }
+    }
+
+    fn evict(&self, item: &Item) {
+        if let Some((k, e)) = self.map.remove_if(&*item.0, |_, e| e.id == item.1) {
+            self.account_removed(&k, &e);
+            self.evictions.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn over_capacity(&self) -> bool {
+        let c = &self.config;
+        c.max_entries.is_some_and(|m| self.len.load(Relaxed) > m)
+            || c.max_bytes.is_some_and(|m| self.bytes.load(Relaxed) > m)
+    }
+
+    fn live(&self) -> usize {
+        self.len.load(Relaxed)
+    }
+}
+
+/// Parses an integer exactly as Redis's `string2ll` does: `0`, or an
+/// optional `-` and digits without a leading zero, fitting in an `i64`.
+fn parse_redis_int(bytes: &[u8]) -> Option<i64> {
+    if bytes == b"0" {
+        return Some(0);
+    }
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    if !matches!(digits.first(), Some(b'1'..=b'9')) || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+fn not_integer() -> Error {
+    Error::new(
+        ErrorKind::InvalidValue,
+        "value is not an integer or out of range",
+    )
+    .context("memory", "incr")
+}
+
+#[async_trait]
+impl CacheBackend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.max_key_len = MAX_KEY_LEN;
+        caps.max_value_size = self.max_value_size();
+        caps.shared = false;
+        caps.evicts = self.shared.config.bounded();
+        caps
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.get_sync(key)
+    }
+
+    async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
+        self.set_sync(key, value, opts)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.shared.check(key, "delete")?;
+        Ok(self.shared.remove(key))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.shared.check(key, "exists")?;
+        let now = self.shared.now();
+        Ok(self.shared.map.get(key).is_some_and(|e| !e.expired(now)))
+    }
+
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        self.shared.check(key, "ttl")?;
+        let now = self.shared.now();
+        Ok(match self.shared.map.get(key) {
+            Some(e) if e.expires_at == 0 => KeyTtl::Persistent,
+            Some(e) if !e.expired(now) => KeyTtl::Expires(Duration::from_nanos(e.expires_at - now)),
+            _ => KeyTtl::Missing,
+        })
+    }
+
+    async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.shared.check(key, "expire")?;
+        if ttl.is_some_and(|d| d.is_zero()) {
+            return Ok(self.shared.remove(key));
+        }
+        let now = self.shared.now();
+        let expires_at = self.shared.expiry(ttl);
+        Ok(match self.shared.map.get_mut(key) {
+            Some(mut e) if !e.expired(now) => {
+                e.expires_at = expires_at;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
+        self.shared.check(key, "incr")?;
+        let now = self.shared.now();
+        let shared = &self.shared;
+        let created: (i64, Option<Item>) = match shared.map.entry(Arc::from(key)) {
+            MapEntry::Occupied(mut occupied) if !occupied.get().expired(now) => {
+                let entry = occupied.get_mut();
+                let current = parse_redis_int(&entry.value).ok_or_else(not_integer)?;
+                let next = current.checked_add(delta).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidValue,
+                        "increment or decrement would overflow",
+                    )
+                    .context("memory", "incr")
+                })?;
+                let bytes = Bytes::from(next.to_string());
+                let old = entry.value.len();
+                shared.bytes.fetch_add(bytes.len(), Relaxed);
+                shared.bytes.fetch_sub(old, Relaxed);
+                entry.value = bytes;
+                return Ok(next);
+            }
+            MapEntry::Occupied(mut occupied) => {
+                // Expired: start over, as if missing.
+                let value = Bytes::from(delta.to_string());
+                let entry = occupied.get_mut();
+                shared.bytes.fetch_add(value.len(), Relaxed);
+                shared.bytes.fetch_sub(entry.value.len(), Relaxed);
+                entry.value = value;
+                entry.expires_at = shared.expiry(ttl);
+                entry.freq.store(0, Relaxed);
+                (delta, None)
+            }
+            MapEntry::Vacant(vacant) => {
+                let value = Bytes::from(delta.to_string());
+                let size = Entry::size(key, &value);
+                let entry = shared.new_entry(value, shared.expiry(ttl));
+                let item = (Arc::clone(vacant.key()), entry.id);
+                vacant.insert(entry);
+                shared.len.fetch_add(1, Relaxed);
+                shared.bytes.fetch_add(size, Relaxed);
+                (delta, Some(item))
+            }
+        };
+        if let (Some(queues), Some(item)) = (&shared.queues, created.1) {
+            let mut queues = queues.lock().unwrap_or_else(PoisonError::into_inner);
+            let hash = shared.map.hasher().hash_one(&*item.0);
+            queues.insert(item, hash);
+            queues.evict(&**shared, |k| shared.map.hasher().hash_one(k));
+        }
+        Ok(created.0)
+    }
+
+    async fn health(&self) -> Result<Health> {
+        let started = Instant::now();
+        if self.shared.closed.load(Relaxed) {
+            return Ok(
+                Health::new(HealthStatus::Unhealthy, started.elapsed()).with_detail("closed", true)
+            );
+        }
+        let stats = self.stats();
+        let mut health = Health::new(HealthStatus::Healthy, started.elapsed())
+            .with_detail("entries", stats.entries)
+            .with_detail("bytes", stats.bytes)
+            .with_detail("evictions", stats.evictions)
+            .with_detail("expirations", stats.expirations);
+        if let Some(max) = self.shared.config.max_entries {
+            health = health.with_detail("max_entries", max);
+        }
+        if let Some(max) = self.shared.config.max_bytes {
+            health = health.with_detail("max_bytes", max);
+        }
+        Ok(health)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        keys.iter().map(|k| self.get_sync(k)).collect()
+    }
+
+    async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in items {
+            self.shared.check(key, "set_many")?;
+            check_value(value, self.max_value_size())
+                .map_err(|e| e.context("memory", "set_many"))?;
+        }
+        for (key, value) in items {
+            self.shared.write(key, value.clone(), SetOptions::ttl(ttl));
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        for key in keys {
+            self.shared.check(key, "delete_many")?;
+        }
+        Ok(keys.iter().map(|k| u64::from(self.shared.remove(k))).sum())
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        Ok(self
+            .shared
+            .matching(pattern)
+            .iter()
+            .map(|k| k.to_string())
+            .collect())
+    }
+
+    async fn delete_matching(&self, pattern: &str) -> Result<u64> {
+        if pattern.is_empty() {
+            return Err(Error::invalid_key("pattern is empty").context("memory", "delete_matching"));
+        }
+        let keys = self.shared.matching(pattern);
+        Ok(keys.iter().map(|k| u64::from(self.shared.remove(k))).sum())
+    }
+
+    async fn clear(&self, namespace: &str) -> Result<u64> {
+        check_namespace(namespace).map_err(|e| e.context("memory", "clear"))?;
+        let now = self.shared.now();
+        let keys: Vec<Arc<str>> = self
+            .shared
+            .map
+            .iter()
+            .filter(|e| e.key().starts_with(namespace))
+            .map(|e| (Arc::clone(e.key()), e.value().expired(now)))
+            .filter(|(_, expired)| !expired)
+            .map(|(k, _)| k)
+            .collect();
+        Ok(keys.iter().map(|k| u64::from(self.shared.remove(k))).sum())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared.closed.store(true, Relaxed);
+        self.stop.send_replace(true);
+        Ok(())
+    }
+}

@@ -187,7 +187,8 @@ mod tests {
         assert!(!glob_match("[a-c]x", "dx"));
         assert!(glob_match(r"[\]]", "]"));
         assert!(glob_match(r"[\-]", "-"));
-        assert!(glob_match("[a-]", "-"));
+        // As in Redis, `a-]` reads as the range a..']', so the set is unterminated.
+        assert!(!glob_match("[a-]", "-"));
         // unterminated set: the set runs to the end of the pattern
         assert!(glob_match("[ab", "a"));
         assert!(!glob_match("[ab", "c"));

@@ -625,3 +625,40 @@ impl CacheBackend for MemoryBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_integers_like_redis() {
+        for (s, v) in [("0", Some(0)), ("-7", Some(-7)), ("42", Some(42))] {
+            assert_eq!(parse_redis_int(s.as_bytes()), v, "{s}");
+        }
+        for s in ["", "-", "-0", "01", "+1", " 1", "1 ", "1.0", "9223372036854775808"] {
+            assert_eq!(parse_redis_int(s.as_bytes()), None, "{s}");
+        }
+        assert_eq!(parse_redis_int(b"-9223372036854775808"), Some(i64::MIN));
+    }
+
+    #[test]
+    fn deleted_keys_do_not_grow_the_queues_forever() {
+        let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(100));
+        for i in 0..50_000 {
+            let key = format!("k{i}");
+            backend
+                .set_sync(&key, Bytes::from_static(b"v"), SetOptions::default())
+                .unwrap();
+            backend.shared.remove(&key);
+        }
+        let queued = backend
+            .shared
+            .queues
+            .as_ref()
+            .unwrap()
+            .lock()
+            .unwrap()
+            .queued();
+        assert!(queued <= 2 * 100 + 1024 + 1, "{queued} items queued");
+    }
+}

@@ -1,0 +1,398 @@
+//! The typed `Cache` over a real memory backend (and a mock, for errors).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::{Cache, CacheBackend, CacheKey, CategoryTtl, ErrorKind, KeyTtl, SetOptions, Ttl};
+use cache_memory::MemoryBackend;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn memory() -> Arc<dyn CacheBackend> {
+    Arc::new(MemoryBackend::new())
+}
+
+fn key(category: &str, id: impl std::fmt::Display) -> CacheKey {
+    CacheKey::new(category, id).unwrap()
+}
+
+fn user(id: u64, name: &str) -> User {
+    User {
+        id,
+        name: name.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_flight_1000_concurrent_callers_run_the_loader_once() {
+    let cache = Cache::new(memory());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let cache = cache.clone();
+        let calls = Arc::clone(&calls);
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_set(&key("user", 7), || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, std::io::Error>(user(7, "Ada"))
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), user(7, "Ada"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!(stats.loader_calls, 1);
+    assert_eq!(stats.hits + stats.misses, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_flight_loader_error_reaches_every_waiter_and_is_not_cached() {
+    let cache = Cache::new(memory());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let cache = cache.clone();
+        let calls = Arc::clone(&calls);
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_set(&key("user", 1), || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err::<User, _>(std::io::Error::other("database down"))
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        let err = t.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Loader);
+        let source = std::error::Error::source(&err).unwrap();
+        assert_eq!(source.to_string(), "database down");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().loader_errors, 1);
+    assert_eq!(cache.get::<User>(&key("user", 1)).await.unwrap(), None);
+    // The next call loads again.
+    let loaded = cache
+        .get_or_set(&key("user", 1), || async {
+            Ok::<_, std::io::Error>(user(1, "B"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded.name, "B");
+    assert_eq!(cache.stats().loader_calls, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_flight_cancelled_leader_hands_over_to_a_waiter() {
+    let cache = Cache::new(memory());
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_set(&key("k", 1), || async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok::<_, std::io::Error>(0u32)
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_set(&key("k", 1), || async { Ok::<_, std::io::Error>(42u32) })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    leader.abort();
+    let value = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter must take over when the leader is cancelled")
+        .unwrap()
+        .unwrap();
+    assert_eq!(value, 42);
+}
+
+#[tokio::test]
+async fn bad_keys_are_invalid_key_errors() {
+    for (category, id) in [
+        ("user", String::new()),
+        ("user", "x".repeat(10 * 1024)),
+        ("user", "line\nbreak".to_string()),
+        ("user", "nul\0".to_string()),
+        ("", "1".to_string()),
+        ("bad category", "1".to_string()),
+    ] {
+        let err = CacheKey::new(category, &id).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidKey, "{category:?}");
+    }
+    let err = Cache::builder(memory())
+        .prefix("has space")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidKey);
+    // Valid parts that are too long together.
+    let cache = Cache::builder(memory())
+        .prefix("p".repeat(64))
+        .build()
+        .unwrap();
+    let err = cache
+        .get::<u32>(&key("user", "x".repeat(1000)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidKey);
+}
+
+#[tokio::test]
+async fn unencodable_value_is_a_codec_error_and_writes_nothing() {
+    let cache = Cache::new(memory());
+    let mut bad = HashMap::new();
+    bad.insert(vec![1u8, 2], "map keys must be strings in JSON");
+    let err = cache.set(&key("bad", 1), &bad).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec);
+    assert!(!cache.exists(&key("bad", 1)).await.unwrap());
+    assert_eq!(cache.stats().errors, 1);
+}
+
+#[tokio::test]
+async fn undecodable_bytes_are_reported_and_reloaded_by_get_or_set() {
+    let backend = memory();
+    let cache = Cache::builder(Arc::clone(&backend))
+        .prefix("app")
+        .build()
+        .unwrap();
+    backend
+        .set("app:user:1", "\u{1}not json".into(), SetOptions::default())
+        .await
+        .unwrap();
+    backend
+        .set("app:user:2", r#"{"id":"wrong type"}"#.into(), SetOptions::default())
+        .await
+        .unwrap();
+    for id in [1, 2] {
+        let err = cache.get::<User>(&key("user", id)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+    }
+    assert_eq!(cache.stats().decode_errors, 2);
+    let loaded = cache
+        .get_or_set(&key("user", 1), || async {
+            Ok::<_, std::io::Error>(user(1, "new"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded.name, "new");
+    assert_eq!(cache.get::<User>(&key("user", 1)).await.unwrap(), Some(loaded));
+    // Another type's bytes never decode into this type.
+    cache.set(&key("n", 1), &5u32).await.unwrap();
+    assert!(cache.get::<User>(&key("n", 1)).await.is_err());
+}
+
+#[tokio::test]
+async fn cached_empty_values_are_hits() {
+    let cache = Cache::new(memory());
+    cache.set(&key("opt", 1), &Option::<u32>::None).await.unwrap();
+    cache.set(&key("vec", 1), &Vec::<u32>::new()).await.unwrap();
+    cache.set(&key("str", 1), "").await.unwrap();
+    assert_eq!(cache.get::<Option<u32>>(&key("opt", 1)).await.unwrap(), Some(None));
+    assert_eq!(cache.get::<Vec<u32>>(&key("vec", 1)).await.unwrap(), Some(vec![]));
+    assert_eq!(cache.get::<String>(&key("str", 1)).await.unwrap(), Some(String::new()));
+    assert_eq!(cache.stats().hits, 3);
+    let calls = AtomicUsize::new(0);
+    let value: Option<u32> = cache
+        .get_or_set(&key("opt", 1), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(Some(9))
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, None, "the cached None is a hit; the loader must not run");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn json_bytes_are_exactly_the_json_text() {
+    let backend = memory();
+    let cache = Cache::builder(Arc::clone(&backend))
+        .prefix("app")
+        .build()
+        .unwrap();
+    cache.set(&key("user", 1), &user(1, "Ada")).await.unwrap();
+    let raw = backend.get("app:user:1").await.unwrap().unwrap();
+    assert_eq!(&raw[..], br#"{"id":1,"name":"Ada"}"#);
+}
+
+#[tokio::test]
+async fn ttl_policy_by_category_and_zero_ttl() {
+    let backend = memory();
+    let policy = CategoryTtl::new(Some(Duration::from_secs(60)))
+        .with_category("rates", Some(Duration::from_secs(300)))
+        .with_category("config", None);
+    let cache = Cache::builder(Arc::clone(&backend))
+        .prefix("app")
+        .ttl_policy(policy)
+        .build()
+        .unwrap();
+    cache.set(&key("rates", "usd"), &1.1).await.unwrap();
+    cache.set(&key("config", "x"), &1).await.unwrap();
+    cache.set(&key("other", "x"), &1).await.unwrap();
+    let secs = |t: KeyTtl| match t {
+        KeyTtl::Expires(d) => d.as_secs_f64().round() as u64,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(secs(backend.ttl("app:rates:usd").await.unwrap()), 300);
+    assert_eq!(backend.ttl("app:config:x").await.unwrap(), KeyTtl::Persistent);
+    assert_eq!(secs(backend.ttl("app:other:x").await.unwrap()), 60);
+    // Zero TTL: not stored, and the old value is gone.
+    cache
+        .set_with_ttl(&key("other", "x"), &2, Ttl::After(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<i32>(&key("other", "x")).await.unwrap(), None);
+    cache
+        .set_with_ttl(&key("other", "y"), &2, Ttl::from_signed_secs(-1))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<i32>(&key("other", "y")).await.unwrap(), None);
+    // Sub-second TTLs.
+    cache
+        .set_with_ttl(&key("other", "z"), &3, Ttl::millis(80))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<i32>(&key("other", "z")).await.unwrap(), Some(3));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(cache.get::<i32>(&key("other", "z")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn category_invalidation_is_a_generation_bump() {
+    let backend = memory();
+    let build = || {
+        Cache::builder(Arc::clone(&backend))
+            .prefix("app")
+            .generation_refresh(Duration::ZERO)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    for i in 0..100 {
+        a.set(&key("user", i), &i).await.unwrap();
+    }
+    a.set(&key("order", 1), &1).await.unwrap();
+    assert_eq!(a.invalidate_category("user").await.unwrap(), 1);
+    for i in 0..100 {
+        assert_eq!(a.get::<i32>(&key("user", i)).await.unwrap(), None);
+        assert_eq!(b.get::<i32>(&key("user", i)).await.unwrap(), None);
+    }
+    assert_eq!(b.get::<i32>(&key("order", 1)).await.unwrap(), Some(1));
+    // New writes land in the new generation and are visible to both.
+    b.set(&key("user", 1), &11).await.unwrap();
+    assert_eq!(a.get::<i32>(&key("user", 1)).await.unwrap(), Some(11));
+    assert_eq!(a.full_key(&key("user", 1)).await.unwrap(), "app:user#1:1");
+    // A lost generation key never sends the category back to old data.
+    backend.delete("app:#gen:user").await.unwrap();
+    assert_eq!(a.get::<i32>(&key("user", 1)).await.unwrap(), Some(11));
+    assert_eq!(a.invalidate_category("user").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn pattern_invalidation_treats_ids_as_data() {
+    let cache = Cache::new(memory());
+    for id in ["order:1", "order:2", "order:10", "order*", "other"] {
+        cache.set(&key("o", id), &1).await.unwrap();
+    }
+    let versioned = CacheKey::new("o", "order:3").unwrap().with_version(2);
+    cache.set(&versioned, &1).await.unwrap();
+    cache.set(&key("p", "order:1"), &1).await.unwrap();
+    // `\*` is a literal star: only the id "order*" goes.
+    assert_eq!(cache.invalidate_matching("o", r"order\*").await.unwrap(), 1);
+    assert_eq!(cache.invalidate_matching("o", "order:?").await.unwrap(), 3);
+    assert!(!cache.exists(&versioned).await.unwrap());
+    assert!(cache.exists(&key("o", "order:10")).await.unwrap());
+    assert!(cache.exists(&key("o", "other")).await.unwrap());
+    assert!(cache.exists(&key("p", "order:1")).await.unwrap());
+    let err = cache.invalidate_matching("o", "[:]").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidKey);
+}
+
+#[tokio::test]
+async fn clear_removes_only_this_prefix() {
+    let backend = memory();
+    let a = Cache::builder(Arc::clone(&backend)).prefix("a").build().unwrap();
+    let ab = Cache::builder(Arc::clone(&backend)).prefix("ab").build().unwrap();
+    for i in 0..10 {
+        a.set(&key("k", i), &i).await.unwrap();
+        ab.set(&key("k", i), &i).await.unwrap();
+    }
+    assert_eq!(a.clear().await.unwrap(), 10);
+    assert_eq!(ab.get::<i32>(&key("k", 3)).await.unwrap(), Some(3));
+    assert_eq!(a.get::<i32>(&key("k", 3)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn batches_and_counters() {
+    let cache = Cache::new(memory());
+    let items: Vec<(CacheKey, u32)> = (0..10).map(|i| (key("n", i), i)).collect();
+    cache.set_many(&items, Ttl::secs(60)).await.unwrap();
+    let keys = [key("n", 3), key("n", 99), key("n", 0)];
+    assert_eq!(
+        cache.get_many::<u32>(&keys).await.unwrap(),
+        vec![Some(3), None, Some(0)]
+    );
+    assert!(cache.delete(&key("n", 3)).await.unwrap());
+    assert!(!cache.delete(&key("n", 3)).await.unwrap());
+    assert_eq!(cache.incr(&key("hits", "page"), 2).await.unwrap(), 2);
+    assert_eq!(cache.incr(&key("hits", "page"), 3).await.unwrap(), 5);
+    assert_eq!(cache.get::<i64>(&key("hits", "page")).await.unwrap(), Some(5));
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.sets, stats.deletes),
+        (3, 1, 10, 1)
+    );
+    assert!((stats.hit_rate() - 0.75).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn close_stops_the_cache() {
+    let cache = Cache::new(memory());
+    cache.set(&key("k", 1), &1).await.unwrap();
+    cache.close().await.unwrap();
+    let err = cache.get::<i32>(&key("k", 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn backend_errors_reach_the_caller_and_are_counted() {
+    use cache_core::Error;
+    use cache_testkit::MockBackend;
+
+    let mut mock = MockBackend::new();
+    mock.expect_get()
+        .returning(|_| Err(Error::new(ErrorKind::Connection, "refused")));
+    let cache = Cache::new(Arc::new(mock));
+    let err = cache.get::<u32>(&key("k", 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connection);
+    assert!(err.is_retryable());
+    let err = cache
+        .get_or_set(&key("k", 1), || async { Ok::<_, std::io::Error>(1u32) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connection);
+    assert_eq!(cache.stats().errors, 2);
+    assert_eq!(cache.stats().loader_calls, 0);
+}

@@ -1,0 +1,217 @@
+//! The memory backend's own limits: bounds, expiry, the sweeper, eviction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_core::{CacheBackend, SetOptions};
+use cache_memory::{MemoryBackend, MemoryConfig, MockClock};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn live_keys(backend: &MemoryBackend) -> usize {
+    backend.scan("*").await.unwrap().len()
+}
+
+#[test]
+fn max_entries_is_respected_under_concurrent_inserts() {
+    rt().block_on(async {
+        let backend = Arc::new(MemoryBackend::with_config(
+            MemoryConfig::default().with_max_entries(1000),
+        ));
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let backend = Arc::clone(&backend);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..5000 {
+                    let key = format!("t{t}:k{i}");
+                    backend
+                        .set(&key, Bytes::from_static(b"value"), SetOptions::default())
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let stats = backend.stats();
+        assert!(stats.entries <= 1000, "{stats:?}");
+        assert_eq!(live_keys(&backend).await, stats.entries);
+        assert_eq!(stats.evictions, 40_000 - stats.entries as u64);
+    });
+}
+
+#[test]
+fn max_bytes_is_respected_under_concurrent_inserts() {
+    rt().block_on(async {
+        let backend = Arc::new(MemoryBackend::with_config(
+            MemoryConfig::default().with_max_bytes(100_000),
+        ));
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let backend = Arc::clone(&backend);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..2000 {
+                    let value = Bytes::from(vec![b'x'; 100 + (i % 900)]);
+                    backend
+                        .set(&format!("t{t}:{i}"), value, SetOptions::default())
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let stats = backend.stats();
+        assert!(stats.bytes <= 100_000, "{stats:?}");
+        assert!(stats.evictions > 0);
+        // The byte count matches what is really stored.
+        let mut real = 0;
+        for key in backend.scan("*").await.unwrap() {
+            real += key.len() + backend.get(&key).await.unwrap().unwrap().len();
+        }
+        assert_eq!(real, stats.bytes);
+    });
+}
+
+#[test]
+fn value_larger_than_max_bytes_is_refused() {
+    rt().block_on(async {
+        let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_bytes(1000));
+        let err = backend
+            .set("k", Bytes::from(vec![0; 2000]), SetOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), cache_core::ErrorKind::InvalidValue);
+    });
+}
+
+#[test]
+fn key_with_50ms_ttl_is_gone_at_60ms() {
+    rt().block_on(async {
+        let backend = MemoryBackend::new();
+        let opts = SetOptions::ttl(Some(Duration::from_millis(50)));
+        backend.set("k", Bytes::from_static(b"v"), opts).await.unwrap();
+        let written = std::time::Instant::now();
+        assert!(backend.get("k").await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(60).saturating_sub(written.elapsed())).await;
+        assert!(backend.get("k").await.unwrap().is_none());
+    });
+}
+
+#[test]
+fn expiry_follows_the_clock_to_the_nanosecond() {
+    rt().block_on(async {
+        let clock = MockClock::new();
+        let backend = MemoryBackend::with_clock(
+            MemoryConfig::default().with_sweep_interval(Duration::ZERO),
+            Arc::new(clock.clone()),
+        );
+        let opts = SetOptions::ttl(Some(Duration::from_millis(50)));
+        backend.set("k", Bytes::from_static(b"v"), opts).await.unwrap();
+        clock.advance(Duration::from_millis(50) - Duration::from_nanos(1));
+        assert!(backend.get("k").await.unwrap().is_some());
+        clock.advance(Duration::from_nanos(1));
+        assert!(backend.get("k").await.unwrap().is_none());
+        assert_eq!(backend.stats().expirations, 1);
+        assert_eq!(backend.stats().entries, 0);
+    });
+}
+
+#[test]
+fn sweeper_removes_expired_entries_without_reads() {
+    rt().block_on(async {
+        let backend = MemoryBackend::with_config(
+            MemoryConfig::default().with_sweep_interval(Duration::from_millis(20)),
+        );
+        let opts = SetOptions::ttl(Some(Duration::from_millis(30)));
+        for i in 0..500 {
+            backend.set(&format!("k{i}"), Bytes::from_static(b"v"), opts).await.unwrap();
+        }
+        backend.set("forever", Bytes::from_static(b"v"), SetOptions::default()).await.unwrap();
+        assert_eq!(backend.stats().entries, 501);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while backend.stats().entries > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stats = backend.stats();
+        assert_eq!(stats.entries, 1, "{stats:?}");
+        assert_eq!(stats.expirations, 500);
+    });
+}
+
+#[test]
+fn sweeper_stops_when_the_backend_is_dropped_or_closed() {
+    let runtime = rt();
+    runtime.block_on(async {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let backend = MemoryBackend::with_config(
+            MemoryConfig::default().with_sweep_interval(Duration::from_millis(5)),
+        );
+        assert_eq!(metrics.num_alive_tasks(), 1, "the sweeper runs");
+        drop(backend);
+        wait_for_no_tasks(&metrics).await;
+
+        let backend = MemoryBackend::with_config(
+            MemoryConfig::default().with_sweep_interval(Duration::from_millis(5)),
+        );
+        assert_eq!(metrics.num_alive_tasks(), 1);
+        backend.close().await.unwrap();
+        wait_for_no_tasks(&metrics).await;
+        let err = backend.get("k").await.unwrap_err();
+        assert_eq!(err.kind(), cache_core::ErrorKind::Closed);
+    });
+}
+
+async fn wait_for_no_tasks(metrics: &tokio::runtime::RuntimeMetrics) {
+    for _ in 0..200 {
+        if metrics.num_alive_tasks() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the sweeper task is still alive");
+}
+
+#[test]
+fn frequently_read_keys_survive_a_scan() {
+    rt().block_on(async {
+        let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(1000));
+        let opts = SetOptions::default();
+        for i in 0..200 {
+            backend.set(&format!("hot{i}"), Bytes::from_static(b"v"), opts).await.unwrap();
+        }
+        // Read the hot keys while a scan of one-off keys streams through.
+        for i in 0..20_000 {
+            backend.set(&format!("scan{i}"), Bytes::from_static(b"v"), opts).await.unwrap();
+            if i % 100 == 0 {
+                for h in 0..200 {
+                    backend.get(&format!("hot{h}")).await.unwrap();
+                }
+            }
+        }
+        let mut alive = 0;
+        for h in 0..200 {
+            alive += usize::from(backend.get(&format!("hot{h}")).await.unwrap().is_some());
+        }
+        assert!(alive >= 190, "only {alive} of 200 hot keys survived the scan");
+        assert!(backend.stats().entries <= 1000);
+    });
+}
+
+#[test]
+fn works_without_a_runtime() {
+    let backend = MemoryBackend::new();
+    backend
+        .set_sync("k", Bytes::from_static(b"v"), SetOptions::default())
+        .unwrap();
+    assert_eq!(backend.get_sync("k").unwrap().as_deref(), Some(&b"v"[..]));
+}

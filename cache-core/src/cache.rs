@@ -378,7 +378,9 @@ impl<C: Codec> Cache<C> {
     /// [`Codec`](ErrorKind::Codec) when any value cannot be encoded (nothing
     /// is written); the backend's errors.
     pub async fn set_many<T: Serialize>(&self, items: &[(CacheKey, T)], ttl: Ttl) -> Result<()> {
-        let mut groups: Vec<(Option<Duration>, Vec<(String, Bytes)>)> = Vec::new();
+        // One backend batch per category: (its TTL, its entries).
+        type Batch = (Option<Duration>, Vec<(String, Bytes)>);
+        let mut groups: Vec<Batch> = Vec::new();
         let mut by_category: HashMap<&str, usize> = HashMap::new();
         for (key, value) in items {
             let full = self.full_key(key).await?;

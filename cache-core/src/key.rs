@@ -389,7 +389,7 @@ mod tests {
             ("user", "x".repeat(10 * 1024)),
             ("c".repeat(65).as_str(), "1".into()),
         ] {
-            let err = CacheKey::new(&cat, &id).unwrap_err();
+            let err = CacheKey::new(cat, &id).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidKey, "{cat:?} {id:?}");
         }
     }

@@ -97,7 +97,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let generation = cache.invalidate_category("profile").await?;
     let miss = cache.get::<Profile>(&CacheKey::new("profile", 10)?).await?;
-    println!("after invalidate_category (generation {generation}): profile 10 cached = {}", miss.is_some());
+    println!(
+        "after invalidate_category (generation {generation}): profile 10 cached = {}",
+        miss.is_some()
+    );
     assert!(miss.is_none());
 
     // 5. Cached "nothing" is a hit too: remember that user 404 does not exist.

@@ -181,7 +181,11 @@ async fn undecodable_bytes_are_reported_and_reloaded_by_get_or_set() {
         .await
         .unwrap();
     backend
-        .set("app:user:2", r#"{"id":"wrong type"}"#.into(), SetOptions::default())
+        .set(
+            "app:user:2",
+            r#"{"id":"wrong type"}"#.into(),
+            SetOptions::default(),
+        )
         .await
         .unwrap();
     for id in [1, 2] {
@@ -196,7 +200,10 @@ async fn undecodable_bytes_are_reported_and_reloaded_by_get_or_set() {
         .await
         .unwrap();
     assert_eq!(loaded.name, "new");
-    assert_eq!(cache.get::<User>(&key("user", 1)).await.unwrap(), Some(loaded));
+    assert_eq!(
+        cache.get::<User>(&key("user", 1)).await.unwrap(),
+        Some(loaded)
+    );
     // Another type's bytes never decode into this type.
     cache.set(&key("n", 1), &5u32).await.unwrap();
     assert!(cache.get::<User>(&key("n", 1)).await.is_err());
@@ -205,12 +212,24 @@ async fn undecodable_bytes_are_reported_and_reloaded_by_get_or_set() {
 #[tokio::test]
 async fn cached_empty_values_are_hits() {
     let cache = Cache::new(memory());
-    cache.set(&key("opt", 1), &Option::<u32>::None).await.unwrap();
+    cache
+        .set(&key("opt", 1), &Option::<u32>::None)
+        .await
+        .unwrap();
     cache.set(&key("vec", 1), &Vec::<u32>::new()).await.unwrap();
     cache.set(&key("str", 1), "").await.unwrap();
-    assert_eq!(cache.get::<Option<u32>>(&key("opt", 1)).await.unwrap(), Some(None));
-    assert_eq!(cache.get::<Vec<u32>>(&key("vec", 1)).await.unwrap(), Some(vec![]));
-    assert_eq!(cache.get::<String>(&key("str", 1)).await.unwrap(), Some(String::new()));
+    assert_eq!(
+        cache.get::<Option<u32>>(&key("opt", 1)).await.unwrap(),
+        Some(None)
+    );
+    assert_eq!(
+        cache.get::<Vec<u32>>(&key("vec", 1)).await.unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(
+        cache.get::<String>(&key("str", 1)).await.unwrap(),
+        Some(String::new())
+    );
     assert_eq!(cache.stats().hits, 3);
     let calls = AtomicUsize::new(0);
     let value: Option<u32> = cache
@@ -220,7 +239,10 @@ async fn cached_empty_values_are_hits() {
         })
         .await
         .unwrap();
-    assert_eq!(value, None, "the cached None is a hit; the loader must not run");
+    assert_eq!(
+        value, None,
+        "the cached None is a hit; the loader must not run"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
@@ -255,7 +277,10 @@ async fn ttl_policy_by_category_and_zero_ttl() {
         other => panic!("{other:?}"),
     };
     assert_eq!(secs(backend.ttl("app:rates:usd").await.unwrap()), 300);
-    assert_eq!(backend.ttl("app:config:x").await.unwrap(), KeyTtl::Persistent);
+    assert_eq!(
+        backend.ttl("app:config:x").await.unwrap(),
+        KeyTtl::Persistent
+    );
     assert_eq!(secs(backend.ttl("app:other:x").await.unwrap()), 60);
     // Zero TTL: not stored, and the old value is gone.
     cache
@@ -332,8 +357,14 @@ async fn pattern_invalidation_treats_ids_as_data() {
 #[tokio::test]
 async fn clear_removes_only_this_prefix() {
     let backend = memory();
-    let a = Cache::builder(Arc::clone(&backend)).prefix("a").build().unwrap();
-    let ab = Cache::builder(Arc::clone(&backend)).prefix("ab").build().unwrap();
+    let a = Cache::builder(Arc::clone(&backend))
+        .prefix("a")
+        .build()
+        .unwrap();
+    let ab = Cache::builder(Arc::clone(&backend))
+        .prefix("ab")
+        .build()
+        .unwrap();
     for i in 0..10 {
         a.set(&key("k", i), &i).await.unwrap();
         ab.set(&key("k", i), &i).await.unwrap();
@@ -357,7 +388,10 @@ async fn batches_and_counters() {
     assert!(!cache.delete(&key("n", 3)).await.unwrap());
     assert_eq!(cache.incr(&key("hits", "page"), 2).await.unwrap(), 2);
     assert_eq!(cache.incr(&key("hits", "page"), 3).await.unwrap(), 5);
-    assert_eq!(cache.get::<i64>(&key("hits", "page")).await.unwrap(), Some(5));
+    assert_eq!(
+        cache.get::<i64>(&key("hits", "page")).await.unwrap(),
+        Some(5)
+    );
     let stats = cache.stats();
     assert_eq!(
         (stats.hits, stats.misses, stats.sets, stats.deletes),

@@ -635,7 +635,17 @@ mod tests {
         for (s, v) in [("0", Some(0)), ("-7", Some(-7)), ("42", Some(42))] {
             assert_eq!(parse_redis_int(s.as_bytes()), v, "{s}");
         }
-        for s in ["", "-", "-0", "01", "+1", " 1", "1 ", "1.0", "9223372036854775808"] {
+        for s in [
+            "",
+            "-",
+            "-0",
+            "01",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "9223372036854775808",
+        ] {
             assert_eq!(parse_redis_int(s.as_bytes()), None, "{s}");
         }
         assert_eq!(parse_redis_int(b"-9223372036854775808"), Some(i64::MIN));

@@ -99,7 +99,10 @@ fn key_with_50ms_ttl_is_gone_at_60ms() {
     rt().block_on(async {
         let backend = MemoryBackend::new();
         let opts = SetOptions::ttl(Some(Duration::from_millis(50)));
-        backend.set("k", Bytes::from_static(b"v"), opts).await.unwrap();
+        backend
+            .set("k", Bytes::from_static(b"v"), opts)
+            .await
+            .unwrap();
         let written = std::time::Instant::now();
         assert!(backend.get("k").await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(60).saturating_sub(written.elapsed())).await;
@@ -116,7 +119,10 @@ fn expiry_follows_the_clock_to_the_nanosecond() {
             Arc::new(clock.clone()),
         );
         let opts = SetOptions::ttl(Some(Duration::from_millis(50)));
-        backend.set("k", Bytes::from_static(b"v"), opts).await.unwrap();
+        backend
+            .set("k", Bytes::from_static(b"v"), opts)
+            .await
+            .unwrap();
         clock.advance(Duration::from_millis(50) - Duration::from_nanos(1));
         assert!(backend.get("k").await.unwrap().is_some());
         clock.advance(Duration::from_nanos(1));
@@ -134,9 +140,15 @@ fn sweeper_removes_expired_entries_without_reads() {
         );
         let opts = SetOptions::ttl(Some(Duration::from_millis(30)));
         for i in 0..500 {
-            backend.set(&format!("k{i}"), Bytes::from_static(b"v"), opts).await.unwrap();
+            backend
+                .set(&format!("k{i}"), Bytes::from_static(b"v"), opts)
+                .await
+                .unwrap();
         }
-        backend.set("forever", Bytes::from_static(b"v"), SetOptions::default()).await.unwrap();
+        backend
+            .set("forever", Bytes::from_static(b"v"), SetOptions::default())
+            .await
+            .unwrap();
         assert_eq!(backend.stats().entries, 501);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while backend.stats().entries > 1 && std::time::Instant::now() < deadline {
@@ -187,11 +199,17 @@ fn frequently_read_keys_survive_a_scan() {
         let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(1000));
         let opts = SetOptions::default();
         for i in 0..200 {
-            backend.set(&format!("hot{i}"), Bytes::from_static(b"v"), opts).await.unwrap();
+            backend
+                .set(&format!("hot{i}"), Bytes::from_static(b"v"), opts)
+                .await
+                .unwrap();
         }
         // Read the hot keys while a scan of one-off keys streams through.
         for i in 0..20_000 {
-            backend.set(&format!("scan{i}"), Bytes::from_static(b"v"), opts).await.unwrap();
+            backend
+                .set(&format!("scan{i}"), Bytes::from_static(b"v"), opts)
+                .await
+                .unwrap();
             if i % 100 == 0 {
                 for h in 0..200 {
                     backend.get(&format!("hot{h}")).await.unwrap();
@@ -202,7 +220,10 @@ fn frequently_read_keys_survive_a_scan() {
         for h in 0..200 {
             alive += usize::from(backend.get(&format!("hot{h}")).await.unwrap().is_some());
         }
-        assert!(alive >= 190, "only {alive} of 200 hot keys survived the scan");
+        assert!(
+            alive >= 190,
+            "only {alive} of 200 hot keys survived the scan"
+        );
         assert!(backend.stats().entries <= 1000);
     });
 }

@@ -1,1 +1,41 @@
-//! stub
+//! The Redis backend of the cache: [`RedisBackend`], configured by
+//! [`RedisConfig`] (one URL, or host/port/credentials).
+//!
+//! - Values are plain Redis strings, byte for byte: with the JSON codec,
+//!   `redis-cli GET` shows the JSON text.
+//! - TTLs in milliseconds (`SET … PX`), so sub-second TTLs work; a zero TTL
+//!   stores nothing and removes the old value.
+//! - `incr` is one Lua script: atomic, creates a missing key with the TTL,
+//!   keeps the TTL of an existing one.
+//! - Batch calls are one round trip (`MGET`, a pipeline of `SET`, `UNLINK`);
+//!   pattern deletes and `clear` walk `SCAN MATCH … COUNT 1000` and `UNLINK`
+//!   each batch, never `KEYS`, never `FLUSHDB`.
+//! - Reconnects by itself after a restart; every call is bounded by the
+//!   response timeout (`Timeout`), an unreachable server is `Connection`.
+//! - `rediss://` (TLS) with the crate feature `tls`.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> cache_core::Result<()> {
+//! use cache_core::{Cache, CacheKey, Ttl};
+//! use cache_redis::{RedisBackend, RedisConfig};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! let config = RedisConfig::from_url("redis://127.0.0.1:6379/0")?
+//!     .with_response_timeout(Duration::from_millis(250));
+//! let cache = Cache::new(Arc::new(RedisBackend::connect(config).await?));
+//! let key = CacheKey::new("greeting", "en")?;
+//! cache.set_with_ttl(&key, "hello", Ttl::secs(30)).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+mod config;
+mod error;
+
+pub use backend::RedisBackend;
+pub use config::{RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};

@@ -125,13 +125,12 @@ impl CacheConfig {
         if let Some(ttls) = lookup("CACHE_TTLS") {
             for pair in ttls.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (category, secs) = pair.split_once('=').ok_or_else(|| {
-                    config_error(format!(
-                        "CACHE_TTLS: {pair:?} is not category=seconds"
-                    ))
+                    config_error(format!("CACHE_TTLS: {pair:?} is not category=seconds"))
                 })?;
-                config
-                    .ttls
-                    .insert(category.trim().to_owned(), parse_var("CACHE_TTLS", secs.trim())?);
+                config.ttls.insert(
+                    category.trim().to_owned(),
+                    parse_var("CACHE_TTLS", secs.trim())?,
+                );
             }
         }
         if let Some(jitter) = lookup("CACHE_TTL_JITTER") {
@@ -149,13 +148,15 @@ impl CacheConfig {
     ///
     /// [`Config`](ErrorKind::Config) with the parser's message.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| config_error("invalid cache configuration").with_source(e))
+        serde_json::from_str(json)
+            .map_err(|e| config_error("invalid cache configuration").with_source(e))
     }
 
     /// The TTL policy this configuration describes.
     pub fn ttl_policy(&self) -> CategoryTtl {
         let secs = |s: i64| Duration::from_secs(s.max(0).unsigned_abs());
-        let mut policy = CategoryTtl::new(self.default_ttl_secs.map(secs)).with_jitter(self.ttl_jitter);
+        let mut policy =
+            CategoryTtl::new(self.default_ttl_secs.map(secs)).with_jitter(self.ttl_jitter);
         for (category, ttl) in &self.ttls {
             policy = policy.with_category(category.clone(), Some(secs(*ttl)));
         }
@@ -167,7 +168,12 @@ impl CacheConfig {
         self.url
             .split_once("://")
             .map(|(scheme, _)| scheme)
-            .ok_or_else(|| config_error(format!("cache URL {:?} has no scheme (e.g. memory://)", redact(&self.url))))
+            .ok_or_else(|| {
+                config_error(format!(
+                    "cache URL {:?} has no scheme (e.g. memory://)",
+                    redact(&self.url)
+                ))
+            })
     }
 }
 
@@ -319,7 +325,10 @@ mod tests {
         assert_eq!(config.default_ttl_secs, Some(60));
         assert_eq!(config.ttls.get("stats"), Some(&900));
         assert_eq!(config.ttl_policy().base_ttl("off"), Some(Duration::ZERO));
-        assert_eq!(config.ttl_policy().base_ttl("x"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            config.ttl_policy().base_ttl("x"),
+            Some(Duration::from_secs(60))
+        );
 
         let bad = BTreeMap::from([("CACHE_TTLS", "rates")]);
         let err = CacheConfig::from_lookup(|n| bad.get(n).map(|v| v.to_string())).unwrap_err();
@@ -339,7 +348,8 @@ mod tests {
             query_config("memory://?max_entries=10&sweep_interval_ms=0").unwrap();
         assert_eq!(c.max_entries, Some(10));
         assert_eq!(c.sweep_interval_ms, 0);
-        let err = query_config::<cache_memory::MemoryConfig>("memory://?max_entires=10").unwrap_err();
+        let err =
+            query_config::<cache_memory::MemoryConfig>("memory://?max_entires=10").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains("max_entires"), "{err}");
         assert!(query_config::<cache_memory::MemoryConfig>("memory://host").is_err());

@@ -5,7 +5,11 @@ use cache::{CacheConfig, ErrorKind};
 
 #[tokio::test]
 async fn unknown_scheme_is_a_config_error() {
-    for url in ["nosuch://x", "no-scheme-at-all", "redis+cluster://127.0.0.1:7000"] {
+    for url in [
+        "nosuch://x",
+        "no-scheme-at-all",
+        "redis+cluster://127.0.0.1:7000",
+    ] {
         let err = cache::open(&CacheConfig::from_url(url)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{url}");
     }
@@ -30,7 +34,10 @@ async fn memory_url_opens_a_bounded_memory_cache() {
     let cache = cache::open(&config).await.unwrap();
     assert_eq!(cache.backend().name(), "memory");
     for i in 0..10 {
-        cache.set(&cache::CacheKey::new("k", i).unwrap(), &i).await.unwrap();
+        cache
+            .set(&cache::CacheKey::new("k", i).unwrap(), &i)
+            .await
+            .unwrap();
     }
     let health = cache.health().await.unwrap();
     assert_eq!(health.details["max_entries"], "3");
@@ -40,7 +47,9 @@ async fn memory_url_opens_a_bounded_memory_cache() {
 #[cfg(not(feature = "memory"))]
 #[tokio::test]
 async fn memory_without_the_feature_names_it() {
-    let err = cache::open(&CacheConfig::from_url("memory://")).await.unwrap_err();
+    let err = cache::open(&CacheConfig::from_url("memory://"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("`memory` feature"), "{err}");
 }
@@ -63,5 +72,8 @@ async fn msgpack_codec_round_trips() {
     let cache = cache::open(&config).await.unwrap();
     let key = cache::CacheKey::new("k", 1).unwrap();
     cache.set(&key, &vec![1u8, 2, 3]).await.unwrap();
-    assert_eq!(cache.get::<Vec<u8>>(&key).await.unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(
+        cache.get::<Vec<u8>>(&key).await.unwrap(),
+        Some(vec![1, 2, 3])
+    );
 }

@@ -1,0 +1,579 @@
+//! [`RedisBackend`]: the cache's contract on one Redis server.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cache_core::{
+    check_key, check_namespace, check_value, glob_escape, CacheBackend, Capabilities, Error,
+    ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script, ScriptInvocation, Value};
+
+use crate::config::RedisConfig;
+use crate::error::{connect_error, map_error};
+
+/// The largest value Redis stores (its `proto-max-bulk-len` default).
+const MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
+
+/// Keys asked for per `SCAN` round trip.
+const SCAN_COUNT: usize = 1000;
+
+/// The longest TTL sent to Redis, in ms (about 146 million years). Redis
+/// rejects an expiry that overflows when added to the current time.
+const MAX_TTL_MS: u64 = 1 << 62;
+
+/// Adds `delta`; a key it creates gets the TTL in `ARGV[2]` (empty: none),
+/// a key that existed keeps its TTL. One script, so one atomic step.
+const INCR_SCRIPT: &str = r"
+local existed = redis.call('EXISTS', KEYS[1])
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if existed == 0 and ARGV[2] ~= '' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+";
+
+/// Removes the TTL of an existing key; returns whether the key exists
+/// (`PERSIST` alone answers 0 for a key that has no TTL).
+const PERSIST_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('PERSIST', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// The cache backend on a Redis server (single node; Redis 6 or later).
+///
+/// Values are stored as plain Redis strings, byte for byte, so other Redis
+/// clients (`redis-cli GET`, a Python service) read them as written. TTLs
+/// are sent as milliseconds (`PX`), `incr` is one Lua script, pattern
+/// deletes use `SCAN` + `UNLINK` (never `KEYS`, never `FLUSHDB`).
+///
+/// Connections are `redis-rs` connection managers: after a connection is
+/// lost (server restart, network blip) the next call fails with
+/// [`Connection`](ErrorKind::Connection) and a reconnect starts in the
+/// background; later calls use the new connection, no rebuild needed. Every
+/// call is bounded by the configured response timeout, so a hung server
+/// yields [`Timeout`](ErrorKind::Timeout) promptly.
+///
+/// Cloning is cheap and shares the connections.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::{CacheBackend, SetOptions};
+/// use cache_redis::RedisBackend;
+/// use std::time::Duration;
+///
+/// let redis = RedisBackend::from_url("redis://127.0.0.1:6379").await?;
+/// let ttl = Some(Duration::from_secs(60));
+/// redis.set("app:greeting:en", "hello".into(), SetOptions::ttl(ttl)).await?;
+/// assert_eq!(redis.get("app:greeting:en").await?.as_deref(), Some(&b"hello"[..]));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The connections, round-robin; empty after `close`.
+    connections: RwLock<Vec<ConnectionManager>>,
+    next: AtomicUsize,
+    response_timeout: Duration,
+    /// Where the server is, without credentials.
+    target: String,
+    incr: Script,
+    persist: Script,
+}
+
+impl RedisBackend {
+    /// Connects to the server described by `config`.
+    ///
+    /// Opens `config.connections` connections and checks each with the
+    /// handshake (authentication, database selection), all within the
+    /// connect timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](ErrorKind::Config) for an invalid configuration;
+    /// [`Connection`](ErrorKind::Connection) when the server cannot be
+    /// reached, refuses the credentials, or does not answer within the
+    /// connect timeout.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let info = config.connection_info()?;
+        let target = config.target();
+        let client = redis::Client::open(info).map_err(|e| connect_error(e, &target))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout()))
+            .set_response_timeout(Some(config.response_timeout()))
+            // One attempt per reconnect: while the server is down, calls
+            // fail fast with `Connection` (and each failed call starts the
+            // next attempt) rather than queueing behind a backoff.
+            .set_number_of_retries(0);
+        let open_all = async {
+            let mut connections = Vec::with_capacity(config.connections);
+            for _ in 0..config.connections {
+                let mut connection =
+                    ConnectionManager::new_with_config(client.clone(), manager_config.clone())
+                        .await?;
+                // The handshake does not authenticate without credentials;
+                // one round trip shows NOAUTH (or any refusal) now, not on
+                // the first real call.
+                redis::cmd("PING")
+                    .query_async::<Value>(&mut connection)
+                    .await?;
+                connections.push(connection);
+            }
+            RedisResult::Ok(connections)
+        };
+        let connections = match tokio::time::timeout(config.connect_timeout(), open_all).await {
+            Ok(Ok(connections)) => connections,
+            Ok(Err(e)) => return Err(connect_error(e, &target)),
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "cannot connect to {target}: no connection within {} ms",
+                        config.connect_timeout_ms
+                    ),
+                )
+                .with_backend("redis")
+                .with_operation("connect"))
+            }
+        };
+        tracing::debug!(%target, connections = connections.len(), "connected to Redis");
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                connections: RwLock::new(connections),
+                next: AtomicUsize::new(0),
+                response_timeout: config.response_timeout(),
+                target,
+                incr: Script::new(INCR_SCRIPT),
+                persist: Script::new(PERSIST_SCRIPT),
+            }),
+        })
+    }
+
+    /// Connects to the server at `url` with default settings otherwise
+    /// (see [`RedisConfig`] for the URL forms).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisConfig::from_url`] and [`RedisBackend::connect`].
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::connect(RedisConfig::from_url(url)?).await
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner
+            .connections
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty()
+    }
+
+    /// The next connection, round-robin.
+    fn connection(&self, op: &'static str) -> Result<ConnectionManager> {
+        let connections = self
+            .inner
+            .connections
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if connections.is_empty() {
+            return Err(Error::new(ErrorKind::Closed, "the Redis backend is closed")
+                .with_backend("redis")
+                .with_operation(op));
+        }
+        let i = self.inner.next.fetch_add(1, Relaxed) % connections.len();
+        Ok(connections[i].clone())
+    }
+
+    /// Awaits one exchange with the server, bounded by the response timeout.
+    async fn bounded<T: Send>(
+        &self,
+        op: &'static str,
+        exchange: impl Future<Output = RedisResult<T>> + Send,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.inner.response_timeout, exchange).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(map_error(e, op)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no answer from {} within {} ms",
+                    self.inner.target,
+                    self.inner.response_timeout.as_millis()
+                ),
+            )
+            .with_backend("redis")
+            .with_operation(op)),
+        }
+    }
+
+    async fn query<T: FromRedisValue + Send>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
+        let mut conn = self.connection(op)?;
+        self.bounded(op, cmd.query_async(&mut conn)).await
+    }
+
+    async fn query_pipeline<T: FromRedisValue + Send>(
+        &self,
+        op: &'static str,
+        pipeline: &Pipeline,
+    ) -> Result<T> {
+        let mut conn = self.connection(op)?;
+        self.bounded(op, pipeline.query_async(&mut conn)).await
+    }
+
+    async fn invoke<T: FromRedisValue + Send>(
+        &self,
+        op: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.connection(op)?;
+        self.bounded(op, script.invoke_async(&mut conn)).await
+    }
+
+    fn check_key(key: &str, op: &'static str) -> Result<()> {
+        check_key(key, MAX_KEY_LEN).map_err(|e| e.context("redis", op))
+    }
+
+    fn check_value(value: &[u8], op: &'static str) -> Result<()> {
+        check_value(value, MAX_VALUE_SIZE).map_err(|e| e.context("redis", op))
+    }
+
+    fn check_pattern(pattern: &str, op: &'static str) -> Result<()> {
+        if pattern.is_empty() {
+            return Err(Error::invalid_key("pattern is empty").context("redis", op));
+        }
+        Ok(())
+    }
+
+    /// `UNLINK keys…`; how many existed.
+    async fn unlink<K: redis::ToRedisArgs>(&self, op: &'static str, keys: &[K]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.query(op, redis::cmd("UNLINK").arg(keys)).await
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT …` round trip: the next cursor
+    /// (0 when done) and a batch of keys, possibly empty.
+    async fn scan_page(
+        &self,
+        op: &'static str,
+        pattern: &str,
+        cursor: u64,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        self.query(
+            op,
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT),
+        )
+        .await
+    }
+
+    /// `SCAN MATCH pattern` in batches, `UNLINK` each batch; how many keys
+    /// were removed.
+    async fn unlink_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
+        let mut removed = 0;
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = self.scan_page(op, pattern, cursor).await?;
+            // A key SCAN repeats is already gone and not counted twice.
+            removed += self.unlink(op, &keys).await?;
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// A TTL as Redis milliseconds: at least 1 for any positive duration.
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MS)
+}
+
+fn set_command(key: &str, value: &[u8], ttl: Option<Duration>) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(ttl_millis(ttl));
+    }
+    cmd
+}
+
+/// Facts from `INFO` text, by field name.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        (field == name).then(|| value.trim())
+    })
+}
+
+#[async_trait]
+impl CacheBackend for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.max_key_len = MAX_KEY_LEN;
+        caps.max_value_size = MAX_VALUE_SIZE;
+        caps.sub_second_ttl = true;
+        caps.atomic_incr = true;
+        caps.pattern_delete = true;
+        caps.shared = true;
+        // Redis evicts live keys under `maxmemory` with an eviction policy.
+        caps.evicts = true;
+        caps
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Self::check_key(key, "get")?;
+        let value: Option<Vec<u8>> = self.query("get", redis::cmd("GET").arg(key)).await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
+        Self::check_key(key, "set")?;
+        Self::check_value(&value, "set")?;
+        if opts.ttl == Some(Duration::ZERO) {
+            // Do not store; `Always` also removes what is there.
+            if opts.mode == SetMode::Always {
+                self.unlink("set", &[key]).await?;
+            }
+            return Ok(false);
+        }
+        let mut cmd = set_command(key, &value, opts.ttl);
+        if opts.mode == SetMode::IfAbsent {
+            cmd.arg("NX");
+        }
+        let reply: Value = self.query("set", &cmd).await?;
+        Ok(!matches!(reply, Value::Nil))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        Self::check_key(key, "delete")?;
+        Ok(self.unlink("delete", &[key]).await? > 0)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Self::check_key(key, "exists")?;
+        let n: u64 = self.query("exists", redis::cmd("EXISTS").arg(key)).await?;
+        Ok(n > 0)
+    }
+
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        Self::check_key(key, "ttl")?;
+        let ms: i64 = self.query("ttl", redis::cmd("PTTL").arg(key)).await?;
+        Ok(match ms {
+            -2 => KeyTtl::Missing,
+            -1 => KeyTtl::Persistent,
+            ms => KeyTtl::Expires(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+        })
+    }
+
+    async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        Self::check_key(key, "expire")?;
+        match ttl {
+            Some(Duration::ZERO) => Ok(self.unlink("expire", &[key]).await? > 0),
+            Some(ttl) => {
+                let n: u64 = self
+                    .query(
+                        "expire",
+                        redis::cmd("PEXPIRE").arg(key).arg(ttl_millis(ttl)),
+                    )
+                    .await?;
+                Ok(n > 0)
+            }
+            None => {
+                let n: u64 = self.invoke("expire", &self.inner.persist.key(key)).await?;
+                Ok(n > 0)
+            }
+        }
+    }
+
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
+        Self::check_key(key, "incr")?;
+        let ttl_arg = match ttl {
+            None => String::new(),
+            Some(Duration::ZERO) => "0".to_owned(),
+            Some(ttl) => ttl_millis(ttl).to_string(),
+        };
+        self.invoke("incr", self.inner.incr.key(key).arg(delta).arg(ttl_arg))
+            .await
+    }
+
+    async fn health(&self) -> Result<Health> {
+        let started = Instant::now();
+        if self.is_closed() {
+            return Ok(
+                Health::new(HealthStatus::Unhealthy, started.elapsed()).with_detail("closed", true)
+            );
+        }
+        let _: String = self.query("health", &redis::cmd("PING")).await?;
+        let latency = started.elapsed();
+        let info: String = self.query("health", &redis::cmd("INFO")).await?;
+        let mut health =
+            Health::new(HealthStatus::Healthy, latency).with_detail("target", &self.inner.target);
+        for name in [
+            "redis_version",
+            "used_memory",
+            "maxmemory",
+            "connected_clients",
+            "keyspace_hits",
+            "keyspace_misses",
+            "evicted_keys",
+        ] {
+            if let Some(value) = info_field(&info, name) {
+                health = health.with_detail(name, value);
+            }
+        }
+        let number = |name| info_field(&info, name).and_then(|v| v.parse::<u64>().ok());
+        let near_limit = match (number("used_memory"), number("maxmemory")) {
+            (Some(used), Some(max)) if max > 0 => used.saturating_mul(10) >= max.saturating_mul(9),
+            _ => false,
+        };
+        if near_limit || info_field(&info, "loading") == Some("1") {
+            health.status = HealthStatus::Degraded;
+        }
+        Ok(health)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        for key in keys {
+            Self::check_key(key, "get_many")?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<Vec<u8>>> =
+            self.query("get_many", redis::cmd("MGET").arg(keys)).await?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+    }
+
+    async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in items {
+            Self::check_key(key, "set_many")?;
+            Self::check_value(value, "set_many")?;
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        if ttl == Some(Duration::ZERO) {
+            let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+            self.unlink("set_many", &keys).await?;
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for (key, value) in items {
+            pipeline.add_command(set_command(key, value, ttl)).ignore();
+        }
+        self.query_pipeline("set_many", &pipeline).await
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        for key in keys {
+            Self::check_key(key, "delete_many")?;
+        }
+        self.unlink("delete_many", keys).await
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        Self::check_pattern(pattern, "scan")?;
+        let mut found = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = self.scan_page("scan", pattern, cursor).await?;
+            // Keys that are not UTF-8 were not written through this trait
+            // (its keys are `&str`); leave them out.
+            found.extend(keys.into_iter().filter_map(|k| String::from_utf8(k).ok()));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key more than once.
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
+    }
+
+    async fn delete_matching(&self, pattern: &str) -> Result<u64> {
+        Self::check_pattern(pattern, "delete_matching")?;
+        self.unlink_matching("delete_matching", pattern).await
+    }
+
+    async fn clear(&self, namespace: &str) -> Result<u64> {
+        check_namespace(namespace).map_err(|e| e.context("redis", "clear"))?;
+        self.unlink_matching("clear", &format!("{}*", glob_escape(namespace)))
+            .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Dropping the managers closes the connections once calls in flight
+        // (which hold clones) finish.
+        self.inner
+            .connections
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let connections = self
+            .inner
+            .connections
+            .read()
+            .map(|c| c.len())
+            .unwrap_or_default();
+        f.debug_struct("RedisBackend")
+            .field("target", &self.inner.target)
+            .field("connections", &connections)
+            .field("response_timeout", &self.inner.response_timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_millis_rounds_up_and_caps() {
+        assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
+        assert_eq!(ttl_millis(Duration::from_millis(300)), 300);
+        assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn info_fields() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nused_memory:1024\r\n";
+        assert_eq!(info_field(info, "redis_version"), Some("7.0.15"));
+        assert_eq!(info_field(info, "used_memory"), Some("1024"));
+        assert_eq!(info_field(info, "maxmemory"), None);
+    }
+}

@@ -353,6 +353,80 @@ pub trait CacheBackend: Send + Sync + 'static {
     }
 }
 
+/// A shared backend is a backend: wrappers take `Arc<dyn CacheBackend>`
+/// (or any `Arc<B>`) as their inner backend.
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<T: CacheBackend + ?Sized> CacheBackend for std::sync::Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        (**self).get(key).await
+    }
+
+    async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
+        (**self).set(key, value, opts).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        (**self).delete(key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        (**self).exists(key).await
+    }
+
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        (**self).ttl(key).await
+    }
+
+    async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        (**self).expire(key, ttl).await
+    }
+
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
+        (**self).incr(key, delta, ttl).await
+    }
+
+    async fn health(&self) -> Result<Health> {
+        (**self).health().await
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        (**self).get_many(keys).await
+    }
+
+    async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        (**self).set_many(items, ttl).await
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        (**self).delete_many(keys).await
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        (**self).scan(pattern).await
+    }
+
+    async fn delete_matching(&self, pattern: &str) -> Result<u64> {
+        (**self).delete_matching(pattern).await
+    }
+
+    async fn clear(&self, namespace: &str) -> Result<u64> {
+        (**self).clear(namespace).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        (**self).close().await
+    }
+}
+
 /// Checks a key against the rules every backend enforces: not empty and at
 /// most `max_len` bytes.
 ///

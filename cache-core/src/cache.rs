@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::backend::{CacheBackend, Health, SetMode, SetOptions};
 use crate::codec::{AnyCodec, Codec};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fail_safe::{now_ms, Entry, FailSafe};
 use crate::key::{escape_id_pattern, validate_category, validate_prefix, CacheKey};
 use crate::stats::{CacheStats, Counters};
 use crate::ttl::{CategoryTtl, Ttl, TtlPolicy};
@@ -93,6 +94,8 @@ struct Inner<C> {
     flights: Mutex<HashMap<String, watch::Receiver<FlightResult>>>,
     generations: RwLock<HashMap<String, (u64, Instant)>>,
     generation_refresh: Duration,
+    fail_safe: Option<FailSafe>,
+    refresh_ahead: Option<f64>,
     closed: AtomicBool,
 }
 
@@ -103,6 +106,8 @@ pub struct CacheBuilder<C: Codec = AnyCodec> {
     prefix: String,
     policy: Arc<dyn TtlPolicy>,
     generation_refresh: Duration,
+    fail_safe: Option<FailSafe>,
+    refresh_ahead: Option<f64>,
 }
 
 impl Cache<AnyCodec> {
@@ -122,6 +127,8 @@ impl Cache<AnyCodec> {
             prefix: DEFAULT_PREFIX.to_owned(),
             policy: Arc::new(CategoryTtl::new(None)),
             generation_refresh: DEFAULT_GENERATION_REFRESH,
+            fail_safe: None,
+            refresh_ahead: None,
         }
     }
 }
@@ -143,6 +150,8 @@ impl<C: Codec> CacheBuilder<C> {
             prefix: self.prefix,
             policy: self.policy,
             generation_refresh: self.generation_refresh,
+            fail_safe: self.fail_safe,
+            refresh_ahead: self.refresh_ahead,
         }
     }
 
@@ -159,6 +168,29 @@ impl<C: Codec> CacheBuilder<C> {
     #[must_use]
     pub fn generation_refresh(mut self, every: Duration) -> Self {
         self.generation_refresh = every;
+        self
+    }
+
+    /// Turns fail-safe on: values are kept `max_stale` past their TTL and
+    /// served by `get_or_set` when the loader fails or is slow (see
+    /// [`FailSafe`]).
+    #[must_use]
+    pub fn fail_safe(mut self, fail_safe: FailSafe) -> Self {
+        self.fail_safe = Some(fail_safe);
+        self
+    }
+
+    /// Turns refresh-ahead on: a `get_or_set` hit in the last `fraction` of
+    /// the value's TTL (e.g. 0.2: the last 20%) returns the value and starts
+    /// one background reload, so hot keys are refreshed before they expire.
+    /// `fraction` is clamped to `0.0..=1.0`.
+    #[must_use]
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.refresh_ahead = Some(if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        });
         self
     }
 
@@ -179,6 +211,8 @@ impl<C: Codec> CacheBuilder<C> {
                 flights: Mutex::new(HashMap::new()),
                 generations: RwLock::new(HashMap::new()),
                 generation_refresh: self.generation_refresh,
+                fail_safe: self.fail_safe,
+                refresh_ahead: self.refresh_ahead,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -202,20 +236,15 @@ impl GetOrSetOptions {
     }
 }
 
-enum Role {
-    Leader(watch::Sender<FlightResult>),
-    Waiter(watch::Receiver<FlightResult>),
+/// Removes a single-flight entry when its load finishes (or its task dies).
+struct FlightGuard<C: Codec> {
+    inner: Arc<Inner<C>>,
+    key: String,
 }
 
-/// Removes a single-flight entry when its leader finishes or is cancelled.
-struct FlightGuard<'a> {
-    flights: &'a Mutex<HashMap<String, watch::Receiver<FlightResult>>>,
-    key: &'a str,
-}
-
-impl Drop for FlightGuard<'_> {
+impl<C: Codec> Drop for FlightGuard<C> {
     fn drop(&mut self) {
-        lock(self.flights).remove(self.key);
+        lock(&self.inner.flights).remove(&self.key);
     }
 }
 
@@ -232,13 +261,14 @@ impl<C: Codec> Cache<C> {
     /// `T` (counted in `decode_errors`); the backend's errors.
     pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
         let full = self.full_key(key).await?;
-        match self.track(self.inner.backend.get(&full).await)? {
-            Some(bytes) => {
-                let value = self.decode(&bytes)?;
+        let stored = self.track(self.inner.backend.get(&full).await)?;
+        match stored.map(Entry::unwrap) {
+            Some(entry) if entry.is_fresh(now_ms()) => {
+                let value = self.decode(&entry.payload)?;
                 Counters::add(&self.inner.counters.hits, 1);
                 Ok(Some(value))
             }
-            None => {
+            _ => {
                 Counters::add(&self.inner.counters.misses, 1);
                 Ok(None)
             }
@@ -292,8 +322,8 @@ impl<C: Codec> Cache<C> {
         mode: SetMode,
     ) -> Result<bool> {
         let full = self.full_key(key).await?;
-        let bytes = self.encode(value)?;
         let ttl = ttl.resolve(&*self.inner.policy, key.category());
+        let (bytes, ttl) = self.stored_form(self.encode(value)?, ttl);
         let opts = SetOptions::ttl(ttl).with_mode(mode);
         let written = self.track(self.inner.backend.set(&full, bytes, opts).await)?;
         if written {
@@ -353,13 +383,14 @@ impl<C: Codec> Cache<C> {
         let values = self.track(self.inner.backend.get_many(&refs).await)?;
         let mut out = Vec::with_capacity(values.len());
         let (mut hits, mut misses) = (0, 0);
+        let now = now_ms();
         for value in values {
-            match value {
-                Some(bytes) => {
-                    out.push(Some(self.decode(&bytes)?));
+            match value.map(Entry::unwrap) {
+                Some(entry) if entry.is_fresh(now) => {
+                    out.push(Some(self.decode(&entry.payload)?));
                     hits += 1;
                 }
-                None => {
+                _ => {
                     out.push(None);
                     misses += 1;
                 }
@@ -384,14 +415,15 @@ impl<C: Codec> Cache<C> {
         let mut by_category: HashMap<&str, usize> = HashMap::new();
         for (key, value) in items {
             let full = self.full_key(key).await?;
-            let bytes = self.encode(value)?;
             let slot = *by_category.entry(key.category()).or_insert_with(|| {
                 groups.push((ttl.resolve(&*self.inner.policy, key.category()), Vec::new()));
                 groups.len() - 1
             });
+            let (bytes, _) = self.stored_form(self.encode(value)?, groups[slot].0);
             groups[slot].1.push((full, bytes));
         }
         for (ttl, entries) in groups {
+            let ttl = self.physical_ttl(ttl);
             let refs: Vec<(&str, Bytes)> = entries
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.clone()))
@@ -410,10 +442,10 @@ impl<C: Codec> Cache<C> {
     /// As [`get_or_set_opts`](Cache::get_or_set_opts).
     pub async fn get_or_set<T, F, Fut, E>(&self, key: &CacheKey, loader: F) -> Result<T>
     where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         self.get_or_set_opts(key, GetOrSetOptions::default(), loader)
             .await
@@ -422,20 +454,28 @@ impl<C: Codec> Cache<C> {
     /// Cache-aside with single flight: returns the cached value of `key`, or
     /// runs `loader`, stores its value and returns it.
     ///
-    /// Concurrent callers of one missing key in this process share one
-    /// loader run: the first becomes the leader, the others wait for its
-    /// result (if the leader is cancelled, a waiter takes over). A loader
-    /// error is returned to the leader and every waiter, and nothing is
-    /// cached. A stored value that does not decode as `T` is counted and
-    /// treated as a miss (it is reloaded and overwritten). If storing the
-    /// loaded value fails, the value is still returned and the error is
-    /// counted and logged.
+    /// - Concurrent callers of one missing key in this process share one
+    ///   loader run. The load runs in its own task, so a caller that is
+    ///   cancelled does not cancel it for the others (the loader must be
+    ///   `Send + 'static`: capture owned or `Arc`'d state).
+    /// - A loader error is returned to every waiting caller and nothing is
+    ///   cached.
+    /// - A stored value that does not decode as `T` is counted and treated
+    ///   as a miss (reloaded and overwritten).
+    /// - If storing the loaded value fails, the value is still returned; the
+    ///   error is counted and logged.
+    /// - With [fail-safe](CacheBuilder::fail_safe): a stale value is served
+    ///   (and counted in `stale_served`) when the loader fails or exceeds
+    ///   the soft timeout; the slow load finishes in the background.
+    /// - With [refresh-ahead](CacheBuilder::refresh_ahead): a hit close to
+    ///   expiry starts one background reload.
     ///
     /// # Errors
     ///
     /// [`Loader`](ErrorKind::Loader) with the loader's error as source;
     /// [`Codec`](ErrorKind::Codec) when the loaded value cannot be encoded;
-    /// the backend's errors on the read.
+    /// the backend's errors on the read. With fail-safe and a stale value,
+    /// loader errors are not returned.
     pub async fn get_or_set_opts<T, F, Fut, E>(
         &self,
         key: &CacheKey,
@@ -443,87 +483,142 @@ impl<C: Codec> Cache<C> {
         loader: F,
     ) -> Result<T>
     where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let full = self.full_key(key).await?;
-        if let Some((value, _)) = self.read_decoded::<T>(&full).await? {
-            Counters::add(&self.inner.counters.hits, 1);
-            return Ok(value);
+        let now = now_ms();
+        let mut stale = None;
+        if let Some((value, entry)) = self.read_decoded::<T>(&full).await? {
+            if entry.is_fresh(now) {
+                Counters::add(&self.inner.counters.hits, 1);
+                if let Some(fraction) = self.inner.refresh_ahead {
+                    if entry.in_refresh_window(now, fraction) {
+                        self.refresh(key, full, opts, loader);
+                    }
+                }
+                return Ok(value);
+            }
+            if self.inner.fail_safe.is_some() {
+                stale = Some(value);
+            }
         }
         Counters::add(&self.inner.counters.misses, 1);
 
-        let mut loader = Some(loader);
-        loop {
-            let role = {
-                let mut flights = lock(&self.inner.flights);
-                match flights.get(&full) {
-                    Some(rx) => Role::Waiter(rx.clone()),
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        flights.insert(full.clone(), rx);
-                        Role::Leader(tx)
+        let mut flight = self.join_or_lead(key, &full, opts, loader);
+        let soft_timeout = self.inner.fail_safe.and_then(|f| f.soft_timeout);
+        let outcome = match (&stale, soft_timeout) {
+            (Some(_), Some(soft)) => {
+                match tokio::time::timeout(soft, flight.wait_for(Option::is_some)).await {
+                    Ok(done) => done.map(|r| r.clone()).ok().flatten(),
+                    Err(_) => {
+                        Counters::add(&self.inner.counters.loader_timeouts, 1);
+                        None
                     }
                 }
-            };
-            match role {
-                Role::Waiter(mut rx) => {
-                    let shared = match rx.wait_for(Option::is_some).await {
-                        Ok(done) => done.clone(),
-                        // The leader was cancelled: take over.
-                        Err(_) => continue,
-                    };
-                    return match shared {
-                        Some(Ok(bytes)) => self.decode(&bytes),
-                        Some(Err(err)) => Err(err),
-                        None => continue,
-                    };
-                }
-                Role::Leader(tx) => {
-                    let _guard = FlightGuard {
-                        flights: &self.inner.flights,
-                        key: &full,
-                    };
-                    // Another leader may have stored the value between our
-                    // miss and taking the lead.
-                    if let Some((value, bytes)) = self.read_decoded::<T>(&full).await? {
-                        let _ = tx.send(Some(Ok(bytes)));
-                        return Ok(value);
-                    }
-                    let Some(loader) = loader.take() else {
-                        // A leader always returns, so a call leads at most once.
-                        return Err(Error::new(
-                            ErrorKind::Backend,
-                            "single-flight loader already used",
-                        ));
-                    };
-                    let result = self.load(key, &full, opts, loader).await;
-                    let shared = match &result {
-                        Ok((_, bytes)) => Ok(bytes.clone()),
-                        Err(err) => Err(err.clone()),
-                    };
-                    let _ = tx.send(Some(shared));
-                    return result.map(|(value, _)| value);
-                }
+            }
+            _ => flight
+                .wait_for(Option::is_some)
+                .await
+                .map(|r| r.clone())
+                .ok()
+                .flatten(),
+        };
+        match (outcome, stale) {
+            (Some(Ok(bytes)), _) => self.decode(&bytes),
+            (Some(Err(err)), None) => Err(err),
+            (None, None) => Err(Error::new(
+                ErrorKind::Loader,
+                "the get_or_set load ended without a result (its task panicked)",
+            )
+            .with_operation("get_or_set")),
+            (_, Some(stale)) => {
+                Counters::add(&self.inner.counters.stale_served, 1);
+                tracing::debug!(category = key.category(), "serving a stale value");
+                Ok(stale)
             }
         }
     }
 
-    async fn load<T, F, Fut, E>(
+    /// Starts one background reload of `full` unless a load is running.
+    fn refresh<T, F, Fut, E>(&self, key: &CacheKey, full: String, opts: GetOrSetOptions, loader: F)
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        if lock(&self.inner.flights).contains_key(&full) {
+            return;
+        }
+        Counters::add(&self.inner.counters.refreshes, 1);
+        drop(self.join_or_lead(key, &full, opts, loader));
+    }
+
+    /// Joins the load of `full` in flight, or starts one in a task of its
+    /// own; returns the channel its result arrives on.
+    fn join_or_lead<T, F, Fut, E>(
         &self,
         key: &CacheKey,
         full: &str,
         opts: GetOrSetOptions,
         loader: F,
-    ) -> Result<(T, Bytes)>
+    ) -> watch::Receiver<FlightResult>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let mut flights = lock(&self.inner.flights);
+        if let Some(rx) = flights.get(full) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(full.to_owned(), rx.clone());
+        drop(flights);
+        let cache = self.clone();
+        let guard = FlightGuard {
+            inner: Arc::clone(&self.inner),
+            key: full.to_owned(),
+        };
+        let ttl = opts.ttl.resolve(&*self.inner.policy, key.category());
+        let category = key.category().to_owned();
+        tokio::spawn(async move {
+            let result = cache
+                .load::<T, _, _, _>(&guard.key, &category, ttl, loader)
+                .await;
+            let _ = tx.send(Some(result));
+            drop(guard);
+        });
+        rx
+    }
+
+    /// The leader's work: re-check the backend (another instance, or a
+    /// load that just finished, may have stored the value), else run the
+    /// loader and store its value. Returns the encoded value.
+    async fn load<T, F, Fut, E>(
+        &self,
+        full: &str,
+        category: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Bytes>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if let Ok(Some((_, entry))) = self.read_decoded::<T>(full).await {
+            if entry.is_fresh(now_ms())
+                && !entry.in_refresh_window(now_ms(), self.inner.refresh_ahead.unwrap_or(0.0))
+            {
+                return Ok(entry.payload);
+            }
+        }
         Counters::add(&self.inner.counters.loader_calls, 1);
         let value = match loader().await {
             Ok(value) => value,
@@ -537,35 +632,58 @@ impl<C: Codec> Cache<C> {
                 );
             }
         };
-        let bytes = self.encode(&value)?;
-        let ttl = opts.ttl.resolve(&*self.inner.policy, key.category());
+        let payload = self.encode(&value)?;
+        let (stored, physical) = self.stored_form(payload.clone(), ttl);
         match self
             .inner
             .backend
-            .set(full, bytes.clone(), SetOptions::ttl(ttl))
+            .set(full, stored, SetOptions::ttl(physical))
             .await
         {
             Ok(written) => Counters::add(&self.inner.counters.sets, u64::from(written)),
             Err(err) => {
                 Counters::add(&self.inner.counters.errors, 1);
-                tracing::warn!(error = %err, category = key.category(), "storing a loaded value failed");
+                tracing::warn!(error = %err, category, "storing a loaded value failed");
             }
         }
-        Ok((value, bytes))
+        Ok(payload)
     }
 
     /// Reads `full` and decodes it; an undecodable value is counted and
     /// read as a miss.
-    async fn read_decoded<T: DeserializeOwned>(&self, full: &str) -> Result<Option<(T, Bytes)>> {
+    async fn read_decoded<T: DeserializeOwned>(&self, full: &str) -> Result<Option<(T, Entry)>> {
         let Some(bytes) = self.track(self.inner.backend.get(full).await)? else {
             return Ok(None);
         };
-        match self.inner.codec.decode(&bytes) {
-            Ok(value) => Ok(Some((value, bytes))),
+        let entry = Entry::unwrap(bytes);
+        match self.inner.codec.decode(&entry.payload) {
+            Ok(value) => Ok(Some((value, entry))),
             Err(err) => {
                 self.count_decode_error(&err);
                 Ok(None)
             }
+        }
+    }
+
+    /// Whether values are written in the fail-safe envelope.
+    fn enveloped(&self) -> bool {
+        self.inner.fail_safe.is_some() || self.inner.refresh_ahead.is_some()
+    }
+
+    /// The TTL a value with logical TTL `ttl` is stored with.
+    fn physical_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {
+        match (ttl, self.inner.fail_safe) {
+            (Some(t), Some(f)) if !t.is_zero() => Some(t.saturating_add(f.max_stale)),
+            _ => ttl,
+        }
+    }
+
+    /// The bytes and TTL to store an encoded value with.
+    fn stored_form(&self, payload: Bytes, ttl: Option<Duration>) -> (Bytes, Option<Duration>) {
+        if self.enveloped() {
+            (Entry::wrap(&payload, ttl), self.physical_ttl(ttl))
+        } else {
+            (payload, ttl)
         }
     }
 

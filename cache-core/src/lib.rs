@@ -34,8 +34,10 @@ mod backend;
 mod cache;
 mod codec;
 mod error;
+mod fail_safe;
 mod glob;
 mod key;
+pub mod layers;
 mod stats;
 mod ttl;
 
@@ -48,6 +50,7 @@ pub use cache::{Cache, CacheBuilder, GetOrSetOptions, DEFAULT_GENERATION_REFRESH
 pub use codec::MsgPackCodec;
 pub use codec::{AnyCodec, Codec, JsonCodec};
 pub use error::{Error, ErrorKind, Result};
+pub use fail_safe::FailSafe;
 pub use glob::{glob_escape, glob_match};
 pub use key::{
     escape_id, escape_id_pattern, validate_category, validate_prefix, CacheKey, MAX_CATEGORY_LEN,

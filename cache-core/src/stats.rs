@@ -23,6 +23,12 @@ pub struct CacheStats {
     pub loader_calls: u64,
     /// Times a `get_or_set` loader failed.
     pub loader_errors: u64,
+    /// Stale values served by `get_or_set` (fail-safe).
+    pub stale_served: u64,
+    /// Loads that exceeded the fail-safe soft timeout.
+    pub loader_timeouts: u64,
+    /// Background reloads started by refresh-ahead.
+    pub refreshes: u64,
     /// How long the cache has been open.
     pub uptime: Duration,
 }
@@ -49,6 +55,9 @@ pub(crate) struct Counters {
     pub(crate) decode_errors: AtomicU64,
     pub(crate) loader_calls: AtomicU64,
     pub(crate) loader_errors: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) loader_timeouts: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
     started: Instant,
 }
 
@@ -63,6 +72,9 @@ impl Counters {
             decode_errors: AtomicU64::new(0),
             loader_calls: AtomicU64::new(0),
             loader_errors: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            loader_timeouts: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -81,6 +93,9 @@ impl Counters {
             decode_errors: self.decode_errors.load(Relaxed),
             loader_calls: self.loader_calls.load(Relaxed),
             loader_errors: self.loader_errors.load(Relaxed),
+            stale_served: self.stale_served.load(Relaxed),
+            loader_timeouts: self.loader_timeouts.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
             uptime: self.started.elapsed(),
         }
     }

@@ -96,36 +96,32 @@ async fn single_flight_loader_error_reaches_every_waiter_and_is_not_cached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_flight_cancelled_leader_hands_over_to_a_waiter() {
+async fn single_flight_cancelled_caller_does_not_cancel_the_load() {
     let cache = Cache::new(memory());
-    let leader = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_set(&key("k", 1), || async {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    Ok::<_, std::io::Error>(0u32)
-                })
-                .await
-        })
+    let calls = Arc::new(AtomicUsize::new(0));
+    let call = |cache: Cache, calls: Arc<AtomicUsize>| async move {
+        cache
+            .get_or_set(&key("k", 1), move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, std::io::Error>(42u32)
+            })
+            .await
     };
+    let first = tokio::spawn(call(cache.clone(), Arc::clone(&calls)));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let waiter = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_set(&key("k", 1), || async { Ok::<_, std::io::Error>(42u32) })
-                .await
-        })
-    };
+    let second = tokio::spawn(call(cache.clone(), Arc::clone(&calls)));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    leader.abort();
-    let value = tokio::time::timeout(Duration::from_secs(5), waiter)
+    first.abort();
+    let value = tokio::time::timeout(Duration::from_secs(5), second)
         .await
-        .expect("the waiter must take over when the leader is cancelled")
+        .expect("the second caller gets the load's result")
         .unwrap()
         .unwrap();
     assert_eq!(value, 42);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The load stored its value although its first caller went away.
+    assert_eq!(cache.get::<u32>(&key("k", 1)).await.unwrap(), Some(42));
 }
 
 #[tokio::test]
@@ -231,10 +227,8 @@ async fn cached_empty_values_are_hits() {
         Some(String::new())
     );
     assert_eq!(cache.stats().hits, 3);
-    let calls = AtomicUsize::new(0);
     let value: Option<u32> = cache
         .get_or_set(&key("opt", 1), || async {
-            calls.fetch_add(1, Ordering::SeqCst);
             Ok::<_, std::io::Error>(Some(9))
         })
         .await
@@ -243,7 +237,7 @@ async fn cached_empty_values_are_hits() {
         value, None,
         "the cached None is a hit; the loader must not run"
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(cache.stats().loader_calls, 0);
 }
 
 #[tokio::test]

@@ -39,3 +39,13 @@ mod error;
 
 pub use backend::RedisBackend;
 pub use config::{RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+
+/// Connects to the Redis deployment `url` describes and returns it as a
+/// shared backend; what `cache::open` calls for the Redis URL schemes.
+///
+/// # Errors
+///
+/// As [`RedisConfig::from_url`] and [`RedisBackend::connect`].
+pub async fn connect(url: &str) -> cache_core::Result<std::sync::Arc<dyn cache_core::CacheBackend>> {
+    Ok(std::sync::Arc::new(RedisBackend::from_url(url).await?))
+}

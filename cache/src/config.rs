@@ -216,13 +216,9 @@ pub async fn open(config: &CacheConfig) -> Result<Cache> {
 pub async fn open_backend(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
     match config.scheme()? {
         "memory" => open_memory(&config.url),
-        "redis" | "rediss" => open_redis(&config.url).await,
-        "redis+cluster" | "redis+sentinel" => Err(config_error(format!(
-            "{}:// is not available in this version (Redis Cluster and Sentinel are planned)",
-            config.scheme()?
-        ))),
+        "redis" | "rediss" | "redis+cluster" | "redis+sentinel" => open_redis(&config.url).await,
         other => Err(config_error(format!(
-            "unknown cache URL scheme {other:?}; use memory://, redis:// or rediss://"
+            "unknown cache URL scheme {other:?}; use memory://, redis://, rediss://, redis+cluster:// or redis+sentinel://"
         ))),
     }
 }
@@ -242,14 +238,13 @@ fn open_memory(_url: &str) -> Result<Arc<dyn CacheBackend>> {
 
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str) -> Result<Arc<dyn CacheBackend>> {
-    let config = cache_redis::RedisConfig::from_url(url)?;
-    Ok(Arc::new(cache_redis::RedisBackend::connect(config).await?))
+    cache_redis::connect(url).await
 }
 
 #[cfg(not(feature = "redis"))]
 async fn open_redis(_url: &str) -> Result<Arc<dyn CacheBackend>> {
     Err(config_error(
-        "redis:// and rediss:// need the `redis` feature of the `cache` crate (rediss:// also `tls`)",
+        "redis://, rediss://, redis+cluster:// and redis+sentinel:// need the `redis` feature of the `cache` crate (rediss:// also `tls`, redis+cluster:// `cluster`, redis+sentinel:// `sentinel`)",
     ))
 }
 

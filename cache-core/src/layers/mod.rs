@@ -1,0 +1,18 @@
+//! Wrappers: cross-cutting behaviour as a backend over a backend.
+//!
+//! Each wrapper is itself a [`CacheBackend`](crate::CacheBackend), forwards
+//! every method (no default silently bypasses the inner backend's fast
+//! path) and passes the conformance suite. Compose them by nesting; the
+//! last one applied is the outermost, which sees a call first:
+//!
+//! ```text
+//! FailOpen::new(Timeout::new(redis, 250ms), breaker)   // fail-open sees timeouts
+//! ```
+
+mod fail_open;
+mod tiered;
+mod timeout;
+
+pub use fail_open::{BreakerConfig, BreakerState, FailOpen, FailOpenStats};
+pub use tiered::{Tiered, TieredConfig};
+pub use timeout::Timeout;

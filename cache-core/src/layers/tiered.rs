@@ -1,0 +1,812 @@
+//! `Tiered`: a local L1 copy in front of an authoritative L2.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::backend::{
+    check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
+    KeyTtl, SetOptions,
+};
+use crate::error::Result;
+
+const NAME: &str = "tiered";
+
+/// How a [`Tiered`] keeps its L1 copies.
+///
+/// # Examples
+///
+/// ```
+/// use cache_core::layers::TieredConfig;
+/// use std::time::Duration;
+///
+/// let config = TieredConfig::default().with_l1_max_ttl(Duration::from_secs(5));
+/// assert_eq!(config.l1_max_ttl, Duration::from_secs(5));
+/// assert_eq!(TieredConfig::default().l1_max_ttl, Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TieredConfig {
+    /// The longest an L1 copy lives (default 60 s). It is also the longest
+    /// a change made by *another* instance can go unseen here, so it is the
+    /// staleness bound of the tier. `Duration::ZERO` keeps nothing in L1.
+    pub l1_max_ttl: Duration,
+}
+
+impl Default for TieredConfig {
+    fn default() -> Self {
+        TieredConfig {
+            l1_max_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl TieredConfig {
+    /// Sets the longest an L1 copy lives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::layers::TieredConfig;
+    /// use std::time::Duration;
+    ///
+    /// let config = TieredConfig::default().with_l1_max_ttl(Duration::from_millis(500));
+    /// assert_eq!(config.l1_max_ttl, Duration::from_millis(500));
+    /// ```
+    #[must_use]
+    pub fn with_l1_max_ttl(mut self, l1_max_ttl: Duration) -> Self {
+        self.l1_max_ttl = l1_max_ttl;
+        self
+    }
+}
+
+/// Counters of a [`Tiered`], from [`Tiered::stats`]. Each key read by `get`
+/// or `get_many` counts once, in exactly one of the three.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::layers::{Tiered, TieredConfig};
+/// use cache_core::CacheBackend;
+/// use cache_memory::MemoryBackend;
+/// use std::sync::Arc;
+///
+/// let tiered = Tiered::new(
+///     Arc::new(MemoryBackend::new()),
+///     Arc::new(MemoryBackend::new()),
+///     TieredConfig::default(),
+/// );
+/// assert_eq!(tiered.get("k").await?, None);
+/// let stats = tiered.stats();
+/// assert_eq!((stats.l1_hits, stats.l2_hits, stats.misses), (0, 0, 1));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TieredStats {
+    /// Keys answered by L1.
+    pub l1_hits: u64,
+    /// Keys L1 did not have and L2 did (each one then copied into L1).
+    pub l2_hits: u64,
+    /// Keys neither tier had.
+    pub misses: u64,
+}
+
+/// A two-level backend: a fast local L1 (in practice a bounded
+/// `MemoryBackend`) in front of an authoritative, usually shared L2 (e.g.
+/// Redis, itself wrapped in `Timeout`/`FailOpen` if wanted).
+///
+/// L1 holds *copies* of L2 values. Everything this instance does keeps the
+/// copies from outliving or contradicting L2; what other instances do to L2
+/// is seen here only when the L1 copy expires, so
+/// [`l1_max_ttl`](TieredConfig::l1_max_ttl) is the staleness bound across
+/// instances (a backplane that broadcasts invalidations is a separate
+/// piece).
+///
+/// # Behavior
+///
+/// - `get`: an L1 hit is returned. Otherwise L2 answers; a found value is
+///   copied into L1 with TTL `min(L2's remaining TTL, l1_max_ttl)` (one more
+///   L2 round trip: `ttl`); a persistent L2 key gets `l1_max_ttl`; a key that
+///   vanished in between is not copied.
+/// - `get_many`: one L1 `get_many`, then **one** L2 `get_many` for the
+///   distinct keys L1 missed; the found ones are copied into L1 with one
+///   `set_many` and TTL `l1_max_ttl`. L2's remaining TTLs are *not* asked
+///   (one `ttl` per key would defeat the single round trip), so a copy made
+///   by `get_many` may outlive a short L2 TTL by up to `l1_max_ttl`; use
+///   `get` for keys whose TTL is much shorter than `l1_max_ttl`.
+/// - `set` / `set_many`: L2 decides; when it stored the value, L1 gets a
+///   copy with TTL `min(ttl, l1_max_ttl)` (`None`: `l1_max_ttl`), counted
+///   from before the L2 call, so the copy never outlives the original. An
+///   `IfAbsent` that L2 refused, a zero TTL and a failed L2 write all leave
+///   no L1 copy; the L2 error is returned.
+/// - `delete` / `delete_many` / `delete_matching` / `clear`: both tiers; the
+///   count is L2's.
+/// - `expire` and `incr`: L2's answer; the L1 copy is dropped (the next
+///   `get` copies the new value or TTL from L2). Dropping is chosen over
+///   re-applying the TTL to L1 because it is right whatever L2 did.
+/// - `exists`: true when L1 has the key, else L2's answer. `ttl` and
+///   `scan`: L2's answer.
+/// - `health`: L2's, with L1's details added under `l1_` (and `l1_status`);
+///   the status is the worse of the two.
+/// - `capabilities`: L2's, with `max_key_len` and `max_value_size` the
+///   smaller of the two tiers and `sub_second_ttl` / `pattern_delete` only
+///   when both tiers have them (read once, by [`Tiered::new`]). Keys and
+///   values over the limits fail with `InvalidKey` / `InvalidValue` before
+///   either tier is touched.
+/// - `close`: both tiers.
+///
+/// Every write drops the L1 copy *before* it calls L2 and copies the new
+/// value after, so a call abandoned half-way (a timeout, a dropped future)
+/// leaves at worst a missing L1 copy, never a stale one. Concurrent calls
+/// of this instance on one key are tracked: a read does not copy a value
+/// into L1 while a write of that key is in flight, and when two writes (or
+/// a read's copy and a write) overlap, the L1 copy is dropped rather than
+/// risk keeping the loser's value.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::layers::{Tiered, TieredConfig};
+/// use cache_core::{CacheBackend, SetOptions};
+/// use cache_memory::{MemoryBackend, MemoryConfig};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let l1 = Arc::new(MemoryBackend::with_config(MemoryConfig::default().with_max_entries(10_000)));
+/// let l2 = Arc::new(MemoryBackend::new()); // Redis, in production
+/// let tiered = Tiered::new(
+///     l1.clone(),
+///     l2.clone(),
+///     TieredConfig::default().with_l1_max_ttl(Duration::from_secs(10)),
+/// );
+///
+/// tiered.set("app:user:1", "ada".into(), SetOptions::default()).await?;
+/// assert!(l2.exists("app:user:1").await?); // L2 has the value...
+/// assert!(l1.exists("app:user:1").await?); // ...and L1 a copy, for 10 s at most
+/// assert_eq!(tiered.get("app:user:1").await?.as_deref(), Some(&b"ada"[..]));
+/// assert_eq!(tiered.stats().l1_hits, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Tiered {
+    l1: Arc<dyn CacheBackend>,
+    l2: Arc<dyn CacheBackend>,
+    config: TieredConfig,
+    caps: Capabilities,
+    l1_hits: AtomicU64,
+    l2_hits: AtomicU64,
+    misses: AtomicU64,
+    writes: WriteTracker,
+}
+
+impl fmt::Debug for Tiered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tiered")
+            .field("l1", &self.l1.name())
+            .field("l2", &self.l2.name())
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Tiered {
+    /// A tier of `l1` copies in front of `l2`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::layers::{Tiered, TieredConfig};
+    /// use cache_core::CacheBackend;
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let tiered = Tiered::new(
+    ///     Arc::new(MemoryBackend::new()),
+    ///     Arc::new(MemoryBackend::new()),
+    ///     TieredConfig::default(),
+    /// );
+    /// assert_eq!(tiered.name(), "tiered");
+    /// ```
+    pub fn new(l1: Arc<dyn CacheBackend>, l2: Arc<dyn CacheBackend>, config: TieredConfig) -> Self {
+        let caps = combine(l1.capabilities(), l2.capabilities());
+        Tiered {
+            l1,
+            l2,
+            config,
+            caps,
+            l1_hits: AtomicU64::new(0),
+            l2_hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            writes: WriteTracker::new(),
+        }
+    }
+
+    /// The L1 backend (the local copies).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::layers::{Tiered, TieredConfig};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let tiered = Tiered::new(
+    ///     Arc::new(MemoryBackend::new()),
+    ///     Arc::new(MemoryBackend::new()),
+    ///     TieredConfig::default(),
+    /// );
+    /// assert_eq!(tiered.l1().name(), "memory");
+    /// ```
+    pub fn l1(&self) -> &Arc<dyn CacheBackend> {
+        &self.l1
+    }
+
+    /// The L2 backend (the authoritative one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::layers::{Tiered, TieredConfig};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let tiered = Tiered::new(
+    ///     Arc::new(MemoryBackend::new()),
+    ///     Arc::new(MemoryBackend::new()),
+    ///     TieredConfig::default(),
+    /// );
+    /// assert_eq!(tiered.l2().name(), "memory");
+    /// ```
+    pub fn l2(&self) -> &Arc<dyn CacheBackend> {
+        &self.l2
+    }
+
+    /// The configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::layers::{Tiered, TieredConfig};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let config = TieredConfig::default().with_l1_max_ttl(Duration::from_secs(1));
+    /// let tiered = Tiered::new(Arc::new(MemoryBackend::new()), Arc::new(MemoryBackend::new()), config);
+    /// assert_eq!(tiered.config(), config);
+    /// ```
+    pub fn config(&self) -> TieredConfig {
+        self.config
+    }
+
+    /// Where reads were answered, since the tier was made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::layers::{Tiered, TieredConfig};
+    /// use cache_core::{CacheBackend, SetOptions};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let l2 = Arc::new(MemoryBackend::new());
+    /// l2.set("k", "v".into(), SetOptions::default()).await?;
+    /// let tiered = Tiered::new(Arc::new(MemoryBackend::new()), l2, TieredConfig::default());
+    /// tiered.get("k").await?; // from L2, copied into L1
+    /// tiered.get("k").await?; // from L1
+    /// let stats = tiered.stats();
+    /// assert_eq!((stats.l1_hits, stats.l2_hits, stats.misses), (1, 1, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats(&self) -> TieredStats {
+        TieredStats {
+            l1_hits: self.l1_hits.load(Relaxed),
+            l2_hits: self.l2_hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+        }
+    }
+
+    fn check_key(&self, key: &str, op: &'static str) -> Result<()> {
+        check_key(key, self.caps.max_key_len).map_err(|e| e.context(NAME, op))
+    }
+
+    fn check_value(&self, value: &[u8], op: &'static str) -> Result<()> {
+        check_value(value, self.caps.max_value_size).map_err(|e| e.context(NAME, op))
+    }
+
+    /// The TTL of an L1 copy of a value written to L2 with `ttl`, the L2
+    /// call having started at `started`; `None` when no copy should be kept.
+    fn copy_ttl(&self, ttl: Option<Duration>, started: Instant) -> Option<Duration> {
+        let ttl = match ttl {
+            None => self.config.l1_max_ttl,
+            Some(ttl) => ttl
+                .saturating_sub(started.elapsed())
+                .min(self.config.l1_max_ttl),
+        };
+        (!ttl.is_zero()).then_some(ttl)
+    }
+
+    /// Copies `value`, just read from L2, into L1, unless a write of this
+    /// instance got in the way (then any copy made is dropped again).
+    async fn fill(&self, key: &str, value: &Bytes, snapshot: Snapshot) {
+        let asked = Instant::now();
+        let ttl = match self.l2.ttl(key).await {
+            Ok(KeyTtl::Missing) => return,
+            Ok(KeyTtl::Persistent) => self.config.l1_max_ttl,
+            Ok(KeyTtl::Expires(left)) => left
+                .saturating_sub(asked.elapsed())
+                .min(self.config.l1_max_ttl),
+            Err(err) => {
+                tracing::debug!(error = %err, "tiered: no L2 ttl, so no L1 copy");
+                return;
+            }
+        };
+        if ttl.is_zero() || !self.writes.unchanged(snapshot) {
+            return;
+        }
+        if let Err(err) = self
+            .l1
+            .set(key, value.clone(), SetOptions::ttl(Some(ttl)))
+            .await
+        {
+            tracing::warn!(error = %err, "tiered: copying a value into L1 failed");
+            return;
+        }
+        if !self.writes.unchanged(snapshot) {
+            self.drop_copies(&[key]).await;
+        }
+    }
+
+    /// Ends `write`; if another write overlapped it, drops the L1 copies of
+    /// `keys` (which of the two copies landed last is unknown).
+    async fn settle(&self, write: Write<'_>, keys: &[&str]) {
+        if !write.finish() {
+            self.drop_copies(keys).await;
+        }
+    }
+
+    /// Drops L1 copies after the L2 work is done; a failure is logged, not
+    /// returned (L2 has the caller's answer already).
+    async fn drop_copies(&self, keys: &[&str]) {
+        if let Err(err) = self.l1.delete_many(keys).await {
+            tracing::warn!(error = %err, "tiered: dropping L1 copies failed");
+        }
+    }
+}
+
+/// The capabilities of L1 in front of L2.
+fn combine(l1: Capabilities, l2: Capabilities) -> Capabilities {
+    let mut caps = l2;
+    caps.max_key_len = l1.max_key_len.min(l2.max_key_len);
+    caps.max_value_size = l1.max_value_size.min(l2.max_value_size);
+    // A copy kept to the second could be served after the original expired.
+    caps.sub_second_ttl = l1.sub_second_ttl && l2.sub_second_ttl;
+    // A pattern delete must reach the copies too.
+    caps.pattern_delete = l1.pattern_delete && l2.pattern_delete;
+    caps
+}
+
+fn severity(status: HealthStatus) -> u8 {
+    match status {
+        HealthStatus::Healthy => 0,
+        HealthStatus::Degraded => 1,
+        HealthStatus::Unhealthy => 2,
+    }
+}
+
+fn status_name(status: HealthStatus) -> &'static str {
+    match status {
+        HealthStatus::Healthy => "healthy",
+        HealthStatus::Degraded => "degraded",
+        HealthStatus::Unhealthy => "unhealthy",
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl CacheBackend for Tiered {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.check_key(key, "get")?;
+        if let Some(value) = self.l1.get(key).await? {
+            self.l1_hits.fetch_add(1, Relaxed);
+            return Ok(Some(value));
+        }
+        let snapshot = self.writes.snapshot(key);
+        let Some(value) = self.l2.get(key).await? else {
+            self.misses.fetch_add(1, Relaxed);
+            return Ok(None);
+        };
+        self.l2_hits.fetch_add(1, Relaxed);
+        if let Some(snapshot) = snapshot {
+            self.fill(key, &value, snapshot).await;
+        }
+        Ok(Some(value))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
+        self.check_key(key, "set")?;
+        self.check_value(&value, "set")?;
+        let write = self.writes.begin_keys(&[key]);
+        self.l1.delete(key).await?;
+        let started = Instant::now();
+        let wrote = self.l2.set(key, value.clone(), opts).await?;
+        if wrote {
+            if let Some(ttl) = self.copy_ttl(opts.ttl, started) {
+                if let Err(err) = self.l1.set(key, value, SetOptions::ttl(Some(ttl))).await {
+                    tracing::warn!(error = %err, "tiered: copying a value into L1 failed");
+                }
+            }
+        }
+        self.settle(write, &[key]).await;
+        Ok(wrote)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.check_key(key, "delete")?;
+        let _write = self.writes.begin_keys(&[key]);
+        self.l1.delete(key).await?;
+        self.l2.delete(key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.check_key(key, "exists")?;
+        if self.l1.exists(key).await? {
+            return Ok(true);
+        }
+        self.l2.exists(key).await
+    }
+
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        self.check_key(key, "ttl")?;
+        self.l2.ttl(key).await
+    }
+
+    async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.check_key(key, "expire")?;
+        let _write = self.writes.begin_keys(&[key]);
+        self.l1.delete(key).await?;
+        self.l2.expire(key, ttl).await
+    }
+
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
+        self.check_key(key, "incr")?;
+        let _write = self.writes.begin_keys(&[key]);
+        self.l1.delete(key).await?;
+        self.l2.incr(key, delta, ttl).await
+    }
+
+    async fn health(&self) -> Result<Health> {
+        let l1 = self.l1.health().await?;
+        let mut health = self.l2.health().await?;
+        if severity(l1.status) > severity(health.status) {
+            health.status = l1.status;
+        }
+        for (name, value) in l1.details {
+            health.details.insert(format!("l1_{name}"), value);
+        }
+        health
+            .details
+            .insert("l1_status".to_string(), status_name(l1.status).to_string());
+        health.details.insert(
+            "l1_latency_us".to_string(),
+            l1.latency.as_micros().to_string(),
+        );
+        Ok(health)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        for key in keys {
+            self.check_key(key, "get_many")?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = self.l1.get_many(keys).await?;
+        let l1_hits = out.iter().filter(|v| v.is_some()).count();
+        self.l1_hits.fetch_add(l1_hits as u64, Relaxed);
+        if l1_hits == keys.len() {
+            return Ok(out);
+        }
+
+        // The distinct keys L1 missed, each with its snapshot taken before
+        // L2 is asked.
+        let mut seen = HashSet::new();
+        let missed: Vec<&str> = keys
+            .iter()
+            .zip(&out)
+            .filter(|(key, value)| value.is_none() && seen.insert(**key))
+            .map(|(key, _)| *key)
+            .collect();
+        let snapshots: Vec<Option<Snapshot>> =
+            missed.iter().map(|key| self.writes.snapshot(key)).collect();
+        let found = self.l2.get_many(&missed).await?;
+
+        let by_key: HashMap<&str, &Bytes> = missed
+            .iter()
+            .zip(&found)
+            .filter_map(|(key, value)| value.as_ref().map(|v| (*key, v)))
+            .collect();
+        for (key, slot) in keys.iter().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match by_key.get(key) {
+                    Some(value) => {
+                        self.l2_hits.fetch_add(1, Relaxed);
+                        *slot = Some((*value).clone());
+                    }
+                    None => {
+                        self.misses.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+
+        // One L1 write for the copies, capped by l1_max_ttl only (see the
+        // type's docs: no per-key `ttl` round trips).
+        let ttl = self.config.l1_max_ttl;
+        let copies: Vec<(&str, Bytes, Snapshot)> = missed
+            .iter()
+            .zip(found)
+            .zip(snapshots)
+            .filter_map(|((key, value), snapshot)| Some((*key, value?, snapshot?)))
+            .filter(|(_, _, snapshot)| self.writes.unchanged(*snapshot))
+            .collect();
+        if copies.is_empty() || ttl.is_zero() {
+            return Ok(out);
+        }
+        let items: Vec<(&str, Bytes)> = copies
+            .iter()
+            .map(|(key, value, _)| (*key, value.clone()))
+            .collect();
+        if let Err(err) = self.l1.set_many(&items, Some(ttl)).await {
+            tracing::warn!(error = %err, "tiered: copying values into L1 failed");
+            return Ok(out);
+        }
+        let overtaken: Vec<&str> = copies
+            .iter()
+            .filter(|(_, _, snapshot)| !self.writes.unchanged(*snapshot))
+            .map(|(key, _, _)| *key)
+            .collect();
+        if !overtaken.is_empty() {
+            self.drop_copies(&overtaken).await;
+        }
+        Ok(out)
+    }
+
+    async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in items {
+            self.check_key(key, "set_many")?;
+            self.check_value(value, "set_many")?;
+        }
+        let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
+        let write = self.writes.begin_keys(&keys);
+        if !keys.is_empty() {
+            self.l1.delete_many(&keys).await?;
+        }
+        let started = Instant::now();
+        self.l2.set_many(items, ttl).await?;
+        if !items.is_empty() {
+            if let Some(ttl) = self.copy_ttl(ttl, started) {
+                if let Err(err) = self.l1.set_many(items, Some(ttl)).await {
+                    tracing::warn!(error = %err, "tiered: copying values into L1 failed");
+                }
+            }
+        }
+        self.settle(write, &keys).await;
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        for key in keys {
+            self.check_key(key, "delete_many")?;
+        }
+        let _write = self.writes.begin_keys(keys);
+        if !keys.is_empty() {
+            self.l1.delete_many(keys).await?;
+        }
+        self.l2.delete_many(keys).await
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        self.l2.scan(pattern).await
+    }
+
+    async fn delete_matching(&self, pattern: &str) -> Result<u64> {
+        let _write = self.writes.begin_all();
+        self.l1.delete_matching(pattern).await?;
+        self.l2.delete_matching(pattern).await
+    }
+
+    async fn clear(&self, namespace: &str) -> Result<u64> {
+        check_namespace(namespace).map_err(|e| e.context(NAME, "clear"))?;
+        let _write = self.writes.begin_all();
+        self.l1.clear(namespace).await?;
+        self.l2.clear(namespace).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        let l1 = self.l1.close().await;
+        let l2 = self.l2.close().await;
+        l2.and(l1)
+    }
+}
+
+// ---------------------------------------------------------------- write tracking
+//
+// Why: a read that copies an L2 value into L1 can race a write of the same
+// key (read old value from L2, write lands in L2 and L1, read puts the old
+// value into L1), and two writes can land in L2 in one order and in L1 in
+// the other. Either would leave an L1 copy that contradicts L2 until it
+// expires. So writes are counted per stripe of keys:
+//
+// - every write drops the L1 copy first, then calls L2, then (set) copies;
+// - a read only copies into L1 if no write of its stripe was in flight when
+//   it asked L2 and none began before its copy landed, else the copy is
+//   dropped again;
+// - a write that overlapped another write of its stripe drops its L1 copy
+//   when it ends: of two overlapping writes both drop after their own L1
+//   work, so the last L1 operation on the key is a drop.
+//
+// Deletes (delete, expire, incr, patterns) only drop copies, so they never
+// need the last step, but they are counted so that reads and writes that
+// overlap them notice. Stripes only cost precision: unrelated keys that
+// share a stripe occasionally cost an L1 copy, never correctness.
+
+/// Stripes of the tracker; at most 64 so a set of stripes fits a `u64`.
+const STRIPES: usize = 64;
+/// A stripe's word: writes in flight in the low 32 bits, writes begun (the
+/// epoch, wrapping) in the high 32 bits.
+const IN_FLIGHT: u64 = (1 << 32) - 1;
+const BEGUN: u64 = 1 << 32;
+
+struct WriteTracker {
+    stripes: [AtomicU64; STRIPES],
+    hasher: RandomState,
+}
+
+/// A stripe's word as a read saw it, with no write in flight.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    stripe: usize,
+    word: u64,
+}
+
+/// A write in flight; ends (in flight count decremented) when finished or
+/// dropped, so an abandoned call does not leave the stripe busy.
+struct Write<'a> {
+    tracker: &'a WriteTracker,
+    /// The stripes written, each with the epoch this write gave it.
+    stripes: Vec<(usize, u32)>,
+    /// No other write was in flight on these stripes when this one began.
+    alone: bool,
+}
+
+impl WriteTracker {
+    fn new() -> Self {
+        WriteTracker {
+            stripes: std::array::from_fn(|_| AtomicU64::new(0)),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) % STRIPES as u64) as usize
+    }
+
+    fn begin_keys(&self, keys: &[&str]) -> Write<'_> {
+        let mask = keys
+            .iter()
+            .fold(0u64, |mask, key| mask | 1 << self.stripe(key));
+        self.begin(mask)
+    }
+
+    fn begin_all(&self) -> Write<'_> {
+        self.begin(u64::MAX)
+    }
+
+    fn begin(&self, mask: u64) -> Write<'_> {
+        let mut write = Write {
+            tracker: self,
+            stripes: Vec::with_capacity(mask.count_ones() as usize),
+            alone: true,
+        };
+        for stripe in (0..STRIPES).filter(|i| mask & (1 << i) != 0) {
+            let before = self.stripes[stripe].fetch_add(BEGUN + 1, SeqCst);
+            write.alone &= before & IN_FLIGHT == 0;
+            write
+                .stripes
+                .push((stripe, ((before >> 32) as u32).wrapping_add(1)));
+        }
+        write
+    }
+
+    /// The word of `key`'s stripe, or `None` while a write of it is in
+    /// flight (then the value read must not be copied into L1).
+    fn snapshot(&self, key: &str) -> Option<Snapshot> {
+        let stripe = self.stripe(key);
+        let word = self.stripes[stripe].load(SeqCst);
+        (word & IN_FLIGHT == 0).then_some(Snapshot { stripe, word })
+    }
+
+    /// No write of the snapshot's stripe began since it was taken.
+    fn unchanged(&self, snapshot: Snapshot) -> bool {
+        self.stripes[snapshot.stripe].load(SeqCst) == snapshot.word
+    }
+}
+
+impl Write<'_> {
+    /// Ends the write; true when no other write overlapped it.
+    fn finish(mut self) -> bool {
+        let mut alone = self.alone;
+        for (stripe, epoch) in self.stripes.drain(..) {
+            let word = self.tracker.stripes[stripe].fetch_sub(1, SeqCst);
+            alone &= (word >> 32) as u32 == epoch;
+        }
+        alone
+    }
+}
+
+impl Drop for Write<'_> {
+    fn drop(&mut self) {
+        for (stripe, _) in self.stripes.drain(..) {
+            self.tracker.stripes[stripe].fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_writes_are_not_alone() {
+        let tracker = WriteTracker::new();
+        let a = tracker.begin_keys(&["k"]);
+        let b = tracker.begin_keys(&["k"]);
+        assert!(!b.alone);
+        assert!(!a.finish(), "a saw b begin");
+        assert!(!b.finish(), "b began while a was in flight");
+        assert!(tracker.begin_keys(&["k"]).finish(), "a lone write");
+    }
+
+    #[test]
+    fn snapshots_see_writes_and_dropped_writes_end() {
+        let tracker = WriteTracker::new();
+        let snapshot = tracker.snapshot("k").expect("no write in flight");
+        let write = tracker.begin_all();
+        assert!(tracker.snapshot("k").is_none(), "a write is in flight");
+        drop(write);
+        assert!(tracker.snapshot("k").is_some(), "a dropped write ends");
+        assert!(
+            !tracker.unchanged(snapshot),
+            "a write began after the snapshot"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! `FailOpen` and `Timeout` behaviour with a failing backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_core::layers::{BreakerConfig, BreakerState, FailOpen, Timeout};
+use cache_core::{Cache, CacheBackend, CacheKey, ErrorKind, SetOptions};
+use cache_memory::MemoryBackend;
+use cache_testkit::{FaultConfig, FaultInjecting};
+
+fn failing() -> FaultInjecting<MemoryBackend> {
+    FaultInjecting::new(MemoryBackend::new(), FaultConfig::none().with_fail_every(1))
+}
+
+#[tokio::test]
+async fn fail_open_turns_failures_into_misses_and_skipped_writes() {
+    let backend = FailOpen::new(
+        failing(),
+        BreakerConfig::default().with_failure_threshold(100),
+    );
+    assert_eq!(backend.get("k").await.unwrap(), None);
+    assert!(!backend
+        .set("k", Bytes::from_static(b"v"), SetOptions::default())
+        .await
+        .unwrap());
+    assert!(!backend.exists("k").await.unwrap());
+    assert_eq!(
+        backend.get_many(&["a", "b"]).await.unwrap(),
+        vec![None, None]
+    );
+    assert_eq!(backend.delete_matching("x*").await.unwrap(), 0);
+    let stats = backend.stats();
+    assert_eq!((stats.failed_reads, stats.skipped_writes), (3, 2));
+    // incr cannot invent a count: its error is returned.
+    assert_eq!(
+        backend.incr("n", 1, None).await.unwrap_err().kind(),
+        ErrorKind::Connection
+    );
+}
+
+#[tokio::test]
+async fn caller_errors_are_not_swallowed() {
+    let backend = FailOpen::new(MemoryBackend::new(), BreakerConfig::default());
+    let err = backend.get("").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidKey);
+    backend
+        .set("n", Bytes::from_static(b"x"), SetOptions::default())
+        .await
+        .unwrap();
+    let err = backend.incr("n", 1, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+    assert_eq!(backend.stats().state, BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn breaker_opens_skips_the_backend_and_recovers_through_a_probe() {
+    let faults = Arc::new(failing());
+    let backend = FailOpen::new(
+        Arc::clone(&faults),
+        BreakerConfig::default()
+            .with_failure_threshold(3)
+            .with_cool_down(Duration::from_millis(100)),
+    );
+    for _ in 0..20 {
+        assert_eq!(backend.get("k").await.unwrap(), None);
+    }
+    assert_eq!(
+        faults.injected(),
+        3,
+        "an open breaker must not call the backend"
+    );
+    assert_eq!(backend.stats().state, BreakerState::Open);
+    assert_eq!(backend.stats().breaker_opened, 1);
+
+    // Cool-down over, still failing: the probe fails and re-opens it.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(backend.get("k").await.unwrap(), None);
+    assert_eq!(faults.injected(), 4);
+    assert_eq!(backend.stats().state, BreakerState::Open);
+    assert_eq!(backend.stats().breaker_opened, 2);
+
+    // The backend recovers: after the cool-down the probe closes the breaker.
+    faults.set_config(FaultConfig::none());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    backend
+        .set("k", Bytes::from_static(b"v"), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(backend.stats().state, BreakerState::Closed);
+    assert_eq!(backend.stats().breaker_closed, 1);
+    assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test]
+async fn a_cache_over_a_dead_backend_serves_from_the_loader() {
+    let cache = Cache::new(Arc::new(FailOpen::new(failing(), BreakerConfig::default())));
+    let key = CacheKey::new("user", 1).unwrap();
+    for _ in 0..10 {
+        let v: u32 = cache
+            .get_or_set(&key, || async { Ok::<_, std::io::Error>(7) })
+            .await
+            .unwrap();
+        assert_eq!(v, 7);
+    }
+    assert_eq!(cache.stats().errors, 0);
+    assert_eq!(cache.stats().loader_calls, 10);
+}
+
+#[tokio::test]
+async fn timeout_bounds_a_slow_backend() {
+    let slow = FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none().with_latency(Duration::from_secs(30)),
+    );
+    let backend = Timeout::new(slow, Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let err = backend.get("k").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.is_retryable());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Fail-open over the timeout: a miss, promptly.
+    let backend = FailOpen::new(backend, BreakerConfig::default());
+    assert_eq!(backend.get("k").await.unwrap(), None);
+}

@@ -1,0 +1,27 @@
+//! The conformance suite through the `Timeout` and `FailOpen` wrappers over
+//! the memory backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::layers::{BreakerConfig, FailOpen, Timeout};
+use cache_core::CacheBackend;
+use cache_memory::{MemoryBackend, MemoryConfig};
+
+fn memory() -> MemoryBackend {
+    MemoryBackend::with_config(MemoryConfig::default().with_max_value_size(2 << 20))
+}
+
+async fn timeout_over_memory() -> Arc<dyn CacheBackend> {
+    Arc::new(Timeout::new(memory(), Duration::from_secs(5)))
+}
+
+async fn fail_open_over_memory() -> Arc<dyn CacheBackend> {
+    Arc::new(FailOpen::new(
+        Timeout::new(memory(), Duration::from_secs(5)),
+        BreakerConfig::default(),
+    ))
+}
+
+cache_testkit::conformance_suite!(timeout_memory, timeout_over_memory);
+cache_testkit::conformance_suite!(fail_open_memory, fail_open_over_memory);

@@ -1,0 +1,30 @@
+//! The conformance suite through the `Timeout` and `FailOpen` wrappers over
+//! a real Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::layers::{BreakerConfig, FailOpen, Timeout};
+use cache_core::CacheBackend;
+use cache_redis::RedisBackend;
+use cache_testkit::redis_server::RedisServer;
+
+async fn redis() -> RedisBackend {
+    RedisBackend::from_url(RedisServer::shared().url())
+        .await
+        .expect("the test redis-server")
+}
+
+async fn timeout_over_redis() -> Arc<dyn CacheBackend> {
+    Arc::new(Timeout::new(redis().await, Duration::from_secs(5)))
+}
+
+async fn fail_open_over_redis() -> Arc<dyn CacheBackend> {
+    Arc::new(FailOpen::new(
+        Timeout::new(redis().await, Duration::from_secs(5)),
+        BreakerConfig::default(),
+    ))
+}
+
+cache_testkit::conformance_suite!(timeout_redis, timeout_over_redis);
+cache_testkit::conformance_suite!(fail_open_redis, fail_open_over_redis);

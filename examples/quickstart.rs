@@ -42,7 +42,7 @@ impl Database {
 async fn profile(cache: &Cache, db: &Arc<Database>, id: u64) -> cache::Result<Profile> {
     let db = Arc::clone(db);
     cache
-        .get_or_set(&CacheKey::new("profile", id)?, || async move {
+        .get_or_set(&CacheKey::new("profile", id)?, move || async move {
             db.load_profile(id).await
         })
         .await

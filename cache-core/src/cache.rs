@@ -17,7 +17,8 @@ use crate::codec::{AnyCodec, Codec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fail_safe::{now_ms, Entry, FailSafe};
 use crate::key::{escape_id_pattern, validate_category, validate_prefix, CacheKey};
-use crate::stats::{CacheStats, Counters};
+use crate::report::CacheReport;
+use crate::stats::{CacheStats, Counters, Stat};
 use crate::ttl::{CategoryTtl, Ttl, TtlPolicy};
 
 /// The default key prefix.
@@ -96,6 +97,7 @@ struct Inner<C> {
     generation_refresh: Duration,
     fail_safe: Option<FailSafe>,
     refresh_ahead: Option<f64>,
+    last_report: Mutex<Option<CacheStats>>,
     closed: AtomicBool,
 }
 
@@ -201,18 +203,20 @@ impl<C: Codec> CacheBuilder<C> {
     /// [`InvalidKey`](ErrorKind::InvalidKey) for an invalid prefix.
     pub fn build(self) -> Result<Cache<C>> {
         validate_prefix(&self.prefix)?;
+        let counters = Counters::new(&self.prefix);
         Ok(Cache {
             inner: Arc::new(Inner {
                 backend: self.backend,
                 codec: self.codec,
                 prefix: self.prefix,
                 policy: self.policy,
-                counters: Counters::new(),
+                counters,
                 flights: Mutex::new(HashMap::new()),
                 generations: RwLock::new(HashMap::new()),
                 generation_refresh: self.generation_refresh,
                 fail_safe: self.fail_safe,
                 refresh_ahead: self.refresh_ahead,
+                last_report: Mutex::new(None),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -265,11 +269,11 @@ impl<C: Codec> Cache<C> {
         match stored.map(Entry::unwrap) {
             Some(entry) if entry.is_fresh(now_ms()) => {
                 let value = self.decode(&entry.payload)?;
-                Counters::add(&self.inner.counters.hits, 1);
+                self.inner.counters.inc(Stat::Hits, 1);
                 Ok(Some(value))
             }
             _ => {
-                Counters::add(&self.inner.counters.misses, 1);
+                self.inner.counters.inc(Stat::Misses, 1);
                 Ok(None)
             }
         }
@@ -327,7 +331,7 @@ impl<C: Codec> Cache<C> {
         let opts = SetOptions::ttl(ttl).with_mode(mode);
         let written = self.track(self.inner.backend.set(&full, bytes, opts).await)?;
         if written {
-            Counters::add(&self.inner.counters.sets, 1);
+            self.inner.counters.inc(Stat::Sets, 1);
         }
         Ok(written)
     }
@@ -340,7 +344,7 @@ impl<C: Codec> Cache<C> {
     pub async fn delete(&self, key: &CacheKey) -> Result<bool> {
         let full = self.full_key(key).await?;
         let existed = self.track(self.inner.backend.delete(&full).await)?;
-        Counters::add(&self.inner.counters.deletes, u64::from(existed));
+        self.inner.counters.inc(Stat::Deletes, u64::from(existed));
         Ok(existed)
     }
 
@@ -396,8 +400,8 @@ impl<C: Codec> Cache<C> {
                 }
             }
         }
-        Counters::add(&self.inner.counters.hits, hits);
-        Counters::add(&self.inner.counters.misses, misses);
+        self.inner.counters.inc(Stat::Hits, hits);
+        self.inner.counters.inc(Stat::Misses, misses);
         Ok(out)
     }
 
@@ -430,7 +434,7 @@ impl<C: Codec> Cache<C> {
                 .collect();
             self.track(self.inner.backend.set_many(&refs, ttl).await)?;
         }
-        Counters::add(&self.inner.counters.sets, items.len() as u64);
+        self.inner.counters.inc(Stat::Sets, items.len() as u64);
         Ok(())
     }
 
@@ -493,7 +497,7 @@ impl<C: Codec> Cache<C> {
         let mut stale = None;
         if let Some((value, entry)) = self.read_decoded::<T>(&full).await? {
             if entry.is_fresh(now) {
-                Counters::add(&self.inner.counters.hits, 1);
+                self.inner.counters.inc(Stat::Hits, 1);
                 if let Some(fraction) = self.inner.refresh_ahead {
                     if entry.in_refresh_window(now, fraction) {
                         self.refresh(key, full, opts, loader);
@@ -505,7 +509,7 @@ impl<C: Codec> Cache<C> {
                 stale = Some(value);
             }
         }
-        Counters::add(&self.inner.counters.misses, 1);
+        self.inner.counters.inc(Stat::Misses, 1);
 
         let mut flight = self.join_or_lead(key, &full, opts, loader);
         let soft_timeout = self.inner.fail_safe.and_then(|f| f.soft_timeout);
@@ -514,7 +518,7 @@ impl<C: Codec> Cache<C> {
                 match tokio::time::timeout(soft, flight.wait_for(Option::is_some)).await {
                     Ok(done) => done.map(|r| r.clone()).ok().flatten(),
                     Err(_) => {
-                        Counters::add(&self.inner.counters.loader_timeouts, 1);
+                        self.inner.counters.inc(Stat::LoaderTimeouts, 1);
                         None
                     }
                 }
@@ -535,7 +539,7 @@ impl<C: Codec> Cache<C> {
             )
             .with_operation("get_or_set")),
             (_, Some(stale)) => {
-                Counters::add(&self.inner.counters.stale_served, 1);
+                self.inner.counters.inc(Stat::StaleServed, 1);
                 tracing::debug!(category = key.category(), "serving a stale value");
                 Ok(stale)
             }
@@ -553,7 +557,7 @@ impl<C: Codec> Cache<C> {
         if lock(&self.inner.flights).contains_key(&full) {
             return;
         }
-        Counters::add(&self.inner.counters.refreshes, 1);
+        self.inner.counters.inc(Stat::Refreshes, 1);
         drop(self.join_or_lead(key, &full, opts, loader));
     }
 
@@ -619,12 +623,12 @@ impl<C: Codec> Cache<C> {
                 return Ok(entry.payload);
             }
         }
-        Counters::add(&self.inner.counters.loader_calls, 1);
+        self.inner.counters.inc(Stat::LoaderCalls, 1);
         let value = match loader().await {
             Ok(value) => value,
             Err(e) => {
-                Counters::add(&self.inner.counters.loader_errors, 1);
-                Counters::add(&self.inner.counters.errors, 1);
+                self.inner.counters.inc(Stat::LoaderErrors, 1);
+                self.inner.counters.inc(Stat::Errors, 1);
                 return Err(
                     Error::new(ErrorKind::Loader, "the get_or_set loader failed")
                         .with_operation("get_or_set")
@@ -640,9 +644,9 @@ impl<C: Codec> Cache<C> {
             .set(full, stored, SetOptions::ttl(physical))
             .await
         {
-            Ok(written) => Counters::add(&self.inner.counters.sets, u64::from(written)),
+            Ok(written) => self.inner.counters.inc(Stat::Sets, u64::from(written)),
             Err(err) => {
-                Counters::add(&self.inner.counters.errors, 1);
+                self.inner.counters.inc(Stat::Errors, 1);
                 tracing::warn!(error = %err, category, "storing a loaded value failed");
             }
         }
@@ -719,7 +723,7 @@ impl<C: Codec> Cache<C> {
             )?;
         }
         self.remember_generation(category, generation);
-        Counters::add(&self.inner.counters.deletes, 1);
+        self.inner.counters.inc(Stat::Deletes, 1);
         Ok(generation)
     }
 
@@ -755,12 +759,12 @@ impl<C: Codec> Cache<C> {
                     .delete_matching(&format!("{full}:v*"))
                     .await,
             )?;
-        Counters::add(&self.inner.counters.deletes, removed);
+        self.inner.counters.inc(Stat::Deletes, removed);
         Ok(removed)
     }
 
-    /// Removes every key under this cache's prefix (and nothing else);
-    /// returns how many.
+    /// Removes every key under this cache's prefix (and nothing else):
+    /// values and the category generation keys; returns how many.
     ///
     /// # Errors
     ///
@@ -769,7 +773,7 @@ impl<C: Codec> Cache<C> {
         self.check_open()?;
         let namespace = format!("{}:", self.inner.prefix);
         let removed = self.track(self.inner.backend.clear(&namespace).await)?;
-        Counters::add(&self.inner.counters.deletes, removed);
+        self.inner.counters.inc(Stat::Deletes, removed);
         Ok(removed)
     }
 
@@ -786,6 +790,37 @@ impl<C: Codec> Cache<C> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> CacheStats {
         self.inner.counters.snapshot()
+    }
+
+    /// The counters and the backend's health, with advice on what needs
+    /// attention: a low hit rate, a high or rising error rate (compared with
+    /// the previous report), values that do not decode, stale values served,
+    /// an open circuit breaker, an L1 near its capacity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{Cache, CacheKey};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    /// for i in 0..200 {
+    ///     cache.get::<u32>(&CacheKey::new("user", i)?).await?; // all misses
+    /// }
+    /// let report = cache.report().await;
+    /// assert_eq!(report.advice[0].code, "low_hit_rate");
+    /// println!("{report}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn report(&self) -> CacheReport {
+        let health = self.inner.backend.health().await.ok();
+        let stats = self.stats();
+        let previous = lock(&self.inner.last_report).replace(stats);
+        CacheReport::new(stats, previous, health)
     }
 
     /// The key prefix.
@@ -871,7 +906,18 @@ impl<C: Codec> Cache<C> {
                 return Ok(generation);
             }
         }
-        let stored = self.track(self.inner.backend.get(&self.generation_key(category)).await)?;
+        let gen_key = self.generation_key(category);
+        let stored = self.track(self.inner.backend.get(&gen_key).await)?;
+        if stored.is_none() {
+            // Store generation 0 explicitly: a key that exists can be copied
+            // into an L1 (and invalidated there by a backplane), so reading
+            // it again is local instead of a round trip per call.
+            let zero = Bytes::from_static(b"0");
+            let opts = SetOptions::default().with_mode(SetMode::IfAbsent);
+            if let Err(err) = self.inner.backend.set(&gen_key, zero, opts).await {
+                tracing::debug!(error = %err, "storing generation 0 failed");
+            }
+        }
         let stored = stored
             .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok())
             .unwrap_or(0);
@@ -881,7 +927,7 @@ impl<C: Codec> Cache<C> {
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
         self.inner.codec.encode(value).inspect_err(|_| {
-            Counters::add(&self.inner.counters.errors, 1);
+            self.inner.counters.inc(Stat::Errors, 1);
         })
     }
 
@@ -893,14 +939,14 @@ impl<C: Codec> Cache<C> {
     }
 
     fn count_decode_error(&self, err: &Error) {
-        Counters::add(&self.inner.counters.decode_errors, 1);
-        Counters::add(&self.inner.counters.errors, 1);
+        self.inner.counters.inc(Stat::DecodeErrors, 1);
+        self.inner.counters.inc(Stat::Errors, 1);
         tracing::debug!(error = %err, "a stored value did not decode");
     }
 
     fn track<T>(&self, result: Result<T>) -> Result<T> {
         if result.is_err() {
-            Counters::add(&self.inner.counters.errors, 1);
+            self.inner.counters.inc(Stat::Errors, 1);
         }
         result
     }

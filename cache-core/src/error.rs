@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// The list grows (`#[non_exhaustive]`): match the kinds you handle and treat
 /// the rest as [`ErrorKind::Backend`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The backend could not be reached: refused, reset, DNS, auth, closed.

@@ -31,6 +31,7 @@
 //! ```
 
 mod backend;
+mod backplane;
 mod cache;
 mod codec;
 mod error;
@@ -38,6 +39,8 @@ mod fail_safe;
 mod glob;
 mod key;
 pub mod layers;
+mod rate_limit;
+mod report;
 mod stats;
 mod ttl;
 
@@ -45,6 +48,7 @@ pub use backend::{
     check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
     KeyTtl, SetMode, SetOptions,
 };
+pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
 pub use cache::{Cache, CacheBuilder, GetOrSetOptions, DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX};
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
@@ -56,6 +60,11 @@ pub use key::{
     escape_id, escape_id_pattern, validate_category, validate_prefix, CacheKey, MAX_CATEGORY_LEN,
     MAX_KEY_LEN,
 };
+pub use rate_limit::{
+    Decision, OnBackendError, RateLimitStats, RateLimiter, RateLimiterBuilder, Rule,
+    DEFAULT_BUCKETS, MAX_BUCKETS,
+};
+pub use report::{Advice, CacheReport, Severity};
 pub use stats::CacheStats;
 pub use ttl::{CategoryTtl, Ttl, TtlPolicy};
 

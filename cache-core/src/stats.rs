@@ -45,57 +45,88 @@ impl CacheStats {
     }
 }
 
+/// One of the counters, for [`Counters::inc`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stat {
+    Hits,
+    Misses,
+    Sets,
+    Deletes,
+    Errors,
+    DecodeErrors,
+    LoaderCalls,
+    LoaderErrors,
+    StaleServed,
+    LoaderTimeouts,
+    Refreshes,
+}
+
+impl Stat {
+    const ALL: usize = 11;
+
+    /// The name it is exported under with the `metrics` feature.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn metric(self) -> &'static str {
+        match self {
+            Stat::Hits => "cache_hits_total",
+            Stat::Misses => "cache_misses_total",
+            Stat::Sets => "cache_sets_total",
+            Stat::Deletes => "cache_deletes_total",
+            Stat::Errors => "cache_errors_total",
+            Stat::DecodeErrors => "cache_decode_errors_total",
+            Stat::LoaderCalls => "cache_loader_calls_total",
+            Stat::LoaderErrors => "cache_loader_errors_total",
+            Stat::StaleServed => "cache_stale_served_total",
+            Stat::LoaderTimeouts => "cache_loader_timeouts_total",
+            Stat::Refreshes => "cache_refreshes_total",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) sets: AtomicU64,
-    pub(crate) deletes: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) decode_errors: AtomicU64,
-    pub(crate) loader_calls: AtomicU64,
-    pub(crate) loader_errors: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
-    pub(crate) loader_timeouts: AtomicU64,
-    pub(crate) refreshes: AtomicU64,
+    values: [AtomicU64; Stat::ALL],
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    prefix: String,
     started: Instant,
 }
 
 impl Counters {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         Counters {
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            sets: AtomicU64::new(0),
-            deletes: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            decode_errors: AtomicU64::new(0),
-            loader_calls: AtomicU64::new(0),
-            loader_errors: AtomicU64::new(0),
-            stale_served: AtomicU64::new(0),
-            loader_timeouts: AtomicU64::new(0),
-            refreshes: AtomicU64::new(0),
+            values: Default::default(),
+            prefix: prefix.to_owned(),
             started: Instant::now(),
         }
     }
 
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+    /// Adds `n` to a counter (and to its exported metric).
+    pub(crate) fn inc(&self, stat: Stat, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.values[stat as usize].fetch_add(n, Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(stat.metric(), "prefix" => self.prefix.clone()).increment(n);
+    }
+
+    fn get(&self, stat: Stat) -> u64 {
+        self.values[stat as usize].load(Relaxed)
     }
 
     pub(crate) fn snapshot(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            sets: self.sets.load(Relaxed),
-            deletes: self.deletes.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-            decode_errors: self.decode_errors.load(Relaxed),
-            loader_calls: self.loader_calls.load(Relaxed),
-            loader_errors: self.loader_errors.load(Relaxed),
-            stale_served: self.stale_served.load(Relaxed),
-            loader_timeouts: self.loader_timeouts.load(Relaxed),
-            refreshes: self.refreshes.load(Relaxed),
+            hits: self.get(Stat::Hits),
+            misses: self.get(Stat::Misses),
+            sets: self.get(Stat::Sets),
+            deletes: self.get(Stat::Deletes),
+            errors: self.get(Stat::Errors),
+            decode_errors: self.get(Stat::DecodeErrors),
+            loader_calls: self.get(Stat::LoaderCalls),
+            loader_errors: self.get(Stat::LoaderErrors),
+            stale_served: self.get(Stat::StaleServed),
+            loader_timeouts: self.get(Stat::LoaderTimeouts),
+            refreshes: self.get(Stat::Refreshes),
             uptime: self.started.elapsed(),
         }
     }

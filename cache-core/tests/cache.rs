@@ -363,7 +363,8 @@ async fn clear_removes_only_this_prefix() {
         a.set(&key("k", i), &i).await.unwrap();
         ab.set(&key("k", i), &i).await.unwrap();
     }
-    assert_eq!(a.clear().await.unwrap(), 10);
+    // The 10 values and the category's generation key.
+    assert_eq!(a.clear().await.unwrap(), 11);
     assert_eq!(ab.get::<i32>(&key("k", 3)).await.unwrap(), Some(3));
     assert_eq!(a.get::<i32>(&key("k", 3)).await.unwrap(), None);
 }

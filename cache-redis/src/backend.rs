@@ -1,4 +1,5 @@
-//! [`RedisBackend`]: the cache's contract on one Redis server.
+//! [`RedisBackend`]: the cache's contract on Redis: one server, a primary
+//! found through Sentinel, or a Redis Cluster.
 
 use std::fmt;
 use std::future::Future;
@@ -12,17 +13,19 @@ use cache_core::{
     check_key, check_namespace, check_value, glob_escape, CacheBackend, Capabilities, Error,
     ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script, ScriptInvocation, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{
+    Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Script, ScriptInvocation, Value,
+};
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisMode};
 use crate::error::{connect_error, map_error};
 
 /// The largest value Redis stores (its `proto-max-bulk-len` default).
 const MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
 
 /// Keys asked for per `SCAN` round trip.
-const SCAN_COUNT: usize = 1000;
+pub(crate) const SCAN_COUNT: usize = 1000;
 
 /// The longest TTL sent to Redis, in ms (about 146 million years). Redis
 /// rejects an expiry that overflows when added to the current time.
@@ -49,12 +52,28 @@ end
 return 0
 ";
 
-/// The cache backend on a Redis server (single node; Redis 6 or later).
+/// The cache backend on Redis (Redis 6 or later): one server, a primary
+/// found through Sentinel (feature `sentinel`), or a Redis Cluster (feature
+/// `cluster`); [`RedisConfig::mode`] says which, the URL's scheme picks it.
 ///
 /// Values are stored as plain Redis strings, byte for byte, so other Redis
 /// clients (`redis-cli GET`, a Python service) read them as written. TTLs
 /// are sent as milliseconds (`PX`), `incr` is one Lua script, pattern
 /// deletes use `SCAN` + `UNLINK` (never `KEYS`, never `FLUSHDB`).
+///
+/// On a cluster, single-key calls go to the node that owns the key's slot
+/// (the client follows `MOVED`/`ASK` and topology changes); `get_many`,
+/// `set_many` and `delete_many` group the keys by slot and send one
+/// pipeline per node (one `MGET`/`UNLINK` per slot, one `SET` per key), the
+/// nodes in parallel; `delete_matching` and `clear` `SCAN` every primary;
+/// `health` asks every node. Keys that must live together (for a
+/// multi-key operation of your own) share a hash tag: a prefix such as
+/// `{tenant42}` puts all of a cache's keys in one slot.
+///
+/// With Sentinel, the backend asks the Sentinels for the primary and, when
+/// a call fails on a lost connection, a timeout or a `READONLY` reply (the
+/// primary was demoted), asks them again in the background and moves to the
+/// new primary; calls fail with a retryable error in between.
 ///
 /// Connections are `redis-rs` connection managers: after a connection is
 /// lost (server restart, network blip) the next call fails with
@@ -88,8 +107,12 @@ pub struct RedisBackend {
 
 struct Inner {
     /// The connections, round-robin; empty after `close`.
-    connections: RwLock<Vec<ConnectionManager>>,
+    connections: RwLock<Vec<Conn>>,
     next: AtomicUsize,
+    mode: RedisMode,
+    /// The slot map, on a cluster.
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::ClusterState>,
     response_timeout: Duration,
     /// Where the server is, without credentials.
     target: String,
@@ -98,7 +121,8 @@ struct Inner {
 }
 
 impl RedisBackend {
-    /// Connects to the server described by `config`.
+    /// Connects to the deployment described by `config`: one server, a
+    /// Sentinel-managed primary or a cluster (see [`RedisConfig::mode`]).
     ///
     /// Opens `config.connections` connections and checks each with the
     /// handshake (authentication, database selection), all within the
@@ -106,11 +130,63 @@ impl RedisBackend {
     ///
     /// # Errors
     ///
-    /// [`Config`](ErrorKind::Config) for an invalid configuration;
+    /// [`Config`](ErrorKind::Config) for an invalid configuration (or a
+    /// cluster or Sentinel URL without the crate feature);
     /// [`Connection`](ErrorKind::Connection) when the server cannot be
     /// reached, refuses the credentials, or does not answer within the
     /// connect timeout.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        config.validate()?;
+        match config.mode() {
+            #[cfg(feature = "cluster")]
+            RedisMode::Cluster => {
+                let (connections, state) = crate::cluster::connect(&config).await?;
+                Ok(Self::with_connections(
+                    &config,
+                    connections,
+                    RedisMode::Cluster,
+                    Some(state),
+                ))
+            }
+            #[cfg(feature = "sentinel")]
+            RedisMode::Sentinel => {
+                let connections = crate::sentinel::connect(&config).await?;
+                Ok(Self::with_connections(
+                    &config,
+                    connections,
+                    RedisMode::Sentinel,
+                    None,
+                ))
+            }
+            _ => Self::connect_standalone(config).await,
+        }
+    }
+
+    fn with_connections(
+        config: &RedisConfig,
+        connections: Vec<Conn>,
+        mode: RedisMode,
+        #[cfg(feature = "cluster")] cluster: Option<crate::cluster::ClusterState>,
+        #[cfg(not(feature = "cluster"))] _cluster: Option<std::convert::Infallible>,
+    ) -> Self {
+        let target = config.target();
+        tracing::debug!(%target, ?mode, connections = connections.len(), "connected to Redis");
+        RedisBackend {
+            inner: Arc::new(Inner {
+                connections: RwLock::new(connections),
+                next: AtomicUsize::new(0),
+                mode,
+                #[cfg(feature = "cluster")]
+                cluster,
+                response_timeout: config.response_timeout(),
+                target,
+                incr: Script::new(INCR_SCRIPT),
+                persist: Script::new(PERSIST_SCRIPT),
+            }),
+        }
+    }
+
+    async fn connect_standalone(config: RedisConfig) -> Result<Self> {
         let info = config.connection_info()?;
         let target = config.target();
         let client = redis::Client::open(info).map_err(|e| connect_error(e, &target))?;
@@ -152,20 +228,16 @@ impl RedisBackend {
                 .with_operation("connect"))
             }
         };
-        tracing::debug!(%target, connections = connections.len(), "connected to Redis");
-        Ok(RedisBackend {
-            inner: Arc::new(Inner {
-                connections: RwLock::new(connections),
-                next: AtomicUsize::new(0),
-                response_timeout: config.response_timeout(),
-                target,
-                incr: Script::new(INCR_SCRIPT),
-                persist: Script::new(PERSIST_SCRIPT),
-            }),
-        })
+        let connections = connections.into_iter().map(Conn::Manager).collect();
+        Ok(Self::with_connections(
+            &config,
+            connections,
+            RedisMode::Standalone,
+            None,
+        ))
     }
 
-    /// Connects to the server at `url` with default settings otherwise
+    /// Connects to the deployment at `url` with default settings otherwise
     /// (see [`RedisConfig`] for the URL forms).
     ///
     /// # Errors
@@ -173,6 +245,17 @@ impl RedisBackend {
     /// As [`RedisConfig::from_url`] and [`RedisBackend::connect`].
     pub async fn from_url(url: &str) -> Result<Self> {
         Self::connect(RedisConfig::from_url(url)?).await
+    }
+
+    /// The kind of deployment this backend talks to.
+    pub fn mode(&self) -> RedisMode {
+        self.inner.mode
+    }
+
+    /// How long one answer may take.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.inner.response_timeout
     }
 
     fn is_closed(&self) -> bool {
@@ -184,7 +267,7 @@ impl RedisBackend {
     }
 
     /// The next connection, round-robin.
-    fn connection(&self, op: &'static str) -> Result<ConnectionManager> {
+    pub(crate) fn connection(&self, op: &'static str) -> Result<Conn> {
         let connections = self
             .inner
             .connections
@@ -200,12 +283,23 @@ impl RedisBackend {
     }
 
     /// Awaits one exchange with the server, bounded by the response timeout.
-    async fn bounded<T: Send>(
+    pub(crate) async fn bounded<T: Send>(
         &self,
         op: &'static str,
         exchange: impl Future<Output = RedisResult<T>> + Send,
     ) -> Result<T> {
-        match tokio::time::timeout(self.inner.response_timeout, exchange).await {
+        self.bounded_by(self.inner.response_timeout, op, exchange)
+            .await
+    }
+
+    /// Awaits one exchange with the server, bounded by `limit`.
+    pub(crate) async fn bounded_by<T: Send>(
+        &self,
+        limit: Duration,
+        op: &'static str,
+        exchange: impl Future<Output = RedisResult<T>> + Send,
+    ) -> Result<T> {
+        match tokio::time::timeout(limit, exchange).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(map_error(e, op)),
             Err(_) => Err(Error::new(
@@ -213,7 +307,7 @@ impl RedisBackend {
                 format!(
                     "no answer from {} within {} ms",
                     self.inner.target,
-                    self.inner.response_timeout.as_millis()
+                    limit.as_millis()
                 ),
             )
             .with_backend("redis")
@@ -221,9 +315,15 @@ impl RedisBackend {
         }
     }
 
-    async fn query<T: FromRedisValue + Send>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
+    pub(crate) async fn query<T: FromRedisValue + Send>(
+        &self,
+        op: &'static str,
+        cmd: &Cmd,
+    ) -> Result<T> {
         let mut conn = self.connection(op)?;
-        self.bounded(op, cmd.query_async(&mut conn)).await
+        let result = self.bounded(op, cmd.query_async(&mut conn)).await;
+        conn.observe(&result);
+        result
     }
 
     async fn query_pipeline<T: FromRedisValue + Send>(
@@ -232,7 +332,9 @@ impl RedisBackend {
         pipeline: &Pipeline,
     ) -> Result<T> {
         let mut conn = self.connection(op)?;
-        self.bounded(op, pipeline.query_async(&mut conn)).await
+        let result = self.bounded(op, pipeline.query_async(&mut conn)).await;
+        conn.observe(&result);
+        result
     }
 
     async fn invoke<T: FromRedisValue + Send>(
@@ -241,10 +343,18 @@ impl RedisBackend {
         script: &ScriptInvocation<'_>,
     ) -> Result<T> {
         let mut conn = self.connection(op)?;
-        self.bounded(op, script.invoke_async(&mut conn)).await
+        let result = self.bounded(op, script.invoke_async(&mut conn)).await;
+        conn.observe(&result);
+        result
     }
 
-    fn check_key(key: &str, op: &'static str) -> Result<()> {
+    /// The cluster's slot map, when this backend talks to a cluster.
+    #[cfg(feature = "cluster")]
+    fn cluster(&self) -> Option<&crate::cluster::ClusterState> {
+        self.inner.cluster.as_ref()
+    }
+
+    pub(crate) fn check_key(key: &str, op: &'static str) -> Result<()> {
         check_key(key, MAX_KEY_LEN).map_err(|e| e.context("redis", op))
     }
 
@@ -259,10 +369,21 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// `UNLINK keys…`; how many existed.
-    async fn unlink<K: redis::ToRedisArgs>(&self, op: &'static str, keys: &[K]) -> Result<u64> {
+    /// `UNLINK keys…`; how many existed. On a cluster: one `UNLINK` per
+    /// slot, one pipeline per node.
+    async fn unlink<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(
+        &self,
+        op: &'static str,
+        keys: &[K],
+    ) -> Result<u64> {
         if keys.is_empty() {
             return Ok(0);
+        }
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster() {
+            if keys.len() > 1 {
+                return cluster.unlink(self, op, keys).await;
+            }
         }
         self.query(op, redis::cmd("UNLINK").arg(keys)).await
     }
@@ -288,8 +409,12 @@ impl RedisBackend {
     }
 
     /// `SCAN MATCH pattern` in batches, `UNLINK` each batch; how many keys
-    /// were removed.
+    /// were removed. On a cluster: on every primary.
     async fn unlink_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster() {
+            return cluster.unlink_matching(self, op, pattern).await;
+        }
         let mut removed = 0;
         let mut cursor = 0;
         loop {
@@ -305,13 +430,13 @@ impl RedisBackend {
 }
 
 /// A TTL as Redis milliseconds: at least 1 for any positive duration.
-fn ttl_millis(ttl: Duration) -> u64 {
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
         .unwrap_or(u64::MAX)
         .clamp(1, MAX_TTL_MS)
 }
 
-fn set_command(key: &str, value: &[u8], ttl: Option<Duration>) -> Cmd {
+pub(crate) fn set_command(key: &str, value: &[u8], ttl: Option<Duration>) -> Cmd {
     let mut cmd = redis::cmd("SET");
     cmd.arg(key).arg(value);
     if let Some(ttl) = ttl {
@@ -321,7 +446,7 @@ fn set_command(key: &str, value: &[u8], ttl: Option<Duration>) -> Cmd {
 }
 
 /// Facts from `INFO` text, by field name.
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     info.lines().find_map(|line| {
         let (field, value) = line.split_once(':')?;
         (field == name).then(|| value.trim())
@@ -430,11 +555,19 @@ impl CacheBackend for RedisBackend {
                 Health::new(HealthStatus::Unhealthy, started.elapsed()).with_detail("closed", true)
             );
         }
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster() {
+            return cluster.health(self, &self.inner.target).await;
+        }
         let _: String = self.query("health", &redis::cmd("PING")).await?;
         let latency = started.elapsed();
         let info: String = self.query("health", &redis::cmd("INFO")).await?;
-        let mut health =
-            Health::new(HealthStatus::Healthy, latency).with_detail("target", &self.inner.target);
+        let mut health = Health::new(HealthStatus::Healthy, latency)
+            .with_detail("target", &self.inner.target)
+            .with_detail("mode", mode_name(self.inner.mode));
+        if let Some(primary) = self.connection("health")?.primary_address() {
+            health = health.with_detail("primary", primary);
+        }
         for name in [
             "redis_version",
             "used_memory",
@@ -466,6 +599,10 @@ impl CacheBackend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster() {
+            return cluster.get_many(self, keys).await;
+        }
         let values: Vec<Option<Vec<u8>>> =
             self.query("get_many", redis::cmd("MGET").arg(keys)).await?;
         Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
@@ -484,6 +621,10 @@ impl CacheBackend for RedisBackend {
             self.unlink("set_many", &keys).await?;
             return Ok(());
         }
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster() {
+            return cluster.set_many(self, items, ttl).await;
+        }
         let mut pipeline = redis::pipe();
         for (key, value) in items {
             pipeline.add_command(set_command(key, value, ttl)).ignore();
@@ -500,6 +641,10 @@ impl CacheBackend for RedisBackend {
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
         Self::check_pattern(pattern, "scan")?;
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster() {
+            return cluster.scan(self, pattern).await;
+        }
         let mut found = Vec::new();
         let mut cursor = 0;
         loop {
@@ -551,9 +696,90 @@ impl fmt::Debug for RedisBackend {
             .unwrap_or_default();
         f.debug_struct("RedisBackend")
             .field("target", &self.inner.target)
+            .field("mode", &self.inner.mode)
             .field("connections", &connections)
             .field("response_timeout", &self.inner.response_timeout)
             .finish()
+    }
+}
+
+/// How a [`RedisMode`] is named in health details.
+pub(crate) fn mode_name(mode: RedisMode) -> &'static str {
+    match mode {
+        RedisMode::Cluster => "cluster",
+        RedisMode::Sentinel => "sentinel",
+        _ => "standalone",
+    }
+}
+
+/// One connection of the backend, whatever the deployment.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// One server, reconnecting by itself.
+    Manager(ConnectionManager),
+    /// The primary named by Sentinel, followed across failovers.
+    #[cfg(feature = "sentinel")]
+    Sentinel(crate::sentinel::SentinelConnection),
+    /// A cluster: one connection per node, routing by slot.
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    /// Tells the connection how a call went, so that it can look for a new
+    /// primary after a failure (Sentinel).
+    fn observe<T>(&self, result: &Result<T>) {
+        #[cfg(feature = "sentinel")]
+        if let (Conn::Sentinel(conn), Err(e)) = (self, result) {
+            conn.observe_failure(e.kind());
+        }
+        let _ = result;
+    }
+
+    /// The address of the primary in use (Sentinel).
+    fn primary_address(&self) -> Option<String> {
+        match self {
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(conn) => conn.primary_address(),
+            _ => None,
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Manager(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Manager(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Manager(conn) => conn.get_db(),
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(conn) => conn.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(conn) => conn.get_db(),
+        }
     }
 }
 

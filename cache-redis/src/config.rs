@@ -13,16 +13,28 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default time allowed for one answer from Redis (1 s).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Where the Redis server is and how to talk to it.
+/// Where the Redis deployment is and how to talk to it.
 ///
-/// Either a `url` or the parts (`host`, `port`, `db`, `username`,
-/// `password`, `tls`). When `url` is set it gives the address; `username`,
-/// `password` and `db`, when also set, override the URL's (so a password can
-/// come from a secret store while the URL sits in a config file).
+/// Either a `url` or the parts: `host`, `port`, `db`, `username`,
+/// `password`, `tls` for one server; `cluster_nodes` for a Redis Cluster;
+/// `sentinels` and `sentinel_master` for a primary found through Sentinel.
+/// When `url` is set it gives the address; `username`, `password` and `db`,
+/// when also set, override the URL's (so a password can come from a secret
+/// store while the URL sits in a config file).
 ///
-/// URL forms: `redis://[user[:password]@]host[:port][/db]`,
-/// `rediss://…` (TLS; needs the crate feature `tls`),
-/// `redis+unix:///path/to/socket` (or `unix://`).
+/// URL forms ([`mode`](Self::mode) tells which one a config describes):
+/// - `redis://[user[:password]@]host[:port][/db]`, `rediss://…` (TLS; needs
+///   the crate feature `tls`), `redis+unix:///path/to/socket` (or `unix://`):
+///   one server.
+/// - `redis+cluster://[user[:password]@]host1:port1,host2:port2[,…]`: a Redis
+///   Cluster, given by some of its nodes (the rest are discovered); needs the
+///   crate feature `cluster`. Port 6379 when left out; no database number
+///   (a cluster has only database 0).
+/// - `redis+sentinel://[user[:password]@]sentinel1:port,sentinel2:port[,…]/master-name[/db]`:
+///   the primary that the Sentinels name `master-name`, followed across
+///   failovers; needs the crate feature `sentinel`. Port 26379 when left
+///   out. The credentials are the data nodes'; the Sentinels' own password,
+///   if any, is `sentinel_password`.
 ///
 /// Timeouts are whole milliseconds in serialized form
 /// (`connect_timeout_ms`, `response_timeout_ms`), as in the other backends'
@@ -32,7 +44,7 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// # Examples
 ///
 /// ```
-/// use cache_redis::RedisConfig;
+/// use cache_redis::{RedisConfig, RedisMode};
 /// use std::time::Duration;
 ///
 /// let config = RedisConfig::from_url("redis://app:s3cret@cache.internal:6380/2")?
@@ -43,6 +55,12 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// let parts = RedisConfig::default().with_host("10.0.0.7").with_port(6380).with_db(1);
 /// assert_eq!(parts.port, 6380);
+///
+/// // A cluster or a Sentinel-managed primary, by parts instead of a URL.
+/// let cluster = RedisConfig::cluster(["10.0.0.1:7000", "10.0.0.2:7000"]);
+/// assert_eq!(cluster.mode(), RedisMode::Cluster);
+/// let sentinel = RedisConfig::sentinel(["10.0.0.1:26379", "10.0.0.2:26379"], "cache");
+/// assert_eq!(sentinel.mode(), RedisMode::Sentinel);
 /// # Ok::<(), cache_core::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,8 +88,52 @@ pub struct RedisConfig {
     /// by it: a stopped or hung server yields `Timeout` after this long.
     pub response_timeout_ms: u64,
     /// How many multiplexed connections to open; calls are spread over them
-    /// round-robin. One is enough for most services.
+    /// round-robin. One is enough for most services. (On a cluster: how many
+    /// cluster connections, each with one connection per node.)
     pub connections: usize,
+    /// Some nodes of a Redis Cluster, as `host:port` (without `url`); when
+    /// not empty the config describes a cluster. Needs the feature `cluster`.
+    pub cluster_nodes: Vec<String>,
+    /// The Sentinels, as `host:port` (without `url`); when not empty the
+    /// config describes a primary found through them. Needs the feature
+    /// `sentinel`.
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels know the primary by (without `url`; with a
+    /// `redis+sentinel://` URL it is the URL's path).
+    pub sentinel_master: Option<String>,
+    /// The password of the Sentinels themselves (`requirepass` in their
+    /// configuration), when they have one. Never printed by `Debug`.
+    pub sentinel_password: Option<String>,
+}
+
+/// `(host, port)` pairs.
+pub(crate) type HostList = Vec<(String, u16)>;
+
+/// The kind of Redis deployment a [`RedisConfig`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisMode {
+    /// One server (`redis://`, `rediss://`, `redis+unix://`).
+    Standalone,
+    /// A Redis Cluster (`redis+cluster://`, or `cluster_nodes`).
+    Cluster,
+    /// A primary found, and followed across failovers, through Sentinel
+    /// (`redis+sentinel://`, or `sentinels`).
+    Sentinel,
+}
+
+/// A Sentinel deployment, checked and ready for the client.
+#[cfg(feature = "sentinel")]
+#[derive(Clone)]
+pub(crate) struct SentinelTarget {
+    /// The Sentinels' addresses.
+    pub(crate) sentinels: Vec<(String, u16)>,
+    /// The primary's name.
+    pub(crate) master: String,
+    /// Database and credentials of the data nodes.
+    pub(crate) redis: redis::RedisConnectionInfo,
+    /// The Sentinels' password.
+    pub(crate) sentinel_password: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -87,6 +149,10 @@ impl Default for RedisConfig {
             connect_timeout_ms: millis(DEFAULT_CONNECT_TIMEOUT),
             response_timeout_ms: millis(DEFAULT_RESPONSE_TIMEOUT),
             connections: 1,
+            cluster_nodes: Vec::new(),
+            sentinels: Vec::new(),
+            sentinel_master: None,
+            sentinel_password: None,
         }
     }
 }
@@ -97,14 +163,206 @@ impl RedisConfig {
     /// # Errors
     ///
     /// [`Config`](ErrorKind::Config) when the URL does not parse, is not a
-    /// Redis URL, or asks for TLS (`rediss://`) without the feature `tls`.
+    /// Redis URL, or needs a crate feature that is off (`tls` for
+    /// `rediss://`, `cluster` for `redis+cluster://`, `sentinel` for
+    /// `redis+sentinel://`).
     pub fn from_url(url: &str) -> Result<Self> {
         let config = RedisConfig {
             url: Some(url.to_owned()),
             ..RedisConfig::default()
         };
-        config.connection_info()?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// A configuration for the Redis Cluster that has these nodes
+    /// (`host:port`; a few are enough, the others are discovered), other
+    /// settings default.
+    pub fn cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisConfig {
+            cluster_nodes: nodes.into_iter().map(Into::into).collect(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// A configuration for the primary the `sentinels` (`host:port`) know as
+    /// `master`, other settings default.
+    pub fn sentinel<I, S>(sentinels: I, master: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisConfig {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            sentinel_master: Some(master.into()),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// The kind of deployment this configuration describes: by the URL's
+    /// scheme, else by which fields are set.
+    pub fn mode(&self) -> RedisMode {
+        match &self.url {
+            Some(url) => match url.split_once("://").map(|(s, _)| s) {
+                Some("redis+cluster") => RedisMode::Cluster,
+                Some("redis+sentinel") => RedisMode::Sentinel,
+                _ => RedisMode::Standalone,
+            },
+            None if !self.cluster_nodes.is_empty() => RedisMode::Cluster,
+            None if !self.sentinels.is_empty() => RedisMode::Sentinel,
+            None => RedisMode::Standalone,
+        }
+    }
+
+    /// Sets the Sentinels' own password.
+    #[must_use]
+    pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// Checks the configuration for its mode.
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.check_common()?;
+        match self.mode() {
+            RedisMode::Standalone => self.connection_info().map(drop),
+            RedisMode::Cluster => {
+                require_feature(cfg!(feature = "cluster"), "cluster", "redis+cluster://")?;
+                self.cluster_parts().map(drop)
+            }
+            RedisMode::Sentinel => {
+                require_feature(cfg!(feature = "sentinel"), "sentinel", "redis+sentinel://")?;
+                self.sentinel_parts().map(drop)
+            }
+        }
+    }
+
+    fn check_common(&self) -> Result<()> {
+        if self.connections == 0 {
+            return Err(config_error("`connections` must be at least 1"));
+        }
+        if self.connect_timeout_ms == 0 || self.response_timeout_ms == 0 {
+            return Err(config_error("timeouts must be at least 1 ms"));
+        }
+        if self.url.is_none() && !self.cluster_nodes.is_empty() && !self.sentinels.is_empty() {
+            return Err(config_error(
+                "`cluster_nodes` and `sentinels` are both set; a deployment is one or the other",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `db`, `username` and `password` over `base` (the URL's).
+    fn apply_overrides(&self, mut redis: redis::RedisConnectionInfo) -> redis::RedisConnectionInfo {
+        if let Some(db) = self.db {
+            redis = redis.set_db(db);
+        }
+        if let Some(username) = &self.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            redis = redis.set_password(password);
+        }
+        redis
+    }
+
+    /// The cluster's seed nodes and the data nodes' settings.
+    pub(crate) fn cluster_parts(&self) -> Result<(HostList, redis::RedisConnectionInfo)> {
+        let (nodes, path, base) = match &self.url {
+            Some(url) => {
+                let parts = parse_multi_host_url(url, "redis+cluster", 6379)?;
+                (parts.hosts, parts.path, parts.redis)
+            }
+            None => (
+                parse_host_list(&self.cluster_nodes, 6379, "cluster_nodes")?,
+                Vec::new(),
+                redis::RedisConnectionInfo::default(),
+            ),
+        };
+        match path.as_slice() {
+            [] => {}
+            [db] if db == "0" => {}
+            _ => {
+                return Err(config_error(format!(
+                    "a cluster URL has no path (a Redis Cluster has only database 0), got `/{}`",
+                    path.join("/")
+                )))
+            }
+        }
+        let redis = self.apply_overrides(base);
+        if redis.db() != 0 {
+            return Err(config_error(
+                "a Redis Cluster has only database 0; leave `db` unset",
+            ));
+        }
+        if self.tls {
+            return Err(config_error("TLS to a Redis Cluster is not supported yet"));
+        }
+        Ok((nodes, redis))
+    }
+
+    /// The Sentinels, the primary's name and the data nodes' settings.
+    pub(crate) fn sentinel_parts(&self) -> Result<(HostList, String, redis::RedisConnectionInfo)> {
+        let (sentinels, master, base) = match &self.url {
+            Some(url) => {
+                let parts = parse_multi_host_url(url, "redis+sentinel", 26379)?;
+                let mut path = parts.path.into_iter();
+                let master = path.next().ok_or_else(|| {
+                    config_error(format!(
+                        "`{}` names no primary; use redis+sentinel://host:port/master-name",
+                        redact_url(url)
+                    ))
+                })?;
+                let mut redis = parts.redis;
+                if let Some(db) = path.next() {
+                    let db = db.parse::<i64>().map_err(|_| {
+                        config_error(format!(
+                            "`{}`: the database after the primary's name must be a number",
+                            redact_url(url)
+                        ))
+                    })?;
+                    redis = redis.set_db(db);
+                }
+                if path.next().is_some() {
+                    return Err(config_error(format!(
+                        "`{}`: expected redis+sentinel://host:port/master-name[/db]",
+                        redact_url(url)
+                    )));
+                }
+                (parts.hosts, master, redis)
+            }
+            None => (
+                parse_host_list(&self.sentinels, 26379, "sentinels")?,
+                self.sentinel_master.clone().unwrap_or_default(),
+                redis::RedisConnectionInfo::default(),
+            ),
+        };
+        if master.is_empty() {
+            return Err(config_error(
+                "the Sentinel primary's name (`sentinel_master`) is empty",
+            ));
+        }
+        if self.tls {
+            return Err(config_error("TLS with Sentinel is not supported yet"));
+        }
+        Ok((sentinels, master, self.apply_overrides(base)))
+    }
+
+    /// The checked Sentinel deployment.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn sentinel_target(&self) -> Result<SentinelTarget> {
+        self.check_common()?;
+        let (sentinels, master, redis) = self.sentinel_parts()?;
+        Ok(SentinelTarget {
+            sentinels,
+            master,
+            redis,
+            sentinel_password: self.sentinel_password.clone(),
+        })
     }
 
     /// Sets the URL.
@@ -187,23 +445,26 @@ impl RedisConfig {
         Duration::from_millis(self.response_timeout_ms)
     }
 
-    /// Checks the settings and builds the client's connection info.
+    /// Checks the settings of one server and builds the client's
+    /// connection info.
     pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo> {
-        if self.connections == 0 {
-            return Err(config_error("`connections` must be at least 1"));
-        }
-        if self.connect_timeout_ms == 0 || self.response_timeout_ms == 0 {
-            return Err(config_error("timeouts must be at least 1 ms"));
-        }
+        self.check_common()?;
         let info = match &self.url {
             Some(url) => {
                 let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
                 match scheme {
                     "redis" | "redis+unix" | "unix" => {}
                     "rediss" => require_tls()?,
+                    "redis+cluster" | "redis+sentinel" => {
+                        return Err(config_error(format!(
+                            "`{}` is a {scheme}:// URL, not one server's",
+                            redact_url(url)
+                        )))
+                    }
                     _ => {
                         return Err(config_error(format!(
-                        "`{}` is not a Redis URL; expected redis://, rediss:// or redis+unix://",
+                        "`{}` is not a Redis URL; expected redis://, rediss://, redis+unix://, \
+                         redis+cluster:// or redis+sentinel://",
                         redact_url(url)
                     )))
                     }
@@ -226,16 +487,7 @@ impl RedisConfig {
                     .map_err(|e| config_error("invalid Redis address").with_source(e))?
             }
         };
-        let mut redis = info.redis_settings().clone();
-        if let Some(db) = self.db {
-            redis = redis.set_db(db);
-        }
-        if let Some(username) = &self.username {
-            redis = redis.set_username(username);
-        }
-        if let Some(password) = &self.password {
-            redis = redis.set_password(password);
-        }
+        let redis = self.apply_overrides(info.redis_settings().clone());
         Ok(info.set_redis_settings(redis))
     }
 
@@ -243,6 +495,14 @@ impl RedisConfig {
     pub(crate) fn target(&self) -> String {
         match &self.url {
             Some(url) => redact_url(url),
+            None if self.mode() == RedisMode::Cluster => {
+                format!("redis+cluster://{}", self.cluster_nodes.join(","))
+            }
+            None if self.mode() == RedisMode::Sentinel => format!(
+                "redis+sentinel://{}/{}",
+                self.sentinels.join(","),
+                self.sentinel_master.as_deref().unwrap_or_default()
+            ),
             None => format!(
                 "{}://{}:{}",
                 if self.tls { "rediss" } else { "redis" },
@@ -266,6 +526,13 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("response_timeout_ms", &self.response_timeout_ms)
             .field("connections", &self.connections)
+            .field("cluster_nodes", &self.cluster_nodes)
+            .field("sentinels", &self.sentinels)
+            .field("sentinel_master", &self.sentinel_master)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -276,6 +543,122 @@ fn millis(d: Duration) -> u64 {
 
 fn config_error(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, message).with_backend("redis")
+}
+
+fn require_feature(enabled: bool, feature: &str, scheme: &str) -> Result<()> {
+    if enabled {
+        Ok(())
+    } else {
+        Err(config_error(format!(
+            "{scheme} needs cache-redis built with the feature `{feature}`"
+        )))
+    }
+}
+
+/// A `scheme://[user[:password]@]host[:port],host[:port]…[/path…]` URL, split.
+struct MultiHostUrl {
+    hosts: Vec<(String, u16)>,
+    /// The path's segments, decoded, without empty ones.
+    path: Vec<String>,
+    /// The credentials, in client form.
+    redis: redis::RedisConnectionInfo,
+}
+
+fn parse_multi_host_url(url: &str, scheme: &str, default_port: u16) -> Result<MultiHostUrl> {
+    let bad =
+        |why: &str| config_error(format!("invalid {scheme} URL `{}`: {why}", redact_url(url)));
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .ok_or_else(|| bad("wrong scheme"))?;
+    if rest.contains(['?', '#']) {
+        return Err(bad("query parameters and fragments are not supported"));
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    let mut redis = redis::RedisConnectionInfo::default();
+    if let Some(userinfo) = userinfo {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((user, password)) => (user, Some(password)),
+            None => (userinfo, None),
+        };
+        let user = percent_decode(user).ok_or_else(|| bad("bad percent-encoding"))?;
+        if !user.is_empty() {
+            redis = redis.set_username(user);
+        }
+        if let Some(password) = password {
+            let password = percent_decode(password).ok_or_else(|| bad("bad percent-encoding"))?;
+            redis = redis.set_password(password);
+        }
+    }
+    let hosts: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+    let hosts = parse_host_list(&hosts, default_port, "hosts").map_err(|e| bad(e.message()))?;
+    let path = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s).ok_or_else(|| bad("bad percent-encoding")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MultiHostUrl { hosts, path, redis })
+}
+
+/// `host[:port]` items (IPv6 in brackets), `default_port` when left out.
+fn parse_host_list(items: &[String], default_port: u16, what: &str) -> Result<Vec<(String, u16)>> {
+    let mut hosts = Vec::with_capacity(items.len());
+    for item in items {
+        let item = item.trim();
+        let (host, port) = if let Some(rest) = item.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| config_error(format!("`{item}` in {what}: unclosed `[`")))?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None if after.is_empty() => (host, None),
+                None => return Err(config_error(format!("`{item}` in {what} is not host:port"))),
+            }
+        } else {
+            match item.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (item, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(config_error(format!("`{item}` in {what} is not host:port")));
+        }
+        let port = match port {
+            Some(port) => port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| config_error(format!("`{item}` in {what}: bad port")))?,
+            None => default_port,
+        };
+        hosts.push((host.to_owned(), port));
+    }
+    if hosts.is_empty() {
+        return Err(config_error(format!("{what}: no host given")));
+    }
+    Ok(hosts)
+}
+
+/// Decodes `%XX` escapes; `None` for a bad escape or non-UTF-8 result.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(feature = "tls")]
@@ -433,5 +816,147 @@ mod tests {
         let back: RedisConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, config);
         assert!(serde_json::from_str::<RedisConfig>(r#"{"hots": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn modes_by_url_and_by_parts() {
+        let mode = |url: &str| {
+            RedisConfig {
+                url: Some(url.to_owned()),
+                ..RedisConfig::default()
+            }
+            .mode()
+        };
+        assert_eq!(mode("redis://h"), RedisMode::Standalone);
+        assert_eq!(mode("redis+cluster://a:1,b:2"), RedisMode::Cluster);
+        assert_eq!(mode("redis+sentinel://a:1/m"), RedisMode::Sentinel);
+        assert_eq!(RedisConfig::default().mode(), RedisMode::Standalone);
+        assert_eq!(RedisConfig::cluster(["a:1"]).mode(), RedisMode::Cluster);
+        assert_eq!(
+            RedisConfig::sentinel(["a:1"], "m").mode(),
+            RedisMode::Sentinel
+        );
+        let both = RedisConfig {
+            sentinels: vec!["s:1".into()],
+            ..RedisConfig::cluster(["a:1"])
+        };
+        assert_eq!(both.validate().unwrap_err().kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn cluster_urls() {
+        let config = RedisConfig {
+            url: Some("redis+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2,[::1]:7002/".into()),
+            ..RedisConfig::default()
+        };
+        let (nodes, redis) = config.cluster_parts().unwrap();
+        assert_eq!(
+            nodes,
+            vec![
+                ("10.0.0.1".to_owned(), 7000),
+                ("10.0.0.2".to_owned(), 6379),
+                ("::1".to_owned(), 7002)
+            ]
+        );
+        assert_eq!(redis.username(), Some("u"));
+        assert_eq!(redis.password(), Some("p@ss"));
+        assert!(!format!("{config:?}").contains("p%40ss"));
+        for bad in [
+            "redis+cluster://",
+            "redis+cluster://a:1,,b:2",
+            "redis+cluster://a:notaport",
+            "redis+cluster://a:1/3",
+            "redis+cluster://a:1?x=1",
+        ] {
+            let config = RedisConfig {
+                url: Some(bad.to_owned()),
+                ..RedisConfig::default()
+            };
+            assert_eq!(
+                config.cluster_parts().unwrap_err().kind(),
+                ErrorKind::Config,
+                "{bad}"
+            );
+        }
+        let with_db = RedisConfig::cluster(["a:1"]).with_db(2);
+        assert_eq!(
+            with_db.cluster_parts().unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        #[cfg(not(feature = "cluster"))]
+        assert_eq!(
+            RedisConfig::from_url("redis+cluster://a:1")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Config
+        );
+        #[cfg(feature = "cluster")]
+        assert!(RedisConfig::from_url("redis+cluster://a:1,b:2").is_ok());
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let config = RedisConfig {
+            url: Some("redis+sentinel://:secret@s1:5000,s2/cache-primary/3".into()),
+            ..RedisConfig::default()
+        };
+        let (sentinels, master, redis) = config.sentinel_parts().unwrap();
+        assert_eq!(
+            sentinels,
+            vec![("s1".to_owned(), 5000), ("s2".to_owned(), 26379)]
+        );
+        assert_eq!(master, "cache-primary");
+        assert_eq!(redis.db(), 3);
+        assert_eq!(redis.password(), Some("secret"));
+        assert_eq!(redis.username(), None);
+        for bad in [
+            "redis+sentinel://s1:5000",
+            "redis+sentinel://s1:5000/",
+            "redis+sentinel://s1/m/notadb",
+            "redis+sentinel://s1/m/1/extra",
+        ] {
+            let config = RedisConfig {
+                url: Some(bad.to_owned()),
+                ..RedisConfig::default()
+            };
+            assert_eq!(
+                config.sentinel_parts().unwrap_err().kind(),
+                ErrorKind::Config,
+                "{bad}"
+            );
+        }
+        let parts = RedisConfig::sentinel(["s1:1", "s2:2"], "m")
+            .with_password("pw")
+            .with_sentinel_password("spw");
+        let (sentinels, master, redis) = parts.sentinel_parts().unwrap();
+        assert_eq!(sentinels.len(), 2);
+        assert_eq!(master, "m");
+        assert_eq!(redis.password(), Some("pw"));
+        let debug = format!("{parts:?}");
+        assert!(
+            !debug.contains("spw") && !debug.contains("\"pw\""),
+            "{debug}"
+        );
+        #[cfg(not(feature = "sentinel"))]
+        assert_eq!(
+            RedisConfig::from_url("redis+sentinel://s1/m")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Config
+        );
+        #[cfg(feature = "sentinel")]
+        assert!(RedisConfig::from_url("redis+sentinel://s1/m").is_ok());
+    }
+
+    #[test]
+    fn cluster_and_sentinel_urls_are_not_single_servers() {
+        let config = RedisConfig {
+            url: Some("redis+cluster://a:1".to_owned()),
+            ..RedisConfig::default()
+        };
+        assert_eq!(
+            config.connection_info().unwrap_err().kind(),
+            ErrorKind::Config
+        );
     }
 }

@@ -27,6 +27,20 @@ pub(crate) fn connect_error(err: RedisError, target: &str) -> Error {
         .with_source(err)
 }
 
+/// A cluster between two configurations (a failover, a slot moving); the
+/// client follows redirections itself, so these reach us only when it ran
+/// out of retries.
+const CLUSTER_CHANGING: (ErrorKind, &str) = (
+    ErrorKind::Connection,
+    "the Redis Cluster is changing its configuration (failover or resharding)",
+);
+
+/// A write reached a node that is a replica now (after a failover).
+const READ_ONLY: (ErrorKind, &str) = (
+    ErrorKind::Connection,
+    "the Redis server is a read-only replica now (failover in progress)",
+);
+
 fn classify(err: &RedisError) -> (ErrorKind, &'static str) {
     use redis::ErrorKind as K;
 
@@ -57,6 +71,8 @@ fn classify(err: &RedisError) -> (ErrorKind, &'static str) {
                     "the Redis server rejected the user name or password",
                 )
             }
+            "CLUSTERDOWN" | "TRYAGAIN" | "MOVED" | "ASK" => return CLUSTER_CHANGING,
+            "READONLY" => return READ_ONLY,
             _ => {}
         }
         let text = err.to_string().to_ascii_lowercase();
@@ -77,6 +93,20 @@ fn classify(err: &RedisError) -> (ErrorKind, &'static str) {
         K::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown) => (
             ErrorKind::Connection,
             "the Redis server is not ready to serve",
+        ),
+        K::Server(
+            ServerErrorKind::ClusterDown
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask,
+        )
+        | K::ClusterConnectionNotFound => CLUSTER_CHANGING,
+        K::Server(ServerErrorKind::ReadOnly) => READ_ONLY,
+        K::MasterNameNotFoundBySentinel
+        | K::NoValidReplicasFoundBySentinel
+        | K::EmptySentinelList => (
+            ErrorKind::Connection,
+            "the Sentinels do not name a reachable primary",
         ),
         K::InvalidClientConfig => (
             ErrorKind::Config,
@@ -162,6 +192,23 @@ mod tests {
         assert_eq!(
             kind_of((redis::ErrorKind::InvalidClientConfig, "bad").into()),
             ErrorKind::Config
+        );
+        for (code, detail) in [
+            ("CLUSTERDOWN", "The cluster is down"),
+            ("TRYAGAIN", "Multiple keys request during rehashing of slot"),
+            ("MOVED", "3999 127.0.0.1:6381"),
+            ("READONLY", "You can't write against a read only replica."),
+        ] {
+            let err = map_error(server(code, detail), "get");
+            assert_eq!(err.kind(), ErrorKind::Connection, "{code}");
+            assert!(err.is_retryable(), "{code}");
+        }
+        assert_eq!(
+            kind_of(server(
+                "CROSSSLOT",
+                "Keys in request don't hash to the same slot"
+            )),
+            ErrorKind::Backend
         );
     }
 

@@ -1,5 +1,7 @@
 //! The Redis backend of the cache: [`RedisBackend`], configured by
-//! [`RedisConfig`] (one URL, or host/port/credentials).
+//! [`RedisConfig`] (one URL, or host/port/credentials), on one server, a
+//! Redis Cluster (feature `cluster`) or a primary found through Sentinel
+//! (feature `sentinel`); the URL's scheme picks ([`RedisMode`]).
 //!
 //! - Values are plain Redis strings, byte for byte: with the JSON codec,
 //!   `redis-cli GET` shows the JSON text.
@@ -13,6 +15,15 @@
 //! - Reconnects by itself after a restart; every call is bounded by the
 //!   response timeout (`Timeout`), an unreachable server is `Connection`.
 //! - `rediss://` (TLS) with the crate feature `tls`.
+//! - `redis+cluster://host1:port1,host2:port2` with the feature `cluster`:
+//!   single-key calls go to the key's node (the client follows `MOVED`/`ASK`
+//!   and failovers); batches are grouped by slot, one pipeline per node;
+//!   pattern deletes and `clear` scan every primary; `health` asks every
+//!   node. A hash tag in the prefix (`{tenant42}`) keeps a cache's keys in
+//!   one slot.
+//! - `redis+sentinel://sentinel1:port,sentinel2:port/master-name[/db]` with
+//!   the feature `sentinel`: the backend asks the Sentinels for the primary
+//!   and moves to the new one after a failover, without being rebuilt.
 //!
 //! # Examples
 //!
@@ -34,18 +45,28 @@
 //! ```
 
 mod backend;
+mod backplane;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod error;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 
 pub use backend::RedisBackend;
-pub use config::{RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+pub use backplane::{RedisBackplane, DEFAULT_CHANNEL};
+pub use config::{RedisConfig, RedisMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 
 /// Connects to the Redis deployment `url` describes and returns it as a
-/// shared backend; what `cache::open` calls for the Redis URL schemes.
+/// shared backend; what `cache::open` calls for the Redis URL schemes:
+/// `redis://`, `rediss://`, `redis+unix://` (one server),
+/// `redis+cluster://` (a cluster) and `redis+sentinel://` (Sentinel).
 ///
 /// # Errors
 ///
 /// As [`RedisConfig::from_url`] and [`RedisBackend::connect`].
-pub async fn connect(url: &str) -> cache_core::Result<std::sync::Arc<dyn cache_core::CacheBackend>> {
+pub async fn connect(
+    url: &str,
+) -> cache_core::Result<std::sync::Arc<dyn cache_core::CacheBackend>> {
     Ok(std::sync::Arc::new(RedisBackend::from_url(url).await?))
 }

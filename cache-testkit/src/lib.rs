@@ -29,6 +29,8 @@
 mod conformance;
 mod fault;
 mod mock;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 
 pub use conformance::{

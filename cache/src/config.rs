@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cache_core::layers::{BreakerConfig, FailOpen, Metered, Tiered, TieredConfig, Timeout};
 use cache_core::{
-    AnyCodec, Cache, CacheBackend, CategoryTtl, Error, ErrorKind, Result, DEFAULT_PREFIX,
+    AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, Error, ErrorKind, FailSafe, Result,
+    DEFAULT_PREFIX,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,26 @@ use serde::{Deserialize, Serialize};
 /// | `memory://?max_entries=10000&max_bytes=67108864&sweep_interval_ms=1000&max_value_size=1048576` | in-process, bounded | `memory` |
 /// | `redis://[user:password@]host[:port][/db]` | Redis | `redis` |
 /// | `rediss://…` | Redis over TLS | `tls` |
+/// | `redis+cluster://host1:port1,host2:port2` | Redis Cluster | `cluster` |
+/// | `redis+sentinel://s1:26379,s2:26379/master-name` | Redis behind Sentinel | `sentinel` |
+///
+/// The rest of the stack is optional: a memory L1 (`l1`), a deadline
+/// (`timeout_ms`), fail-open with a breaker (`fail_open`), L1 invalidation
+/// across instances (`backplane`), fail-safe and refresh-ahead, metrics:
+///
+/// ```json
+/// {
+///   "url": "redis://cache.internal:6379/0",
+///   "prefix": "shop",
+///   "default_ttl_secs": 300,
+///   "l1": { "max_entries": 50000, "max_ttl_secs": 30 },
+///   "timeout_ms": 250,
+///   "fail_open": { "failure_threshold": 5, "cool_down_ms": 5000 },
+///   "backplane": {},
+///   "fail_safe": { "max_stale_secs": 3600, "soft_timeout_ms": 200 },
+///   "metrics": true
+/// }
+/// ```
 ///
 /// # Examples
 ///
@@ -59,8 +81,101 @@ pub struct CacheConfig {
     /// `json` (default; interoperable) or `msgpack` (feature `msgpack`).
     pub codec: String,
     /// How long a category generation is trusted before it is read again,
-    /// in milliseconds (see `Cache::invalidate_category`).
-    pub generation_refresh_ms: u64,
+    /// in milliseconds (see `Cache::invalidate_category`). Default: 1000, or
+    /// 0 with a backplane (the generation is then read from the L1, where
+    /// the backplane invalidates it).
+    pub generation_refresh_ms: Option<u64>,
+    /// A memory L1 in front of the backend (`Tiered`).
+    pub l1: Option<L1Config>,
+    /// A deadline on every backend call, in milliseconds (`Timeout`).
+    pub timeout_ms: Option<u64>,
+    /// Fail-open with a circuit breaker around the backend (`FailOpen`).
+    pub fail_open: Option<FailOpenConfig>,
+    /// Invalidate other instances' L1 copies over Redis pub/sub (needs
+    /// `l1` and a Redis URL).
+    pub backplane: Option<BackplaneConfig>,
+    /// Serve stale values when loaders fail or are slow.
+    pub fail_safe: Option<FailSafeConfig>,
+    /// Reload values in the background in the last fraction of their TTL
+    /// (e.g. 0.2).
+    pub refresh_ahead: Option<f64>,
+    /// Count and time backend calls (`Metered`; exported with the `metrics`
+    /// feature).
+    pub metrics: bool,
+}
+
+/// The L1 of a two-level cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct L1Config {
+    /// At most this many entries in L1.
+    pub max_entries: Option<usize>,
+    /// At most this many bytes of keys and values in L1.
+    pub max_bytes: Option<usize>,
+    /// The longest an L1 copy lives, in seconds.
+    pub max_ttl_secs: u64,
+}
+
+impl Default for L1Config {
+    fn default() -> Self {
+        L1Config {
+            max_entries: Some(10_000),
+            max_bytes: None,
+            max_ttl_secs: 60,
+        }
+    }
+}
+
+/// The circuit breaker of fail-open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FailOpenConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open, in milliseconds.
+    pub cool_down_ms: u64,
+}
+
+impl Default for FailOpenConfig {
+    fn default() -> Self {
+        FailOpenConfig {
+            failure_threshold: 5,
+            cool_down_ms: 5000,
+        }
+    }
+}
+
+/// The backplane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BackplaneConfig {
+    /// The Redis URL of the pub/sub server; default: the cache's URL.
+    pub url: Option<String>,
+    /// The channel; default `{prefix}:invalidations`.
+    pub channel: Option<String>,
+}
+
+/// Fail-safe settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FailSafeConfig {
+    /// How long past its TTL a value is kept to be served stale, seconds.
+    pub max_stale_secs: u64,
+    /// Serve the stale value when the loader takes longer, milliseconds.
+    pub soft_timeout_ms: Option<u64>,
+}
+
+impl Default for FailSafeConfig {
+    fn default() -> Self {
+        FailSafeConfig {
+            max_stale_secs: 3600,
+            soft_timeout_ms: None,
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -72,7 +187,14 @@ impl Default for CacheConfig {
             ttls: BTreeMap::new(),
             ttl_jitter: 0.0,
             codec: "json".to_owned(),
-            generation_refresh_ms: 1000,
+            generation_refresh_ms: None,
+            l1: None,
+            timeout_ms: None,
+            fail_open: None,
+            backplane: None,
+            fail_safe: None,
+            refresh_ahead: None,
+            metrics: false,
         }
     }
 }
@@ -97,6 +219,12 @@ impl CacheConfig {
     /// | `CACHE_TTLS` | per-category TTLs, seconds | `rates=300,report=900` |
     /// | `CACHE_TTL_JITTER` | TTL jitter fraction | `0.1` |
     /// | `CACHE_CODEC` | `json` or `msgpack` | `json` |
+    /// | `CACHE_L1_MAX_ENTRIES` | a memory L1 of this size | `10000` |
+    /// | `CACHE_TIMEOUT_MS` | per-call deadline | `250` |
+    /// | `CACHE_FAIL_OPEN` | fail-open with a breaker | `true` |
+    /// | `CACHE_BACKPLANE` | L1 invalidation over Redis pub/sub | `true` |
+    /// | `CACHE_FAIL_SAFE_SECS` | serve stale values up to this long | `3600` |
+    /// | `CACHE_METRICS` | count and time backend calls | `true` |
     ///
     /// # Errors
     ///
@@ -138,6 +266,35 @@ impl CacheConfig {
         }
         if let Some(codec) = lookup("CACHE_CODEC") {
             config.codec = codec;
+        }
+        if let Some(n) = lookup("CACHE_L1_MAX_ENTRIES") {
+            config.l1 = Some(L1Config {
+                max_entries: Some(parse_var("CACHE_L1_MAX_ENTRIES", &n)?),
+                ..L1Config::default()
+            });
+        }
+        if let Some(ms) = lookup("CACHE_TIMEOUT_MS") {
+            config.timeout_ms = Some(parse_var("CACHE_TIMEOUT_MS", &ms)?);
+        }
+        if let Some(on) = lookup("CACHE_FAIL_OPEN") {
+            if parse_var::<bool>("CACHE_FAIL_OPEN", &on)? {
+                config.fail_open = Some(FailOpenConfig::default());
+            }
+        }
+        if let Some(on) = lookup("CACHE_BACKPLANE") {
+            if parse_var::<bool>("CACHE_BACKPLANE", &on)? {
+                config.backplane = Some(BackplaneConfig::default());
+                config.l1.get_or_insert_with(L1Config::default);
+            }
+        }
+        if let Some(secs) = lookup("CACHE_FAIL_SAFE_SECS") {
+            config.fail_safe = Some(FailSafeConfig {
+                max_stale_secs: parse_var("CACHE_FAIL_SAFE_SECS", &secs)?,
+                soft_timeout_ms: None,
+            });
+        }
+        if let Some(on) = lookup("CACHE_METRICS") {
+            config.metrics = parse_var("CACHE_METRICS", &on)?;
         }
         Ok(config)
     }
@@ -199,13 +356,110 @@ impl CacheConfig {
 /// # }
 /// ```
 pub async fn open(config: &CacheConfig) -> Result<Cache> {
-    let backend = open_backend(config).await?;
-    Cache::builder(backend)
+    let backend = open_stack(config).await?;
+    let refresh = config
+        .generation_refresh_ms
+        .unwrap_or(if config.backplane.is_some() { 0 } else { 1000 });
+    let mut builder = Cache::builder(backend)
         .prefix(config.prefix.clone())
         .codec(AnyCodec::from_name(&config.codec)?)
         .ttl_policy(config.ttl_policy())
-        .generation_refresh(Duration::from_millis(config.generation_refresh_ms))
-        .build()
+        .generation_refresh(Duration::from_millis(refresh));
+    if let Some(fs) = &config.fail_safe {
+        let mut fail_safe = FailSafe::new(Duration::from_secs(fs.max_stale_secs));
+        if let Some(ms) = fs.soft_timeout_ms {
+            fail_safe = fail_safe.with_soft_timeout(Duration::from_millis(ms));
+        }
+        builder = builder.fail_safe(fail_safe);
+    }
+    if let Some(fraction) = config.refresh_ahead {
+        builder = builder.refresh_ahead(fraction);
+    }
+    builder.build()
+}
+
+/// Builds the backend stack a configuration describes, innermost first:
+/// the URL's backend, `Metered` (`metrics`), `Timeout` (`timeout_ms`),
+/// `FailOpen` (`fail_open`), then `Tiered` with a memory L1 (`l1`) and its
+/// backplane (`backplane`).
+///
+/// # Errors
+///
+/// As [`open`]; a backplane without an L1 or without a Redis URL is a
+/// [`Config`](ErrorKind::Config) error.
+pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
+    let mut backend = open_backend(config).await?;
+    if config.metrics {
+        backend = Arc::new(Metered::new(backend));
+    }
+    if let Some(ms) = config.timeout_ms {
+        backend = Arc::new(Timeout::new(backend, Duration::from_millis(ms)));
+    }
+    if let Some(fo) = &config.fail_open {
+        let breaker = BreakerConfig::default()
+            .with_failure_threshold(fo.failure_threshold)
+            .with_cool_down(Duration::from_millis(fo.cool_down_ms));
+        backend = Arc::new(FailOpen::new(backend, breaker));
+    }
+    let Some(l1) = &config.l1 else {
+        if config.backplane.is_some() {
+            return Err(config_error("a backplane needs an L1 (`l1`) to invalidate"));
+        }
+        return Ok(backend);
+    };
+    let l1_backend = open_memory_l1(l1)?;
+    let tiered = Tiered::new(
+        l1_backend,
+        backend,
+        TieredConfig::default().with_l1_max_ttl(Duration::from_secs(l1.max_ttl_secs)),
+    );
+    match &config.backplane {
+        None => Ok(Arc::new(tiered)),
+        Some(bp) => {
+            let url = bp.url.clone().unwrap_or_else(|| config.url.clone());
+            let channel = bp
+                .channel
+                .clone()
+                .unwrap_or_else(|| format!("{}:invalidations", config.prefix));
+            let backplane = open_backplane(&url, &channel).await?;
+            Ok(Arc::new(tiered.with_backplane(backplane).await?))
+        }
+    }
+}
+
+#[cfg(feature = "memory")]
+fn open_memory_l1(l1: &L1Config) -> Result<Arc<dyn CacheBackend>> {
+    let mut memory = cache_memory::MemoryConfig::default();
+    memory.max_entries = l1.max_entries;
+    memory.max_bytes = l1.max_bytes;
+    Ok(Arc::new(cache_memory::MemoryBackend::with_config(memory)))
+}
+
+#[cfg(not(feature = "memory"))]
+fn open_memory_l1(_l1: &L1Config) -> Result<Arc<dyn CacheBackend>> {
+    Err(config_error(
+        "an L1 needs the `memory` feature of the `cache` crate",
+    ))
+}
+
+#[cfg(feature = "redis")]
+async fn open_backplane(url: &str, channel: &str) -> Result<Arc<dyn Backplane>> {
+    if !url.starts_with("redis") {
+        return Err(config_error(format!(
+            "the backplane needs a Redis URL, not {:?} (set `backplane.url`)",
+            redact(url)
+        )));
+    }
+    Ok(Arc::new(
+        cache_redis::RedisBackplane::connect(url, channel).await?,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_backplane(_url: &str, _channel: &str) -> Result<Arc<dyn Backplane>> {
+    Err(config_error(
+        "the backplane needs the `redis` feature of the `cache` crate",
+    ))
 }
 
 /// Builds only the backend a configuration's URL describes.

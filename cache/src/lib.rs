@@ -41,7 +41,10 @@
 //! | `memory` (default) | `memory://`: [`memory::MemoryBackend`] |
 //! | `redis` | `redis://`: the Redis backend (`cache::redis`) |
 //! | `tls` | `rediss://` (Redis over TLS, rustls) |
+//! | `cluster` | `redis+cluster://`: Redis Cluster |
+//! | `sentinel` | `redis+sentinel://`: Redis behind Sentinel |
 //! | `msgpack` | the MessagePack codec (`codec: "msgpack"`) |
+//! | `metrics` | export counters and latencies through the `metrics` facade |
 //!
 //! A URL whose backend is not compiled in is a [`ErrorKind::Config`] error
 //! naming the feature to enable.
@@ -49,7 +52,10 @@
 mod config;
 
 pub use cache_core::*;
-pub use config::{open, open_backend, CacheConfig};
+pub use config::{
+    open, open_backend, open_stack, BackplaneConfig, CacheConfig, FailOpenConfig, FailSafeConfig,
+    L1Config,
+};
 
 /// The in-process backend (feature `memory`).
 #[cfg(feature = "memory")]

@@ -331,12 +331,18 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn health(&self) -> Result<Health> {
-        if self.lock().state == BreakerState::Open {
+        let state = self.lock().state;
+        if state == BreakerState::Open {
             return Ok(
                 Health::new(HealthStatus::Unhealthy, Duration::ZERO).with_detail("breaker", "open")
             );
         }
-        self.inner.health().await
+        let label = if state == BreakerState::Closed {
+            "closed"
+        } else {
+            "half_open"
+        };
+        Ok(self.inner.health().await?.with_detail("breaker", label))
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {

@@ -10,9 +10,11 @@
 //! ```
 
 mod fail_open;
+mod metered;
 mod tiered;
 mod timeout;
 
 pub use fail_open::{BreakerConfig, BreakerState, FailOpen, FailOpenStats};
-pub use tiered::{Tiered, TieredConfig};
+pub use metered::{Metered, OpStats};
+pub use tiered::{Tiered, TieredConfig, TieredStats};
 pub use timeout::Timeout;

@@ -18,6 +18,7 @@ use crate::backend::{
     check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
     KeyTtl, SetOptions,
 };
+use crate::backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation};
 use crate::error::Result;
 
 const NAME: &str = "tiered";
@@ -103,6 +104,12 @@ pub struct TieredStats {
     pub l2_hits: u64,
     /// Keys neither tier had.
     pub misses: u64,
+    /// Invalidations received from other instances over the backplane.
+    pub invalidations_received: u64,
+    /// Times the backplane subscription was interrupted and L1 was cleared.
+    pub resyncs: u64,
+    /// Invalidations that could not be published.
+    pub publish_errors: u64,
 }
 
 /// A two-level backend: a fast local L1 (in practice a bounded
@@ -110,11 +117,15 @@ pub struct TieredStats {
 /// Redis, itself wrapped in `Timeout`/`FailOpen` if wanted).
 ///
 /// L1 holds *copies* of L2 values. Everything this instance does keeps the
-/// copies from outliving or contradicting L2; what other instances do to L2
-/// is seen here only when the L1 copy expires, so
-/// [`l1_max_ttl`](TieredConfig::l1_max_ttl) is the staleness bound across
-/// instances (a backplane that broadcasts invalidations is a separate
-/// piece).
+/// copies from outliving or contradicting L2. What other instances do to L2
+/// is seen here when the L1 copy expires
+/// ([`l1_max_ttl`](TieredConfig::l1_max_ttl) is the staleness bound), or at
+/// once with a [`Backplane`] ([`Tiered::with_backplane`]): every write,
+/// delete, pattern delete and clear is then published, and each instance
+/// drops the affected L1 copies when another instance's message arrives
+/// (its own are ignored). When the subscription is interrupted, the
+/// instance clears its whole L1 (it may have missed messages) while the
+/// backplane resubscribes.
 ///
 /// # Behavior
 ///
@@ -192,7 +203,31 @@ pub struct Tiered {
     l1_hits: AtomicU64,
     l2_hits: AtomicU64,
     misses: AtomicU64,
-    writes: WriteTracker,
+    writes: Arc<WriteTracker>,
+    remote: Option<Remote>,
+    remote_stats: Arc<RemoteStats>,
+}
+
+/// The backplane of a [`Tiered`] and its listener task.
+struct Remote {
+    backplane: Arc<dyn Backplane>,
+    origin: u64,
+    listener: tokio::task::AbortHandle,
+}
+
+#[derive(Default)]
+struct RemoteStats {
+    received: AtomicU64,
+    resyncs: AtomicU64,
+    publish_errors: AtomicU64,
+}
+
+impl Drop for Tiered {
+    fn drop(&mut self) {
+        if let Some(remote) = &self.remote {
+            remote.listener.abort();
+        }
+    }
 }
 
 impl fmt::Debug for Tiered {
@@ -234,7 +269,83 @@ impl Tiered {
             l1_hits: AtomicU64::new(0),
             l2_hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            writes: WriteTracker::new(),
+            writes: Arc::new(WriteTracker::new()),
+            remote: None,
+            remote_stats: Arc::default(),
+        }
+    }
+
+    /// Connects this tier to a backplane: its writes are published, and
+    /// other instances' invalidations drop the L1 copies here.
+    ///
+    /// # Errors
+    ///
+    /// The backplane's errors while subscribing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::layers::{Tiered, TieredConfig};
+    /// use cache_core::{CacheBackend, LocalBackplane, SetOptions};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let shared_l2: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+    /// let backplane = Arc::new(LocalBackplane::new());
+    /// let a = Tiered::new(Arc::new(MemoryBackend::new()), Arc::clone(&shared_l2), TieredConfig::default())
+    ///     .with_backplane(backplane.clone()).await?;
+    /// let b = Tiered::new(Arc::new(MemoryBackend::new()), shared_l2, TieredConfig::default())
+    ///     .with_backplane(backplane).await?;
+    /// a.set("k", "old".into(), SetOptions::default()).await?;
+    /// assert_eq!(b.get("k").await?.as_deref(), Some(&b"old"[..])); // now in b's L1
+    /// a.set("k", "new".into(), SetOptions::default()).await?;
+    /// tokio::time::sleep(Duration::from_millis(50)).await; // delivery
+    /// assert_eq!(b.get("k").await?.as_deref(), Some(&b"new"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn with_backplane(mut self, backplane: Arc<dyn Backplane>) -> Result<Self> {
+        let events = backplane.subscribe().await?;
+        let origin = fastrand::u64(1..);
+        let listener = tokio::spawn(listen(
+            events,
+            Arc::clone(&self.l1),
+            Arc::clone(&self.writes),
+            origin,
+            Arc::clone(&self.remote_stats),
+        ))
+        .abort_handle();
+        self.remote = Some(Remote {
+            backplane,
+            origin,
+            listener,
+        });
+        Ok(self)
+    }
+
+    /// Publishes `invalidation` to the other instances, if there is a
+    /// backplane; a failure is counted and logged (L2 has the change; the
+    /// others' copies expire by `l1_max_ttl`).
+    async fn announce(&self, invalidation: Invalidation) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let message = BackplaneMessage::new(remote.origin, invalidation);
+        if let Err(err) = remote.backplane.publish(&message).await {
+            self.remote_stats.publish_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %err, backplane = remote.backplane.name(), "tiered: publishing an invalidation failed");
+        }
+    }
+
+    async fn announce_keys(&self, keys: &[&str]) {
+        if self.remote.is_some() && !keys.is_empty() {
+            self.announce(Invalidation::Keys(
+                keys.iter().map(|k| (*k).to_owned()).collect(),
+            ))
+            .await;
         }
     }
 
@@ -323,6 +434,9 @@ impl Tiered {
             l1_hits: self.l1_hits.load(Relaxed),
             l2_hits: self.l2_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
+            invalidations_received: self.remote_stats.received.load(Relaxed),
+            resyncs: self.remote_stats.resyncs.load(Relaxed),
+            publish_errors: self.remote_stats.publish_errors.load(Relaxed),
         }
     }
 
@@ -394,6 +508,59 @@ impl Tiered {
     }
 }
 
+/// Drops the L1 copies other instances invalidate, until the subscription
+/// ends (the backplane is gone) or the tier is dropped.
+async fn listen(
+    mut events: tokio::sync::mpsc::Receiver<BackplaneEvent>,
+    l1: Arc<dyn CacheBackend>,
+    writes: Arc<WriteTracker>,
+    origin: u64,
+    stats: Arc<RemoteStats>,
+) {
+    while let Some(event) = events.recv().await {
+        // Each drop counts as a write, so a read of L2 that raced the remote
+        // change does not copy the old value into L1 afterwards.
+        let result = match event {
+            BackplaneEvent::Message(message) if message.origin == origin => continue,
+            BackplaneEvent::Message(message) => {
+                stats.received.fetch_add(1, Relaxed);
+                match message.invalidation {
+                    Invalidation::Keys(keys) => {
+                        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        let _write = writes.begin_keys(&refs);
+                        l1.delete_many(&refs).await.map(drop)
+                    }
+                    Invalidation::Pattern(pattern) => {
+                        let _write = writes.begin_all();
+                        l1.delete_matching(&pattern).await.map(drop)
+                    }
+                    Invalidation::Namespace(namespace) => {
+                        let _write = writes.begin_all();
+                        l1.clear(&namespace).await.map(drop)
+                    }
+                }
+            }
+            BackplaneEvent::Resync => {
+                stats.resyncs.fetch_add(1, Relaxed);
+                tracing::warn!("tiered: backplane interrupted, clearing L1");
+                let _write = writes.begin_all();
+                l1.delete_matching("*").await.map(drop)
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "tiered: applying an invalidation to L1 failed");
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn tier_hit(tier: &'static str, n: u64) {
+    metrics::counter!("cache_tier_hits_total", "tier" => tier).increment(n);
+}
+
+#[cfg(not(feature = "metrics"))]
+fn tier_hit(_tier: &'static str, _n: u64) {}
+
 /// The capabilities of L1 in front of L2.
 fn combine(l1: Capabilities, l2: Capabilities) -> Capabilities {
     let mut caps = l2;
@@ -437,6 +604,7 @@ impl CacheBackend for Tiered {
         self.check_key(key, "get")?;
         if let Some(value) = self.l1.get(key).await? {
             self.l1_hits.fetch_add(1, Relaxed);
+            tier_hit("l1", 1);
             return Ok(Some(value));
         }
         let snapshot = self.writes.snapshot(key);
@@ -445,6 +613,7 @@ impl CacheBackend for Tiered {
             return Ok(None);
         };
         self.l2_hits.fetch_add(1, Relaxed);
+        tier_hit("l2", 1);
         if let Some(snapshot) = snapshot {
             self.fill(key, &value, snapshot).await;
         }
@@ -466,6 +635,7 @@ impl CacheBackend for Tiered {
             }
         }
         self.settle(write, &[key]).await;
+        self.announce_keys(&[key]).await;
         Ok(wrote)
     }
 
@@ -473,7 +643,9 @@ impl CacheBackend for Tiered {
         self.check_key(key, "delete")?;
         let _write = self.writes.begin_keys(&[key]);
         self.l1.delete(key).await?;
-        self.l2.delete(key).await
+        let existed = self.l2.delete(key).await?;
+        self.announce_keys(&[key]).await;
+        Ok(existed)
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -493,14 +665,18 @@ impl CacheBackend for Tiered {
         self.check_key(key, "expire")?;
         let _write = self.writes.begin_keys(&[key]);
         self.l1.delete(key).await?;
-        self.l2.expire(key, ttl).await
+        let existed = self.l2.expire(key, ttl).await?;
+        self.announce_keys(&[key]).await;
+        Ok(existed)
     }
 
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
         self.check_key(key, "incr")?;
         let _write = self.writes.begin_keys(&[key]);
         self.l1.delete(key).await?;
-        self.l2.incr(key, delta, ttl).await
+        let value = self.l2.incr(key, delta, ttl).await?;
+        self.announce_keys(&[key]).await;
+        Ok(value)
     }
 
     async fn health(&self) -> Result<Health> {
@@ -519,6 +695,15 @@ impl CacheBackend for Tiered {
             "l1_latency_us".to_string(),
             l1.latency.as_micros().to_string(),
         );
+        if let Some(remote) = &self.remote {
+            let stats = self.stats();
+            health
+                .details
+                .insert("backplane".to_string(), remote.backplane.name().to_string());
+            health
+                .details
+                .insert("backplane_resyncs".to_string(), stats.resyncs.to_string());
+        }
         Ok(health)
     }
 
@@ -532,6 +717,7 @@ impl CacheBackend for Tiered {
         let mut out = self.l1.get_many(keys).await?;
         let l1_hits = out.iter().filter(|v| v.is_some()).count();
         self.l1_hits.fetch_add(l1_hits as u64, Relaxed);
+        tier_hit("l1", l1_hits as u64);
         if l1_hits == keys.len() {
             return Ok(out);
         }
@@ -559,6 +745,7 @@ impl CacheBackend for Tiered {
                 match by_key.get(key) {
                     Some(value) => {
                         self.l2_hits.fetch_add(1, Relaxed);
+                        tier_hit("l2", 1);
                         *slot = Some((*value).clone());
                     }
                     None => {
@@ -620,6 +807,7 @@ impl CacheBackend for Tiered {
             }
         }
         self.settle(write, &keys).await;
+        self.announce_keys(&keys).await;
         Ok(())
     }
 
@@ -631,7 +819,9 @@ impl CacheBackend for Tiered {
         if !keys.is_empty() {
             self.l1.delete_many(keys).await?;
         }
-        self.l2.delete_many(keys).await
+        let removed = self.l2.delete_many(keys).await?;
+        self.announce_keys(keys).await;
+        Ok(removed)
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
@@ -641,17 +831,26 @@ impl CacheBackend for Tiered {
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {
         let _write = self.writes.begin_all();
         self.l1.delete_matching(pattern).await?;
-        self.l2.delete_matching(pattern).await
+        let removed = self.l2.delete_matching(pattern).await?;
+        self.announce(Invalidation::Pattern(pattern.to_owned()))
+            .await;
+        Ok(removed)
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64> {
         check_namespace(namespace).map_err(|e| e.context(NAME, "clear"))?;
         let _write = self.writes.begin_all();
         self.l1.clear(namespace).await?;
-        self.l2.clear(namespace).await
+        let removed = self.l2.clear(namespace).await?;
+        self.announce(Invalidation::Namespace(namespace.to_owned()))
+            .await;
+        Ok(removed)
     }
 
     async fn close(&self) -> Result<()> {
+        if let Some(remote) = &self.remote {
+            remote.listener.abort();
+        }
         let l1 = self.l1.close().await;
         let l2 = self.l2.close().await;
         l2.and(l1)

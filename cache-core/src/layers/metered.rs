@@ -1,0 +1,375 @@
+//! `Metered`: counters, latency histograms and tracing spans per operation.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tracing::Instrument;
+
+use crate::backend::{CacheBackend, Capabilities, Health, KeyTtl, SetOptions};
+use crate::error::{ErrorKind, Result};
+
+/// Counts and times every call to the inner backend, and traces it.
+///
+/// Always kept in process ([`Metered::snapshot`]); with the `metrics`
+/// feature also exported through the [`metrics`](https://docs.rs/metrics)
+/// facade to whatever recorder the application installed (Prometheus,
+/// StatsD…). Labels are low-cardinality: never a key.
+///
+/// | metric | kind | labels | meaning |
+/// |---|---|---|---|
+/// | `cache_backend_calls_total` | counter | `backend`, `op`, `outcome` | calls; `outcome` is `hit` or `miss` for `get`/`exists`, `ok` for other successes, `error` |
+/// | `cache_backend_errors_total` | counter | `backend`, `op`, `kind` | failed calls by [`ErrorKind`] (`connection`, `timeout`…) |
+/// | `cache_backend_duration_seconds` | histogram | `backend`, `op` | call latency |
+/// | `cache_backend_evictions` | gauge | `backend` | entries evicted so far, as the backend's `health()` reports it (`evictions`, or Redis `evicted_keys`), updated on each `health()` call |
+///
+/// `Cache` itself exports `cache_hits_total`, `cache_misses_total`,
+/// `cache_sets_total`, `cache_deletes_total`, `cache_errors_total`,
+/// `cache_decode_errors_total`, `cache_loader_calls_total`,
+/// `cache_loader_errors_total`, `cache_stale_served_total`,
+/// `cache_loader_timeouts_total` and `cache_refreshes_total` (label
+/// `prefix`), and `Tiered` exports `cache_tier_hits_total` (label `tier`:
+/// `l1` or `l2`).
+///
+/// Each call runs in a `debug`-level tracing span `cache.op` with fields
+/// `backend` and `op`; keys are not recorded unless
+/// [`Metered::with_key_logging`] is on (then the key's length is).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::layers::Metered;
+/// use cache_core::{CacheBackend, SetOptions};
+/// use cache_memory::MemoryBackend;
+///
+/// let backend = Metered::new(MemoryBackend::new());
+/// backend.set("k", "v".into(), SetOptions::default()).await?;
+/// backend.get("k").await?;
+/// backend.get("nothing").await?;
+/// let ops = backend.snapshot();
+/// assert_eq!((ops["get"].hits, ops["get"].misses), (1, 1));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Metered<B> {
+    inner: B,
+    ops: [OpCounters; OPS.len()],
+    log_key_lengths: bool,
+    errors: Mutex<BTreeMap<(&'static str, ErrorKind), u64>>,
+}
+
+const OPS: [&str; 16] = [
+    "get",
+    "set",
+    "delete",
+    "exists",
+    "ttl",
+    "expire",
+    "incr",
+    "health",
+    "get_many",
+    "set_many",
+    "delete_many",
+    "scan",
+    "delete_matching",
+    "clear",
+    "close",
+    "other",
+];
+
+#[derive(Debug, Default)]
+struct OpCounters {
+    calls: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// Counters of one operation, from [`Metered::snapshot`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that found a value (`get`, `exists`; per key for `get_many`).
+    pub hits: u64,
+    /// Calls that found nothing (`get`, `exists`; per key for `get_many`).
+    pub misses: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Time spent in the calls.
+    pub total_time: Duration,
+}
+
+/// How a call went, for the counters.
+enum Outcome {
+    Hit,
+    Miss,
+    Ok,
+}
+
+impl<B: CacheBackend> Metered<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B) -> Self {
+        Metered {
+            inner,
+            ops: Default::default(),
+            log_key_lengths: false,
+            errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records the length of the key in each span (never its contents).
+    #[must_use]
+    pub fn with_key_logging(mut self, on: bool) -> Self {
+        self.log_key_lengths = on;
+        self
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The counters of every operation called so far, by name.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, OpStats> {
+        OPS.iter()
+            .zip(&self.ops)
+            .filter(|(_, c)| c.calls.load(Relaxed) > 0)
+            .map(|(name, c)| {
+                (
+                    *name,
+                    OpStats {
+                        calls: c.calls.load(Relaxed),
+                        hits: c.hits.load(Relaxed),
+                        misses: c.misses.load(Relaxed),
+                        errors: c.errors.load(Relaxed),
+                        total_time: Duration::from_nanos(c.nanos.load(Relaxed)),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Failed calls by operation and error kind.
+    pub fn errors(&self) -> BTreeMap<(&'static str, ErrorKind), u64> {
+        self.errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn observe<T>(
+        &self,
+        op: &'static str,
+        key: Option<&str>,
+        call: impl Future<Output = Result<T>>,
+        classify: impl FnOnce(&T) -> (u64, u64),
+    ) -> Result<T> {
+        let index = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+        let counters = &self.ops[index];
+        let span = tracing::debug_span!(
+            "cache.op",
+            backend = self.inner.name(),
+            op,
+            key_len = tracing::field::Empty
+        );
+        if let (true, Some(key)) = (self.log_key_lengths, key) {
+            span.record("key_len", key.len());
+        }
+        let started = Instant::now();
+        let result = call.instrument(span).await;
+        let elapsed = started.elapsed();
+        counters.calls.fetch_add(1, Relaxed);
+        counters.nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+        let outcome = match &result {
+            Ok(value) => {
+                let (hits, misses) = classify(value);
+                counters.hits.fetch_add(hits, Relaxed);
+                counters.misses.fetch_add(misses, Relaxed);
+                Ok(match (hits, misses) {
+                    (0, 0) => Outcome::Ok,
+                    (_, 0) => Outcome::Hit,
+                    _ => Outcome::Miss,
+                })
+            }
+            Err(err) => {
+                counters.errors.fetch_add(1, Relaxed);
+                *self
+                    .errors
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry((op, err.kind()))
+                    .or_insert(0) += 1;
+                tracing::debug!(backend = self.inner.name(), op, error = %err, "cache backend call failed");
+                Err(err.kind())
+            }
+        };
+        self.export(op, &outcome, elapsed);
+        result
+    }
+
+    #[cfg(feature = "metrics")]
+    fn export(
+        &self,
+        op: &'static str,
+        outcome: &std::result::Result<Outcome, ErrorKind>,
+        elapsed: Duration,
+    ) {
+        let backend = self.inner.name();
+        let label = match outcome {
+            Ok(Outcome::Hit) => "hit",
+            Ok(Outcome::Miss) => "miss",
+            Ok(Outcome::Ok) => "ok",
+            Err(_) => "error",
+        };
+        metrics::counter!("cache_backend_calls_total", "backend" => backend, "op" => op, "outcome" => label)
+            .increment(1);
+        if let Err(kind) = outcome {
+            metrics::counter!("cache_backend_errors_total", "backend" => backend, "op" => op, "kind" => kind.as_str())
+                .increment(1);
+        }
+        metrics::histogram!("cache_backend_duration_seconds", "backend" => backend, "op" => op)
+            .record(elapsed.as_secs_f64());
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    fn export(
+        &self,
+        _op: &'static str,
+        _outcome: &std::result::Result<Outcome, ErrorKind>,
+        _elapsed: Duration,
+    ) {
+    }
+}
+
+fn none<T>(_: &T) -> (u64, u64) {
+    (0, 0)
+}
+
+fn found(hit: bool) -> (u64, u64) {
+    if hit {
+        (1, 0)
+    } else {
+        (0, 1)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<B: CacheBackend> CacheBackend for Metered<B> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.observe("get", Some(key), self.inner.get(key), |v| {
+            found(v.is_some())
+        })
+        .await
+    }
+
+    async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
+        self.observe("set", Some(key), self.inner.set(key, value, opts), none)
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.observe("delete", Some(key), self.inner.delete(key), none)
+            .await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.observe("exists", Some(key), self.inner.exists(key), |v| found(*v))
+            .await
+    }
+
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        self.observe("ttl", Some(key), self.inner.ttl(key), none)
+            .await
+    }
+
+    async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.observe("expire", Some(key), self.inner.expire(key, ttl), none)
+            .await
+    }
+
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
+        self.observe("incr", Some(key), self.inner.incr(key, delta, ttl), none)
+            .await
+    }
+
+    async fn health(&self) -> Result<Health> {
+        let health = self
+            .observe("health", None, self.inner.health(), none)
+            .await?;
+        #[cfg(feature = "metrics")]
+        if let Some(evictions) = health
+            .details
+            .get("evictions")
+            .or_else(|| health.details.get("evicted_keys"))
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            metrics::gauge!("cache_backend_evictions", "backend" => self.inner.name())
+                .set(evictions);
+        }
+        Ok(health)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.observe("get_many", None, self.inner.get_many(keys), |values| {
+            let hits = values.iter().filter(|v| v.is_some()).count() as u64;
+            (hits, values.len() as u64 - hits)
+        })
+        .await
+    }
+
+    async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        self.observe("set_many", None, self.inner.set_many(items, ttl), none)
+            .await
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.observe("delete_many", None, self.inner.delete_many(keys), none)
+            .await
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        self.observe("scan", None, self.inner.scan(pattern), none)
+            .await
+    }
+
+    async fn delete_matching(&self, pattern: &str) -> Result<u64> {
+        self.observe(
+            "delete_matching",
+            None,
+            self.inner.delete_matching(pattern),
+            none,
+        )
+        .await
+    }
+
+    async fn clear(&self, namespace: &str) -> Result<u64> {
+        self.observe("clear", None, self.inner.clear(namespace), none)
+            .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.observe("close", None, self.inner.close(), none).await
+    }
+}

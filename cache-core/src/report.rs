@@ -1,0 +1,211 @@
+//! `CacheReport`: the stats and health, read for you.
+
+use std::fmt;
+
+use crate::backend::{Health, HealthStatus};
+use crate::stats::CacheStats;
+
+/// How urgent a piece of advice is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Worth a look soon.
+    Warning,
+    /// The cache is not doing its job right now.
+    Critical,
+}
+
+/// One thing that needs attention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Advice {
+    /// How urgent it is.
+    pub severity: Severity,
+    /// A short, stable identifier (`low_hit_rate`, `breaker_open`…).
+    pub code: &'static str,
+    /// What was seen and what to do about it.
+    pub message: String,
+}
+
+/// What [`Cache::report`](crate::Cache::report) found: the counters, the
+/// backend's health, and advice on what needs attention, worst first.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CacheReport {
+    /// The counters now.
+    pub stats: CacheStats,
+    /// The backend's health (`None` if asking failed).
+    pub health: Option<Health>,
+    /// What needs attention; empty when all is well.
+    pub advice: Vec<Advice>,
+}
+
+/// Thresholds of the advice.
+const MIN_READS: u64 = 100;
+const LOW_HIT_RATE: f64 = 0.5;
+const HIGH_ERROR_RATE: f64 = 0.01;
+const NEAR_CAPACITY: f64 = 0.9;
+
+impl CacheReport {
+    pub(crate) fn new(
+        stats: CacheStats,
+        previous: Option<CacheStats>,
+        health: Option<Health>,
+    ) -> Self {
+        let mut advice = Vec::new();
+        let mut add = |severity, code, message: String| {
+            advice.push(Advice {
+                severity,
+                code,
+                message,
+            })
+        };
+        let reads = stats.hits + stats.misses;
+        if reads >= MIN_READS && stats.hit_rate() < LOW_HIT_RATE {
+            add(
+                Severity::Warning,
+                "low_hit_rate",
+                format!(
+                    "hit rate is {:.0}% over {reads} reads: TTLs may be too short, keys too specific \
+                     (e.g. a timestamp in the id), or the cache too small",
+                    stats.hit_rate() * 100.0
+                ),
+            );
+        }
+        let ops = |s: &CacheStats| s.hits + s.misses + s.sets + s.deletes;
+        let (now_ops, now_errors) = (ops(&stats), stats.errors);
+        let (then_ops, then_errors) = previous.as_ref().map_or((0, 0), |p| (ops(p), p.errors));
+        let recent_ops = now_ops.saturating_sub(then_ops);
+        let recent_errors = now_errors.saturating_sub(then_errors);
+        let recent_rate = recent_errors as f64 / recent_ops.max(1) as f64;
+        let earlier_rate = then_errors as f64 / then_ops.max(1) as f64;
+        if recent_errors > 0 && recent_rate > HIGH_ERROR_RATE {
+            let rising = previous.is_some() && recent_rate > earlier_rate;
+            add(
+                if rising { Severity::Critical } else { Severity::Warning },
+                if rising { "rising_error_rate" } else { "high_error_rate" },
+                format!(
+                    "{recent_errors} errors in {recent_ops} operations ({:.1}%){}: check the backend's health and logs",
+                    recent_rate * 100.0,
+                    if rising {
+                        format!(", up from {:.1}%", earlier_rate * 100.0)
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+        }
+        if stats.decode_errors > 0 {
+            add(
+                Severity::Warning,
+                "decode_errors",
+                format!(
+                    "{} stored values did not decode as the requested type: if a type changed shape, \
+                     bump its key version (CacheKey::with_version)",
+                    stats.decode_errors
+                ),
+            );
+        }
+        if stats.stale_served > 0 {
+            add(
+                Severity::Warning,
+                "stale_served",
+                format!(
+                    "served {} stale values because loaders failed or were slow ({} loader errors, {} soft timeouts)",
+                    stats.stale_served, stats.loader_errors, stats.loader_timeouts
+                ),
+            );
+        } else if stats.loader_errors > 0 {
+            add(
+                Severity::Warning,
+                "loader_errors",
+                format!(
+                    "{} of {} loads failed; consider fail-safe (CacheBuilder::fail_safe) to serve stale values meanwhile",
+                    stats.loader_errors, stats.loader_calls
+                ),
+            );
+        }
+        if let Some(health) = &health {
+            if health.details.get("breaker").map(String::as_str) == Some("open") {
+                add(
+                    Severity::Critical,
+                    "breaker_open",
+                    "circuit breaker open: the backend is failing, reads are misses and writes are skipped until it recovers".to_owned(),
+                );
+            } else if health.status == HealthStatus::Unhealthy {
+                add(
+                    Severity::Critical,
+                    "unhealthy",
+                    "the backend reports itself unhealthy".to_owned(),
+                );
+            } else if health.status == HealthStatus::Degraded {
+                add(
+                    Severity::Warning,
+                    "degraded",
+                    "the backend reports itself degraded (e.g. near its memory limit)".to_owned(),
+                );
+            }
+            for (entries, max, what) in [
+                ("l1_entries", "l1_max_entries", "the L1 (memory tier)"),
+                ("entries", "max_entries", "the memory backend"),
+            ] {
+                let number =
+                    |name: &str| health.details.get(name).and_then(|v| v.parse::<f64>().ok());
+                if let (Some(n), Some(m)) = (number(entries), number(max)) {
+                    if m > 0.0 && n / m >= NEAR_CAPACITY {
+                        add(
+                            Severity::Info,
+                            "near_capacity",
+                            format!(
+                                "{what} holds {n} of at most {m} entries: it evicts to make room; raise the bound if the hit rate suffers"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        advice.sort_by_key(|a| std::cmp::Reverse(a.severity));
+        CacheReport {
+            stats,
+            health,
+            advice,
+        }
+    }
+
+    /// Whether nothing needs attention.
+    pub fn is_ok(&self) -> bool {
+        self.advice.is_empty()
+    }
+}
+
+impl fmt::Display for CacheReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        writeln!(
+            f,
+            "hits {} misses {} (hit rate {:.1}%), sets {}, deletes {}, errors {}, loads {} ({} failed), stale served {}, up {:?}",
+            s.hits,
+            s.misses,
+            s.hit_rate() * 100.0,
+            s.sets,
+            s.deletes,
+            s.errors,
+            s.loader_calls,
+            s.loader_errors,
+            s.stale_served,
+            s.uptime
+        )?;
+        match &self.health {
+            Some(h) => writeln!(f, "backend: {:?} ({:?})", h.status, h.latency)?,
+            None => writeln!(f, "backend: health unknown")?,
+        }
+        if self.advice.is_empty() {
+            writeln!(f, "all good")?;
+        }
+        for a in &self.advice {
+            writeln!(f, "[{:?}] {}: {}", a.severity, a.code, a.message)?;
+        }
+        Ok(())
+    }
+}

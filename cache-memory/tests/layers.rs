@@ -1,10 +1,10 @@
-//! The conformance suite through the `Timeout` and `FailOpen` wrappers over
+//! The conformance suite through the `Timeout`, `FailOpen` and `Metered` wrappers over
 //! the memory backend.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::layers::{BreakerConfig, FailOpen, Timeout};
+use cache_core::layers::{BreakerConfig, FailOpen, Metered, Timeout};
 use cache_core::CacheBackend;
 use cache_memory::{MemoryBackend, MemoryConfig};
 
@@ -23,5 +23,10 @@ async fn fail_open_over_memory() -> Arc<dyn CacheBackend> {
     ))
 }
 
+async fn metrics_over_memory() -> Arc<dyn CacheBackend> {
+    Arc::new(Metered::new(memory()))
+}
+
+cache_testkit::conformance_suite!(metrics_memory, metrics_over_memory);
 cache_testkit::conformance_suite!(timeout_memory, timeout_over_memory);
 cache_testkit::conformance_suite!(fail_open_memory, fail_open_over_memory);

@@ -1,10 +1,10 @@
-//! The conformance suite through the `Timeout` and `FailOpen` wrappers over
+//! The conformance suite through the `Timeout`, `FailOpen` and `Metered` wrappers over
 //! a real Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::layers::{BreakerConfig, FailOpen, Timeout};
+use cache_core::layers::{BreakerConfig, FailOpen, Metered, Timeout};
 use cache_core::CacheBackend;
 use cache_redis::RedisBackend;
 use cache_testkit::redis_server::RedisServer;
@@ -26,5 +26,10 @@ async fn fail_open_over_redis() -> Arc<dyn CacheBackend> {
     ))
 }
 
+async fn metrics_over_redis() -> Arc<dyn CacheBackend> {
+    Arc::new(Metered::new(redis().await))
+}
+
+cache_testkit::conformance_suite!(metrics_redis, metrics_over_redis);
 cache_testkit::conformance_suite!(timeout_redis, timeout_over_redis);
 cache_testkit::conformance_suite!(fail_open_redis, fail_open_over_redis);

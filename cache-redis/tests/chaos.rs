@@ -69,26 +69,14 @@ async fn chaos_fail_open_survives_stop_restart_pause_resume() {
                 let key = CacheKey::new("item", id).unwrap();
                 match rng.u8(0..10) {
                     0..=2 => {
-                        let version = versions.fetch_add(1, Ordering::SeqCst);
-                        written
-                            .lock()
-                            .unwrap()
-                            .entry(id)
-                            .and_modify(|v| *v = (*v).max(version))
-                            .or_insert(version);
+                        let version = record(&written, &versions, id);
                         cache
                             .set_with_ttl(&key, &Value { key: id, version }, Ttl::secs(60))
                             .await
                             .expect("fail-open: a write never errors");
                     }
                     3..=5 => {
-                        let version = versions.fetch_add(1, Ordering::SeqCst);
-                        written
-                            .lock()
-                            .unwrap()
-                            .entry(id)
-                            .and_modify(|v| *v = (*v).max(version))
-                            .or_insert(version);
+                        let version = record(&written, &versions, id);
                         let value = cache
                             .get_or_set(&key, move || async move {
                                 Ok::<_, std::io::Error>(Value { key: id, version })
@@ -171,6 +159,16 @@ async fn chaos_fail_open_survives_stop_restart_pause_resume() {
     );
     assert_eq!(breaker.state, BreakerState::Closed);
     assert!(hits_seen.load(Ordering::Relaxed) > 0);
+}
+
+/// Takes the next version and records it as written for `id` (before the
+/// write, so a read can never see a version not yet recorded).
+fn record(written: &Mutex<HashMap<u64, u64>>, versions: &AtomicU64, id: u64) -> u64 {
+    let version = versions.fetch_add(1, Ordering::SeqCst);
+    let mut written = written.lock().unwrap();
+    let newest = written.entry(id).or_insert(version);
+    *newest = (*newest).max(version);
+    version
 }
 
 /// A value read for `id` must be for `id`, and a version written for it.

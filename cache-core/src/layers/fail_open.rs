@@ -250,13 +250,7 @@ impl<B: CacheBackend> FailOpen<B> {
         fallback: T,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        match self.guarded(call).await? {
-            Some(value) => Ok(value),
-            None => {
-                self.failed_reads.fetch_add(1, Relaxed);
-                Ok(fallback)
-            }
-        }
+        self.or_fallback(fallback, call, &self.failed_reads).await
     }
 
     async fn write<T>(
@@ -264,10 +258,21 @@ impl<B: CacheBackend> FailOpen<B> {
         fallback: T,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        self.or_fallback(fallback, call, &self.skipped_writes).await
+    }
+
+    /// The call's answer, or `fallback` (counted in `counter`) when the
+    /// backend failed or the breaker is open.
+    async fn or_fallback<T>(
+        &self,
+        fallback: T,
+        call: impl std::future::Future<Output = Result<T>>,
+        counter: &AtomicU64,
+    ) -> Result<T> {
         match self.guarded(call).await? {
             Some(value) => Ok(value),
             None => {
-                self.skipped_writes.fetch_add(1, Relaxed);
+                counter.fetch_add(1, Relaxed);
                 Ok(fallback)
             }
         }

@@ -42,6 +42,7 @@ pub const MAX_CATEGORY_LEN: usize = 64;
 pub struct CacheKey {
     category: String,
     id: String,
+    hash_tag: Option<String>,
     version: Option<u32>,
 }
 
@@ -60,6 +61,7 @@ impl CacheKey {
         Ok(CacheKey {
             category: category.to_owned(),
             id: escape_id(&raw)?,
+            hash_tag: None,
             version: None,
         })
     }
@@ -95,6 +97,7 @@ impl CacheKey {
         Ok(CacheKey {
             category: category.to_owned(),
             id: stable_hash(value)?,
+            hash_tag: None,
             version: None,
         })
     }
@@ -106,6 +109,40 @@ impl CacheKey {
     pub fn with_version(mut self, version: u32) -> Self {
         self.version = Some(version);
         self
+    }
+
+    /// The same key with a Redis Cluster hash tag: keys with the same tag
+    /// are stored in one hash slot, so they live on one node (and a batch of
+    /// them is one command). Rendered as `{tag}` right after the id:
+    /// `prefix:category:id{tag}[:vN]`. The tag uses the category's
+    /// characters (ASCII letters, digits, `_-.`). A prefix with its own
+    /// `{…}` takes precedence (Redis hashes the first tag in a key).
+    /// Id patterns of [`Cache::invalidate_matching`](crate::Cache::invalidate_matching)
+    /// see the tag after the id, so end them with `*` to match tagged keys.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidKey`](crate::ErrorKind::InvalidKey) for an invalid tag.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::CacheKey;
+    ///
+    /// let key = CacheKey::new("cart", 42)?.with_hash_tag("user-42")?;
+    /// assert_eq!(key.render("shop", 0), "shop:cart:42{user-42}");
+    /// # Ok::<(), cache_core::Error>(())
+    /// ```
+    pub fn with_hash_tag(mut self, tag: &str) -> Result<Self> {
+        validate_category(tag)
+            .map_err(|e| Error::invalid_key(format!("hash tag: {}", e.message())))?;
+        self.hash_tag = Some(tag.to_owned());
+        Ok(self)
+    }
+
+    /// The hash tag, if any.
+    pub fn hash_tag(&self) -> Option<&str> {
+        self.hash_tag.as_deref()
     }
 
     /// The category.
@@ -137,6 +174,9 @@ impl CacheKey {
         }
         out.push(':');
         out.push_str(&self.id);
+        if let Some(tag) = &self.hash_tag {
+            let _ = write!(out, "{{{tag}}}");
+        }
         if let Some(v) = self.version {
             let _ = write!(out, ":v{v}");
         }
@@ -147,6 +187,9 @@ impl CacheKey {
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.category, self.id)?;
+        if let Some(tag) = &self.hash_tag {
+            write!(f, "{{{tag}}}")?;
+        }
         if let Some(v) = self.version {
             write!(f, ":v{v}")?;
         }
@@ -418,6 +461,23 @@ mod tests {
         // Pinned: this value must never change between releases. Computed
         // independently: sha256 of {"filters":{"lang":"en","sort":"new","tag":"rust","x":"y"},"page":2,"q":"cache"}.
         assert_eq!(key.escaped_id(), "h38c9640bd1ac64ce24dcee4836577a66");
+    }
+
+    #[test]
+    fn hash_tags_follow_the_id_and_ids_cannot_fake_them() {
+        let key = CacheKey::new("cart", 1)
+            .unwrap()
+            .with_hash_tag("u1")
+            .unwrap()
+            .with_version(3);
+        assert_eq!(key.render("shop", 2), "shop:cart#2:1{u1}:v3");
+        let fake = CacheKey::new("cart", "1{u1}").unwrap();
+        assert_eq!(fake.render("shop", 0), "shop:cart:1%7Bu1%7D");
+        assert!(CacheKey::new("cart", 1)
+            .unwrap()
+            .with_hash_tag("a}b")
+            .is_err());
+        assert!(CacheKey::new("cart", 1).unwrap().with_hash_tag("").is_err());
     }
 
     #[test]

@@ -535,3 +535,46 @@ fn cluster_fixture_stops_every_node_when_a_test_panics() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_key_hash_tags_co_locate_related_keys() {
+    let cluster = RedisCluster::shared();
+    let backend: Arc<dyn CacheBackend> = Arc::new(backend_for(cluster).await);
+    let prefix = format!("tags{:08x}", fastrand::u32(..));
+    let cache = Cache::builder(Arc::clone(&backend))
+        .prefix(prefix.clone())
+        .build()
+        .unwrap();
+    // A user's cart, orders and profile, tagged with the user: one slot.
+    let keys: Vec<CacheKey> = ["cart", "orders", "profile"]
+        .iter()
+        .flat_map(|category| {
+            (0..10).map(move |i| {
+                CacheKey::new(category, i)
+                    .unwrap()
+                    .with_hash_tag("user-7")
+                    .unwrap()
+            })
+        })
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        cache.set(key, &i).await.unwrap();
+    }
+    let holders: Vec<(u16, usize)> = cluster
+        .primaries()
+        .iter()
+        .map(|&port| (port, keys_on(cluster, port, &format!("{prefix}:*")).len()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    // Only the generation keys (untagged, one per category) may live elsewhere.
+    let tagged_holder = holders
+        .iter()
+        .find(|(port, _)| {
+            keys_on(cluster, *port, &format!("{prefix}:*{{user-7}}")).len() == keys.len()
+        })
+        .unwrap_or_else(|| panic!("the tagged keys are not on one node: {holders:?}"));
+    assert!(tagged_holder.1 >= keys.len());
+    let values = cache.get_many::<usize>(&keys).await.unwrap();
+    assert_eq!(values, (0..keys.len()).map(Some).collect::<Vec<_>>());
+    cache.clear().await.unwrap();
+}

@@ -594,8 +594,11 @@ impl<C: Codec> Cache<C> {
             let result = cache
                 .load::<T, _, _, _>(&guard.key, &category, ttl, loader)
                 .await;
-            let _ = tx.send(Some(result));
+            // Leave the table before answering: a caller arriving after the
+            // answer must start a new load, not receive this (maybe failed)
+            // one. Callers already waiting hold the channel.
             drop(guard);
+            let _ = tx.send(Some(result));
         });
         rx
     }

@@ -24,6 +24,28 @@ pub const DEFAULT_BUCKETS: u32 = 10;
 pub const MAX_BUCKETS: u32 = 100;
 
 /// What a check does when the backend fails.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::{OnBackendError, RateLimiter, Rule};
+/// use cache_memory::MemoryBackend;
+/// use cache_testkit::{FaultConfig, FaultInjecting};
+/// use std::sync::Arc;
+///
+/// let down = FaultInjecting::new(MemoryBackend::new(), FaultConfig::none().with_fail_probability(1.0));
+/// let limiter = RateLimiter::builder(Arc::new(down))
+///     .rule("search", Rule::per_minute(60)) // Allow: the default
+///     .rule("login", Rule::per_minute(5).on_backend_error(OnBackendError::Deny))
+///     .build()?;
+/// assert!(limiter.check("search", "ada").await?.allowed);
+/// let login = limiter.check("login", "ada").await?;
+/// assert!(!login.allowed && login.degraded);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnBackendError {
@@ -299,6 +321,27 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// Counters of a [`RateLimiter`], from [`RateLimiter::stats`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::{RateLimiter, Rule};
+/// use cache_memory::MemoryBackend;
+/// use std::sync::Arc;
+///
+/// let limiter = RateLimiter::builder(Arc::new(MemoryBackend::new()))
+///     .rule("api", Rule::per_second(2))
+///     .build()?;
+/// for _ in 0..3 {
+///     limiter.check("api", 42).await?;
+/// }
+/// let stats = limiter.stats();
+/// assert_eq!((stats.allowed, stats.denied, stats.backend_errors), (2, 1, 0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RateLimitStats {
@@ -368,7 +411,10 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// [`Deny`](OnBackendError::Deny) (for limits that guard against abuse, such
 /// as login attempts). Either way the decision is marked
 /// [`degraded`](Decision::degraded) and counted in
-/// [`RateLimitStats::backend_errors`].
+/// [`RateLimitStats::backend_errors`]. Give the limiter the plain backend
+/// (or one behind a [`Timeout`](crate::layers::Timeout)), not one behind
+/// [`FailOpen`](crate::layers::FailOpen): that wrapper turns failed reads
+/// into misses, which the limiter cannot tell from empty buckets.
 ///
 /// Cheap to clone; clones share the counters.
 ///
@@ -431,6 +477,35 @@ impl fmt::Debug for RateLimiter {
 }
 
 /// Builds a [`RateLimiter`]; from [`RateLimiter::builder`].
+///
+/// # Examples
+///
+/// A limiter on a clock a test moves by hand:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::{RateLimiter, Rule};
+/// use cache_memory::MemoryBackend;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use std::time::{Duration, UNIX_EPOCH};
+///
+/// let now_ms = Arc::new(AtomicU64::new(1_700_000_000_000));
+/// let clock = Arc::clone(&now_ms);
+/// let limiter = RateLimiter::builder(Arc::new(MemoryBackend::new()))
+///     .prefix("test")
+///     .rule("login", Rule::per_minute(1))
+///     .clock(move || UNIX_EPOCH + Duration::from_millis(clock.load(Ordering::SeqCst)))
+///     .build()?;
+/// assert!(limiter.check("login", "ada").await?.allowed);
+/// let denied = limiter.check("login", "ada").await?;
+/// let wait = denied.retry_after.unwrap();
+/// now_ms.fetch_add(wait.as_millis() as u64, Ordering::SeqCst);
+/// assert!(limiter.check("login", "ada").await?.allowed);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use]
 pub struct RateLimiterBuilder {
     backend: Arc<dyn CacheBackend>,
@@ -645,6 +720,26 @@ impl RateLimiter {
 
     /// Forgets the requests counted for `id` under `rule` (e.g. after a
     /// successful login, or from an admin tool).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{RateLimiter, Rule};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let limiter = RateLimiter::builder(Arc::new(MemoryBackend::new()))
+    ///     .rule("login", Rule::per_hour(1))
+    ///     .build()?;
+    /// limiter.check("login", "ada").await?;
+    /// assert!(!limiter.check("login", "ada").await?.allowed);
+    /// limiter.reset("login", "ada").await?;
+    /// assert!(limiter.check("login", "ada").await?.allowed);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///

@@ -425,3 +425,22 @@ async fn backend_errors_reach_the_caller_and_are_counted() {
     assert_eq!(cache.stats().errors, 2);
     assert_eq!(cache.stats().loader_calls, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_flight_a_retry_after_a_failed_load_runs_the_loader_again() {
+    let cache = Cache::new(memory());
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Back-to-back retries: each must run the loader, none may be handed the
+    // previous call's error.
+    for attempt in 0..200 {
+        let counter = Arc::clone(&calls);
+        let result = cache
+            .get_or_set(&key("flaky", 1), move || async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Err::<u32, _>(std::io::Error::other("down"))
+            })
+            .await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Loader);
+        assert_eq!(calls.load(Ordering::SeqCst), attempt + 1);
+    }
+}

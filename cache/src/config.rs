@@ -356,7 +356,9 @@ impl CacheConfig {
 /// # }
 /// ```
 pub async fn open(config: &CacheConfig) -> Result<Cache> {
-    let backend = open_stack(config).await?;
+    // Boxed: the whole stack's connect futures nest deeply, and callers
+    // that await `open` beside other work would hit rustc's query depth.
+    let backend = Box::pin(open_stack(config)).await?;
     let refresh = config
         .generation_refresh_ms
         .unwrap_or(if config.backplane.is_some() { 0 } else { 1000 });

@@ -1,0 +1,1129 @@
+//! The tasks API: an HTTP service (axum) over an embedded SQL database
+//! (SQLite), with each user's task list cached under a per-user key and
+//! login attempts throttled by the rate limiter.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /users` `{"name","password"}` | register (201) |
+//! | `POST /login` `{"name","password"}` | a bearer token (200); 401; 429 with `Retry-After` after 5 attempts a minute |
+//! | `GET /tasks` | the caller's tasks; `X-Cache: hit`, `miss` or `bypass` |
+//! | `POST /tasks` `{"title"}` | create (201): the list is invalidated |
+//! | `PUT /tasks/{id}` `{"title"?, "done"?}` | update (200): the new row is written through to the cached list |
+//! | `DELETE /tasks/{id}` | delete (204): the list is invalidated |
+//! | `GET /health` | the cache backend's and the database's health (200 or 503) |
+//! | `GET /metrics` | Prometheus text: cache, rate limiter, database, HTTP |
+//!
+//! # Why nobody sees a stale list or someone else's
+//!
+//! - Lists are cached under `tasks:{user id}`, the id taken from the
+//!   session, never from the request; every query filters by that user.
+//! - Writes change the cache right after the database commit: create and
+//!   delete remove the cached list, update replaces the row in it.
+//! - The classic race of cache-aside — a reader loads the old list, a
+//!   writer commits and invalidates, then the reader stores the old list —
+//!   is closed with a per-user lease in the cache itself (`SET NX PX` on
+//!   Redis): a reader stores a list it loaded only while holding the lease,
+//!   and writers take the lease around commit + cache update. A reader that
+//!   finds the lease taken serves the database's answer without caching
+//!   it. The lease lives in the shared backend, so this holds across
+//!   instances too; it expires after 2 s if its holder dies.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use cache::{
+    Cache, CacheConfig, CacheKey, Decision, HealthStatus, OnBackendError, RateLimiter, Rule, Ttl,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+/// The key prefix of the API's cache entries and rate limit counters.
+pub const PREFIX: &str = "tasks-api";
+
+/// How long a cached task list lives.
+pub const LIST_TTL: Duration = Duration::from_secs(60);
+
+/// How long a cached session (token to user) lives.
+pub const SESSION_TTL: Duration = Duration::from_secs(300);
+
+/// How long a per-user lease lives if its holder never releases it.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// A task, as stored and as served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// The task's id.
+    pub id: i64,
+    /// The owner.
+    pub user_id: i64,
+    /// What to do.
+    pub title: String,
+    /// Whether it is done.
+    pub done: bool,
+    /// Last change, Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// An error answer: a status and a JSON body `{"error": ...}`.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400.
+    BadRequest(String),
+    /// 401, saying why.
+    Unauthorized(&'static str),
+    /// 404 (also for another user's task: its existence is not revealed).
+    NotFound,
+    /// 409.
+    Conflict(String),
+    /// 429, with the rate limiter's headers.
+    TooManyRequests(Decision),
+    /// 500.
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message, headers) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, HeaderMap::new()),
+            ApiError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, why.into(), HeaderMap::new()),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "no such task".into(),
+                HeaderMap::new(),
+            ),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m, HeaderMap::new()),
+            ApiError::TooManyRequests(decision) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests".into(),
+                limit_headers(&decision),
+            ),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, HeaderMap::new()),
+        };
+        (
+            status,
+            headers,
+            Json(serde_json::json!({ "error": message })),
+        )
+            .into_response()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::BadRequest(m) | ApiError::Conflict(m) | ApiError::Internal(m) => {
+                f.write_str(m)
+            }
+            ApiError::Unauthorized(why) => f.write_str(why),
+            ApiError::NotFound => f.write_str("no such task"),
+            ApiError::TooManyRequests(d) => {
+                write!(f, "too many requests; retry after {:?}", d.retry_after)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(err: rusqlite::Error) -> Self {
+        ApiError::Internal(format!("database: {err}"))
+    }
+}
+
+fn limit_headers(decision: &Decision) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in decision.headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
+/// The database: one SQLite connection behind a mutex, queries run on the
+/// blocking pool.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+    queries: Arc<AtomicU64>,
+    latency: Duration,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("queries", &self.queries())
+            .field("latency", &self.latency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens (and creates) the database at `path`; `":memory:"` for one
+    /// that lives as long as the process.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub fn open(path: &str) -> rusqlite::Result<Db> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA foreign_keys = ON;
+             CREATE TABLE IF NOT EXISTS users (
+                 id INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL UNIQUE,
+                 salt TEXT NOT NULL,
+                 password_hash TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS sessions (
+                 token TEXT PRIMARY KEY,
+                 user_id INTEGER NOT NULL REFERENCES users(id)
+             );
+             CREATE TABLE IF NOT EXISTS tasks (
+                 id INTEGER PRIMARY KEY,
+                 user_id INTEGER NOT NULL REFERENCES users(id),
+                 title TEXT NOT NULL,
+                 done INTEGER NOT NULL DEFAULT 0,
+                 updated_at INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, id);",
+        )?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            queries: Arc::new(AtomicU64::new(0)),
+            latency: Duration::ZERO,
+        })
+    }
+
+    /// Adds `latency` before every query, to model a database across the
+    /// network (SQLite is in-process). For the load bench.
+    #[must_use]
+    pub fn with_query_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// How many queries (transactions) ran.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Relaxed)
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        self.queries.fetch_add(1, Relaxed);
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("database task: {e}")))?
+    }
+
+    /// Registers a user; returns the id.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::Conflict`] when the name is taken.
+    pub async fn create_user(&self, name: &str, password: &str) -> Result<i64, ApiError> {
+        let salt = format!("{:032x}", fastrand::u128(..));
+        let hash = password_hash(&salt, password);
+        let name = name.to_owned();
+        self.call(move |conn| {
+            match conn.execute(
+                "INSERT INTO users (name, salt, password_hash) VALUES (?1, ?2, ?3)",
+                params![name, salt, hash],
+            ) {
+                Ok(_) => Ok(conn.last_insert_rowid()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(ApiError::Conflict(format!("the name {name:?} is taken")))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Checks a name and password; returns a new session token.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::Unauthorized`] for a wrong name or password.
+    pub async fn login(&self, name: &str, password: &str) -> Result<String, ApiError> {
+        let (name, password) = (name.to_owned(), password.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let user: Option<(i64, String, String)> = tx
+                .query_row(
+                    "SELECT id, salt, password_hash FROM users WHERE name = ?1",
+                    params![name],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let wrong = ApiError::Unauthorized("wrong name or password");
+            let Some((id, salt, hash)) = user else {
+                return Err(wrong);
+            };
+            if password_hash(&salt, &password) != hash {
+                return Err(wrong);
+            }
+            let token = format!("{:032x}", fastrand::u128(..));
+            tx.execute(
+                "INSERT INTO sessions (token, user_id) VALUES (?1, ?2)",
+                params![token, id],
+            )?;
+            tx.commit()?;
+            Ok(token)
+        })
+        .await
+    }
+
+    /// The user a session token belongs to.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub async fn session_user(&self, token: &str) -> Result<Option<i64>, ApiError> {
+        let token = token.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT user_id FROM sessions WHERE token = ?1",
+                    params![token],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// The tasks of `user_id`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub async fn list_tasks(&self, user_id: i64) -> Result<Vec<Task>, ApiError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, user_id, title, done, updated_at FROM tasks
+                 WHERE user_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![user_id], task_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// Adds a task for `user_id`.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub async fn insert_task(&self, user_id: i64, title: &str) -> Result<Task, ApiError> {
+        let title = title.to_owned();
+        self.call(move |conn| {
+            Ok(conn.query_row(
+                "INSERT INTO tasks (user_id, title, done, updated_at) VALUES (?1, ?2, 0, ?3)
+                 RETURNING id, user_id, title, done, updated_at",
+                params![user_id, title, now_ms()],
+                task_row,
+            )?)
+        })
+        .await
+    }
+
+    /// Changes a task of `user_id`; `None` when it has no such task.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub async fn update_task(
+        &self,
+        user_id: i64,
+        id: i64,
+        title: Option<String>,
+        done: Option<bool>,
+    ) -> Result<Option<Task>, ApiError> {
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "UPDATE tasks SET title = COALESCE(?1, title), done = COALESCE(?2, done),
+                         updated_at = ?3
+                     WHERE id = ?4 AND user_id = ?5
+                     RETURNING id, user_id, title, done, updated_at",
+                    params![title, done, now_ms(), id, user_id],
+                    task_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Deletes a task of `user_id`; whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, ApiError> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM tasks WHERE id = ?1 AND user_id = ?2",
+                params![id, user_id],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), ApiError> {
+        self.call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .map(drop)
+    }
+}
+
+fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        title: r.get(2)?,
+        done: r.get(3)?,
+        updated_at: r.get(4)?,
+    })
+}
+
+/// Salted SHA-256, enough for an example; a real service uses a slow
+/// password hash (argon2, scrypt).
+fn password_hash(salt: &str, password: &str) -> String {
+    let digest = Sha256::digest(format!("{salt}:{password}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Requests by (method, route, status): (count, total seconds).
+type HttpStats = BTreeMap<(String, String, u16), (u64, f64)>;
+
+/// Counters behind `/metrics` that the cache and limiter do not keep.
+#[derive(Debug, Default)]
+struct Metrics {
+    list_hit: AtomicU64,
+    list_miss: AtomicU64,
+    list_bypass: AtomicU64,
+    lease_busy: AtomicU64,
+    cache_write_failures: AtomicU64,
+    http: Mutex<HttpStats>,
+}
+
+/// The service: database, optional cache, rate limiter, metrics.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// use cache_examples::tasks_api::TasksApi;
+///
+/// // CACHE_URL picks the backend (memory:// when unset).
+/// let api = TasksApi::from_env().await?;
+/// let server = api.serve("127.0.0.1:3000".parse()?).await?;
+/// println!("listening on http://{}", server.addr());
+/// server.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct TasksApi {
+    db: Db,
+    cache: Option<Cache>,
+    limiter: RateLimiter,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for TasksApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TasksApi")
+            .field("db", &self.db)
+            .field("cache", &self.cache)
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rate limit rules: `login` 5 attempts a minute per name (denied while
+/// the backend is down: an outage must not open the door to password
+/// guessing), `api` per user (allowed while the backend is down).
+///
+/// # Errors
+///
+/// As [`RateLimiterBuilder::build`](cache::RateLimiterBuilder::build).
+pub fn rate_limiter(
+    backend: Arc<dyn cache::CacheBackend>,
+    prefix: &str,
+    api_rule: Rule,
+) -> cache::Result<RateLimiter> {
+    RateLimiter::builder(backend)
+        .prefix(prefix)
+        .rule(
+            "login",
+            Rule::per_minute(5).on_backend_error(OnBackendError::Deny),
+        )
+        .rule("api", api_rule)
+        .build()
+}
+
+/// Opens the cache `config` describes, with the list TTL, and the prefix
+/// [`PREFIX`] unless the configuration names one.
+///
+/// # Errors
+///
+/// As [`cache::open`].
+pub async fn open_cache(config: &CacheConfig) -> cache::Result<Cache> {
+    let mut config = config.clone();
+    if config.prefix == cache::DEFAULT_PREFIX {
+        config.prefix = PREFIX.to_owned();
+    }
+    config
+        .ttls
+        .insert("tasks".to_owned(), LIST_TTL.as_secs() as i64);
+    config
+        .ttls
+        .insert("session".to_owned(), SESSION_TTL.as_secs() as i64);
+    // Boxed: opening a backend is a deep future, and so is a service.
+    Box::pin(cache::open(&config)).await
+}
+
+impl TasksApi {
+    /// The service over `db`, caching in `cache` (`None`: no caching, every
+    /// list is read from the database), limiting with `limiter`.
+    pub fn new(db: Db, cache: Option<Cache>, limiter: RateLimiter) -> Self {
+        TasksApi {
+            db,
+            cache,
+            limiter,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The service as configured by the environment: `CACHE_URL` (and the
+    /// other `CACHE_*` variables) for the cache, `TASKS_DB` for the SQLite
+    /// file (in memory when unset; the cache's prefix is then cleared, as
+    /// it describes a database that is gone).
+    ///
+    /// # Errors
+    ///
+    /// The cache's and the database's errors.
+    pub async fn from_env() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let cache = open_cache(&CacheConfig::from_env()?).await?;
+        let path = std::env::var("TASKS_DB").unwrap_or_else(|_| ":memory:".into());
+        let db = Db::open(&path)?;
+        if path == ":memory:" {
+            // A new database: what a shared cache (Redis) holds under this
+            // prefix describes an old one.
+            cache.clear().await?;
+        }
+        let limiter = rate_limiter(
+            cache.backend().clone(),
+            cache.prefix(),
+            Rule::per_minute(600),
+        )?;
+        Ok(TasksApi::new(db, Some(cache), limiter))
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The cache, when caching is on.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
+    /// The HTTP routes.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/users", post(register))
+            .route("/login", post(login))
+            .route("/tasks", get(list_tasks).post(create_task))
+            .route("/tasks/{id}", put(update_task).delete(delete_task))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics))
+            .route_layer(middleware::from_fn_with_state(Arc::clone(&self), track))
+            .with_state(self)
+    }
+
+    /// Serves the API on `addr` (port 0: a free one) until
+    /// [`Server::shutdown`].
+    ///
+    /// # Errors
+    ///
+    /// When `addr` cannot be bound.
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = Arc::new(self).router();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Server { addr, stop, task })
+    }
+
+    /// The user of a session token: cached (under a hash of the token, so
+    /// the cache never holds a usable token), from the database on a miss.
+    /// Unknown tokens are not cached.
+    async fn session_user(&self, token: &str) -> Result<Option<i64>, ApiError> {
+        let Some(cache) = &self.cache else {
+            return self.db.session_user(token).await;
+        };
+        let key =
+            CacheKey::hashed("session", token).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (db, owned) = (self.db.clone(), token.to_owned());
+        let loaded = cache
+            .get_or_set(&key, move || async move {
+                match db.session_user(&owned).await {
+                    Ok(Some(user)) => Ok(user),
+                    Ok(None) => Err(ApiError::Unauthorized("unknown bearer token")),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        match loaded {
+            Ok(user) => Ok(Some(user)),
+            Err(err) if err.kind() == cache::ErrorKind::Loader => {
+                // The loader's own answer: unknown token, or a database error.
+                match std::error::Error::source(&err).and_then(|e| e.downcast_ref::<ApiError>()) {
+                    Some(ApiError::Unauthorized(_)) => Ok(None),
+                    _ => Err(ApiError::Internal(err.to_string())),
+                }
+            }
+            // The cache failed: ask the database.
+            Err(_) => self.db.session_user(token).await,
+        }
+    }
+
+    /// The cached list of `user_id`, or the database's. Returns whether it
+    /// was a hit, a miss or a bypass (no cache, or the cache failed).
+    async fn tasks_of(&self, user_id: i64) -> Result<(Vec<Task>, &'static str), ApiError> {
+        let Some(cache) = &self.cache else {
+            self.metrics.list_bypass.fetch_add(1, Relaxed);
+            return Ok((self.db.list_tasks(user_id).await?, "bypass"));
+        };
+        let key = list_key(user_id)?;
+        match cache.get::<Vec<Task>>(&key).await {
+            Ok(Some(tasks)) => {
+                self.metrics.list_hit.fetch_add(1, Relaxed);
+                return Ok((tasks, "hit"));
+            }
+            Ok(None) => {}
+            Err(err) => {
+                // A cache outage is not the user's problem: read the database.
+                log_warn(&format!("cache read failed: {err}"));
+                self.metrics.list_bypass.fetch_add(1, Relaxed);
+                return Ok((self.db.list_tasks(user_id).await?, "bypass"));
+            }
+        }
+        self.metrics.list_miss.fetch_add(1, Relaxed);
+        // Store what we load only while holding the user's lease, so a
+        // write cannot slip in between our read and our store.
+        let lease = self.try_lease(cache, user_id).await;
+        let tasks = self.db.list_tasks(user_id).await?;
+        if let Some(lease) = lease {
+            if cache
+                .set_with_ttl(&key, &tasks, Ttl::Default)
+                .await
+                .is_err()
+            {
+                self.metrics.cache_write_failures.fetch_add(1, Relaxed);
+            }
+            release(cache, &lease).await;
+        } else {
+            self.metrics.lease_busy.fetch_add(1, Relaxed);
+        }
+        Ok((tasks, "miss"))
+    }
+
+    /// Runs a write (`commit`), then the cache update `after` picks from
+    /// its result, holding the user's lease around both.
+    async fn write<R>(
+        &self,
+        user_id: i64,
+        commit: impl std::future::Future<Output = Result<R, ApiError>>,
+        after: impl FnOnce(&R) -> CacheUpdate,
+    ) -> Result<R, ApiError> {
+        let Some(cache) = &self.cache else {
+            return commit.await;
+        };
+        let key = list_key(user_id)?;
+        let lease = self.lease(cache, user_id).await;
+        let result = commit.await;
+        if let Ok(value) = &result {
+            match after(value) {
+                CacheUpdate::Nothing => {}
+                CacheUpdate::Invalidate => self.invalidate(cache, &key).await,
+                CacheUpdate::WriteThrough(task) => self.write_through(cache, &key, task).await,
+            }
+        }
+        if let Some(lease) = lease {
+            release(cache, &lease).await;
+        }
+        result
+    }
+
+    /// Puts a committed row into the cached list (when one is cached).
+    async fn write_through(&self, cache: &Cache, key: &CacheKey, task: Task) {
+        match cache.get::<Vec<Task>>(key).await {
+            Ok(Some(mut tasks)) => match tasks.iter_mut().find(|t| t.id == task.id) {
+                Some(slot) => {
+                    *slot = task;
+                    if cache.set(key, &tasks).await.is_err() {
+                        self.invalidate(cache, key).await;
+                    }
+                }
+                None => self.invalidate(cache, key).await,
+            },
+            Ok(None) => {}
+            Err(_) => self.invalidate(cache, key).await,
+        }
+    }
+
+    /// Removes the cached list; counts a failure (the list then lives
+    /// until its TTL, the one way a stale list can be seen: the cache was
+    /// reachable for the read but not for the invalidation).
+    async fn invalidate(&self, cache: &Cache, key: &CacheKey) {
+        if let Err(err) = cache.delete(key).await {
+            self.metrics.cache_write_failures.fetch_add(1, Relaxed);
+            log_warn(&format!("invalidating {key} failed: {err}"));
+        }
+    }
+
+    async fn try_lease(&self, cache: &Cache, user_id: i64) -> Option<CacheKey> {
+        let key = CacheKey::new("tasks-lease", user_id).ok()?;
+        match cache.set_if_absent(&key, &1, Ttl::After(LEASE_TTL)).await {
+            Ok(true) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Waits for the user's lease (at most its TTL: a holder that died
+    /// loses it by then). `None` when the cache is down: the write goes
+    /// ahead, and its invalidation is the cache's best effort.
+    async fn lease(&self, cache: &Cache, user_id: i64) -> Option<CacheKey> {
+        let key = CacheKey::new("tasks-lease", user_id).ok()?;
+        let deadline = Instant::now() + LEASE_TTL;
+        loop {
+            match cache.set_if_absent(&key, &1, Ttl::After(LEASE_TTL)).await {
+                Ok(true) => return Some(key),
+                Ok(false) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// What a write does to the cached list after its commit.
+enum CacheUpdate {
+    Nothing,
+    Invalidate,
+    WriteThrough(Task),
+}
+
+async fn release(cache: &Cache, lease: &CacheKey) {
+    let _ = cache.delete(lease).await;
+}
+
+fn list_key(user_id: i64) -> Result<CacheKey, ApiError> {
+    CacheKey::new("tasks", user_id).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn log_warn(message: &str) {
+    eprintln!("tasks_api: {message}");
+}
+
+/// A running server, from [`TasksApi::serve`].
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// The authenticated caller: from `Authorization: Bearer <token>`, checked
+/// against the sessions table, then against the `api` rate limit.
+struct AuthUser(i64);
+
+impl FromRequestParts<Arc<TasksApi>> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<TasksApi>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized(
+                "an Authorization: Bearer header is needed",
+            ))?;
+        let user_id = app
+            .session_user(token)
+            .await?
+            .ok_or(ApiError::Unauthorized("unknown bearer token"))?;
+        let decision = app
+            .limiter
+            .check("api", user_id)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !decision.allowed {
+            return Err(ApiError::TooManyRequests(decision));
+        }
+        Ok(AuthUser(user_id))
+    }
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    name: String,
+    password: String,
+}
+
+async fn register(
+    State(app): State<Arc<TasksApi>>,
+    Json(body): Json<Credentials>,
+) -> Result<Response, ApiError> {
+    let valid = !body.name.is_empty()
+        && body.name.len() <= 64
+        && body
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c));
+    if !valid {
+        return Err(ApiError::BadRequest(
+            "name: 1 to 64 of ASCII letters, digits and _.@-".into(),
+        ));
+    }
+    if body.password.len() < 4 {
+        return Err(ApiError::BadRequest("password: at least 4 bytes".into()));
+    }
+    let id = app.db.create_user(&body.name, &body.password).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "id": id, "name": body.name })),
+    )
+        .into_response())
+}
+
+async fn login(
+    State(app): State<Arc<TasksApi>>,
+    Json(body): Json<Credentials>,
+) -> Result<Response, ApiError> {
+    // Every attempt counts, before the password is checked.
+    let decision = app
+        .limiter
+        .check("login", &body.name)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !decision.allowed {
+        return Err(ApiError::TooManyRequests(decision));
+    }
+    let token = app.db.login(&body.name, &body.password).await?;
+    Ok((
+        limit_headers(&decision),
+        Json(serde_json::json!({ "token": token })),
+    )
+        .into_response())
+}
+
+async fn list_tasks(
+    State(app): State<Arc<TasksApi>>,
+    AuthUser(user_id): AuthUser,
+) -> Result<Response, ApiError> {
+    let (tasks, source) = app.tasks_of(user_id).await?;
+    Ok(([("x-cache", source)], Json(tasks)).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewTask {
+    title: String,
+}
+
+#[derive(Deserialize)]
+struct TaskChange {
+    title: Option<String>,
+    done: Option<bool>,
+}
+
+fn check_title(title: &str) -> Result<(), ApiError> {
+    if title.trim().is_empty() || title.len() > 200 {
+        return Err(ApiError::BadRequest("title: 1 to 200 bytes".into()));
+    }
+    Ok(())
+}
+
+async fn create_task(
+    State(app): State<Arc<TasksApi>>,
+    AuthUser(user_id): AuthUser,
+    Json(body): Json<NewTask>,
+) -> Result<Response, ApiError> {
+    check_title(&body.title)?;
+    let task = app
+        .write(user_id, app.db.insert_task(user_id, &body.title), |_| {
+            CacheUpdate::Invalidate
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(task)).into_response())
+}
+
+async fn update_task(
+    State(app): State<Arc<TasksApi>>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<i64>,
+    Json(body): Json<TaskChange>,
+) -> Result<Response, ApiError> {
+    if let Some(title) = &body.title {
+        check_title(title)?;
+    }
+    let task = app
+        .write(
+            user_id,
+            app.db.update_task(user_id, id, body.title, body.done),
+            |task| match task {
+                Some(task) => CacheUpdate::WriteThrough(task.clone()),
+                None => CacheUpdate::Nothing,
+            },
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(task).into_response())
+}
+
+async fn delete_task(
+    State(app): State<Arc<TasksApi>>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let existed = app
+        .write(user_id, app.db.delete_task(user_id, id), |existed| {
+            if *existed {
+                CacheUpdate::Invalidate
+            } else {
+                CacheUpdate::Nothing
+            }
+        })
+        .await?;
+    if existed {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+async fn health(State(app): State<Arc<TasksApi>>) -> Response {
+    let database = app.db.ping().await.is_ok();
+    let (cache_status, backend, latency_ms) = match &app.cache {
+        None => ("disabled".to_owned(), "none", 0.0),
+        Some(cache) => match cache.health().await {
+            Ok(health) => (
+                match health.status {
+                    HealthStatus::Healthy => "healthy",
+                    HealthStatus::Degraded => "degraded",
+                    _ => "unhealthy",
+                }
+                .to_owned(),
+                cache.backend().name(),
+                health.latency.as_secs_f64() * 1000.0,
+            ),
+            Err(err) => (format!("unhealthy: {err}"), cache.backend().name(), 0.0),
+        },
+    };
+    let ok = database && !cache_status.starts_with("unhealthy");
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "database": if database { "ok" } else { "failing" },
+        "cache": { "status": cache_status, "backend": backend, "latency_ms": latency_ms },
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Counts requests by method, route and status, and their time.
+async fn track(State(app): State<Arc<TasksApi>>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let took = started.elapsed().as_secs_f64();
+    let mut http = app
+        .metrics
+        .http
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let entry = http
+        .entry((method, route, response.status().as_u16()))
+        .or_default();
+    entry.0 += 1;
+    entry.1 += took;
+    response
+}
+
+async fn metrics(State(app): State<Arc<TasksApi>>) -> Response {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v as f64)];
+    if let Some(cache) = &app.cache {
+        let s = cache.stats();
+        let backend = format!("{{backend=\"{}\"}}", cache.backend().name());
+        for (name, help, value) in [
+            ("hits", "Cache reads that found a value.", s.hits),
+            ("misses", "Cache reads that found nothing.", s.misses),
+            ("sets", "Values written to the cache.", s.sets),
+            ("deletes", "Cache keys deleted.", s.deletes),
+            ("errors", "Failed cache operations.", s.errors),
+        ] {
+            metric(
+                &format!("tasks_api_cache_{name}_total"),
+                "counter",
+                help,
+                &[(backend.clone(), value as f64)],
+            );
+        }
+        metric(
+            "tasks_api_cache_hit_ratio",
+            "gauge",
+            "hits / (hits + misses) since start.",
+            &[(backend.clone(), s.hit_rate())],
+        );
+    }
+    let m = &app.metrics;
+    metric(
+        "tasks_api_task_lists_total",
+        "counter",
+        "GET /tasks answers by where the list came from.",
+        &[
+            ("{source=\"hit\"}".into(), m.list_hit.load(Relaxed) as f64),
+            ("{source=\"miss\"}".into(), m.list_miss.load(Relaxed) as f64),
+            (
+                "{source=\"bypass\"}".into(),
+                m.list_bypass.load(Relaxed) as f64,
+            ),
+        ],
+    );
+    metric(
+        "tasks_api_lease_busy_total",
+        "counter",
+        "Lists loaded but not cached because a write held the user's lease.",
+        &one(m.lease_busy.load(Relaxed)),
+    );
+    metric(
+        "tasks_api_cache_write_failures_total",
+        "counter",
+        "Cache writes or invalidations that failed after a database commit.",
+        &one(m.cache_write_failures.load(Relaxed)),
+    );
+    metric(
+        "tasks_api_db_queries_total",
+        "counter",
+        "Database queries.",
+        &one(app.db.queries()),
+    );
+    let limits = app.limiter.stats();
+    metric(
+        "tasks_api_rate_limit_decisions_total",
+        "counter",
+        "Rate limit checks by outcome.",
+        &[
+            ("{outcome=\"allowed\"}".into(), limits.allowed as f64),
+            ("{outcome=\"denied\"}".into(), limits.denied as f64),
+        ],
+    );
+    metric(
+        "tasks_api_rate_limit_backend_errors_total",
+        "counter",
+        "Rate limit checks decided without the backend.",
+        &one(limits.backend_errors),
+    );
+    let http = m
+        .http
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let label = |(method, route, status): &(String, String, u16)| {
+        format!("{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}")
+    };
+    metric(
+        "tasks_api_http_requests_total",
+        "counter",
+        "HTTP requests by method, route and status.",
+        &http
+            .iter()
+            .map(|(k, (count, _))| (label(k), *count as f64))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "tasks_api_http_request_seconds_total",
+        "counter",
+        "Time spent answering HTTP requests.",
+        &http
+            .iter()
+            .map(|(k, (_, secs))| (label(k), *secs))
+            .collect::<Vec<_>>(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

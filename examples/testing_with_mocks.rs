@@ -1,0 +1,250 @@
+//! How an application unit-tests its own code that uses the cache, with
+//! `MockBackend` (exact calls, canned errors) and `FaultInjecting` (a real
+//! backend that fails on purpose).
+//!
+//! ```text
+//! cargo test -p cache-examples --example testing_with_mocks   # the tests are the point
+//! cargo run --example testing_with_mocks                      # the service under faults
+//! ```
+//!
+//! The code under test is `ProfileService`: profiles from a database,
+//! cached for 5 minutes under `app:profile:{id}`, served from the database
+//! when the cache fails, and a login throttle that fails closed.
+//!
+//! Which tool for which test:
+//! - the happy path and the exact keys/TTLs: a real `MemoryBackend`
+//!   (behaviour, not calls), or a `MockBackend` when the test is about the
+//!   calls themselves;
+//! - "the cache times out": a `MockBackend` returning `Timeout`;
+//! - "the cache fails now and then": `FaultInjecting` over a real backend.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache::{Cache, CacheBackend, CacheKey, CategoryTtl, OnBackendError, RateLimiter, Rule};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    name: String,
+}
+
+/// The application's database (a stand-in that counts its queries).
+#[derive(Default)]
+struct Database {
+    queries: AtomicU32,
+}
+
+impl Database {
+    async fn load_profile(&self, id: u64) -> Result<Profile, std::io::Error> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        Ok(Profile {
+            id,
+            name: format!("user-{id}"),
+        })
+    }
+}
+
+/// The code under test.
+struct ProfileService {
+    cache: Cache,
+    limiter: RateLimiter,
+    db: Arc<Database>,
+}
+
+impl ProfileService {
+    fn new(backend: Arc<dyn CacheBackend>, db: Arc<Database>) -> cache::Result<Self> {
+        let cache = Cache::builder(Arc::clone(&backend))
+            .prefix("app")
+            .ttl_policy(
+                CategoryTtl::new(None).with_category("profile", Some(Duration::from_secs(300))),
+            )
+            .build()?;
+        let limiter = RateLimiter::builder(backend)
+            .prefix("app")
+            .rule(
+                "login",
+                Rule::per_minute(5).on_backend_error(OnBackendError::Deny),
+            )
+            .build()?;
+        Ok(ProfileService { cache, limiter, db })
+    }
+
+    /// A profile: cached, or from the database when the cache is down.
+    async fn profile(&self, id: u64) -> Result<Profile, Box<dyn std::error::Error + Send + Sync>> {
+        let key = CacheKey::new("profile", id)?;
+        let db = Arc::clone(&self.db);
+        match self
+            .cache
+            .get_or_set(&key, move || async move { db.load_profile(id).await })
+            .await
+        {
+            Ok(profile) => Ok(profile),
+            // A cache outage is not the user's problem.
+            Err(err) if err.kind() != cache::ErrorKind::Loader => {
+                Ok(self.db.load_profile(id).await?)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Whether a login attempt for `name` may go ahead.
+    async fn may_try_login(&self, name: &str) -> bool {
+        self.limiter
+            .check("login", name)
+            .await
+            .is_ok_and(|d| d.allowed)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use cache_testkit::{FaultConfig, FaultInjecting};
+
+    // The service over a backend that fails every third call.
+    let flaky = Arc::new(FaultInjecting::new(
+        cache::memory::MemoryBackend::new(),
+        FaultConfig::none().with_fail_every(3),
+    ));
+    let db = Arc::new(Database::default());
+    let service = ProfileService::new(flaky.clone(), Arc::clone(&db))?;
+    for round in 0..20 {
+        let profile = service.profile(round % 4).await?;
+        assert_eq!(profile.id, round % 4);
+    }
+    println!(
+        "20 profile reads over a backend failing every 3rd call: all answered, \
+         {} injected faults, {} database queries",
+        flaky.injected(),
+        db.queries.load(Ordering::SeqCst)
+    );
+    // The login throttle fails closed: with every call failing, no attempt.
+    flaky.set_config(FaultConfig::none().with_fail_probability(1.0));
+    println!(
+        "login attempt while the backend is down: allowed = {}",
+        service.may_try_login("ada").await
+    );
+    println!("run `cargo test -p cache-examples --example testing_with_mocks` for the tests");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cache::{Bytes, Error, ErrorKind};
+    use cache_testkit::{FaultConfig, FaultInjecting, MockBackend};
+
+    fn service(backend: Arc<dyn CacheBackend>) -> (ProfileService, Arc<Database>) {
+        let db = Arc::new(Database::default());
+        (ProfileService::new(backend, Arc::clone(&db)).unwrap(), db)
+    }
+
+    /// Behaviour on a real in-memory backend: one query, then hits.
+    #[tokio::test]
+    async fn profiles_are_loaded_once_then_cached() {
+        let (service, db) = service(Arc::new(cache::memory::MemoryBackend::new()));
+        for _ in 0..3 {
+            assert_eq!(service.profile(7).await.unwrap().name, "user-7");
+        }
+        assert_eq!(db.queries.load(Ordering::SeqCst), 1);
+        assert_eq!(service.cache.stats().hits, 2);
+    }
+
+    /// The calls themselves: the service stores the profile under
+    /// `app:profile:42`, as JSON, for 5 minutes.
+    #[tokio::test]
+    async fn a_miss_stores_the_profile_under_its_key_for_five_minutes() {
+        let mut mock = MockBackend::new();
+        mock.expect_name().return_const("mock");
+        // Every read misses. The cache keeps bookkeeping of its own under
+        // `app:#...` (a category's generation): let it, whatever it is.
+        mock.expect_get().returning(|_| Ok(None));
+        mock.expect_set()
+            .withf(|key, _, _| key.starts_with("app:#"))
+            .returning(|_, _, _| Ok(true));
+        // The one write this test is about.
+        mock.expect_set()
+            .withf(|key, value, opts| {
+                key == "app:profile:42"
+                    && value == &Bytes::from_static(br#"{"id":42,"name":"user-42"}"#)
+                    && opts.ttl == Some(Duration::from_secs(300))
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(true));
+        mock.expect_capabilities().returning(Default::default);
+        let (service, db) = service(Arc::new(mock));
+        assert_eq!(service.profile(42).await.unwrap().id, 42);
+        assert_eq!(db.queries.load(Ordering::SeqCst), 1);
+    }
+
+    /// A cache that times out: the user still gets the profile.
+    #[tokio::test]
+    async fn a_cache_timeout_falls_back_to_the_database() {
+        let mut mock = MockBackend::new();
+        mock.expect_name().return_const("mock");
+        mock.expect_capabilities().returning(Default::default);
+        mock.expect_get()
+            .returning(|_| Err(Error::new(ErrorKind::Timeout, "no answer in 250 ms")));
+        mock.expect_set().never();
+        let (service, db) = service(Arc::new(mock));
+        assert_eq!(service.profile(1).await.unwrap().name, "user-1");
+        assert_eq!(db.queries.load(Ordering::SeqCst), 1);
+        assert!(service.cache.stats().errors >= 1);
+    }
+
+    /// A cache that fails now and then: every read is answered.
+    #[tokio::test]
+    async fn an_intermittently_failing_cache_never_fails_a_read() {
+        let flaky = Arc::new(FaultInjecting::new(
+            cache::memory::MemoryBackend::new(),
+            FaultConfig::none().with_fail_probability(0.3),
+        ));
+        let (service, db) = service(flaky.clone());
+        for i in 0..200 {
+            assert_eq!(service.profile(i % 10).await.unwrap().id, i % 10);
+        }
+        assert!(flaky.injected() > 0);
+        // The cache still saved most of the queries.
+        assert!(db.queries.load(Ordering::SeqCst) < 150);
+    }
+
+    /// The login throttle fails closed: with the backend down, no attempt
+    /// goes through (and it counts normally when the backend works).
+    #[tokio::test]
+    async fn the_login_rate_limit_fails_closed() {
+        let backend = Arc::new(FaultInjecting::new(
+            cache::memory::MemoryBackend::new(),
+            FaultConfig::none(),
+        ));
+        let (service, _) = service(backend.clone());
+        for _ in 0..5 {
+            assert!(service.may_try_login("ada").await);
+        }
+        assert!(!service.may_try_login("ada").await);
+
+        backend.set_config(FaultConfig::none().with_fail_probability(1.0));
+        assert!(!service.may_try_login("bob").await);
+        assert_eq!(service.limiter.stats().backend_errors, 1);
+    }
+
+    /// A rate limiter's counter writes, seen through a mock: one `incr` of
+    /// the current bucket per check, with a TTL.
+    #[tokio::test]
+    async fn a_login_check_is_one_counted_incr() {
+        let mut mock = MockBackend::new();
+        mock.expect_name().return_const("mock");
+        mock.expect_capabilities().returning(Default::default);
+        mock.expect_incr()
+            .withf(|key, delta, ttl| {
+                key.starts_with("app:#rl:login:{ada}:") && *delta == 1 && ttl.is_some()
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(1));
+        mock.expect_get_many()
+            .returning(|keys| Ok(vec![None; keys.len()]));
+        let (service, _) = service(Arc::new(mock));
+        assert!(service.may_try_login("ada").await);
+    }
+}

@@ -1,7 +1,7 @@
 //! `MemoryBackend`: the in-process backend.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::MemoryConfig;
 use crate::eviction::{Item, Queues, Store};
+use crate::hash::KeyHasherBuilder;
 
 /// Bytes counted per entry on top of its key and value, for `max_bytes`.
 const ENTRY_OVERHEAD: usize = 0;
@@ -63,17 +64,76 @@ pub struct MemoryBackend {
     stop: watch::Sender<bool>,
 }
 
+/// A stored value. 40 bytes, so a map slot (key `Arc<str>` + entry) is
+/// 56 bytes, like a `DashMap<String, Bytes>`'s.
 struct Entry {
     value: Bytes,
-    /// Expiry in clock nanoseconds; 0 means never.
-    expires_at: u64,
-    id: u64,
-    freq: AtomicU8,
+    /// The expiry (clock nanoseconds, 0: never) in the low 62 bits, and the
+    /// S3-FIFO read counter (0..=3) in the top 2. Readers bump the counter
+    /// under the shard's read lock with a plain load and store (a lost
+    /// increment is harmless); the expiry only changes under the write lock,
+    /// so a reader's store never undoes it.
+    meta: AtomicU64,
 }
 
+/// The expiry bits of [`Entry::meta`]; also the latest expiry (146 years
+/// after the clock's start), which TTLs saturate to.
+const EXPIRY: u64 = (1 << 62) - 1;
+/// One read in the counter bits of [`Entry::meta`].
+const FREQ_ONE: u64 = 1 << 62;
+/// The counter's cap (3) in [`Entry::meta`].
+const FREQ_MAX: u64 = 3 << 62;
+
 impl Entry {
+    fn new(value: Bytes, expires_at: u64) -> Self {
+        Entry {
+            value,
+            meta: AtomicU64::new(expires_at),
+        }
+    }
+
+    fn expires_at(&self) -> u64 {
+        self.meta.load(Relaxed) & EXPIRY
+    }
+
     fn expired(&self, now: u64) -> bool {
-        self.expires_at != 0 && self.expires_at <= now
+        let at = self.expires_at();
+        at != 0 && at <= now
+    }
+
+    /// Whether the entry has expired, reading the clock only when it has
+    /// a TTL.
+    fn expired_by(&self, clock: &dyn Clock) -> bool {
+        let at = self.expires_at();
+        at != 0 && at <= clock.now_nanos()
+    }
+
+    fn freq(&self) -> u8 {
+        (self.meta.load(Relaxed) >> 62) as u8
+    }
+
+    /// Sets the read counter (callers hold at least the shard's read lock).
+    fn set_freq(&self, freq: u8) {
+        let meta = self.meta.load(Relaxed);
+        self.meta
+            .store((meta & EXPIRY) | (u64::from(freq.min(3)) << 62), Relaxed);
+    }
+
+    /// Sets the expiry, keeping the read counter (under the write lock).
+    fn set_expiry(&mut self, expires_at: u64) {
+        let meta = self.meta.get_mut();
+        *meta = (*meta & !EXPIRY) | expires_at;
+    }
+
+    /// Replaces the value and expiry; `fresh` also zeroes the read counter
+    /// (the old value had expired: the key starts over).
+    fn replace(&mut self, value: Bytes, expires_at: u64, fresh: bool) {
+        self.value = value;
+        if fresh {
+            *self.meta.get_mut() = expires_at;
+        } else {
+            self.set_expiry(expires_at);
+        }
     }
 
     fn size(key: &str, value: &[u8]) -> usize {
@@ -82,13 +142,12 @@ impl Entry {
 }
 
 struct Shared {
-    map: DashMap<Arc<str>, Entry>,
+    map: DashMap<Arc<str>, Entry, KeyHasherBuilder>,
     queues: Option<Mutex<Queues>>,
     config: MemoryConfig,
     clock: Arc<dyn Clock>,
     len: AtomicUsize,
     bytes: AtomicUsize,
-    next_id: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
     closed: AtomicBool,
@@ -142,13 +201,12 @@ impl MemoryBackend {
     /// [`MockClock`](crate::MockClock) in tests).
     pub fn with_clock(config: MemoryConfig, clock: Arc<dyn Clock>) -> Self {
         let shared = Arc::new(Shared {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(KeyHasherBuilder::default()),
             queues: config.bounded().then(|| Mutex::new(Queues::default())),
             config,
             clock,
             len: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -185,8 +243,11 @@ impl MemoryBackend {
     /// # Errors
     ///
     /// `InvalidKey` for an invalid key; `Closed` after `close()`.
+    #[inline]
     pub fn get_sync(&self, key: &str) -> Result<Option<Bytes>> {
-        self.shared.check(key, "get")?;
+        if !self.shared.usable(key) {
+            return Err(self.shared.refusal(key, "get"));
+        }
         Ok(self.shared.read(key))
     }
 
@@ -196,12 +257,18 @@ impl MemoryBackend {
     /// # Errors
     ///
     /// `InvalidKey`, `InvalidValue` (over `max_value_size`), `Closed`.
+    #[inline]
     pub fn set_sync(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
-        self.shared.check(key, "set")?;
-        check_value(&value, self.max_value_size()).map_err(|e| e.context("memory", "set"))?;
+        if !self.shared.usable(key) {
+            return Err(self.shared.refusal(key, "set"));
+        }
+        if value.len() > self.max_value_size() {
+            return Err(self.shared.too_big(&value, self.max_value_size(), "set"));
+        }
         Ok(self.shared.write(key, value, opts))
     }
 
+    #[inline]
     fn max_value_size(&self) -> usize {
         let c = &self.shared.config;
         c.max_bytes
@@ -230,6 +297,32 @@ impl Shared {
         self.clock.now_nanos()
     }
 
+    /// The fast check of every call: the key is valid and the backend
+    /// open. [`Shared::refusal`] says why not.
+    #[inline(always)]
+    fn usable(&self, key: &str) -> bool {
+        !key.is_empty() && key.len() <= MAX_KEY_LEN && !self.closed.load(Relaxed)
+    }
+
+    /// The error of a call that [`Shared::usable`] refused.
+    #[cold]
+    #[inline(never)]
+    fn refusal(&self, key: &str, op: &'static str) -> Error {
+        match self.check(key, op) {
+            Err(e) => e,
+            Ok(()) => Error::new(ErrorKind::Backend, "refused").context("memory", op),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_big(&self, value: &[u8], max: usize, op: &'static str) -> Error {
+        match check_value(value, max) {
+            Err(e) => e.context("memory", op),
+            Ok(()) => Error::new(ErrorKind::Backend, "refused").context("memory", op),
+        }
+    }
+
     fn check(&self, key: &str, op: &'static str) -> Result<()> {
         if self.closed.load(Relaxed) {
             return Err(
@@ -245,18 +338,20 @@ impl Shared {
             Some(d) => self
                 .now()
                 .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-                .max(1),
+                .clamp(1, EXPIRY),
         }
     }
 
     /// Reads a live value, removing it if expired.
+    #[inline]
     fn read(&self, key: &str) -> Option<Bytes> {
         let expired = {
             let entry = self.map.get(key)?;
-            if entry.expires_at == 0 || !entry.expired(self.now()) {
-                let f = entry.freq.load(Relaxed);
-                if f < 3 {
-                    entry.freq.store(f + 1, Relaxed);
+            let meta = entry.meta.load(Relaxed);
+            let expires_at = meta & EXPIRY;
+            if expires_at == 0 || expires_at > self.now() {
+                if meta < FREQ_MAX {
+                    entry.meta.store(meta + FREQ_ONE, Relaxed);
                 }
                 return Some(entry.value.clone());
             }
@@ -282,16 +377,8 @@ impl Shared {
             .fetch_sub(Entry::size(key, &entry.value), Relaxed);
     }
 
-    fn new_entry(&self, value: Bytes, expires_at: u64) -> Entry {
-        Entry {
-            value,
-            expires_at,
-            id: self.next_id.fetch_add(1, Relaxed),
-            freq: AtomicU8::new(0),
-        }
-    }
-
     /// Writes; returns whether it wrote. Runs eviction when bounded.
+    #[inline]
     fn write(&self, key: &str, value: Bytes, opts: SetOptions) -> bool {
         if opts.ttl.is_some_and(|d| d.is_zero()) {
             if opts.mode == SetMode::Always {
@@ -301,42 +388,67 @@ impl Shared {
         }
         let expires_at = self.expiry(opts.ttl);
         let new_size = Entry::size(key, &value);
-        let now = self.now();
+        // Fast path: the key is there. Update it in place under the shard's
+        // write lock: no key allocation, no queue lock (the entry keeps its
+        // place in the eviction queues).
+        if let Some(mut entry) = self.map.get_mut(key) {
+            let live = !entry.expired_by(&*self.clock);
+            if live && opts.mode == SetMode::IfAbsent {
+                return false;
+            }
+            let old_size = Entry::size(key, &entry.value);
+            entry.replace(value, expires_at, !live);
+            drop(entry);
+            if new_size != old_size {
+                self.bytes.fetch_add(new_size, Relaxed);
+                self.bytes.fetch_sub(old_size, Relaxed);
+                if new_size > old_size {
+                    self.evict_if_over(None);
+                }
+            }
+            return true;
+        }
         let inserted: Option<Item> = match self.map.entry(Arc::from(key)) {
+            // Written by another thread since the look-up above.
             MapEntry::Occupied(mut occupied) => {
-                let live = !occupied.get().expired(now);
+                let live = !occupied.get().expired_by(&*self.clock);
                 if live && opts.mode == SetMode::IfAbsent {
                     return false;
                 }
                 let entry = occupied.get_mut();
                 let old_size = Entry::size(key, &entry.value);
-                entry.value = value;
-                entry.expires_at = expires_at;
-                if !live {
-                    entry.freq.store(0, Relaxed);
-                }
+                entry.replace(value, expires_at, !live);
                 self.bytes.fetch_add(new_size, Relaxed);
                 self.bytes.fetch_sub(old_size, Relaxed);
                 None
             }
             MapEntry::Vacant(vacant) => {
-                let entry = self.new_entry(value, expires_at);
-                let item = (Arc::clone(vacant.key()), entry.id);
-                vacant.insert(entry);
+                let item = Arc::clone(vacant.key());
+                vacant.insert(Entry::new(value, expires_at));
                 self.len.fetch_add(1, Relaxed);
                 self.bytes.fetch_add(new_size, Relaxed);
                 Some(item)
             }
         };
-        if let Some(queues) = &self.queues {
-            let mut queues = queues.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(item) = inserted {
-                let hash = self.map.hasher().hash_one(&*item.0);
-                queues.insert(item, hash);
-            }
-            queues.evict(self, |k| self.map.hasher().hash_one(k));
-        }
+        self.evict_if_over(inserted);
         true
+    }
+
+    /// Queues a newly inserted item (if any) and evicts while over the
+    /// bounds. Takes the queue lock only when there is something to do.
+    fn evict_if_over(&self, inserted: Option<Item>) {
+        let Some(queues) = &self.queues else {
+            return;
+        };
+        if inserted.is_none() && !self.over_capacity() {
+            return;
+        }
+        let mut queues = queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(item) = inserted {
+            let hash = self.map.hasher().hash_one(&*item);
+            queues.insert(item, hash);
+        }
+        queues.evict(self, |k| self.map.hasher().hash_one(k));
     }
 
     fn remove(&self, key: &str) -> bool {
@@ -378,20 +490,20 @@ impl Shared {
 
 impl Store for Shared {
     fn freq(&self, item: &Item) -> Option<u8> {
-        let entry = self.map.get(&*item.0)?;
-        (entry.id == item.1).then(|| entry.freq.load(Relaxed))
+        let entry = self.map.get(&**item)?;
+        Arc::ptr_eq(entry.key(), item).then(|| entry.freq())
     }
 
     fn set_freq(&self, item: &Item, freq: u8) {
-        if let Some(entry) = self.map.get(&*item.0) {
-            if entry.id == item.1 {
-                entry.freq.store(freq, Relaxed);
+        if let Some(entry) = self.map.get(&**item) {
+            if Arc::ptr_eq(entry.key(), item) {
+                entry.set_freq(freq);
             }
         }
     }
 
     fn evict(&self, item: &Item) {
-        if let Some((k, e)) = self.map.remove_if(&*item.0, |_, e| e.id == item.1) {
+        if let Some((k, e)) = self.map.remove_if(&**item, |k, _| Arc::ptr_eq(k, item)) {
             self.account_removed(&k, &e);
             self.evictions.fetch_add(1, Relaxed);
         }
@@ -467,8 +579,10 @@ impl CacheBackend for MemoryBackend {
         self.shared.check(key, "ttl")?;
         let now = self.shared.now();
         Ok(match self.shared.map.get(key) {
-            Some(e) if e.expires_at == 0 => KeyTtl::Persistent,
-            Some(e) if !e.expired(now) => KeyTtl::Expires(Duration::from_nanos(e.expires_at - now)),
+            Some(e) if e.expires_at() == 0 => KeyTtl::Persistent,
+            Some(e) if !e.expired(now) => {
+                KeyTtl::Expires(Duration::from_nanos(e.expires_at() - now))
+            }
             _ => KeyTtl::Missing,
         })
     }
@@ -482,7 +596,7 @@ impl CacheBackend for MemoryBackend {
         let expires_at = self.shared.expiry(ttl);
         Ok(match self.shared.map.get_mut(key) {
             Some(mut e) if !e.expired(now) => {
-                e.expires_at = expires_at;
+                e.set_expiry(expires_at);
                 true
             }
             _ => false,
@@ -517,27 +631,21 @@ impl CacheBackend for MemoryBackend {
                 let entry = occupied.get_mut();
                 shared.bytes.fetch_add(value.len(), Relaxed);
                 shared.bytes.fetch_sub(entry.value.len(), Relaxed);
-                entry.value = value;
-                entry.expires_at = shared.expiry(ttl);
-                entry.freq.store(0, Relaxed);
+                entry.replace(value, shared.expiry(ttl), true);
                 (delta, None)
             }
             MapEntry::Vacant(vacant) => {
                 let value = Bytes::from(delta.to_string());
                 let size = Entry::size(key, &value);
-                let entry = shared.new_entry(value, shared.expiry(ttl));
-                let item = (Arc::clone(vacant.key()), entry.id);
-                vacant.insert(entry);
+                let item = Arc::clone(vacant.key());
+                vacant.insert(Entry::new(value, shared.expiry(ttl)));
                 shared.len.fetch_add(1, Relaxed);
                 shared.bytes.fetch_add(size, Relaxed);
                 (delta, Some(item))
             }
         };
-        if let (Some(queues), Some(item)) = (&shared.queues, created.1) {
-            let mut queues = queues.lock().unwrap_or_else(PoisonError::into_inner);
-            let hash = shared.map.hasher().hash_one(&*item.0);
-            queues.insert(item, hash);
-            queues.evict(&**shared, |k| shared.map.hasher().hash_one(k));
+        if created.1.is_some() {
+            shared.evict_if_over(created.1);
         }
         Ok(created.0)
     }
@@ -649,6 +757,54 @@ mod tests {
             assert_eq!(parse_redis_int(s.as_bytes()), None, "{s}");
         }
         assert_eq!(parse_redis_int(b"-9223372036854775808"), Some(i64::MIN));
+    }
+
+    #[test]
+    fn read_counter_saturates_without_touching_the_expiry() {
+        let clock = crate::MockClock::new();
+        let backend = MemoryBackend::with_clock(
+            MemoryConfig::default().with_sweep_interval(Duration::ZERO),
+            Arc::new(clock.clone()),
+        );
+        let ttl = SetOptions::ttl(Some(Duration::from_millis(500)));
+        backend
+            .set_sync("k", Bytes::from_static(b"v"), ttl)
+            .unwrap();
+        let meta = |b: &MemoryBackend| {
+            let e = b.shared.map.get("k").unwrap();
+            (e.freq(), e.expires_at())
+        };
+        assert_eq!(meta(&backend), (0, 500_000_000));
+        for _ in 0..10 {
+            backend.get_sync("k").unwrap().unwrap();
+        }
+        assert_eq!(meta(&backend), (3, 500_000_000));
+        // A rewrite of a live key keeps its counter, takes the new expiry.
+        let longer = SetOptions::ttl(Some(Duration::from_secs(1)));
+        backend
+            .set_sync("k", Bytes::from_static(b"w"), longer)
+            .unwrap();
+        assert_eq!(meta(&backend), (3, 1_000_000_000));
+        // After expiry the key starts over.
+        clock.advance(Duration::from_secs(2));
+        backend
+            .set_sync("k", Bytes::from_static(b"x"), longer)
+            .unwrap();
+        assert_eq!(meta(&backend), (0, 3_000_000_000));
+    }
+
+    #[test]
+    fn huge_ttls_saturate_below_the_counter_bits() {
+        let backend = MemoryBackend::with_config(MemoryConfig::default());
+        let forever = SetOptions::ttl(Some(Duration::MAX));
+        backend
+            .set_sync("k", Bytes::from_static(b"v"), forever)
+            .unwrap();
+        for _ in 0..5 {
+            assert!(backend.get_sync("k").unwrap().is_some());
+        }
+        let e = backend.shared.map.get("k").unwrap();
+        assert_eq!((e.freq(), e.expires_at()), (3, EXPIRY));
     }
 
     #[test]

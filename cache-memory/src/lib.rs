@@ -25,6 +25,7 @@ mod backend;
 mod clock;
 mod config;
 mod eviction;
+mod hash;
 
 pub use backend::{MemoryBackend, MemoryStats};
 pub use clock::{Clock, MockClock, SystemClock};

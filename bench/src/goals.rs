@@ -1,0 +1,185 @@
+//! The goals, checked against this run's figures.
+
+use std::fmt::Write as _;
+
+use crate::report::Report;
+
+struct Check {
+    goal: String,
+    figure: String,
+    met: bool,
+}
+
+/// A table of every goal whose cells ran: the figure reached and whether
+/// the goal is met.
+pub(crate) fn summary(r: &Report) -> String {
+    let mut checks: Vec<Check> = Vec::new();
+    let mut add =
+        |goal: String, figure: String, met: bool| checks.push(Check { goal, figure, met });
+
+    // Hit ratio: >= the better of moka and quick_cache (within 0.5 points), never below LRU.
+    let g = crate::hitratio::GROUP;
+    let mut workloads: Vec<&str> = Vec::new();
+    for rec in r.records.iter().filter(|x| x.group == g) {
+        if !workloads.contains(&rec.workload.as_str()) {
+            workloads.push(&rec.workload);
+        }
+    }
+    for w in workloads {
+        let v = |i: &str| r.value(g, w, i);
+        if let (Some(ours), Some(moka), Some(quick), Some(lru)) =
+            (v("MemoryBackend"), v("moka"), v("quick_cache"), v("lru"))
+        {
+            let best = moka.max(quick);
+            add(
+                format!("hit ratio {w}: >= max(moka, quick_cache) - 0.005, >= lru"),
+                format!(
+                    "{ours:.4} vs best peer {best:.4} ({:+.2} pts), lru {lru:.4}",
+                    (ours - best) * 100.0
+                ),
+                ours >= best - 0.005 && ours >= lru,
+            );
+        }
+    }
+
+    // Throughput, 1 thread, 10k keys.
+    let t = crate::throughput::GROUP;
+    let get = "get 100% hit 10k keys 1t";
+    let set = "set 100% 10k keys 1t";
+    let v = |w: &str, i: &str| r.value(t, w, i);
+    let mut ratio = |goal: &str, w: &str, a: &str, b: &str, min: f64| {
+        if let (Some(x), Some(y)) = (v(w, a), v(w, b)) {
+            add(
+                format!("{goal} ({w}): {a} >= {min}x {b}"),
+                format!("{:.2}x", x / y),
+                x / y >= min,
+            );
+        }
+    };
+    ratio(
+        "direct get",
+        get,
+        "MemoryBackend direct",
+        "quick_cache",
+        0.8,
+    );
+    ratio("dyn get", get, "MemoryBackend dyn", "raw DashMap", 0.5);
+    ratio(
+        "direct get",
+        get,
+        "MemoryBackend direct",
+        "moka::future",
+        3.0,
+    );
+    ratio("dyn get", get, "MemoryBackend dyn", "moka::future", 3.0);
+    ratio(
+        "direct set",
+        set,
+        "MemoryBackend direct",
+        "moka::future",
+        2.0,
+    );
+    ratio("dyn set", set, "MemoryBackend dyn", "moka::future", 2.0);
+
+    // Memory per entry.
+    let m = crate::memory::GROUP;
+    let w = "1M entries, 11 B key + 64 B value";
+    if let (Some(ours), Some(moka)) = (r.value(m, w, "MemoryBackend"), r.value(m, w, "moka::sync"))
+    {
+        add(
+            "bytes per entry beyond key+value <= moka's".into(),
+            format!("{ours:.1} B vs moka {moka:.1} B"),
+            ours <= moka,
+        );
+    }
+
+    // Redis.
+    let rg = crate::redis_groups::REDIS;
+    let mut rworkloads: Vec<&str> = Vec::new();
+    for rec in r.records.iter().filter(|x| x.group == rg) {
+        if !rworkloads.contains(&rec.workload.as_str()) {
+            rworkloads.push(&rec.workload);
+        }
+    }
+    for w in rworkloads {
+        if let (Some(ours), Some(raw)) = (
+            r.value(rg, w, "RedisBackend"),
+            r.value(rg, w, "raw redis-rs"),
+        ) {
+            add(
+                format!("Redis {w}: RedisBackend >= 0.9x raw redis-rs"),
+                format!("{:.2}x", ours / raw),
+                ours / raw >= 0.9,
+            );
+        }
+    }
+    let b = crate::redis_groups::BATCH;
+    let bw = "100 keys, 64 B values, 1 task";
+    if let (Some(mget), Some(seq)) = (
+        r.value(b, bw, "RedisBackend get_many (MGET)"),
+        r.value(b, bw, "RedisBackend 100 x get"),
+    ) {
+        add(
+            "batch of 100 keys >= 10x faster than 100 GETs".into(),
+            format!(
+                "{:.1} us vs {:.1} us ({:.1}x)",
+                mget / 1e3,
+                seq / 1e3,
+                seq / mget
+            ),
+            seq / mget >= 10.0,
+        );
+    }
+
+    // Tiered.
+    let tg = crate::redis_groups::TIERED;
+    let tw = "get hit, 10k keys, 64 B, 1 thread";
+    if let (Some(tiered), Some(direct)) = (
+        r.value(tg, tw, "Tiered L1 hit"),
+        r.value(tg, tw, "MemoryBackend direct"),
+    ) {
+        add(
+            "Tiered L1 hit >= 0.7x MemoryBackend direct".into(),
+            format!("{:.2}x", tiered / direct),
+            tiered / direct >= 0.7,
+        );
+    }
+
+    // Typed: the decoded L1 hit vs decoding from bytes.
+    let yg = crate::redis_groups::TYPED;
+    let mut yw = None;
+    for rec in r.records.iter().filter(|x| x.group == yg) {
+        yw = Some(rec.workload.clone());
+    }
+    if let Some(yw) = yw {
+        let y = |i: &str| r.value(yg, &yw, i);
+        for (l1, typed) in [
+            ("TypedL1 hit (memory)", "Cache::get::<T> memory"),
+            ("TypedL1 hit (Tiered)", "Cache::get::<T> Tiered L1"),
+            ("TypedL1 hit (memory)", "lookup + decode"),
+        ] {
+            if let (Some(a), Some(b)) = (y(l1), y(typed)) {
+                add(
+                    format!("{l1} >= 5x faster than {typed}"),
+                    format!("{a:.0} ns vs {b:.0} ns ({:.1}x)", b / a),
+                    b / a >= 5.0,
+                );
+            }
+        }
+    }
+
+    let mut out = String::from("\n== goals ==\n");
+    let width = checks.iter().map(|c| c.goal.len()).max().unwrap_or(10);
+    for c in &checks {
+        let _ = writeln!(
+            out,
+            "{:<4} {:<width$} | {}",
+            if c.met { "MET" } else { "MISS" },
+            c.goal,
+            c.figure
+        );
+    }
+    let met = checks.iter().filter(|c| c.met).count();
+    let _ = writeln!(out, "{met} of {} goals met", checks.len());
+    out
+}

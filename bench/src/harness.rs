@@ -1,0 +1,158 @@
+//! Timing tools: a seeded RNG, a poll-once executor, medians, interleaved
+//! repetition, and the counting allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::hint::spin_loop;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// splitmix64: small, fast, deterministic for a seed.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs a future that completes without waiting (an in-memory cache call)
+/// by polling it with a no-op waker; spins if it is not ready yet (e.g. a
+/// lock held by another thread for an instant).
+pub(crate) fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        spin_loop();
+    }
+}
+
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Runs `reps` rounds; each round times every contender once, in an order
+/// rotated by one each round, so drift of the machine hits all alike.
+/// `run(i)` runs contender `i` once and returns its value (e.g. ops/s);
+/// returns the median per contender.
+pub(crate) fn interleaved(
+    contenders: usize,
+    reps: usize,
+    mut run: impl FnMut(usize) -> f64,
+) -> Vec<f64> {
+    let mut values = vec![Vec::with_capacity(reps); contenders];
+    for rep in 0..reps {
+        for k in 0..contenders {
+            let i = (k + rep) % contenders;
+            values[i].push(run(i));
+        }
+    }
+    values.iter_mut().map(|v| median(v)).collect()
+}
+
+/// Ops per second of `ops` operations run by `threads` threads, each doing
+/// `ops / threads` through `work(thread, count)`.
+pub(crate) fn ops_per_sec(threads: usize, ops: usize, work: &(dyn Fn(usize, usize) + Sync)) -> f64 {
+    let per = ops / threads;
+    let elapsed = if threads == 1 {
+        let t = Instant::now();
+        work(0, per);
+        t.elapsed()
+    } else {
+        let barrier = std::sync::Barrier::new(threads + 1);
+        let start = std::thread::scope(|s| {
+            for t in 0..threads {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    work(t, per);
+                });
+            }
+            barrier.wait();
+            Instant::now()
+            // The scope joins every worker before it returns.
+        });
+        start.elapsed()
+    };
+    (per * threads) as f64 / elapsed.as_secs_f64()
+}
+
+/// Whether the counting allocator counts (off outside memory measurements,
+/// so timed cells pay one relaxed load per allocation, nothing more).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+/// The system allocator, counting live bytes while [`count_from_zero`] is on.
+pub(crate) struct CountingAlloc;
+
+// SAFETY: forwards to `System`, only adding counters.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            LIVE.fetch_add(layout.size() as isize, Relaxed);
+        }
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Relaxed) {
+            LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        }
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            LIVE.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Starts counting live heap bytes from zero.
+pub(crate) fn count_from_zero() {
+    LIVE.store(0, Relaxed);
+    COUNTING.store(true, Relaxed);
+}
+
+/// Stops counting; returns the live bytes allocated since `count_from_zero`.
+pub(crate) fn stop_counting() -> isize {
+    COUNTING.store(false, Relaxed);
+    LIVE.load(Relaxed)
+}

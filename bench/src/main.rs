@@ -1,0 +1,182 @@
+//! `cache-bench`: the cache against its peers, in one process.
+//!
+//! ```text
+//! cargo run --release -p cache-bench -- [--quick] [--json FILE] [--group NAME]...
+//! ```
+//!
+//! Groups: `memory_throughput`, `hit_ratio`, `bytes_per_entry`, `codec`,
+//! `redis`, `typed`, `tiered` (all by default). See `bench/README.md`.
+
+mod codec;
+mod goals;
+mod harness;
+#[path = "../../cache-memory/src/hash.rs"]
+#[allow(dead_code)]
+mod hash;
+mod hitratio;
+mod memory;
+mod redis_groups;
+mod report;
+mod svg;
+mod throughput;
+// The decoded-value L1, compiled from cache-core's source file against the
+// public `cache_core` API (the names it takes from `crate::`).
+#[path = "../../cache-core/src/typed_l1.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod typed_l1;
+#[cfg(test)]
+mod typed_l1_tests;
+
+#[allow(unused_imports)]
+use cache_core::{
+    AnyCodec, Cache, CacheKey, Codec, KeyTtl, Result, Ttl, DEFAULT_GENERATION_REFRESH,
+};
+
+use std::time::Instant;
+
+use harness::CountingAlloc;
+use report::Report;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Command-line options.
+#[derive(Debug, Default)]
+pub(crate) struct Options {
+    pub(crate) quick: bool,
+    pub(crate) json: Option<String>,
+    pub(crate) groups: Vec<String>,
+    pub(crate) only_impl: Option<String>,
+    pub(crate) small_only: bool,
+    pub(crate) profile: Option<String>,
+    pub(crate) svg: Option<String>,
+}
+
+impl Options {
+    fn parse() -> Result<Self, String> {
+        let mut opts = Options::default();
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => opts.quick = true,
+                "--json" => opts.json = Some(args.next().ok_or("--json needs a file")?),
+                "--group" => opts.groups.push(args.next().ok_or("--group needs a name")?),
+                "--small" => opts.small_only = true,
+                "--svg" => opts.svg = Some(args.next().ok_or("--svg needs a file")?),
+                "--profile" => {
+                    opts.profile = Some(args.next().ok_or("--profile needs get|mixed|set")?)
+                }
+                "--impl" => opts.only_impl = Some(args.next().ok_or("--impl needs a name")?),
+                "-h" | "--help" => return Err(
+                    "usage: cache-bench [--quick] [--json FILE] [--svg FILE] [--group NAME]... [--impl NAME] [--small] [--profile get|mixed|set|typed:CELL|redis:CLIENT:OPS]"
+                        .into(),
+                ),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(opts)
+    }
+
+    fn wants(&self, group: &str) -> bool {
+        self.groups.is_empty() || self.groups.iter().any(|g| g == group)
+    }
+}
+
+fn main() {
+    let opts = match Options::parse() {
+        Ok(opts) => opts,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(spec) = opts
+        .profile
+        .as_deref()
+        .and_then(|p| p.strip_prefix("redis:"))
+    {
+        let (client, ops) = spec.split_once(':').unwrap_or((spec, "20000"));
+        redis_groups::profile_redis(client, ops.parse().unwrap_or(20_000));
+        return;
+    }
+    if let Some(cell) = opts
+        .profile
+        .as_deref()
+        .and_then(|p| p.strip_prefix("typed:"))
+    {
+        redis_groups::profile_typed(cell, 200_000);
+        return;
+    }
+    if let Some(mix) = &opts.profile {
+        let imp = opts.only_impl.as_deref().unwrap_or("MemoryBackend direct");
+        throughput::profile(imp, mix, 1_000_000);
+        return;
+    }
+    let started = Instant::now();
+    let mut report = Report::default();
+    if opts.wants(throughput::GROUP) {
+        let t = Instant::now();
+        throughput::run(&mut report, &opts);
+        eprintln!(
+            " {} in {:.1}s",
+            throughput::GROUP,
+            t.elapsed().as_secs_f64()
+        );
+        print!("{}", report.table(throughput::GROUP, "moka::future"));
+    }
+    if opts.wants(hitratio::GROUP) {
+        let t = Instant::now();
+        hitratio::run(&mut report, opts.only_impl.as_deref());
+        eprintln!(" hit_ratio in {:.1}s", t.elapsed().as_secs_f64());
+        print!("{}", report.table(hitratio::GROUP, "lru"));
+    }
+    if opts.wants(memory::GROUP) {
+        let t = Instant::now();
+        memory::run(&mut report, &opts);
+        eprintln!(" {} in {:.1}s", memory::GROUP, t.elapsed().as_secs_f64());
+        print!("{}", report.table(memory::GROUP, "moka::sync"));
+    }
+    if opts.wants(codec::GROUP) {
+        codec::run(&mut report, &opts);
+        print!("{}", report.table(codec::GROUP, "json"));
+    }
+    let redis_groups = [
+        redis_groups::REDIS,
+        redis_groups::BATCH,
+        redis_groups::TIERED,
+        redis_groups::TYPED,
+    ];
+    if redis_groups.iter().any(|g| opts.wants(g)) {
+        let t = Instant::now();
+        redis_groups::run(&mut report, &opts);
+        eprintln!(
+            " redis, tiered and typed in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        print!("{}", report.table(redis_groups::REDIS, "raw redis-rs"));
+        print!(
+            "{}",
+            report.table(redis_groups::BATCH, "RedisBackend 100 x get")
+        );
+        print!("{}", report.table(redis_groups::TYPED, "lookup + decode"));
+        print!(
+            "{}",
+            report.table(redis_groups::TIERED, "MemoryBackend direct")
+        );
+    }
+    print!("{}", goals::summary(&report));
+    if let Some(path) = &opts.svg {
+        if let Some(chart) = svg::hit_ratio_chart(&report) {
+            if let Err(e) = std::fs::write(path, chart) {
+                eprintln!("cannot write {path}: {e}");
+            }
+        }
+    }
+    if let Some(path) = &opts.json {
+        if let Err(e) = std::fs::write(path, report.json_lines()) {
+            eprintln!("cannot write {path}: {e}");
+            std::process::exit(1);
+        }
+    }
+    eprintln!("total {:.1}s", started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,566 @@
+//! Redis on loopback (a private `redis-server` the bench starts), the
+//! two-level `Tiered`, and typed reads (decode costs).
+
+use std::hint::black_box;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cache_core::layers::{Tiered, TieredConfig};
+use cache_core::{Cache, CacheBackend, CacheKey, Codec, JsonCodec, SetOptions};
+use cache_memory::MemoryBackend;
+use cache_redis::{RedisBackend, RedisConfig};
+use cache_testkit::redis_server::RedisServer;
+use redis::aio::MultiplexedConnection;
+
+use crate::codec::Profile;
+use crate::harness::{interleaved, median, ops_per_sec, ready, Rng};
+use crate::report::Report;
+use crate::throughput::{memory_backend, VALUE_LEN};
+use crate::typed_l1::{TypedL1, TypedL1Config};
+use crate::Options;
+
+pub(crate) const REDIS: &str = "redis";
+pub(crate) const BATCH: &str = "redis_batch";
+pub(crate) const TIERED: &str = "tiered";
+pub(crate) const TYPED: &str = "typed";
+
+const KEYS: usize = 10_000;
+
+fn key(i: usize) -> String {
+    format!("user:{i:06}")
+}
+
+fn typed_key(i: usize) -> CacheKey {
+    CacheKey::new("user", format!("{i:06}")).expect("valid key")
+}
+
+/// A Redis client under test.
+enum Client {
+    Backend(RedisBackend),
+    Typed(Cache),
+    Raw(MultiplexedConnection),
+}
+
+impl Client {
+    async fn get(&self, i: usize) -> bool {
+        match self {
+            Client::Backend(b) => b.get(&key(i)).await.ok().flatten().is_some(),
+            Client::Typed(c) => c
+                .get::<String>(&typed_key(i))
+                .await
+                .ok()
+                .flatten()
+                .is_some(),
+            Client::Raw(conn) => {
+                let mut conn = conn.clone();
+                let v: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(key(i))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(None);
+                v.is_some()
+            }
+        }
+    }
+
+    async fn set(&self, i: usize, value: &Bytes, json: &str) {
+        match self {
+            Client::Backend(b) => {
+                let _ = b.set(&key(i), value.clone(), SetOptions::default()).await;
+            }
+            Client::Typed(c) => {
+                let _ = c.set(&typed_key(i), json).await;
+            }
+            Client::Raw(conn) => {
+                let mut conn = conn.clone();
+                let _: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(key(i))
+                    .arg(&value[..])
+                    .query_async(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+/// `tasks` tasks doing `total / tasks` ops each; ops per second.
+async fn load(client: Arc<Client>, tasks: usize, total: usize, set: bool) -> f64 {
+    let per = (total / tasks).max(1);
+    let value = Bytes::from(vec![b'x'; VALUE_LEN]);
+    let json = serde_json::to_string(&"v".repeat(VALUE_LEN - 2)).unwrap_or_default();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let client = Arc::clone(&client);
+            let (value, json) = (value.clone(), json.clone());
+            tokio::spawn(async move {
+                let mut rng = Rng::new(t as u64 + 1);
+                for _ in 0..per {
+                    let i = rng.below(KEYS as u64) as usize;
+                    if set {
+                        client.set(i, &value, &json).await;
+                    } else {
+                        black_box(client.get(i).await);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.await;
+    }
+    (per * tasks) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `redis-benchmark` against the same server: (SET rps, GET rps).
+fn redis_benchmark(port: u16, clients: usize, requests: usize) -> Option<(f64, f64)> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", &clients.to_string(), "-n", &requests.to_string()])
+        .args(["-d", &VALUE_LEN.to_string(), "-r", &KEYS.to_string()])
+        .args(["-t", "set,get", "--csv"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("\"{name}\"")))
+            .and_then(|l| l.split(',').nth(1))
+            .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
+    };
+    Some((rps("SET")?, rps("GET")?))
+}
+
+fn have(binary: &str) -> bool {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs the Redis, Tiered and typed groups (those in `opts`).
+pub(crate) fn run(report: &mut Report, opts: &Options) {
+    if !have("redis-server") {
+        eprintln!(
+            "skipping {REDIS}, {BATCH}, {TIERED}, {TYPED}: redis-server not found \
+             (install it with `sudo apt-get install -y redis-server`)"
+        );
+        return;
+    }
+    let server = RedisServer::builder()
+        .args(["--save", "", "--appendonly", "no"])
+        .spawn();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let url = server.url().to_owned();
+    let backend = rt
+        .block_on(RedisBackend::connect(
+            RedisConfig::from_url(&url)
+                .expect("url")
+                .with_connections(1),
+        ))
+        .expect("connects to the private redis-server");
+    let raw = rt
+        .block_on(async {
+            redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await
+        })
+        .expect("raw connection");
+    let typed = Cache::new(Arc::new(backend.clone()));
+    let clients = [
+        ("RedisBackend", Arc::new(Client::Backend(backend.clone()))),
+        ("Cache::get::<T>", Arc::new(Client::Typed(typed.clone()))),
+        ("raw redis-rs", Arc::new(Client::Raw(raw.clone()))),
+    ];
+    // Preload: every client's keys exist.
+    rt.block_on(async {
+        for (_, c) in &clients {
+            load(Arc::clone(c), 50, KEYS * 2, true).await;
+        }
+        let value = Bytes::from(vec![b'x'; VALUE_LEN]);
+        let json = serde_json::to_string(&"v".repeat(VALUE_LEN - 2)).unwrap_or_default();
+        for i in 0..KEYS {
+            clients[0].1.set(i, &value, &json).await;
+            clients[1].1.set(i, &value, &json).await;
+        }
+    });
+
+    if opts.wants(REDIS) {
+        let reps = if opts.quick { 3 } else { 7 };
+        for tasks in [1, 50, 200] {
+            for set in [false, true] {
+                let total = if tasks == 1 { 15_000 } else { 100_000 };
+                let total = if opts.quick { total } else { total * 3 };
+                let medians = interleaved(clients.len(), reps, |i| {
+                    rt.block_on(load(Arc::clone(&clients[i].1), tasks, total, set))
+                });
+                let workload = format!(
+                    "{} 64 B, {tasks} task{}",
+                    if set { "SET" } else { "GET" },
+                    if tasks == 1 { "" } else { "s" }
+                );
+                for (i, m) in medians.iter().enumerate() {
+                    report.add(REDIS, &workload, clients[i].0, "ops_per_sec", *m);
+                }
+                eprint!(".");
+            }
+            let n = if tasks == 1 { 20_000 } else { 200_000 };
+            let mut sets = Vec::new();
+            let mut gets = Vec::new();
+            for _ in 0..if opts.quick { 1 } else { 3 } {
+                if let Some((s, g)) = redis_benchmark(server.port(), tasks, n) {
+                    sets.push(s);
+                    gets.push(g);
+                }
+            }
+            if !gets.is_empty() {
+                let suffix = if tasks == 1 { "" } else { "s" };
+                report.add(
+                    REDIS,
+                    &format!("GET 64 B, {tasks} task{suffix}"),
+                    "redis-benchmark",
+                    "ops_per_sec",
+                    median(&mut gets),
+                );
+                report.add(
+                    REDIS,
+                    &format!("SET 64 B, {tasks} task{suffix}"),
+                    "redis-benchmark",
+                    "ops_per_sec",
+                    median(&mut sets),
+                );
+            }
+        }
+        report.note(REDIS, "RedisBackend and raw redis-rs share one multiplexed connection each; redis-benchmark opens one connection per task (-c) and is the server's own ceiling.");
+    }
+
+    if opts.wants(BATCH) {
+        let reps = if opts.quick { 5 } else { 11 };
+        let iters = if opts.quick { 30 } else { 100 };
+        let keys: Vec<String> = (0..100).map(|i| key(i * 97)).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let tkeys: Vec<CacheKey> = (0..100).map(|i| typed_key(i * 97)).collect();
+        let names = [
+            "RedisBackend get_many (MGET)",
+            "raw redis-rs MGET",
+            "Cache::get_many::<T>",
+            "RedisBackend 100 x get",
+        ];
+        let medians = interleaved(names.len(), reps, |i| {
+            let t = Instant::now();
+            rt.block_on(async {
+                for _ in 0..iters {
+                    match i {
+                        0 => drop(black_box(backend.get_many(&refs).await)),
+                        1 => {
+                            let mut conn = raw.clone();
+                            let v: redis::RedisResult<Vec<Option<Vec<u8>>>> =
+                                redis::cmd("MGET").arg(&refs).query_async(&mut conn).await;
+                            drop(black_box(v));
+                        }
+                        2 => drop(black_box(typed.get_many::<String>(&tkeys).await)),
+                        _ => {
+                            for k in &refs {
+                                drop(black_box(backend.get(k).await));
+                            }
+                        }
+                    }
+                }
+            });
+            t.elapsed().as_nanos() as f64 / iters as f64
+        });
+        for (i, m) in medians.iter().enumerate() {
+            report.add(
+                BATCH,
+                "100 keys, 64 B values, 1 task",
+                names[i],
+                "ns_per_op",
+                *m,
+            );
+        }
+        eprint!(".");
+    }
+
+    // Tiered: L1 memory over L2 Redis; every key has an L1 copy.
+    let l1 = Arc::new(memory_backend(KEYS * 2));
+    let tiered = Arc::new(Tiered::new(
+        l1.clone(),
+        Arc::new(backend.clone()),
+        TieredConfig::default().with_l1_max_ttl(Duration::from_secs(3600)),
+    ));
+    let profile_json: Vec<Bytes> = (0..KEYS)
+        .map(|i| {
+            JsonCodec
+                .encode(&Profile::sample(i as u64))
+                .expect("encodes")
+        })
+        .collect();
+    rt.block_on(async {
+        for i in 0..KEYS {
+            let _ = tiered
+                .set(
+                    &key(i),
+                    Bytes::from(vec![b'x'; VALUE_LEN]),
+                    SetOptions::default(),
+                )
+                .await;
+        }
+    });
+
+    if opts.wants(TIERED) {
+        let (target, reps) = if opts.quick { (0.03, 5) } else { (0.12, 9) };
+        let keys: Vec<String> = (0..KEYS).map(key).collect();
+        let mut rng = Rng::new(7);
+        let order: Vec<usize> = (0..1 << 16)
+            .map(|_| rng.below(KEYS as u64) as usize)
+            .collect();
+        let tiered_dyn: &dyn CacheBackend = &*tiered;
+        let l1_dyn: &dyn CacheBackend = &*l1;
+        let names = [
+            "MemoryBackend direct",
+            "MemoryBackend dyn",
+            "Tiered L1 hit",
+            "Redis GET (1 task)",
+        ];
+        let run_one = |i: usize, count: usize| -> f64 {
+            if i == 3 {
+                return rt.block_on(load(Arc::clone(&clients[0].1), 1, count, false));
+            }
+            ops_per_sec(1, count, &|_, c| {
+                let mut hits = 0usize;
+                for j in 0..c {
+                    let k = &keys[order[j & 0xffff]];
+                    hits += usize::from(match i {
+                        0 => l1.get_sync(k).ok().flatten().is_some(),
+                        1 => ready(l1_dyn.get(k)).ok().flatten().is_some(),
+                        _ => ready(tiered_dyn.get(k)).ok().flatten().is_some(),
+                    });
+                }
+                black_box(hits);
+            })
+        };
+        let counts: Vec<usize> = (0..names.len())
+            .map(|i| {
+                ((run_one(i, if i == 3 { 2_000 } else { 20_000 }) * target) as usize).max(2_000)
+            })
+            .collect();
+        let medians = interleaved(names.len(), reps, |i| run_one(i, counts[i]));
+        for (i, m) in medians.iter().enumerate() {
+            report.add(
+                TIERED,
+                "get hit, 10k keys, 64 B, 1 thread",
+                names[i],
+                "ops_per_sec",
+                *m,
+            );
+        }
+        eprint!(".");
+    }
+
+    if opts.wants(TYPED) {
+        typed_group(report, opts, &rt, &tiered, &profile_json);
+    }
+    drop(server);
+}
+
+fn typed_group(
+    report: &mut Report,
+    opts: &Options,
+    rt: &tokio::runtime::Runtime,
+    tiered: &Arc<Tiered>,
+    profile_json: &[Bytes],
+) {
+    let (iters, reps) = if opts.quick {
+        (20_000, 5)
+    } else {
+        (100_000, 9)
+    };
+    let memory = Arc::new(MemoryBackend::with_config(
+        cache_memory::MemoryConfig::default()
+            .with_max_entries(KEYS * 2)
+            .with_sweep_interval(Duration::ZERO),
+    ));
+    let on_memory = Cache::new(memory.clone());
+    let on_tiered = Cache::new(tiered.clone());
+    let keys: Vec<CacheKey> = (0..KEYS).map(typed_key).collect();
+    let full: Vec<String> = rt.block_on(async {
+        let mut full = Vec::with_capacity(KEYS);
+        for (i, k) in keys.iter().enumerate() {
+            let p = Profile::sample(i as u64);
+            let _ = on_memory.set(k, &p).await;
+            let _ = on_tiered.set(k, &p).await;
+            full.push(on_memory.full_key(k).await.expect("key"));
+        }
+        full
+    });
+    let _ = profile_json;
+    let mut rng = Rng::new(9);
+    let order: Vec<usize> = (0..1 << 16)
+        .map(|_| rng.below(KEYS as u64) as usize)
+        .collect();
+    let l1_memory = TypedL1::new(
+        on_memory.clone(),
+        TypedL1Config::default().with_max_entries(KEYS * 2),
+    );
+    let l1_tiered = TypedL1::new(
+        on_tiered.clone(),
+        TypedL1Config::default().with_max_entries(KEYS * 2),
+    );
+    rt.block_on(async {
+        for k in &keys {
+            let _ = l1_memory.get::<Profile>(k).await;
+            let _ = l1_tiered.get::<Profile>(k).await;
+        }
+    });
+    let names = [
+        "map lookup (get_sync)",
+        "JSON decode only",
+        "lookup + decode",
+        "Cache::get::<T> memory",
+        "Cache::get::<T> Tiered L1",
+        "TypedL1 hit (memory)",
+        "TypedL1 hit (Tiered)",
+    ];
+    let sample = JsonCodec.encode(&Profile::sample(1)).expect("encodes");
+    // Inside the runtime: a typed read may refresh its category's
+    // generation from L2 (once a second).
+    let medians = interleaved(names.len(), reps, |i| {
+        rt.block_on(async {
+            let t = Instant::now();
+            for j in 0..iters {
+                let k = order[j & 0xffff];
+                match i {
+                    0 => drop(black_box(memory.get_sync(&full[k]))),
+                    1 => drop(black_box(JsonCodec.decode::<Profile>(black_box(&sample)))),
+                    2 => {
+                        let bytes = memory.get_sync(&full[k]).ok().flatten().unwrap_or_default();
+                        drop(black_box(JsonCodec.decode::<Profile>(&bytes)));
+                    }
+                    3 => drop(black_box(on_memory.get::<Profile>(&keys[k]).await)),
+                    4 => drop(black_box(on_tiered.get::<Profile>(&keys[k]).await)),
+                    5 => drop(black_box(l1_memory.get::<Profile>(&keys[k]).await)),
+                    _ => drop(black_box(l1_tiered.get::<Profile>(&keys[k]).await)),
+                }
+            }
+            t.elapsed().as_nanos() as f64 / iters as f64
+        })
+    });
+    for (i, m) in medians.iter().enumerate() {
+        report.add(
+            TYPED,
+            &format!("get hit, ~{} B struct, 1 thread", sample.len()),
+            names[i],
+            "ns_per_op",
+            *m,
+        );
+    }
+    eprint!(".");
+}
+
+/// Runs `ops` typed reads of one kind on memory once, for a profiler
+/// (`valgrind --tool=callgrind --toggle-collect='*typed_work*'`); `cell` is
+/// `lookup`, `lookup+decode`, `get` (`Cache::get::<T>`) or `l1` (`TypedL1` hit).
+pub(crate) fn profile_typed(cell: &str, ops: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let memory = Arc::new(memory_backend(KEYS * 2));
+    let cache = Cache::new(memory.clone());
+    let l1 = TypedL1::new(
+        cache.clone(),
+        TypedL1Config::default().with_max_entries(KEYS * 2),
+    );
+    let keys: Vec<CacheKey> = (0..KEYS).map(typed_key).collect();
+    let full: Vec<String> = rt.block_on(async {
+        let mut full = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let _ = cache.set(k, &Profile::sample(i as u64)).await;
+            let _ = l1.get::<Profile>(k).await;
+            full.push(cache.full_key(k).await.expect("key"));
+        }
+        full
+    });
+    let _guard = rt.enter();
+    let done = typed_work(cell, ops, &memory, &cache, &l1, &keys, &full);
+    eprintln!("{cell}: {done} ops");
+}
+
+#[inline(never)]
+fn typed_work(
+    cell: &str,
+    ops: usize,
+    memory: &MemoryBackend,
+    cache: &Cache,
+    l1: &TypedL1,
+    keys: &[CacheKey],
+    full: &[String],
+) -> usize {
+    let mut done = 0;
+    for j in 0..ops {
+        let k = (j * 7919) % KEYS;
+        done += usize::from(match cell {
+            "lookup" => memory.get_sync(&full[k]).ok().flatten().is_some(),
+            "decode" | "lookup+decode" => {
+                let bytes = memory.get_sync(&full[k]).ok().flatten().unwrap_or_default();
+                JsonCodec.decode::<Profile>(&bytes).is_ok()
+            }
+            "get" => ready(cache.get::<Profile>(&keys[k]))
+                .ok()
+                .flatten()
+                .is_some(),
+            _ => ready(l1.get::<Profile>(&keys[k])).ok().flatten().is_some(),
+        });
+    }
+    done
+}
+
+/// Runs `ops` GETs from 50 tasks with one Redis client (`backend`, `typed`
+/// or `raw`) against a private server, for a profiler: the difference of two
+/// runs' instruction counts over the difference of their ops is the
+/// client's cost per GET.
+pub(crate) fn profile_redis(client: &str, ops: usize) {
+    let server = RedisServer::builder()
+        .args(["--save", "", "--appendonly", "no"])
+        .spawn();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let url = server.url().to_owned();
+    let c = rt.block_on(async {
+        match client {
+            "raw" => Client::Raw(
+                redis::Client::open(url.as_str())
+                    .expect("url")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connects"),
+            ),
+            other => {
+                let backend = RedisBackend::connect(
+                    RedisConfig::from_url(&url)
+                        .expect("url")
+                        .with_connections(1),
+                )
+                .await
+                .expect("connects");
+                if other == "typed" {
+                    Client::Typed(Cache::new(Arc::new(backend)))
+                } else {
+                    Client::Backend(backend)
+                }
+            }
+        }
+    });
+    let c = Arc::new(c);
+    let rate = rt.block_on(load(c, 50, ops, false));
+    eprintln!("{client}: {ops} GETs at {rate:.0}/s");
+}

@@ -1,0 +1,192 @@
+//! Tests of `TypedL1` (cache-core/src/typed_l1.rs, compiled into the bench
+//! against the public `cache_core` API). They move to cache-core's `tests/`
+//! once the type is exported there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::{Cache, CacheKey, Ttl};
+use cache_memory::MemoryBackend;
+
+use crate::typed_l1::{TypedL1, TypedL1Config};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn l1_over(backend: Arc<MemoryBackend>, config: TypedL1Config) -> TypedL1 {
+    let cache = Cache::builder(backend)
+        .generation_refresh(Duration::ZERO)
+        .build()
+        .unwrap();
+    TypedL1::new(cache, config)
+}
+
+#[test]
+fn a_hit_returns_the_same_arc_without_the_cache() {
+    rt().block_on(async {
+        let l1 = l1_over(Arc::new(MemoryBackend::new()), TypedL1Config::default());
+        let key = CacheKey::new("user", 1).unwrap();
+        assert_eq!(l1.get::<String>(&key).await.unwrap(), None);
+        l1.set(&key, "ada").await.unwrap();
+        let first = l1.get::<String>(&key).await.unwrap().unwrap();
+        let again = l1.get::<String>(&key).await.unwrap().unwrap();
+        assert_eq!(*first, "ada");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(l1.l1_hits(), 1);
+        assert_eq!(
+            l1.peek::<String>(&key).as_deref().map(String::as_str),
+            Some("ada")
+        );
+        // Another type is not served from the copy.
+        assert!(l1.peek::<u64>(&key).is_none());
+        assert!(l1.get::<u64>(&key).await.is_err());
+    });
+}
+
+#[test]
+fn writes_and_deletes_drop_the_copy() {
+    rt().block_on(async {
+        let l1 = l1_over(Arc::new(MemoryBackend::new()), TypedL1Config::default());
+        let key = CacheKey::new("user", 2).unwrap();
+        l1.set(&key, "one").await.unwrap();
+        assert_eq!(*l1.get::<String>(&key).await.unwrap().unwrap(), "one");
+        l1.set(&key, "two").await.unwrap();
+        assert_eq!(*l1.get::<String>(&key).await.unwrap().unwrap(), "two");
+        assert!(l1.delete(&key).await.unwrap());
+        assert_eq!(l1.get::<String>(&key).await.unwrap(), None);
+        assert!(l1.is_empty());
+    });
+}
+
+#[test]
+fn a_copy_never_outlives_the_stored_ttl() {
+    rt().block_on(async {
+        let l1 = l1_over(Arc::new(MemoryBackend::new()), TypedL1Config::default());
+        let key = CacheKey::new("rate", "usd").unwrap();
+        l1.set_with_ttl(&key, &1.25f64, Ttl::After(Duration::from_millis(60)))
+            .await
+            .unwrap();
+        assert_eq!(*l1.get::<f64>(&key).await.unwrap().unwrap(), 1.25);
+        assert!(l1.peek::<f64>(&key).is_some());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(l1.peek::<f64>(&key).is_none());
+        assert_eq!(l1.get::<f64>(&key).await.unwrap(), None);
+    });
+}
+
+#[test]
+fn a_copy_lives_at_most_max_ttl() {
+    rt().block_on(async {
+        let config = TypedL1Config::default().with_max_ttl(Duration::from_millis(30));
+        let l1 = l1_over(Arc::new(MemoryBackend::new()), config);
+        let key = CacheKey::new("user", 3).unwrap();
+        l1.set(&key, "ada").await.unwrap();
+        l1.get::<String>(&key).await.unwrap();
+        assert!(l1.peek::<String>(&key).is_some());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(l1.peek::<String>(&key).is_none());
+        // Read again through the cache: the value is still there.
+        assert_eq!(*l1.get::<String>(&key).await.unwrap().unwrap(), "ada");
+    });
+}
+
+#[test]
+fn category_invalidation_here_drops_the_copies() {
+    rt().block_on(async {
+        let l1 = l1_over(Arc::new(MemoryBackend::new()), TypedL1Config::default());
+        let a = CacheKey::new("user", 1).unwrap();
+        let b = CacheKey::new("post", 1).unwrap();
+        l1.set(&a, "ada").await.unwrap();
+        l1.set(&b, "hello").await.unwrap();
+        l1.get::<String>(&a).await.unwrap();
+        l1.get::<String>(&b).await.unwrap();
+        l1.invalidate_category("user").await.unwrap();
+        assert_eq!(l1.get::<String>(&a).await.unwrap(), None);
+        assert_eq!(*l1.get::<String>(&b).await.unwrap().unwrap(), "hello");
+        assert!(l1.peek::<String>(&b).is_some());
+    });
+}
+
+#[test]
+fn category_invalidation_elsewhere_is_seen_within_recheck() {
+    rt().block_on(async {
+        let backend = Arc::new(MemoryBackend::new());
+        let config = TypedL1Config::default().with_recheck(Duration::from_millis(20));
+        let l1 = l1_over(backend.clone(), config);
+        let other = Cache::builder(backend)
+            .generation_refresh(Duration::ZERO)
+            .build()
+            .unwrap();
+        let a = CacheKey::new("user", 1).unwrap();
+        let b = CacheKey::new("user", 2).unwrap();
+        l1.set(&a, "ada").await.unwrap();
+        l1.set(&b, "bob").await.unwrap();
+        l1.get::<String>(&a).await.unwrap();
+        l1.get::<String>(&b).await.unwrap();
+        other.invalidate_category("user").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The first read after `recheck` sees the new generation, and the
+        // other copy of the category goes with it.
+        assert_eq!(l1.get::<String>(&a).await.unwrap(), None);
+        assert!(l1.peek::<String>(&b).is_none());
+        assert_eq!(l1.get::<String>(&b).await.unwrap(), None);
+    });
+}
+
+#[test]
+fn a_recheck_with_the_same_generation_keeps_the_copies() {
+    rt().block_on(async {
+        let config = TypedL1Config::default().with_recheck(Duration::from_millis(10));
+        let l1 = l1_over(Arc::new(MemoryBackend::new()), config);
+        let a = CacheKey::new("user", 1).unwrap();
+        let b = CacheKey::new("user", 2).unwrap();
+        l1.set(&a, "ada").await.unwrap();
+        l1.set(&b, "bob").await.unwrap();
+        let first_a = l1.get::<String>(&a).await.unwrap().unwrap();
+        let first_b = l1.get::<String>(&b).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let again_a = l1.get::<String>(&a).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first_a, &again_a));
+        let again_b = l1.peek::<String>(&b).unwrap();
+        assert!(Arc::ptr_eq(&first_b, &again_b));
+    });
+}
+
+#[test]
+fn copies_are_bounded() {
+    rt().block_on(async {
+        let l1 = l1_over(
+            Arc::new(MemoryBackend::new()),
+            TypedL1Config::default().with_max_entries(128),
+        );
+        for i in 0..2_000 {
+            let key = CacheKey::new("user", i).unwrap();
+            l1.set(&key, &i).await.unwrap();
+            assert_eq!(*l1.get::<i32>(&key).await.unwrap().unwrap(), i);
+        }
+        assert!(l1.len() <= 128, "{}", l1.len());
+    });
+}
+
+#[test]
+fn get_or_set_returns_and_later_serves_the_value() {
+    rt().block_on(async {
+        let l1 = l1_over(Arc::new(MemoryBackend::new()), TypedL1Config::default());
+        let key = CacheKey::new("report", 7).unwrap();
+        let v = l1
+            .get_or_set(&key, || async { Ok::<_, std::io::Error>(42u32) })
+            .await
+            .unwrap();
+        assert_eq!(*v, 42);
+        let again = l1
+            .get_or_set(&key, || async { Ok::<_, std::io::Error>(0u32) })
+            .await
+            .unwrap();
+        assert_eq!(*again, 42);
+        assert!(l1.peek::<u32>(&key).is_some());
+    });
+}

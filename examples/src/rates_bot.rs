@@ -656,6 +656,7 @@ pub async fn run(backend: Arc<dyn CacheBackend>, config: BotConfig) -> cache::Re
     });
 
     let mut users = Vec::new();
+    let (burst_from, burst_size) = (config.users, config.user_limit.limit() as usize + 5);
     for user in 0..config.users + config.spammers {
         let every = if user < config.users {
             config.message_every
@@ -672,49 +673,59 @@ pub async fn run(backend: Arc<dyn CacheBackend>, config: BotConfig) -> cache::Re
                 if bot.clock.now() >= duration {
                     return tally;
                 }
-                let command = random_command();
-                tally.messages += 1;
                 let who = format!("user{user}");
-                match bot.limiter.check("user", &who).await {
-                    Ok(decision) if !decision.allowed => {
-                        tally.rate_limited += 1;
-                        // The limiter works in real time; users think in simulated time.
-                        let wait = decision
-                            .retry_after
-                            .unwrap_or_default()
-                            .mul_f64(bot.clock.speedup);
-                        bot.say(
-                            Line::Limited,
-                            format!(
-                                "{who}: {command} -> slow down, try again in {} s",
-                                wait.as_secs().max(1)
-                            ),
-                        );
-                        continue;
-                    }
-                    _ => {}
-                }
-                let during_outage = bot.upstream.down.load(Relaxed);
-                tally.outage_messages += u64::from(during_outage);
-                match bot.answer(&command).await {
-                    Ok(reply) => {
-                        tally.answered += 1;
-                        tally.outage_answered += u64::from(during_outage);
-                        if during_outage {
+                // A spammer pastes a burst of commands at once: all are
+                // checked against the limit before any is answered, so the
+                // burst lands in one window whatever the machine's speed.
+                let burst = if user < burst_from { 1 } else { burst_size };
+                let mut allowed = Vec::with_capacity(burst);
+                for _ in 0..burst {
+                    let command = random_command();
+                    tally.messages += 1;
+                    match bot.limiter.check("user", &who).await {
+                        Ok(decision) if !decision.allowed => {
+                            tally.rate_limited += 1;
+                            // The limiter works in real time; users think in simulated time.
+                            let wait = decision
+                                .retry_after
+                                .unwrap_or_default()
+                                .mul_f64(bot.clock.speedup);
                             bot.say(
-                                Line::Outage,
-                                format!("{who}: {command} -> {reply} [upstream down]"),
+                                Line::Limited,
+                                format!(
+                                    "{who}: {command} -> slow down, try again in {} s",
+                                    wait.as_secs().max(1)
+                                ),
                             );
-                        } else {
-                            bot.say(Line::Answer, format!("{who}: {command} -> {reply}"));
+                            continue;
                         }
+                        _ => {}
                     }
-                    Err(err) => {
-                        tally.unanswered += 1;
-                        bot.say(
-                            Line::NoData,
-                            format!("{who}: {command} -> sorry, no data right now ({err})"),
-                        );
+                    allowed.push(command);
+                }
+                for command in allowed {
+                    let during_outage = bot.upstream.down.load(Relaxed);
+                    tally.outage_messages += u64::from(during_outage);
+                    match bot.answer(&command).await {
+                        Ok(reply) => {
+                            tally.answered += 1;
+                            tally.outage_answered += u64::from(during_outage);
+                            if during_outage {
+                                bot.say(
+                                    Line::Outage,
+                                    format!("{who}: {command} -> {reply} [upstream down]"),
+                                );
+                            } else {
+                                bot.say(Line::Answer, format!("{who}: {command} -> {reply}"));
+                            }
+                        }
+                        Err(err) => {
+                            tally.unanswered += 1;
+                            bot.say(
+                                Line::NoData,
+                                format!("{who}: {command} -> sorry, no data right now ({err})"),
+                            );
+                        }
                     }
                 }
             }

@@ -19,18 +19,6 @@ mod redis_groups;
 mod report;
 mod svg;
 mod throughput;
-// The decoded-value L1, compiled from cache-core's source file against the
-// public `cache_core` API (the names it takes from `crate::`).
-#[path = "../../cache-core/src/typed_l1.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod typed_l1;
-#[cfg(test)]
-mod typed_l1_tests;
-
-#[allow(unused_imports)]
-use cache_core::{
-    AnyCodec, Cache, CacheKey, Codec, KeyTtl, Result, Ttl, DEFAULT_GENERATION_REFRESH,
-};
 
 use std::time::Instant;
 
@@ -126,7 +114,7 @@ fn main() {
     }
     if opts.wants(hitratio::GROUP) {
         let t = Instant::now();
-        hitratio::run(&mut report, opts.only_impl.as_deref());
+        hitratio::run(&mut report, opts.only_impl.as_deref(), opts.quick);
         eprintln!(" hit_ratio in {:.1}s", t.elapsed().as_secs_f64());
         print!("{}", report.table(hitratio::GROUP, "lru"));
     }

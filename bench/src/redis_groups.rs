@@ -18,7 +18,7 @@ use crate::codec::Profile;
 use crate::harness::{interleaved, median, ops_per_sec, ready, Rng};
 use crate::report::Report;
 use crate::throughput::{memory_backend, VALUE_LEN};
-use crate::typed_l1::{TypedL1, TypedL1Config};
+use cache_core::{TypedL1, TypedL1Config};
 use crate::Options;
 
 pub(crate) const REDIS: &str = "redis";

@@ -87,6 +87,8 @@ impl<C: Codec> fmt::Debug for Cache<C> {
 type FlightResult = Option<Result<Bytes>>;
 
 struct Inner<C> {
+    /// Called as `(*backend).op()`: calling through the `Arc` would go
+    /// through `impl CacheBackend for Arc<T>` and box a second future.
     backend: Arc<dyn CacheBackend>,
     codec: C,
     prefix: String,
@@ -265,7 +267,7 @@ impl<C: Codec> Cache<C> {
     /// `T` (counted in `decode_errors`); the backend's errors.
     pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
         let full = self.full_key(key).await?;
-        let stored = self.track(self.inner.backend.get(&full).await)?;
+        let stored = self.track((*self.inner.backend).get(&full).await)?;
         match stored.map(Entry::unwrap) {
             Some(entry) if entry.is_fresh(now_ms()) => {
                 let value = self.decode(&entry.payload)?;
@@ -329,7 +331,7 @@ impl<C: Codec> Cache<C> {
         let ttl = ttl.resolve(&*self.inner.policy, key.category());
         let (bytes, ttl) = self.stored_form(self.encode(value)?, ttl);
         let opts = SetOptions::ttl(ttl).with_mode(mode);
-        let written = self.track(self.inner.backend.set(&full, bytes, opts).await)?;
+        let written = self.track((*self.inner.backend).set(&full, bytes, opts).await)?;
         if written {
             self.inner.counters.inc(Stat::Sets, 1);
         }
@@ -343,7 +345,7 @@ impl<C: Codec> Cache<C> {
     /// The backend's errors.
     pub async fn delete(&self, key: &CacheKey) -> Result<bool> {
         let full = self.full_key(key).await?;
-        let existed = self.track(self.inner.backend.delete(&full).await)?;
+        let existed = self.track((*self.inner.backend).delete(&full).await)?;
         self.inner.counters.inc(Stat::Deletes, u64::from(existed));
         Ok(existed)
     }
@@ -355,7 +357,7 @@ impl<C: Codec> Cache<C> {
     /// The backend's errors.
     pub async fn exists(&self, key: &CacheKey) -> Result<bool> {
         let full = self.full_key(key).await?;
-        self.track(self.inner.backend.exists(&full).await)
+        self.track((*self.inner.backend).exists(&full).await)
     }
 
     /// Adds `delta` to the counter at `key` (created with the category's
@@ -369,7 +371,7 @@ impl<C: Codec> Cache<C> {
     pub async fn incr(&self, key: &CacheKey, delta: i64) -> Result<i64> {
         let full = self.full_key(key).await?;
         let ttl = Ttl::Default.resolve(&*self.inner.policy, key.category());
-        self.track(self.inner.backend.incr(&full, delta, ttl).await)
+        self.track((*self.inner.backend).incr(&full, delta, ttl).await)
     }
 
     /// The values of `keys`, in order, `None` for each miss.
@@ -384,7 +386,7 @@ impl<C: Codec> Cache<C> {
             full.push(self.full_key(key).await?);
         }
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let values = self.track(self.inner.backend.get_many(&refs).await)?;
+        let values = self.track((*self.inner.backend).get_many(&refs).await)?;
         let mut out = Vec::with_capacity(values.len());
         let (mut hits, mut misses) = (0, 0);
         let now = now_ms();
@@ -432,7 +434,7 @@ impl<C: Codec> Cache<C> {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.clone()))
                 .collect();
-            self.track(self.inner.backend.set_many(&refs, ttl).await)?;
+            self.track((*self.inner.backend).set_many(&refs, ttl).await)?;
         }
         self.inner.counters.inc(Stat::Sets, items.len() as u64);
         Ok(())
@@ -659,7 +661,7 @@ impl<C: Codec> Cache<C> {
     /// Reads `full` and decodes it; an undecodable value is counted and
     /// read as a miss.
     async fn read_decoded<T: DeserializeOwned>(&self, full: &str) -> Result<Option<(T, Entry)>> {
-        let Some(bytes) = self.track(self.inner.backend.get(full).await)? else {
+        let Some(bytes) = self.track((*self.inner.backend).get(full).await)? else {
             return Ok(None);
         };
         let entry = Entry::unwrap(bytes);
@@ -711,7 +713,7 @@ impl<C: Codec> Cache<C> {
         validate_category(category)?;
         let gen_key = self.generation_key(category);
         let local = self.cached_generation(category).map_or(0, |(g, _)| g);
-        let stored = self.track(self.inner.backend.incr(&gen_key, 1, None).await)?;
+        let stored = self.track((*self.inner.backend).incr(&gen_key, 1, None).await)?;
         let mut generation = u64::try_from(stored).unwrap_or(0);
         if generation <= local {
             // The stored generation was lost (evicted or cleared): never go
@@ -755,7 +757,7 @@ impl<C: Codec> Cache<C> {
             crate::glob_escape(&self.inner.prefix)
         );
         // Keys with a version suffix too.
-        let removed = self.track(self.inner.backend.delete_matching(&full).await)?
+        let removed = self.track((*self.inner.backend).delete_matching(&full).await)?
             + self.track(
                 self.inner
                     .backend
@@ -775,7 +777,7 @@ impl<C: Codec> Cache<C> {
     pub async fn clear(&self) -> Result<u64> {
         self.check_open()?;
         let namespace = format!("{}:", self.inner.prefix);
-        let removed = self.track(self.inner.backend.clear(&namespace).await)?;
+        let removed = self.track((*self.inner.backend).clear(&namespace).await)?;
         self.inner.counters.inc(Stat::Deletes, removed);
         Ok(removed)
     }
@@ -787,7 +789,7 @@ impl<C: Codec> Cache<C> {
     /// The backend's errors.
     pub async fn health(&self) -> Result<Health> {
         self.check_open()?;
-        self.track(self.inner.backend.health().await)
+        self.track((*self.inner.backend).health().await)
     }
 
     /// A snapshot of the counters.
@@ -820,7 +822,7 @@ impl<C: Codec> Cache<C> {
     /// # }
     /// ```
     pub async fn report(&self) -> CacheReport {
-        let health = self.inner.backend.health().await.ok();
+        let health = (*self.inner.backend).health().await.ok();
         let stats = self.stats();
         let previous = lock(&self.inner.last_report).replace(stats);
         CacheReport::new(stats, previous, health)
@@ -866,7 +868,7 @@ impl<C: Codec> Cache<C> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.inner.backend.close().await
+        (*self.inner.backend).close().await
     }
 
     fn check_open(&self) -> Result<()> {
@@ -910,14 +912,14 @@ impl<C: Codec> Cache<C> {
             }
         }
         let gen_key = self.generation_key(category);
-        let stored = self.track(self.inner.backend.get(&gen_key).await)?;
+        let stored = self.track((*self.inner.backend).get(&gen_key).await)?;
         if stored.is_none() {
             // Store generation 0 explicitly: a key that exists can be copied
             // into an L1 (and invalidated there by a backplane), so reading
             // it again is local instead of a round trip per call.
             let zero = Bytes::from_static(b"0");
             let opts = SetOptions::default().with_mode(SetMode::IfAbsent);
-            if let Err(err) = self.inner.backend.set(&gen_key, zero, opts).await {
+            if let Err(err) = (*self.inner.backend).set(&gen_key, zero, opts).await {
                 tracing::debug!(error = %err, "storing generation 0 failed");
             }
         }

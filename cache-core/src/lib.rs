@@ -43,6 +43,7 @@ mod rate_limit;
 mod report;
 mod stats;
 mod ttl;
+mod typed_l1;
 
 pub use backend::{
     check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
@@ -67,6 +68,7 @@ pub use rate_limit::{
 pub use report::{Advice, CacheReport, Severity};
 pub use stats::CacheStats;
 pub use ttl::{CategoryTtl, Ttl, TtlPolicy};
+pub use typed_l1::{TypedL1, TypedL1Config};
 
 /// Re-exported so backend authors use the same `async_trait` and `Bytes`.
 pub use async_trait::async_trait;

@@ -196,6 +196,8 @@ pub struct TieredStats {
 /// # }
 /// ```
 pub struct Tiered {
+    // Called as `(*self.l1).op()`, not through the `Arc` (which would box a
+    // second future via `impl CacheBackend for Arc<T>`).
     l1: Arc<dyn CacheBackend>,
     l2: Arc<dyn CacheBackend>,
     config: TieredConfig,
@@ -464,7 +466,7 @@ impl Tiered {
     /// instance got in the way (then any copy made is dropped again).
     async fn fill(&self, key: &str, value: &Bytes, snapshot: Snapshot) {
         let asked = Instant::now();
-        let ttl = match self.l2.ttl(key).await {
+        let ttl = match (*self.l2).ttl(key).await {
             Ok(KeyTtl::Missing) => return,
             Ok(KeyTtl::Persistent) => self.config.l1_max_ttl,
             Ok(KeyTtl::Expires(left)) => left
@@ -502,7 +504,7 @@ impl Tiered {
     /// Drops L1 copies after the L2 work is done; a failure is logged, not
     /// returned (L2 has the caller's answer already).
     async fn drop_copies(&self, keys: &[&str]) {
-        if let Err(err) = self.l1.delete_many(keys).await {
+        if let Err(err) = (*self.l1).delete_many(keys).await {
             tracing::warn!(error = %err, "tiered: dropping L1 copies failed");
         }
     }
@@ -602,13 +604,13 @@ impl CacheBackend for Tiered {
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.check_key(key, "get")?;
-        if let Some(value) = self.l1.get(key).await? {
+        if let Some(value) = (*self.l1).get(key).await? {
             self.l1_hits.fetch_add(1, Relaxed);
             tier_hit("l1", 1);
             return Ok(Some(value));
         }
         let snapshot = self.writes.snapshot(key);
-        let Some(value) = self.l2.get(key).await? else {
+        let Some(value) = (*self.l2).get(key).await? else {
             self.misses.fetch_add(1, Relaxed);
             return Ok(None);
         };
@@ -624,12 +626,12 @@ impl CacheBackend for Tiered {
         self.check_key(key, "set")?;
         self.check_value(&value, "set")?;
         let write = self.writes.begin_keys(&[key]);
-        self.l1.delete(key).await?;
+        (*self.l1).delete(key).await?;
         let started = Instant::now();
-        let wrote = self.l2.set(key, value.clone(), opts).await?;
+        let wrote = (*self.l2).set(key, value.clone(), opts).await?;
         if wrote {
             if let Some(ttl) = self.copy_ttl(opts.ttl, started) {
-                if let Err(err) = self.l1.set(key, value, SetOptions::ttl(Some(ttl))).await {
+                if let Err(err) = (*self.l1).set(key, value, SetOptions::ttl(Some(ttl))).await {
                     tracing::warn!(error = %err, "tiered: copying a value into L1 failed");
                 }
             }
@@ -642,30 +644,30 @@ impl CacheBackend for Tiered {
     async fn delete(&self, key: &str) -> Result<bool> {
         self.check_key(key, "delete")?;
         let _write = self.writes.begin_keys(&[key]);
-        self.l1.delete(key).await?;
-        let existed = self.l2.delete(key).await?;
+        (*self.l1).delete(key).await?;
+        let existed = (*self.l2).delete(key).await?;
         self.announce_keys(&[key]).await;
         Ok(existed)
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
         self.check_key(key, "exists")?;
-        if self.l1.exists(key).await? {
+        if (*self.l1).exists(key).await? {
             return Ok(true);
         }
-        self.l2.exists(key).await
+        (*self.l2).exists(key).await
     }
 
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         self.check_key(key, "ttl")?;
-        self.l2.ttl(key).await
+        (*self.l2).ttl(key).await
     }
 
     async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
         self.check_key(key, "expire")?;
         let _write = self.writes.begin_keys(&[key]);
-        self.l1.delete(key).await?;
-        let existed = self.l2.expire(key, ttl).await?;
+        (*self.l1).delete(key).await?;
+        let existed = (*self.l2).expire(key, ttl).await?;
         self.announce_keys(&[key]).await;
         Ok(existed)
     }
@@ -673,15 +675,15 @@ impl CacheBackend for Tiered {
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
         self.check_key(key, "incr")?;
         let _write = self.writes.begin_keys(&[key]);
-        self.l1.delete(key).await?;
-        let value = self.l2.incr(key, delta, ttl).await?;
+        (*self.l1).delete(key).await?;
+        let value = (*self.l2).incr(key, delta, ttl).await?;
         self.announce_keys(&[key]).await;
         Ok(value)
     }
 
     async fn health(&self) -> Result<Health> {
-        let l1 = self.l1.health().await?;
-        let mut health = self.l2.health().await?;
+        let l1 = (*self.l1).health().await?;
+        let mut health = (*self.l2).health().await?;
         if severity(l1.status) > severity(health.status) {
             health.status = l1.status;
         }
@@ -714,7 +716,7 @@ impl CacheBackend for Tiered {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut out = self.l1.get_many(keys).await?;
+        let mut out = (*self.l1).get_many(keys).await?;
         let l1_hits = out.iter().filter(|v| v.is_some()).count();
         self.l1_hits.fetch_add(l1_hits as u64, Relaxed);
         tier_hit("l1", l1_hits as u64);
@@ -733,7 +735,7 @@ impl CacheBackend for Tiered {
             .collect();
         let snapshots: Vec<Option<Snapshot>> =
             missed.iter().map(|key| self.writes.snapshot(key)).collect();
-        let found = self.l2.get_many(&missed).await?;
+        let found = (*self.l2).get_many(&missed).await?;
 
         let by_key: HashMap<&str, &Bytes> = missed
             .iter()
@@ -772,7 +774,7 @@ impl CacheBackend for Tiered {
             .iter()
             .map(|(key, value, _)| (*key, value.clone()))
             .collect();
-        if let Err(err) = self.l1.set_many(&items, Some(ttl)).await {
+        if let Err(err) = (*self.l1).set_many(&items, Some(ttl)).await {
             tracing::warn!(error = %err, "tiered: copying values into L1 failed");
             return Ok(out);
         }
@@ -795,13 +797,13 @@ impl CacheBackend for Tiered {
         let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
         let write = self.writes.begin_keys(&keys);
         if !keys.is_empty() {
-            self.l1.delete_many(&keys).await?;
+            (*self.l1).delete_many(&keys).await?;
         }
         let started = Instant::now();
-        self.l2.set_many(items, ttl).await?;
+        (*self.l2).set_many(items, ttl).await?;
         if !items.is_empty() {
             if let Some(ttl) = self.copy_ttl(ttl, started) {
-                if let Err(err) = self.l1.set_many(items, Some(ttl)).await {
+                if let Err(err) = (*self.l1).set_many(items, Some(ttl)).await {
                     tracing::warn!(error = %err, "tiered: copying values into L1 failed");
                 }
             }
@@ -817,21 +819,21 @@ impl CacheBackend for Tiered {
         }
         let _write = self.writes.begin_keys(keys);
         if !keys.is_empty() {
-            self.l1.delete_many(keys).await?;
+            (*self.l1).delete_many(keys).await?;
         }
-        let removed = self.l2.delete_many(keys).await?;
+        let removed = (*self.l2).delete_many(keys).await?;
         self.announce_keys(keys).await;
         Ok(removed)
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        self.l2.scan(pattern).await
+        (*self.l2).scan(pattern).await
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {
         let _write = self.writes.begin_all();
-        self.l1.delete_matching(pattern).await?;
-        let removed = self.l2.delete_matching(pattern).await?;
+        (*self.l1).delete_matching(pattern).await?;
+        let removed = (*self.l2).delete_matching(pattern).await?;
         self.announce(Invalidation::Pattern(pattern.to_owned()))
             .await;
         Ok(removed)
@@ -840,8 +842,8 @@ impl CacheBackend for Tiered {
     async fn clear(&self, namespace: &str) -> Result<u64> {
         check_namespace(namespace).map_err(|e| e.context(NAME, "clear"))?;
         let _write = self.writes.begin_all();
-        self.l1.clear(namespace).await?;
-        let removed = self.l2.clear(namespace).await?;
+        (*self.l1).clear(namespace).await?;
+        let removed = (*self.l2).clear(namespace).await?;
         self.announce(Invalidation::Namespace(namespace.to_owned()))
             .await;
         Ok(removed)
@@ -851,8 +853,8 @@ impl CacheBackend for Tiered {
         if let Some(remote) = &self.remote {
             remote.listener.abort();
         }
-        let l1 = self.l1.close().await;
-        let l2 = self.l2.close().await;
+        let l1 = (*self.l1).close().await;
+        let l2 = (*self.l2).close().await;
         l2.and(l1)
     }
 }

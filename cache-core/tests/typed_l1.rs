@@ -1,6 +1,5 @@
-//! Tests of `TypedL1` (cache-core/src/typed_l1.rs, compiled into the bench
-//! against the public `cache_core` API). They move to cache-core's `tests/`
-//! once the type is exported there.
+//! `TypedL1`: decoded values held as `Arc<T>`, with the invalidation and
+//! TTL semantics of the cache underneath.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +7,7 @@ use std::time::Duration;
 use cache_core::{Cache, CacheKey, Ttl};
 use cache_memory::MemoryBackend;
 
-use crate::typed_l1::{TypedL1, TypedL1Config};
+use cache_core::{TypedL1, TypedL1Config};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

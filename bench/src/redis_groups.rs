@@ -18,8 +18,8 @@ use crate::codec::Profile;
 use crate::harness::{interleaved, median, ops_per_sec, ready, Rng};
 use crate::report::Report;
 use crate::throughput::{memory_backend, VALUE_LEN};
-use cache_core::{TypedL1, TypedL1Config};
 use crate::Options;
+use cache_core::{TypedL1, TypedL1Config};
 
 pub(crate) const REDIS: &str = "redis";
 pub(crate) const BATCH: &str = "redis_batch";

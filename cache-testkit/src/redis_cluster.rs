@@ -17,12 +17,14 @@
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+pub(crate) use crate::process::{free_port_except, new_dir};
+use crate::process::{run_cli, signal_quiet, INSTALL_HINT};
 
 /// How long a node may take to answer after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,9 +34,6 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a stopping node may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub(crate) const INSTALL_HINT: &str = "install it with `sudo apt-get install -y redis-server` \
-     (Debian/Ubuntu; it brings redis-cli and redis-sentinel; `brew install redis` on macOS)";
 
 /// Runs the server (`$0 "$@"`) and kills it when stdin closes, so it never
 /// outlives the test process. Prints the server's pid first; when the
@@ -138,7 +137,7 @@ impl Guarded {
     /// Kills the server with `SIGKILL` (a crash: no shutdown, no goodbye to
     /// the cluster) and waits until it is gone.
     pub(crate) fn kill(&mut self) {
-        signal("-KILL", self.pid);
+        signal_quiet("-KILL", self.pid);
         self.wait_exit();
     }
 
@@ -155,7 +154,7 @@ impl Guarded {
             match self.guardian.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
-                    signal("-KILL", self.pid);
+                    signal_quiet("-KILL", self.pid);
                     let _ = self.guardian.wait();
                     break;
                 }
@@ -696,62 +695,12 @@ pub(crate) fn check_binaries() {
 
 /// Runs `redis-cli -p PORT args…`; the output without the final newline.
 pub(crate) fn cli(port: u16, args: &[&str]) -> Vec<u8> {
-    let output = Command::new("redis-cli")
-        .arg("-h")
+    let mut cmd = Command::new("redis-cli");
+    cmd.arg("-h")
         .arg("127.0.0.1")
         .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .output();
-    let output = match output {
-        Ok(output) => output,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            panic!("redis-cli is not installed: {INSTALL_HINT}")
-        }
-        Err(e) => panic!("cannot run redis-cli: {e}"),
-    };
-    assert!(
-        output.status.success(),
-        "redis-cli -p {port} {args:?} failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut out = output.stdout;
-    if out.last() == Some(&b'\n') {
-        out.pop();
-    }
-    out
-}
-
-/// A free loopback port not in `taken`.
-pub(crate) fn free_port_except(taken: &[u16]) -> u16 {
-    loop {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("cannot find a free loopback port");
-        if !taken.contains(&port) {
-            return port;
-        }
-    }
-}
-
-pub(crate) fn new_dir(kind: &str, port: u16) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!(
-        "cache-testkit-{kind}-{}-{port}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-fn signal(sig: &str, pid: u32) {
-    let _ = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
+        .arg(port.to_string());
+    run_cli(cmd, args)
 }
 
 /// A `field:value` line of `INFO`-style text.

@@ -17,12 +17,13 @@
 //! command, never a skipped test.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::process::{free_port_except, new_dir, run_cli, signal_quiet, INSTALL_HINT};
 
 /// The environment variable naming an existing server to use instead of a
 /// private one (e.g. `redis://127.0.0.1:6379/15`).
@@ -33,9 +34,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a stopping server may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-const INSTALL_HINT: &str = "install it with `sudo apt-get install -y redis-server` \
-     (Debian/Ubuntu; `brew install redis` on macOS)";
 
 /// Runs redis-server (`$0 "$@"`) and kills it when stdin closes, so the
 /// server never outlives the test process. Prints the server's pid first;
@@ -176,13 +174,13 @@ impl RedisServerBuilder {
         // A free port can be taken by someone else before the server binds
         // it; try a few.
         for _ in 0..5 {
-            let port = free_port();
+            let port = free_port_except(&[]);
             let mut process = Process {
                 binary: self.binary.clone(),
                 args: self.args.clone(),
                 password: self.password.clone(),
                 port,
-                dir: new_dir(port),
+                dir: new_dir("redis", port),
                 running: None,
                 paused: false,
             };
@@ -338,7 +336,7 @@ impl RedisServer {
         if process.is_alive() {
             return;
         }
-        process.dir = new_dir(process.port);
+        process.dir = new_dir("redis", process.port);
         if let Err(failure) = process.spawn() {
             panic!("could not restart redis-server: {failure}");
         }
@@ -389,25 +387,7 @@ impl RedisServer {
         if let Some(password) = &self.password {
             cmd.arg("--no-auth-warning").arg("-a").arg(password);
         }
-        let output = cmd.args(args).stdin(Stdio::null()).output();
-        let output = match output {
-            Ok(output) => output,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                panic!("redis-cli is not installed: {INSTALL_HINT}")
-            }
-            Err(e) => panic!("cannot run redis-cli: {e}"),
-        };
-        assert!(
-            output.status.success(),
-            "redis-cli {args:?} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let mut out = output.stdout;
-        if out.last() == Some(&b'\n') {
-            out.pop();
-        }
-        out
+        run_cli(cmd, args)
     }
 
     /// The database number in the URL, when one is given.
@@ -591,22 +571,6 @@ fn check_binary(binary: &Path) {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot find a free loopback port")
-}
-
-fn new_dir(port: u16) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!(
-        "cache-testkit-redis-{}-{port}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
 fn signal(sig: &str, pid: u32) {
     let status = Command::new("kill")
         .arg(sig)
@@ -614,14 +578,6 @@ fn signal(sig: &str, pid: u32) {
         .status()
         .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
     assert!(status.success(), "kill {sig} {pid} failed: {status}");
-}
-
-fn signal_quiet(sig: &str, pid: u32) {
-    let _ = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// Asks the server on `port` who it is: `Ok(Some(pid))` from `INFO server`,

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::MemoryConfig;
 use crate::eviction::{Item, Queues, Store};
+use crate::expiry::ExpiryIndex;
 use crate::hash::KeyHasherBuilder;
 
 /// Bytes counted per entry on top of its key and value, for `max_bytes`.
@@ -144,6 +145,7 @@ impl Entry {
 struct Shared {
     map: DashMap<Arc<str>, Entry, KeyHasherBuilder>,
     queues: Option<Mutex<Queues>>,
+    expiries: ExpiryIndex,
     config: MemoryConfig,
     clock: Arc<dyn Clock>,
     len: AtomicUsize,
@@ -203,6 +205,7 @@ impl MemoryBackend {
         let shared = Arc::new(Shared {
             map: DashMap::with_hasher(KeyHasherBuilder::default()),
             queues: config.bounded().then(|| Mutex::new(Queues::default())),
+            expiries: ExpiryIndex::default(),
             config,
             clock,
             len: AtomicUsize::new(0),
@@ -397,13 +400,19 @@ impl Shared {
                 return false;
             }
             let old_size = Entry::size(key, &entry.value);
+            let old_expiry = entry.expires_at();
             entry.replace(value, expires_at, !live);
+            let refile = ExpiryIndex::needs_filing(old_expiry, expires_at);
+            let written = (refile || new_size > old_size).then(|| Arc::clone(entry.key()));
             drop(entry);
+            if let (true, Some(item)) = (refile, &written) {
+                self.expiries.file(Arc::clone(item), expires_at);
+            }
             if new_size != old_size {
                 self.bytes.fetch_add(new_size, Relaxed);
                 self.bytes.fetch_sub(old_size, Relaxed);
                 if new_size > old_size {
-                    self.evict_if_over(None);
+                    self.evict_over(None, written.as_ref());
                 }
             }
             return true;
@@ -417,7 +426,11 @@ impl Shared {
                 }
                 let entry = occupied.get_mut();
                 let old_size = Entry::size(key, &entry.value);
+                let old_expiry = entry.expires_at();
                 entry.replace(value, expires_at, !live);
+                if ExpiryIndex::needs_filing(old_expiry, expires_at) {
+                    self.expiries.file(Arc::clone(occupied.key()), expires_at);
+                }
                 self.bytes.fetch_add(new_size, Relaxed);
                 self.bytes.fetch_sub(old_size, Relaxed);
                 None
@@ -425,6 +438,7 @@ impl Shared {
             MapEntry::Vacant(vacant) => {
                 let item = Arc::clone(vacant.key());
                 vacant.insert(Entry::new(value, expires_at));
+                self.expiries.file(Arc::clone(&item), expires_at);
                 self.len.fetch_add(1, Relaxed);
                 self.bytes.fetch_add(new_size, Relaxed);
                 Some(item)
@@ -435,8 +449,15 @@ impl Shared {
     }
 
     /// Queues a newly inserted item (if any) and evicts while over the
-    /// bounds. Takes the queue lock only when there is something to do.
+    /// bounds, never the item just written. Takes the queue lock only when
+    /// there is something to do.
     fn evict_if_over(&self, inserted: Option<Item>) {
+        self.evict_over(inserted.clone(), inserted.as_ref());
+    }
+
+    /// Queues `inserted` (if any) and evicts while over the bounds, sparing
+    /// `written`: a write that returned `Ok` is readable.
+    fn evict_over(&self, inserted: Option<Item>, written: Option<&Item>) {
         let Some(queues) = &self.queues else {
             return;
         };
@@ -448,7 +469,7 @@ impl Shared {
             let hash = self.map.hasher().hash_one(&*item);
             queues.insert(item, hash);
         }
-        queues.evict(self, |k| self.map.hasher().hash_one(k));
+        queues.evict(self, written, |k| self.map.hasher().hash_one(k));
     }
 
     fn remove(&self, key: &str) -> bool {
@@ -461,19 +482,47 @@ impl Shared {
         }
     }
 
+    /// Removes the entries whose expiry has come, from the expiry index:
+    /// the cost is what has expired (plus keys whose expiry moved later,
+    /// which are filed again), not the size of the map. Each removal holds
+    /// one shard's lock for one entry.
     fn sweep(&self) -> usize {
         let now = self.now();
         let mut removed = 0;
-        self.map.retain(|k, e| {
-            if e.expired(now) {
-                self.len.fetch_sub(1, Relaxed);
-                self.bytes.fetch_sub(Entry::size(k, &e.value), Relaxed);
-                removed += 1;
-                false
-            } else {
-                true
+        for item in self.expiries.take_due(now) {
+            let expiry = match self.map.get(&*item) {
+                Some(entry) if Arc::ptr_eq(entry.key(), &item) => entry.expires_at(),
+                // Deleted, or deleted and written again (filed anew then).
+                _ => continue,
+            };
+            if expiry == 0 {
+                continue;
             }
-        });
+            if expiry > now {
+                // Its expiry moved later since it was filed.
+                self.expiries.file(item, expiry);
+                continue;
+            }
+            let gone = self
+                .map
+                .remove_if(&*item, |k, e| Arc::ptr_eq(k, &item) && e.expired(now));
+            match gone {
+                Some((k, e)) => {
+                    self.account_removed(&k, &e);
+                    removed += 1;
+                }
+                // Written again between the look-up and the removal.
+                None => {
+                    if let Some(entry) = self.map.get(&*item) {
+                        if Arc::ptr_eq(entry.key(), &item) && entry.expires_at() != 0 {
+                            let expiry = entry.expires_at();
+                            drop(entry);
+                            self.expiries.file(item, expiry);
+                        }
+                    }
+                }
+            }
+        }
         self.expirations.fetch_add(removed as u64, Relaxed);
         removed
     }
@@ -596,7 +645,13 @@ impl CacheBackend for MemoryBackend {
         let expires_at = self.shared.expiry(ttl);
         Ok(match self.shared.map.get_mut(key) {
             Some(mut e) if !e.expired(now) => {
+                let old = e.expires_at();
                 e.set_expiry(expires_at);
+                if ExpiryIndex::needs_filing(old, expires_at) {
+                    let item = Arc::clone(e.key());
+                    drop(e);
+                    self.shared.expiries.file(item, expires_at);
+                }
                 true
             }
             _ => false,
@@ -628,17 +683,24 @@ impl CacheBackend for MemoryBackend {
             MapEntry::Occupied(mut occupied) => {
                 // Expired: start over, as if missing.
                 let value = Bytes::from(delta.to_string());
+                let expires_at = shared.expiry(ttl);
                 let entry = occupied.get_mut();
+                let old_expiry = entry.expires_at();
                 shared.bytes.fetch_add(value.len(), Relaxed);
                 shared.bytes.fetch_sub(entry.value.len(), Relaxed);
-                entry.replace(value, shared.expiry(ttl), true);
+                entry.replace(value, expires_at, true);
+                if ExpiryIndex::needs_filing(old_expiry, expires_at) {
+                    shared.expiries.file(Arc::clone(occupied.key()), expires_at);
+                }
                 (delta, None)
             }
             MapEntry::Vacant(vacant) => {
                 let value = Bytes::from(delta.to_string());
                 let size = Entry::size(key, &value);
                 let item = Arc::clone(vacant.key());
-                vacant.insert(Entry::new(value, shared.expiry(ttl)));
+                let expires_at = shared.expiry(ttl);
+                vacant.insert(Entry::new(value, expires_at));
+                shared.expiries.file(Arc::clone(&item), expires_at);
                 shared.len.fetch_add(1, Relaxed);
                 shared.bytes.fetch_add(size, Relaxed);
                 (delta, Some(item))

@@ -61,8 +61,14 @@ impl Queues {
         }
     }
 
-    /// Evicts until the store is within its bounds.
-    pub(crate) fn evict<S: Store>(&mut self, store: &S, hash_of: impl Fn(&str) -> u64) {
+    /// Evicts until the store is within its bounds, never `spare` (the
+    /// entry a write has just stored: a write that succeeded is readable).
+    pub(crate) fn evict<S: Store>(
+        &mut self,
+        store: &S,
+        spare: Option<&Item>,
+        hash_of: impl Fn(&str) -> u64,
+    ) {
         let mut guard = 0usize;
         while store.over_capacity() {
             guard += 1;
@@ -73,19 +79,33 @@ impl Queues {
             let from_small = !self.small.is_empty()
                 && (self.main.is_empty()
                     || self.small.len() * 100 >= SMALL_PERCENT * store.live().max(1));
-            if from_small {
-                self.evict_small(store, &hash_of);
-            } else if !self.evict_main(store) {
+            let progressed = if from_small {
+                self.evict_small(store, spare, &hash_of) || self.evict_main(store, spare)
+            } else {
+                self.evict_main(store, spare)
+            };
+            if !progressed {
                 break;
             }
         }
         self.compact(store);
     }
 
-    fn evict_small<S: Store>(&mut self, store: &S, hash_of: &impl Fn(&str) -> u64) {
+    /// Returns false when small holds nothing but `spare`.
+    fn evict_small<S: Store>(
+        &mut self,
+        store: &S,
+        spare: Option<&Item>,
+        hash_of: &impl Fn(&str) -> u64,
+    ) -> bool {
         let Some(item) = self.small.pop_front() else {
-            return;
+            return false;
         };
+        if spare.is_some_and(|s| Arc::ptr_eq(s, &item)) {
+            let alone = self.small.is_empty();
+            self.small.push_back(item);
+            return !alone;
+        }
         match store.freq(&item) {
             None => {}
             Some(freq) if freq > 0 => {
@@ -98,13 +118,19 @@ impl Queues {
                 self.remember(hash, store.live());
             }
         }
+        true
     }
 
-    /// Returns false when main is empty.
-    fn evict_main<S: Store>(&mut self, store: &S) -> bool {
+    /// Returns false when main holds nothing but `spare`.
+    fn evict_main<S: Store>(&mut self, store: &S, spare: Option<&Item>) -> bool {
         let Some(item) = self.main.pop_front() else {
             return false;
         };
+        if spare.is_some_and(|s| Arc::ptr_eq(s, &item)) {
+            let alone = self.main.is_empty();
+            self.main.push_back(item);
+            return !alone;
+        }
         match store.freq(&item) {
             None => {}
             Some(freq) if freq > 0 => {

@@ -25,6 +25,7 @@ mod backend;
 mod clock;
 mod config;
 mod eviction;
+mod expiry;
 mod hash;
 
 pub use backend::{MemoryBackend, MemoryStats};

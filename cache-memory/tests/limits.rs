@@ -236,3 +236,137 @@ fn works_without_a_runtime() {
         .unwrap();
     assert_eq!(backend.get_sync("k").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+/// A `set` that returned `Ok` is readable: with a tiny `max_entries`, the
+/// eviction that makes room for a new key never picks that key.
+#[test]
+fn a_write_never_evicts_the_key_it_wrote() {
+    rt().block_on(async {
+        for max in 1..=33 {
+            let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(max));
+            let v = Bytes::from_static(b"v");
+            for i in 0..3 * max {
+                let key = format!("k{i}");
+                backend
+                    .set(&key, v.clone(), SetOptions::default())
+                    .await
+                    .unwrap();
+                // Read the older keys so they look hot to S3-FIFO.
+                for j in i.saturating_sub(max)..i {
+                    backend.get(&format!("k{j}")).await.unwrap();
+                }
+                assert_eq!(
+                    backend.get(&key).await.unwrap(),
+                    Some(v.clone()),
+                    "max_entries={max}: {key} was evicted by its own write"
+                );
+                assert!(backend.stats().entries <= max);
+            }
+        }
+        // The example, exactly.
+        let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(1));
+        let v = Bytes::from_static(b"v");
+        backend
+            .set("k0", v.clone(), SetOptions::default())
+            .await
+            .unwrap();
+        backend.get("k0").await.unwrap();
+        backend
+            .set("k1", v.clone(), SetOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(backend.get("k1").await.unwrap(), Some(v));
+        assert_eq!(backend.get("k0").await.unwrap(), None);
+    });
+}
+
+/// A value that grows in place makes room by evicting others, not itself.
+#[test]
+fn growing_a_value_never_evicts_it() {
+    rt().block_on(async {
+        let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_bytes(300));
+        for i in 0..4 {
+            let key = format!("k{i}");
+            backend
+                .set(&key, Bytes::from(vec![1u8; 40]), SetOptions::default())
+                .await
+                .unwrap();
+        }
+        backend
+            .set("k0", Bytes::from(vec![2u8; 200]), SetOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            backend.get("k0").await.unwrap(),
+            Some(Bytes::from(vec![2u8; 200]))
+        );
+        assert!(backend.stats().bytes <= 300, "{:?}", backend.stats());
+    });
+}
+
+/// The sweeper's work is what has expired: with a mock clock, a sweep
+/// removes exactly the expired entries, including keys whose TTL was
+/// shortened, and keeps keys whose TTL was lengthened or removed.
+#[test]
+fn sweep_removes_exactly_what_expired() {
+    rt().block_on(async {
+        let clock = Arc::new(MockClock::new());
+        let backend = MemoryBackend::with_clock(
+            MemoryConfig::default().with_sweep_interval(Duration::ZERO),
+            clock.clone(),
+        );
+        let v = Bytes::from_static(b"v");
+        let ttl = |ms| SetOptions::ttl(Some(Duration::from_millis(ms)));
+        for i in 0..1000 {
+            backend
+                .set(&format!("short{i}"), v.clone(), ttl(100))
+                .await
+                .unwrap();
+        }
+        for i in 0..1000 {
+            backend
+                .set(&format!("long{i}"), v.clone(), ttl(60_000))
+                .await
+                .unwrap();
+        }
+        backend
+            .set("lengthened", v.clone(), ttl(100))
+            .await
+            .unwrap();
+        backend
+            .set("lengthened", v.clone(), ttl(60_000))
+            .await
+            .unwrap();
+        backend.set("persisted", v.clone(), ttl(100)).await.unwrap();
+        backend.expire("persisted", None).await.unwrap();
+        backend
+            .set("shortened", v.clone(), ttl(60_000))
+            .await
+            .unwrap();
+        backend
+            .expire("shortened", Some(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        backend
+            .set("counter", v.clone(), SetOptions::default())
+            .await
+            .unwrap();
+        backend.delete("counter").await.unwrap();
+        backend
+            .incr("counter", 1, Some(Duration::from_millis(100)))
+            .await
+            .unwrap();
+
+        assert_eq!(backend.sweep(), 0, "nothing has expired yet");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(backend.sweep(), 1002, "short*, shortened and counter");
+        assert_eq!(backend.stats().entries, 1002);
+        assert!(backend.exists("lengthened").await.unwrap());
+        assert!(backend.exists("persisted").await.unwrap());
+        assert_eq!(backend.sweep(), 0, "a second sweep finds nothing");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(backend.sweep(), 1001, "long* and lengthened");
+        assert_eq!(backend.stats().entries, 1);
+        assert_eq!(backend.stats().expirations, 2003);
+    });
+}

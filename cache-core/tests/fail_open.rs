@@ -1,11 +1,14 @@
 //! `FailOpen` and `Timeout` behaviour with a failing backend.
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::layers::{BreakerConfig, BreakerState, FailOpen, Timeout};
-use cache_core::{Cache, CacheBackend, CacheKey, ErrorKind, SetOptions};
+use cache_core::{Cache, CacheBackend, CacheKey, ErrorKind, HealthStatus, SetOptions};
 use cache_memory::MemoryBackend;
 use cache_testkit::{FaultConfig, FaultInjecting};
 
@@ -122,4 +125,53 @@ async fn timeout_bounds_a_slow_backend() {
     // Fail-open over the timeout: a miss, promptly.
     let backend = FailOpen::new(backend, BreakerConfig::default());
     assert_eq!(backend.get("k").await.unwrap(), None);
+}
+
+/// Polls `future` once, as a caller that then gives up (drops it) would.
+fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
+    pin!(future).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+#[tokio::test]
+async fn a_cancelled_probe_does_not_wedge_the_breaker_cancel() {
+    let faults = Arc::new(failing());
+    let backend = FailOpen::new(
+        Arc::clone(&faults),
+        BreakerConfig::default()
+            .with_failure_threshold(1)
+            .with_cool_down(Duration::ZERO),
+    );
+    assert_eq!(backend.get("k").await.unwrap(), None);
+    assert_eq!(backend.stats().state, BreakerState::Open);
+
+    // The cool-down is over: the next call is the probe. The backend hangs
+    // and the probe's caller gives up, dropping its future mid-call.
+    faults.set_config(FaultConfig::none().with_latency(Duration::from_secs(3600)));
+    assert!(poll_once(backend.get("k")).is_pending());
+
+    // The breaker is open again (not half-open for ever, skipping every
+    // call), and health says so.
+    let stats = backend.stats();
+    assert_eq!(stats.state, BreakerState::Open);
+    assert_eq!(stats.abandoned_probes, 1);
+    assert_eq!(
+        stats.breaker_opened, 1,
+        "a cancelled probe is not a failure"
+    );
+    let health = backend.health().await.unwrap();
+    assert_eq!(health.status, HealthStatus::Unhealthy);
+    assert_eq!(health.details["breaker"], "open");
+
+    // The backend recovers: the next call probes it and closes the breaker.
+    faults.set_config(FaultConfig::none());
+    assert!(backend
+        .set("k", Bytes::from_static(b"v"), SetOptions::default())
+        .await
+        .unwrap());
+    assert_eq!(backend.stats().state, BreakerState::Closed);
+    assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        backend.health().await.unwrap().status,
+        HealthStatus::Healthy
+    );
 }

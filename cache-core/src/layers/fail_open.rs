@@ -54,6 +54,9 @@ pub enum BreakerState {
     /// Calls skip the backend until the cool-down ends.
     Open,
     /// The cool-down ended; one probe call is on its way to the backend.
+    /// If its caller gives up before the backend answers (the call's
+    /// future is dropped), the breaker goes back to `Open` for another
+    /// cool-down.
     HalfOpen,
 }
 
@@ -70,6 +73,9 @@ pub struct FailOpenStats {
     pub breaker_opened: u64,
     /// Times the breaker closed again after a successful probe.
     pub breaker_closed: u64,
+    /// Probes whose caller gave up (dropped the call) before the backend
+    /// answered; each sent the breaker back to open for another cool-down.
+    pub abandoned_probes: u64,
     /// The breaker's state now.
     pub state: BreakerState,
 }
@@ -79,6 +85,9 @@ struct Breaker {
     state: BreakerState,
     consecutive_failures: u32,
     opened_at: Instant,
+    /// Probes let through so far; the current one's number while
+    /// `HalfOpen`.
+    probes: u64,
 }
 
 /// Keeps a service up when its cache backend is down or slow: backend
@@ -86,8 +95,11 @@ struct Breaker {
 /// of errors. After `failure_threshold` consecutive failures a circuit
 /// breaker opens and calls skip the backend for `cool_down`; then one probe
 /// call goes through (half-open): success closes the breaker, failure opens
-/// it again. State changes are logged once each (`warn` on open, `info` on
-/// close), not once per call.
+/// it again. A probe whose caller is cancelled (its future dropped before
+/// the backend answered) opens it again too, without counting as a
+/// failure, so the next call after another cool-down probes. State changes
+/// are logged once each (`warn` on open, `info` on close), not once per
+/// call.
 ///
 /// Only failures of the backend count: `Connection`, `Timeout`, `Backend`
 /// and `Closed`. Errors that are the caller's (`InvalidKey`,
@@ -130,12 +142,42 @@ pub struct FailOpen<B> {
     skipped_writes: AtomicU64,
     opened: AtomicU64,
     closed: AtomicU64,
+    abandoned: AtomicU64,
 }
 
-/// Whether the call may go to the backend.
-enum Gate {
-    Pass,
-    Skip,
+/// A call the breaker let through to the backend; report its outcome with
+/// [`Pass::settle`].
+///
+/// The half-open probe's pass is the breaker's only way out of `HalfOpen`:
+/// dropped unsettled (the caller's future was dropped mid-call), it sends
+/// the breaker back to `Open` for another cool-down, so a cancelled probe
+/// cannot leave every later call skipped.
+struct Pass<'a, B: CacheBackend> {
+    fail_open: &'a FailOpen<B>,
+    /// The probe's number when this call is the half-open probe and its
+    /// outcome is not reported yet.
+    probe: Option<u64>,
+}
+
+impl<B: CacheBackend> Pass<'_, B> {
+    /// Reports the call's outcome to the breaker.
+    fn settle<T>(mut self, result: &Result<T>) {
+        self.probe = None;
+        match result {
+            Err(err) if is_backend_failure(err) => self.fail_open.on_failure(err),
+            // An answer, even a refusal of the request, means the backend
+            // is up.
+            _ => self.fail_open.on_success(),
+        }
+    }
+}
+
+impl<B: CacheBackend> Drop for Pass<'_, B> {
+    fn drop(&mut self) {
+        if let Some(probe) = self.probe.take() {
+            self.fail_open.abandon(probe);
+        }
+    }
 }
 
 impl<B: CacheBackend> FailOpen<B> {
@@ -148,11 +190,13 @@ impl<B: CacheBackend> FailOpen<B> {
                 state: BreakerState::Closed,
                 consecutive_failures: 0,
                 opened_at: Instant::now(),
+                probes: 0,
             }),
             failed_reads: AtomicU64::new(0),
             skipped_writes: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             closed: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
         }
     }
 
@@ -168,6 +212,7 @@ impl<B: CacheBackend> FailOpen<B> {
             skipped_writes: self.skipped_writes.load(Relaxed),
             breaker_opened: self.opened.load(Relaxed),
             breaker_closed: self.closed.load(Relaxed),
+            abandoned_probes: self.abandoned.load(Relaxed),
             state: self.lock().state,
         }
     }
@@ -176,15 +221,38 @@ impl<B: CacheBackend> FailOpen<B> {
         self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn gate(&self) -> Gate {
+    /// Whether a call may go to the backend now: `None` to skip it.
+    fn gate(&self) -> Option<Pass<'_, B>> {
         let mut breaker = self.lock();
-        match breaker.state {
-            BreakerState::Closed => Gate::Pass,
+        let probe = match breaker.state {
+            BreakerState::Closed => None,
             BreakerState::Open if breaker.opened_at.elapsed() >= self.config.cool_down => {
                 breaker.state = BreakerState::HalfOpen;
-                Gate::Pass
+                breaker.probes = breaker.probes.wrapping_add(1);
+                Some(breaker.probes)
             }
-            BreakerState::Open | BreakerState::HalfOpen => Gate::Skip,
+            BreakerState::Open | BreakerState::HalfOpen => return None,
+        };
+        Some(Pass {
+            fail_open: self,
+            probe,
+        })
+    }
+
+    /// The caller of probe number `probe` gave up before the backend
+    /// answered: unless the breaker has moved on meanwhile, it opens again
+    /// for another cool-down (nothing is known of the backend, so this is
+    /// not counted as a failure).
+    fn abandon(&self, probe: u64) {
+        let mut breaker = self.lock();
+        if breaker.state == BreakerState::HalfOpen && breaker.probes == probe {
+            breaker.state = BreakerState::Open;
+            breaker.opened_at = Instant::now();
+            self.abandoned.fetch_add(1, Relaxed);
+            tracing::debug!(
+                backend = self.inner.name(),
+                "circuit breaker probe cancelled by its caller: breaker open again"
+            );
         }
     }
 
@@ -225,23 +293,16 @@ impl<B: CacheBackend> FailOpen<B> {
         &self,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<Option<T>> {
-        if let Gate::Skip = self.gate() {
+        let Some(pass) = self.gate() else {
             return Ok(None);
-        }
-        match call.await {
-            Ok(value) => {
-                self.on_success();
-                Ok(Some(value))
-            }
-            Err(err) if is_backend_failure(&err) => {
-                self.on_failure(&err);
-                Ok(None)
-            }
-            Err(err) => {
-                // The backend answered; the request was wrong.
-                self.on_success();
-                Err(err)
-            }
+        };
+        let result = call.await;
+        pass.settle(&result);
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if is_backend_failure(&err) => Ok(None),
+            // The backend answered; the request was wrong.
+            Err(err) => Err(err),
         }
     }
 
@@ -322,16 +383,13 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
-        if let Gate::Skip = self.gate() {
+        let Some(pass) = self.gate() else {
             return Err(Error::new(ErrorKind::Connection, "circuit breaker open")
                 .with_backend(self.inner.name())
                 .with_operation("incr"));
-        }
+        };
         let result = self.inner.incr(key, delta, ttl).await;
-        match &result {
-            Err(err) if is_backend_failure(err) => self.on_failure(err),
-            _ => self.on_success(),
-        }
+        pass.settle(&result);
         result
     }
 

@@ -22,6 +22,9 @@ pub const MAX_CATEGORY_LEN: usize = 64;
 /// neither forge a key of another category nor widen a pattern, nor pick a
 /// Redis Cluster hash slot. Ids made only of letters, digits and `-_.@/`
 /// are stored as they are, so keys stay readable in `redis-cli`.
+/// Ids of the shape `h` + 32 lowercase hex digits belong to
+/// [`CacheKey::hashed`]: a plain id of that shape is stored with its `h`
+/// encoded (`%68…`), so user input cannot write a hashed key's value.
 ///
 /// # Examples
 ///
@@ -222,8 +225,12 @@ pub fn validate_category(category: &str) -> Result<()> {
 }
 
 /// Checks a key prefix: 1 to [`MAX_CATEGORY_LEN`] bytes of ASCII letters,
-/// digits, `_`, `-`, `.`, `:`, `{` and `}` (braces make a Redis Cluster hash
+/// digits, `_`, `-`, `.`, `{` and `}` (braces make a Redis Cluster hash
 /// tag).
+///
+/// A prefix never holds `:`, the separator: the first `:` of every key ends
+/// its prefix, so the keyspaces of two caches with different prefixes can
+/// never overlap, and one cache's `clear` never reaches another's keys.
 ///
 /// # Errors
 ///
@@ -240,10 +247,11 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
     }
     if let Some(c) = prefix
         .chars()
-        .find(|c| !(is_name_char(*c) || matches!(c, ':' | '{' | '}')))
+        .find(|c| !(is_name_char(*c) || matches!(c, '{' | '}')))
     {
         return Err(Error::invalid_key(format!(
-            "prefix {prefix:?} contains {c:?}; use ASCII letters, digits and '_-.:{{}}'"
+            "prefix {prefix:?} contains {c:?}; use ASCII letters, digits and '_-.{{}}' \
+             (':' separates the prefix from the category, so two caches' keys could collide)"
         )));
     }
     Ok(())
@@ -283,7 +291,23 @@ pub fn escape_id(id: &str) -> Result<String> {
         }
         push_escaped(&mut out, c);
     }
+    if is_hashed_id(&out) {
+        // The id space of `CacheKey::hashed` is reserved: a plain id that
+        // looks like a hash gets its `h` encoded, so user input can never
+        // write the value served for a hashed key.
+        out.replace_range(..1, "%68");
+    }
     Ok(out)
+}
+
+/// Whether `id` has the shape of a [`CacheKey::hashed`] id: `h` and 32
+/// lowercase hex digits.
+fn is_hashed_id(id: &str) -> bool {
+    id.len() == 33
+        && id.starts_with('h')
+        && id[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn push_escaped(out: &mut String, c: char) {
@@ -461,6 +485,35 @@ mod tests {
         // Pinned: this value must never change between releases. Computed
         // independently: sha256 of {"filters":{"lang":"en","sort":"new","tag":"rust","x":"y"},"page":2,"q":"cache"}.
         assert_eq!(key.escaped_id(), "h38c9640bd1ac64ce24dcee4836577a66");
+    }
+
+    #[test]
+    fn plain_ids_cannot_take_a_hashed_id() {
+        let hashed = CacheKey::hashed("search", &"rust").unwrap();
+        let forged = CacheKey::new("search", hashed.escaped_id()).unwrap();
+        assert_ne!(forged.render("app", 0), hashed.render("app", 0));
+        assert_eq!(
+            forged.escaped_id(),
+            format!("%68{}", &hashed.escaped_id()[1..])
+        );
+        // Ids that only look a little like a hash stay readable.
+        for id in ["h123", "hello", "H38C9640BD1AC64CE24DCEE4836577A66"] {
+            assert_eq!(CacheKey::new("search", id).unwrap().escaped_id(), id);
+        }
+        // The encoded form does not collide with an id that is literally
+        // `%68…`: that one's `%` is encoded too.
+        let literal = CacheKey::new("search", forged.escaped_id()).unwrap();
+        assert_ne!(literal.escaped_id(), forged.escaped_id());
+    }
+
+    #[test]
+    fn prefixes_cannot_overlap_another_caches_keyspace() {
+        // `app` + `user` + `x` v2 and `app:user` + `x` v2 once rendered alike.
+        let err = validate_prefix("app:user").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidKey);
+        assert!(err.message().contains("':'"), "{}", err.message());
+        assert!(validate_prefix("app").is_ok());
+        assert!(validate_prefix("{shop}").is_ok());
     }
 
     #[test]

@@ -133,7 +133,10 @@ impl TtlPolicy for CategoryTtl {
             return Some(base);
         }
         let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
-        Some(base.mul_f64(factor).max(Duration::from_millis(1)))
+        // `mul_f64` panics when the product does not fit a `Duration`; a
+        // TTL that long is "forever" for any cache, so keep the base then.
+        let jittered = Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base);
+        Some(jittered.max(Duration::from_millis(1)))
     }
 }
 
@@ -150,6 +153,15 @@ mod tests {
             .all(|d| *d >= Duration::from_secs(90) && *d <= Duration::from_secs(110)));
         let distinct: std::collections::HashSet<_> = samples.iter().collect();
         assert!(distinct.len() > 100);
+    }
+
+    #[test]
+    fn jitter_on_a_very_long_ttl_does_not_panic() {
+        let policy = CategoryTtl::new(Some(Duration::MAX)).with_jitter(0.5);
+        for _ in 0..100 {
+            let ttl = policy.ttl_for("x").unwrap();
+            assert!(ttl >= Duration::MAX / 3, "{ttl:?}");
+        }
     }
 
     #[test]

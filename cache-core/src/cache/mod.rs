@@ -1,0 +1,383 @@
+//! `Cache`: the typed facade application code uses.
+//!
+//! One idea per file:
+//! - this file: the [`Cache`] type, its [`CacheBuilder`], and the
+//!   operations on the whole cache (clear, health, stats, close, keys);
+//! - `typed`: typed reads and writes of single keys and batches;
+//! - `single_flight`: `get_or_set` (cache-aside, one load per key in flight,
+//!   refresh-ahead, stale values on loader failure);
+//! - `generations`: category generations and invalidation by category or
+//!   pattern;
+//! - `envelope`: how a value is stored when fail-safe or refresh-ahead needs
+//!   its logical expiry (the fail-safe envelope, its physical TTL).
+
+mod envelope;
+mod generations;
+mod single_flight;
+mod typed;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::backend::{CacheBackend, Health};
+use crate::codec::{AnyCodec, Codec};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fail_safe::FailSafe;
+use crate::key::{validate_prefix, CacheKey};
+use crate::report::CacheReport;
+use crate::stats::{CacheStats, Counters, Stat};
+use crate::ttl::{CategoryTtl, TtlPolicy};
+
+use single_flight::FlightResult;
+pub use single_flight::GetOrSetOptions;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "cache";
+
+/// How long a category's generation, once read from the backend, is trusted
+/// before it is read again (see [`Cache::invalidate_category`]).
+pub const DEFAULT_GENERATION_REFRESH: Duration = Duration::from_secs(1);
+
+/// A typed cache over any [`CacheBackend`].
+///
+/// Values are encoded with a [`Codec`] (JSON by default) under structured
+/// keys (`{prefix}:{category}:{id}`), with TTLs from a [`TtlPolicy`].
+/// `Cache` is cheap to clone: clones share the backend, the counters and
+/// the single-flight table.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache_core::Result<()> {
+/// use cache_core::{Cache, CacheKey, CategoryTtl};
+/// use cache_memory::MemoryBackend;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let backend = Arc::new(MemoryBackend::new());
+///
+/// let cache = Cache::builder(backend)
+///     .prefix("app")
+///     .ttl_policy(CategoryTtl::new(Some(Duration::from_secs(60))))
+///     .build()?;
+///
+/// let key = CacheKey::new("user", 42)?;
+/// let name: String = cache
+///     .get_or_set(&key, || async { Ok::<_, std::io::Error>("Ada".to_string()) })
+///     .await?;
+/// assert_eq!(name, "Ada");
+/// assert_eq!(cache.get::<String>(&key).await?, Some("Ada".to_string()));
+/// assert_eq!(cache.stats().loader_calls, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Cache<C: Codec = AnyCodec> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C: Codec> Clone for Cache<C> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: Codec> fmt::Debug for Cache<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("backend", &self.inner.backend.name())
+            .field("codec", &self.inner.codec.name())
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<C> {
+    /// Called as `(*backend).op()`: calling through the `Arc` would go
+    /// through `impl CacheBackend for Arc<T>` and box a second future.
+    backend: Arc<dyn CacheBackend>,
+    codec: C,
+    prefix: String,
+    policy: Arc<dyn TtlPolicy>,
+    counters: Counters,
+    flights: Mutex<HashMap<String, watch::Receiver<FlightResult>>>,
+    generations: RwLock<HashMap<String, (u64, Instant)>>,
+    generation_refresh: Duration,
+    fail_safe: Option<FailSafe>,
+    refresh_ahead: Option<f64>,
+    last_report: Mutex<Option<CacheStats>>,
+    closed: AtomicBool,
+}
+
+/// Builds a [`Cache`]; from [`Cache::builder`].
+pub struct CacheBuilder<C: Codec = AnyCodec> {
+    backend: Arc<dyn CacheBackend>,
+    codec: C,
+    prefix: String,
+    policy: Arc<dyn TtlPolicy>,
+    generation_refresh: Duration,
+    fail_safe: Option<FailSafe>,
+    refresh_ahead: Option<f64>,
+}
+
+impl Cache<AnyCodec> {
+    /// A cache over `backend` with the defaults: prefix `cache`, JSON,
+    /// values never expire unless a TTL is given.
+    pub fn new(backend: Arc<dyn CacheBackend>) -> Self {
+        Cache::builder(backend)
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default prefix is valid"))
+    }
+
+    /// A builder over `backend`.
+    pub fn builder(backend: Arc<dyn CacheBackend>) -> CacheBuilder<AnyCodec> {
+        CacheBuilder {
+            backend,
+            codec: AnyCodec::Json,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            policy: Arc::new(CategoryTtl::new(None)),
+            generation_refresh: DEFAULT_GENERATION_REFRESH,
+            fail_safe: None,
+            refresh_ahead: None,
+        }
+    }
+}
+
+impl<C: Codec> CacheBuilder<C> {
+    /// The key prefix, e.g. the service name; it is the namespace `clear`
+    /// removes.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The codec; the cache's type follows it.
+    pub fn codec<D: Codec>(self, codec: D) -> CacheBuilder<D> {
+        CacheBuilder {
+            backend: self.backend,
+            codec,
+            prefix: self.prefix,
+            policy: self.policy,
+            generation_refresh: self.generation_refresh,
+            fail_safe: self.fail_safe,
+            refresh_ahead: self.refresh_ahead,
+        }
+    }
+
+    /// The TTL policy for writes with [`Ttl::Default`](crate::Ttl::Default).
+    #[must_use]
+    pub fn ttl_policy(mut self, policy: impl TtlPolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// How long a category generation read from the backend is trusted
+    /// (default 1 s). Other instances see a category invalidation within
+    /// this time; `Duration::ZERO` reads it on every call.
+    #[must_use]
+    pub fn generation_refresh(mut self, every: Duration) -> Self {
+        self.generation_refresh = every;
+        self
+    }
+
+    /// Turns fail-safe on: values are kept `max_stale` past their TTL and
+    /// served by `get_or_set` when the loader fails or is slow (see
+    /// [`FailSafe`]).
+    #[must_use]
+    pub fn fail_safe(mut self, fail_safe: FailSafe) -> Self {
+        self.fail_safe = Some(fail_safe);
+        self
+    }
+
+    /// Turns refresh-ahead on: a `get_or_set` hit in the last `fraction` of
+    /// the value's TTL (e.g. 0.2: the last 20%) returns the value and starts
+    /// one background reload, so hot keys are refreshed before they expire.
+    /// `fraction` is clamped to `0.0..=1.0`.
+    #[must_use]
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.refresh_ahead = Some(if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        });
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidKey`](ErrorKind::InvalidKey) for an invalid prefix.
+    pub fn build(self) -> Result<Cache<C>> {
+        validate_prefix(&self.prefix)?;
+        let counters = Counters::new(&self.prefix);
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                backend: self.backend,
+                codec: self.codec,
+                prefix: self.prefix,
+                policy: self.policy,
+                counters,
+                flights: Mutex::new(HashMap::new()),
+                generations: RwLock::new(HashMap::new()),
+                generation_refresh: self.generation_refresh,
+                fail_safe: self.fail_safe,
+                refresh_ahead: self.refresh_ahead,
+                last_report: Mutex::new(None),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<C: Codec> Cache<C> {
+    /// Removes every key under this cache's prefix (and nothing else):
+    /// values and the category generation keys; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    pub async fn clear(&self) -> Result<u64> {
+        self.check_open()?;
+        let namespace = format!("{}:", self.inner.prefix);
+        let removed = self.track((*self.inner.backend).clear(&namespace).await)?;
+        self.inner.counters.inc(Stat::Deletes, removed);
+        Ok(removed)
+    }
+
+    /// The backend's health.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    pub async fn health(&self) -> Result<Health> {
+        self.check_open()?;
+        self.track((*self.inner.backend).health().await)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The counters and the backend's health, with advice on what needs
+    /// attention: a low hit rate, a high or rising error rate (compared with
+    /// the previous report), values that do not decode, stale values served,
+    /// an open circuit breaker, an L1 near its capacity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{Cache, CacheKey};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    /// for i in 0..200 {
+    ///     cache.get::<u32>(&CacheKey::new("user", i)?).await?; // all misses
+    /// }
+    /// let report = cache.report().await;
+    /// assert_eq!(report.advice[0].code, "low_hit_rate");
+    /// println!("{report}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn report(&self) -> CacheReport {
+        let health = (*self.inner.backend).health().await.ok();
+        let stats = self.stats();
+        let previous = lock(&self.inner.last_report).replace(stats);
+        CacheReport::new(stats, previous, health)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &C {
+        &self.inner.codec
+    }
+
+    /// The backend (to reach byte-level operations).
+    pub fn backend(&self) -> &Arc<dyn CacheBackend> {
+        &self.inner.backend
+    }
+
+    /// The full key `key` is stored under now (with its category's current
+    /// generation).
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors while reading the generation.
+    pub async fn full_key(&self, key: &CacheKey) -> Result<String> {
+        self.check_open()?;
+        let generation = self.generation(key.category()).await?;
+        let full = key.render(&self.inner.prefix, generation);
+        crate::backend::check_key(&full, crate::MAX_KEY_LEN)?;
+        Ok(full)
+    }
+
+    /// Shuts the cache down: later calls on it (and its clones) fail with
+    /// [`Closed`](ErrorKind::Closed), and the backend's background work
+    /// (e.g. the memory backend's sweeper) stops.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors while closing.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        (*self.inner.backend).close().await
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            Err(Error::new(ErrorKind::Closed, "the cache is closed"))
+        } else {
+            Ok(())
+        }
+    }
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
+        self.inner.codec.encode(value).inspect_err(|_| {
+            self.inner.counters.inc(Stat::Errors, 1);
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
+        self.inner
+            .codec
+            .decode(bytes)
+            .inspect_err(|err| self.count_decode_error(err))
+    }
+
+    fn count_decode_error(&self, err: &Error) {
+        self.inner.counters.inc(Stat::DecodeErrors, 1);
+        self.inner.counters.inc(Stat::Errors, 1);
+        tracing::debug!(error = %err, "a stored value did not decode");
+    }
+
+    fn track<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.inner.counters.inc(Stat::Errors, 1);
+        }
+        result
+    }
+}

@@ -1,0 +1,271 @@
+//! `get_or_set`: cache-aside with single flight (one load per key in
+//! flight in this process), refresh-ahead and fail-safe stale values.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::{lock, Cache, Inner};
+use crate::backend::SetOptions;
+use crate::codec::Codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fail_safe::now_ms;
+use crate::key::CacheKey;
+use crate::stats::Stat;
+use crate::ttl::Ttl;
+
+/// What a load in flight answers: `None` until it finishes.
+pub(super) type FlightResult = Option<Result<Bytes>>;
+
+/// Options of [`Cache::get_or_set_opts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GetOrSetOptions {
+    /// The TTL of a loaded value.
+    pub ttl: Ttl,
+}
+
+impl GetOrSetOptions {
+    /// Sets the TTL of a loaded value.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
+        self.ttl = ttl;
+        self
+    }
+}
+
+/// Removes a single-flight entry when its load finishes (or its task dies).
+struct FlightGuard<C: Codec> {
+    inner: Arc<Inner<C>>,
+    key: String,
+}
+
+impl<C: Codec> Drop for FlightGuard<C> {
+    fn drop(&mut self) {
+        lock(&self.inner.flights).remove(&self.key);
+    }
+}
+impl<C: Codec> Cache<C> {
+    /// The value of `key`, or the loader's value, stored with the category's
+    /// TTL. See [`get_or_set_opts`](Cache::get_or_set_opts).
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_set_opts`](Cache::get_or_set_opts).
+    pub async fn get_or_set<T, F, Fut, E>(&self, key: &CacheKey, loader: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        self.get_or_set_opts(key, GetOrSetOptions::default(), loader)
+            .await
+    }
+
+    /// Cache-aside with single flight: returns the cached value of `key`, or
+    /// runs `loader`, stores its value and returns it.
+    ///
+    /// - Concurrent callers of one missing key in this process share one
+    ///   loader run. The load runs in its own task, so a caller that is
+    ///   cancelled does not cancel it for the others (the loader must be
+    ///   `Send + 'static`: capture owned or `Arc`'d state).
+    /// - A loader error is returned to every waiting caller and nothing is
+    ///   cached.
+    /// - A stored value that does not decode as `T` is counted and treated
+    ///   as a miss (reloaded and overwritten).
+    /// - If storing the loaded value fails, the value is still returned; the
+    ///   error is counted and logged.
+    /// - With [fail-safe](super::CacheBuilder::fail_safe): a stale value is served
+    ///   (and counted in `stale_served`) when the loader fails or exceeds
+    ///   the soft timeout; the slow load finishes in the background.
+    /// - With [refresh-ahead](super::CacheBuilder::refresh_ahead): a hit close to
+    ///   expiry starts one background reload.
+    ///
+    /// # Errors
+    ///
+    /// [`Loader`](ErrorKind::Loader) with the loader's error as source;
+    /// [`Codec`](ErrorKind::Codec) when the loaded value cannot be encoded;
+    /// the backend's errors on the read. With fail-safe and a stale value,
+    /// loader errors are not returned.
+    pub async fn get_or_set_opts<T, F, Fut, E>(
+        &self,
+        key: &CacheKey,
+        opts: GetOrSetOptions,
+        loader: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let full = self.full_key(key).await?;
+        let now = now_ms();
+        let mut stale = None;
+        if let Some((value, entry)) = self.read_decoded::<T>(&full).await? {
+            if entry.is_fresh(now) {
+                self.inner.counters.inc(Stat::Hits, 1);
+                if let Some(fraction) = self.inner.refresh_ahead {
+                    if entry.in_refresh_window(now, fraction) {
+                        self.refresh(key, full, opts, loader);
+                    }
+                }
+                return Ok(value);
+            }
+            if self.inner.fail_safe.is_some() {
+                stale = Some(value);
+            }
+        }
+        self.inner.counters.inc(Stat::Misses, 1);
+
+        let mut flight = self.join_or_lead(key, &full, opts, loader);
+        let soft_timeout = self.inner.fail_safe.and_then(|f| f.soft_timeout);
+        let outcome = match (&stale, soft_timeout) {
+            (Some(_), Some(soft)) => {
+                match tokio::time::timeout(soft, flight.wait_for(Option::is_some)).await {
+                    Ok(done) => done.map(|r| r.clone()).ok().flatten(),
+                    Err(_) => {
+                        self.inner.counters.inc(Stat::LoaderTimeouts, 1);
+                        None
+                    }
+                }
+            }
+            _ => flight
+                .wait_for(Option::is_some)
+                .await
+                .map(|r| r.clone())
+                .ok()
+                .flatten(),
+        };
+        match (outcome, stale) {
+            (Some(Ok(bytes)), _) => self.decode(&bytes),
+            (Some(Err(err)), None) => Err(err),
+            (None, None) => Err(Error::new(
+                ErrorKind::Loader,
+                "the get_or_set load ended without a result (its task panicked)",
+            )
+            .with_operation("get_or_set")),
+            (_, Some(stale)) => {
+                self.inner.counters.inc(Stat::StaleServed, 1);
+                tracing::debug!(category = key.category(), "serving a stale value");
+                Ok(stale)
+            }
+        }
+    }
+
+    /// Starts one background reload of `full` unless a load is running.
+    fn refresh<T, F, Fut, E>(&self, key: &CacheKey, full: String, opts: GetOrSetOptions, loader: F)
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        if lock(&self.inner.flights).contains_key(&full) {
+            return;
+        }
+        self.inner.counters.inc(Stat::Refreshes, 1);
+        drop(self.join_or_lead(key, &full, opts, loader));
+    }
+
+    /// Joins the load of `full` in flight, or starts one in a task of its
+    /// own; returns the channel its result arrives on.
+    fn join_or_lead<T, F, Fut, E>(
+        &self,
+        key: &CacheKey,
+        full: &str,
+        opts: GetOrSetOptions,
+        loader: F,
+    ) -> watch::Receiver<FlightResult>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let mut flights = lock(&self.inner.flights);
+        if let Some(rx) = flights.get(full) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(full.to_owned(), rx.clone());
+        drop(flights);
+        let cache = self.clone();
+        let guard = FlightGuard {
+            inner: Arc::clone(&self.inner),
+            key: full.to_owned(),
+        };
+        let ttl = opts.ttl.resolve(&*self.inner.policy, key.category());
+        let category = key.category().to_owned();
+        tokio::spawn(async move {
+            let result = cache
+                .load::<T, _, _, _>(&guard.key, &category, ttl, loader)
+                .await;
+            // Leave the table before answering: a caller arriving after the
+            // answer must start a new load, not receive this (maybe failed)
+            // one. Callers already waiting hold the channel.
+            drop(guard);
+            let _ = tx.send(Some(result));
+        });
+        rx
+    }
+
+    /// The leader's work: re-check the backend (another instance, or a
+    /// load that just finished, may have stored the value), else run the
+    /// loader and store its value. Returns the encoded value.
+    async fn load<T, F, Fut, E>(
+        &self,
+        full: &str,
+        category: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Bytes>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let Ok(Some((_, entry))) = self.read_decoded::<T>(full).await {
+            if entry.is_fresh(now_ms())
+                && !entry.in_refresh_window(now_ms(), self.inner.refresh_ahead.unwrap_or(0.0))
+            {
+                return Ok(entry.payload);
+            }
+        }
+        self.inner.counters.inc(Stat::LoaderCalls, 1);
+        let value = match loader().await {
+            Ok(value) => value,
+            Err(e) => {
+                self.inner.counters.inc(Stat::LoaderErrors, 1);
+                self.inner.counters.inc(Stat::Errors, 1);
+                return Err(
+                    Error::new(ErrorKind::Loader, "the get_or_set loader failed")
+                        .with_operation("get_or_set")
+                        .with_boxed_source(e.into()),
+                );
+            }
+        };
+        let payload = self.encode(&value)?;
+        let (stored, physical) = self.stored_form(payload.clone(), ttl);
+        match self
+            .inner
+            .backend
+            .set(full, stored, SetOptions::ttl(physical))
+            .await
+        {
+            Ok(written) => self.inner.counters.inc(Stat::Sets, u64::from(written)),
+            Err(err) => {
+                self.inner.counters.inc(Stat::Errors, 1);
+                tracing::warn!(error = %err, category, "storing a loaded value failed");
+            }
+        }
+        Ok(payload)
+    }
+}

@@ -1,0 +1,201 @@
+//! Typed reads and writes: `get`, `set`, `delete`, `exists`, `incr` and
+//! their batch forms, over the codec and the key's full name.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Cache;
+use crate::backend::{SetMode, SetOptions};
+use crate::codec::Codec;
+use crate::error::Result;
+use crate::fail_safe::{now_ms, Entry};
+use crate::key::CacheKey;
+use crate::stats::Stat;
+use crate::ttl::Ttl;
+
+impl<C: Codec> Cache<C> {
+    /// The value of `key`, decoded as `T`; `None` on a miss.
+    ///
+    /// # Errors
+    ///
+    /// [`Codec`](crate::ErrorKind::Codec) when the stored bytes do not decode as
+    /// `T` (counted in `decode_errors`); the backend's errors.
+    pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
+        let full = self.full_key(key).await?;
+        let stored = self.track((*self.inner.backend).get(&full).await)?;
+        match stored.map(Entry::unwrap) {
+            Some(entry) if entry.is_fresh(now_ms()) => {
+                let value = self.decode(&entry.payload)?;
+                self.inner.counters.inc(Stat::Hits, 1);
+                Ok(Some(value))
+            }
+            _ => {
+                self.inner.counters.inc(Stat::Misses, 1);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes `value` with the category's TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`Codec`](crate::ErrorKind::Codec) when `value` cannot be encoded (nothing
+    /// is written); the backend's errors.
+    pub async fn set<T: Serialize + ?Sized>(&self, key: &CacheKey, value: &T) -> Result<()> {
+        self.set_with_ttl(key, value, Ttl::Default).await
+    }
+
+    /// Writes `value` with an explicit TTL. A zero TTL stores nothing and
+    /// removes the current value.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Cache::set).
+    pub async fn set_with_ttl<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        ttl: Ttl,
+    ) -> Result<()> {
+        self.write(key, value, ttl, SetMode::Always).await.map(drop)
+    }
+
+    /// Writes `value` only if `key` holds nothing; returns whether it wrote.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Cache::set).
+    pub async fn set_if_absent<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        ttl: Ttl,
+    ) -> Result<bool> {
+        self.write(key, value, ttl, SetMode::IfAbsent).await
+    }
+
+    async fn write<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        ttl: Ttl,
+        mode: SetMode,
+    ) -> Result<bool> {
+        let full = self.full_key(key).await?;
+        let ttl = ttl.resolve(&*self.inner.policy, key.category());
+        let (bytes, ttl) = self.stored_form(self.encode(value)?, ttl);
+        let opts = SetOptions::ttl(ttl).with_mode(mode);
+        let written = self.track((*self.inner.backend).set(&full, bytes, opts).await)?;
+        if written {
+            self.inner.counters.inc(Stat::Sets, 1);
+        }
+        Ok(written)
+    }
+
+    /// Removes `key`; returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    pub async fn delete(&self, key: &CacheKey) -> Result<bool> {
+        let full = self.full_key(key).await?;
+        let existed = self.track((*self.inner.backend).delete(&full).await)?;
+        self.inner.counters.inc(Stat::Deletes, u64::from(existed));
+        Ok(existed)
+    }
+
+    /// Whether `key` holds a value.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    pub async fn exists(&self, key: &CacheKey) -> Result<bool> {
+        let full = self.full_key(key).await?;
+        self.track((*self.inner.backend).exists(&full).await)
+    }
+
+    /// Adds `delta` to the counter at `key` (created with the category's
+    /// TTL when missing) and returns the new value. Read it back with
+    /// `get::<i64>`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`](crate::ErrorKind::InvalidValue) when the key holds a
+    /// non-integer or the sum overflows; the backend's errors.
+    pub async fn incr(&self, key: &CacheKey, delta: i64) -> Result<i64> {
+        let full = self.full_key(key).await?;
+        let ttl = Ttl::Default.resolve(&*self.inner.policy, key.category());
+        self.track((*self.inner.backend).incr(&full, delta, ttl).await)
+    }
+
+    /// The values of `keys`, in order, `None` for each miss.
+    ///
+    /// # Errors
+    ///
+    /// [`Codec`](crate::ErrorKind::Codec) when any stored value does not decode as
+    /// `T`; the backend's errors.
+    pub async fn get_many<T: DeserializeOwned>(&self, keys: &[CacheKey]) -> Result<Vec<Option<T>>> {
+        let mut full = Vec::with_capacity(keys.len());
+        for key in keys {
+            full.push(self.full_key(key).await?);
+        }
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let values = self.track((*self.inner.backend).get_many(&refs).await)?;
+        let mut out = Vec::with_capacity(values.len());
+        let (mut hits, mut misses) = (0, 0);
+        let now = now_ms();
+        for value in values {
+            match value.map(Entry::unwrap) {
+                Some(entry) if entry.is_fresh(now) => {
+                    out.push(Some(self.decode(&entry.payload)?));
+                    hits += 1;
+                }
+                _ => {
+                    out.push(None);
+                    misses += 1;
+                }
+            }
+        }
+        self.inner.counters.inc(Stat::Hits, hits);
+        self.inner.counters.inc(Stat::Misses, misses);
+        Ok(out)
+    }
+
+    /// Writes every item with `ttl`. With [`Ttl::Default`], each category's
+    /// TTL is resolved once per call (so jitter is per batch and category).
+    ///
+    /// # Errors
+    ///
+    /// [`Codec`](crate::ErrorKind::Codec) when any value cannot be encoded (nothing
+    /// is written); the backend's errors.
+    pub async fn set_many<T: Serialize>(&self, items: &[(CacheKey, T)], ttl: Ttl) -> Result<()> {
+        // One backend batch per category: (its TTL, its entries).
+        type Batch = (Option<Duration>, Vec<(String, Bytes)>);
+        let mut groups: Vec<Batch> = Vec::new();
+        let mut by_category: HashMap<&str, usize> = HashMap::new();
+        for (key, value) in items {
+            let full = self.full_key(key).await?;
+            let slot = *by_category.entry(key.category()).or_insert_with(|| {
+                groups.push((ttl.resolve(&*self.inner.policy, key.category()), Vec::new()));
+                groups.len() - 1
+            });
+            let (bytes, _) = self.stored_form(self.encode(value)?, groups[slot].0);
+            groups[slot].1.push((full, bytes));
+        }
+        for (ttl, entries) in groups {
+            let ttl = self.physical_ttl(ttl);
+            let refs: Vec<(&str, Bytes)> = entries
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            self.track((*self.inner.backend).set_many(&refs, ttl).await)?;
+        }
+        self.inner.counters.inc(Stat::Sets, items.len() as u64);
+        Ok(())
+    }
+}

@@ -108,7 +108,7 @@ async fn l1_copy_ttl_is_capped_by_l1_max_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_many_copies_with_l1_max_ttl_in_one_l2_call() {
+async fn get_many_copies_are_capped_by_l1_max_ttl() {
     let cap = Duration::from_secs(1);
     let s = setup(TieredConfig::default().with_l1_max_ttl(cap));
     s.l2.set("a", b("1"), ttl_ms(60_000)).await.unwrap();
@@ -119,6 +119,23 @@ async fn get_many_copies_with_l1_max_ttl_in_one_l2_call() {
         assert!(expires_in(&*s.l1, key).await <= cap);
     }
     assert_eq!(s.l1.get("x").await.unwrap(), None);
+}
+
+/// A copy made by `get_many` keeps L2's remaining TTL: once the key has
+/// expired in L2, `get_many` (and `get`) no longer return it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_copies_never_outlive_l2() {
+    let s = setup(TieredConfig::default().with_l1_max_ttl(Duration::from_secs(60)));
+    s.l2.set("short", b("s"), ttl_ms(200)).await.unwrap();
+    s.l2.set("long", b("l"), ttl_ms(60_000)).await.unwrap();
+    let got = s.tiered.get_many(&["short", "long"]).await.unwrap();
+    assert_eq!(got, vec![Some(b("s")), Some(b("l"))]);
+    assert!(expires_in(&*s.l1, "short").await <= Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(s.l2.get("short").await.unwrap(), None, "expired in L2");
+    let got = s.tiered.get_many(&["short", "long"]).await.unwrap();
+    assert_eq!(got, vec![None, Some(b("l"))]);
+    assert_eq!(s.tiered.get("short").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,11 +134,10 @@ pub struct TieredStats {
 ///   L2 round trip: `ttl`); a persistent L2 key gets `l1_max_ttl`; a key that
 ///   vanished in between is not copied.
 /// - `get_many`: one L1 `get_many`, then **one** L2 `get_many` for the
-///   distinct keys L1 missed; the found ones are copied into L1 with one
-///   `set_many` and TTL `l1_max_ttl`. L2's remaining TTLs are *not* asked
-///   (one `ttl` per key would defeat the single round trip), so a copy made
-///   by `get_many` may outlive a short L2 TTL by up to `l1_max_ttl`; use
-///   `get` for keys whose TTL is much shorter than `l1_max_ttl`.
+///   distinct keys L1 missed; each found one is copied into L1 as `get`
+///   copies it, with L2's remaining TTL (the `ttl` calls run concurrently,
+///   so on a multiplexed Redis connection they cost about one round trip).
+///   A copy never outlives its L2 original.
 /// - `set` / `set_many`: L2 decides; when it stored the value, L1 gets a
 ///   copy with TTL `min(ttl, l1_max_ttl)` (`None`: `l1_max_ttl`), counted
 ///   from before the L2 call, so the copy never outlives the original. An
@@ -757,35 +756,15 @@ impl CacheBackend for Tiered {
             }
         }
 
-        // One L1 write for the copies, capped by l1_max_ttl only (see the
-        // type's docs: no per-key `ttl` round trips).
-        let ttl = self.config.l1_max_ttl;
-        let copies: Vec<(&str, Bytes, Snapshot)> = missed
+        // Each copy gets L2's remaining TTL, as `get` gives it, so a copy
+        // never outlives its original; the `ttl` calls run concurrently.
+        let fills = missed
             .iter()
-            .zip(found)
+            .zip(&found)
             .zip(snapshots)
-            .filter_map(|((key, value), snapshot)| Some((*key, value?, snapshot?)))
-            .filter(|(_, _, snapshot)| self.writes.unchanged(*snapshot))
-            .collect();
-        if copies.is_empty() || ttl.is_zero() {
-            return Ok(out);
-        }
-        let items: Vec<(&str, Bytes)> = copies
-            .iter()
-            .map(|(key, value, _)| (*key, value.clone()))
-            .collect();
-        if let Err(err) = (*self.l1).set_many(&items, Some(ttl)).await {
-            tracing::warn!(error = %err, "tiered: copying values into L1 failed");
-            return Ok(out);
-        }
-        let overtaken: Vec<&str> = copies
-            .iter()
-            .filter(|(_, _, snapshot)| !self.writes.unchanged(*snapshot))
-            .map(|(key, _, _)| *key)
-            .collect();
-        if !overtaken.is_empty() {
-            self.drop_copies(&overtaken).await;
-        }
+            .filter_map(|((key, value), snapshot)| Some((*key, value.as_ref()?, snapshot?)))
+            .map(|(key, value, snapshot)| self.fill(key, value, snapshot));
+        futures_util::future::join_all(fills).await;
         Ok(out)
     }
 

@@ -107,16 +107,33 @@ impl Entry {
                 ttl_ms: u32::from_be_bytes(ttl),
             }
         } else {
-            Entry {
-                payload: bytes,
-                expires_at_ms: None,
-                ttl_ms: 0,
-            }
+            Entry::plain(bytes)
+        }
+    }
+
+    /// Bytes that are a value as they are: they never go stale.
+    pub(crate) fn plain(bytes: Bytes) -> Entry {
+        Entry {
+            payload: bytes,
+            expires_at_ms: None,
+            ttl_ms: 0,
         }
     }
 
     pub(crate) fn is_fresh(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_none_or(|at| now_ms < at)
+    }
+
+    /// How long the value stays fresh and, with refresh-ahead at
+    /// `refresh` (a fraction of the TTL), out of its refresh window; `None`
+    /// when the envelope holds no expiry (never expires, or not enveloped).
+    pub(crate) fn fresh_for(&self, now_ms: u64, refresh: Option<f64>) -> Option<Duration> {
+        let at = self.expires_at_ms?;
+        let mut left = at.saturating_sub(now_ms) as f64;
+        if let Some(fraction) = refresh {
+            left -= f64::from(self.ttl_ms) * fraction;
+        }
+        Some(Duration::from_millis(left.max(0.0) as u64))
     }
 
     /// Whether less than `fraction` of the TTL is left.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Cache, CacheKey, Codec, KeyTtl, Result, Ttl};
+use crate::{Cache, CacheKey, Codec, Result, Ttl};
 
 /// Shards of the decoded map (each its own lock).
 const SHARDS: usize = 64;
@@ -171,6 +171,16 @@ struct Shard {
     /// Reads answered from this shard's copies (per shard: the line the
     /// lock already dirtied, not one counter shared by every thread).
     hits: AtomicU64,
+}
+
+/// What [`TypedL1::load`] found.
+enum Loaded<T> {
+    /// A value, kept as a copy (or served from one).
+    Kept(Arc<T>),
+    /// A fresh value not kept: refresh-ahead wants the next reads to reach
+    /// the cache (or it is about to expire).
+    Due(Arc<T>),
+    Missing,
 }
 
 enum Lookup<T> {
@@ -460,13 +470,17 @@ impl<C: Codec> TypedL1<C> {
         match self.lookup::<T>(key, now) {
             Lookup::Hit(value) => Ok(Some(value)),
             // Boxed: the slow path's state stays off the fast path's future.
-            Lookup::Recheck | Lookup::Miss => Box::pin(self.load::<T>(key, now)).await,
+            Lookup::Recheck | Lookup::Miss => match Box::pin(self.load::<T>(key, now)).await? {
+                Loaded::Kept(value) | Loaded::Due(value) => Ok(Some(value)),
+                Loaded::Missing => Ok(None),
+            },
         }
     }
 
     /// Checks the category's generation; serves the copy if it is still
-    /// current, else reads `key` through the cache and keeps the value.
-    async fn load<T>(&self, key: &CacheKey, now: Instant) -> Result<Option<Arc<T>>>
+    /// current, else reads `key` through the cache and keeps the value for
+    /// as long as the cache says it is fresh.
+    async fn load<T>(&self, key: &CacheKey, now: Instant) -> Result<Loaded<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -489,28 +503,37 @@ impl<C: Codec> TypedL1<C> {
                     let value = Arc::clone(&slot.value);
                     drop(map);
                     shard.hits.fetch_add(1, Relaxed);
-                    return Ok(value.downcast::<T>().ok());
+                    return Ok(value.downcast::<T>().map_or(Loaded::Missing, Loaded::Kept));
                 }
             }
         }
-        let Some(value) = self.cache.get::<T>(key).await? else {
+        let started = Instant::now();
+        let Some((value, fresh_for)) = self.cache.get_with_ttl::<T>(key).await? else {
             self.forget(key);
-            return Ok(None);
+            return Ok(Loaded::Missing);
         };
         let value = Arc::new(value);
+        // The cache's logical TTL (not the physical one fail-safe stretches),
+        // ending where refresh-ahead wants a read to reach the cache.
+        let life = fresh_for.map_or(self.config.max_ttl, |left| left.min(self.config.max_ttl));
+        if life.is_zero() {
+            return Ok(Loaded::Due(value));
+        }
         if quiet {
             let copy = Origin {
                 full,
                 category: check,
                 version,
             };
-            self.keep(key, hash, shard, copy, &value, epoch).await;
+            self.keep(key, hash, shard, copy, &value, epoch, started + life);
         }
-        Ok(Some(value))
+        Ok(Loaded::Kept(value))
     }
 
-    /// Keeps `value` for `key` unless a write started since `epoch`.
-    async fn keep<T: Send + Sync + 'static>(
+    /// Keeps `value` for `key` until `until`, unless a write started since
+    /// `epoch`.
+    #[allow(clippy::too_many_arguments)]
+    fn keep<T: Send + Sync + 'static>(
         &self,
         key: &CacheKey,
         hash: u64,
@@ -518,16 +541,8 @@ impl<C: Codec> TypedL1<C> {
         copy: Origin,
         value: &Arc<T>,
         epoch: u64,
+        until: Instant,
     ) {
-        let started = Instant::now();
-        let life = match self.cache.backend().ttl(&copy.full).await {
-            Ok(KeyTtl::Persistent) => self.config.max_ttl,
-            Ok(KeyTtl::Expires(left)) => left.min(self.config.max_ttl),
-            Ok(KeyTtl::Missing) | Err(_) => return,
-        };
-        if life.is_zero() {
-            return;
-        }
         let mut map = write(&shard.map);
         if shard.epoch.load(Relaxed) != epoch || shard.writing.load(Relaxed) != 0 {
             return;
@@ -544,7 +559,7 @@ impl<C: Codec> TypedL1<C> {
                 key: key.clone(),
                 full: copy.full,
                 value,
-                expires_at: self.nanos(started + life),
+                expires_at: self.nanos(until),
                 category: copy.category,
                 version: copy.version,
             },
@@ -644,10 +659,17 @@ impl<C: Codec> TypedL1<C> {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        if let Some(value) = self.get::<T>(key).await? {
-            return Ok(value);
+        let now = Instant::now();
+        match self.lookup::<T>(key, now) {
+            Lookup::Hit(value) => return Ok(value),
+            Lookup::Recheck | Lookup::Miss => {
+                if let Loaded::Kept(value) = Box::pin(self.load::<T>(key, now)).await? {
+                    return Ok(value);
+                }
+            }
         }
-        // The load may write: no copy is kept of what it returns (the next
+        // Missing, or due for refresh-ahead: the cache's `get_or_set`
+        // answers (and starts the refresh). The load may write: no copy is kept of what it returns (the next
         // `get` reads the stored value back and keeps that).
         let _writing = self.begin_write(key);
         Ok(Arc::new(self.cache.get_or_set(key, loader).await?))

@@ -444,3 +444,48 @@ async fn single_flight_a_retry_after_a_failed_load_runs_the_loader_again() {
         assert_eq!(calls.load(Ordering::SeqCst), attempt + 1);
     }
 }
+
+/// A codec whose output starts with the fail-safe envelope's marker bytes.
+struct MarkerLike;
+
+impl cache_core::Codec for MarkerLike {
+    fn name(&self) -> &'static str {
+        "marker-like"
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> cache_core::Result<bytes::Bytes> {
+        let mut out = vec![0xFF, b'C', b'E', 1];
+        out.extend(serde_json::to_vec(value).unwrap());
+        Ok(out.into())
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> cache_core::Result<T> {
+        serde_json::from_slice(&bytes[4..]).map_err(|e| {
+            cache_core::Error::new(ErrorKind::Codec, "marker-like decode").with_source(e)
+        })
+    }
+}
+
+/// Without fail-safe or refresh-ahead the cache writes no envelope, so it
+/// never looks for one: bytes that happen to start like an envelope are the
+/// codec's, whole.
+#[tokio::test]
+async fn codec_output_that_looks_like_an_envelope_is_not_unwrapped_without_fail_safe() {
+    let cache = Cache::builder(memory()).codec(MarkerLike).build().unwrap();
+    let k = key("doc", 1);
+    let value = "a value long enough to cover the envelope's header".to_string();
+    cache.set(&k, &value).await.unwrap();
+    assert_eq!(cache.get::<String>(&k).await.unwrap(), Some(value.clone()));
+    assert_eq!(
+        cache.get_many::<String>(&[k.clone()]).await.unwrap(),
+        vec![Some(value.clone())]
+    );
+    let loaded: String = cache
+        .get_or_set(&k, || async {
+            Ok::<_, std::io::Error>("loaded".to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, value, "a hit, not a reload");
+    assert_eq!(cache.stats().decode_errors, 0);
+}

@@ -189,3 +189,76 @@ fn get_or_set_returns_and_later_serves_the_value() {
         assert!(l1.peek::<u32>(&key).is_some());
     });
 }
+
+/// With fail-safe on, the backend keeps a value past its TTL to serve it
+/// stale; a decoded copy still ends at the value's logical TTL.
+#[test]
+fn a_copy_ends_at_the_logical_ttl_under_fail_safe() {
+    rt().block_on(async {
+        let cache = Cache::builder(Arc::new(MemoryBackend::new()))
+            .fail_safe(cache_core::FailSafe::new(Duration::from_secs(3600)))
+            .build()
+            .unwrap();
+        let l1 = TypedL1::new(cache, TypedL1Config::default());
+        let key = CacheKey::new("rate", "EUR").unwrap();
+        l1.set_with_ttl(&key, &"1.08".to_string(), Ttl::millis(200))
+            .await
+            .unwrap();
+        assert_eq!(*l1.get::<String>(&key).await.unwrap().unwrap(), "1.08");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            l1.get::<String>(&key).await.unwrap(),
+            None,
+            "past its TTL the value is stale: a miss, as Cache::get says"
+        );
+        assert_eq!(l1.cache().get::<String>(&key).await.unwrap(), None);
+    });
+}
+
+/// A decoded copy ends where refresh-ahead's window opens, so a read in
+/// the window reaches the cache and starts the refresh.
+#[test]
+fn refresh_ahead_still_refreshes_through_the_l1() {
+    rt().block_on(async {
+        let cache = Cache::builder(Arc::new(MemoryBackend::new()))
+            .refresh_ahead(0.5)
+            .ttl_policy(cache_core::CategoryTtl::new(Some(Duration::from_millis(
+                600,
+            ))))
+            .build()
+            .unwrap();
+        let l1 = TypedL1::new(cache, TypedL1Config::default());
+        let key = CacheKey::new("rate", "EUR").unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let load = |calls: Arc<std::sync::atomic::AtomicU32>| async move {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Ok::<_, std::io::Error>(n)
+        };
+        let first = l1.get_or_set(&key, {
+            let calls = calls.clone();
+            move || load(calls)
+        });
+        assert_eq!(*first.await.unwrap(), 1);
+        // 400 ms in: fresh, but inside the last half of the TTL.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let again = l1
+            .get_or_set(&key, {
+                let calls = calls.clone();
+                move || load(calls)
+            })
+            .await
+            .unwrap();
+        assert_eq!(*again, 1, "the current value is served");
+        for _ in 0..50 {
+            if calls.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "the read in the refresh window started one refresh"
+        );
+    });
+}

@@ -22,7 +22,7 @@ impl<C: Codec> Cache<C> {
         let Some(bytes) = self.track((*self.inner.backend).get(full).await)? else {
             return Ok(None);
         };
-        let entry = Entry::unwrap(bytes);
+        let entry = self.unwrap_stored(bytes);
         match self.inner.codec.decode(&entry.payload) {
             Ok(value) => Ok(Some((value, entry))),
             Err(err) => {
@@ -32,8 +32,19 @@ impl<C: Codec> Cache<C> {
         }
     }
 
+    /// The stored bytes as an entry. Only a cache that writes envelopes
+    /// looks for one: without fail-safe and refresh-ahead, every byte is the
+    /// codec's, even bytes that happen to start like an envelope.
+    pub(super) fn unwrap_stored(&self, bytes: Bytes) -> Entry {
+        if self.enveloped() {
+            Entry::unwrap(bytes)
+        } else {
+            Entry::plain(bytes)
+        }
+    }
+
     /// Whether values are written in the fail-safe envelope.
-    fn enveloped(&self) -> bool {
+    pub(super) fn enveloped(&self) -> bool {
         self.inner.fail_safe.is_some() || self.inner.refresh_ahead.is_some()
     }
 

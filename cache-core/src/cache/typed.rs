@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Cache;
-use crate::backend::{SetMode, SetOptions};
+use crate::backend::{KeyTtl, SetMode, SetOptions};
 use crate::codec::Codec;
 use crate::error::Result;
-use crate::fail_safe::{now_ms, Entry};
+use crate::fail_safe::now_ms;
 use crate::key::CacheKey;
 use crate::stats::Stat;
 use crate::ttl::Ttl;
@@ -27,7 +27,7 @@ impl<C: Codec> Cache<C> {
     pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
         let full = self.full_key(key).await?;
         let stored = self.track((*self.inner.backend).get(&full).await)?;
-        match stored.map(Entry::unwrap) {
+        match stored.map(|bytes| self.unwrap_stored(bytes)) {
             Some(entry) if entry.is_fresh(now_ms()) => {
                 let value = self.decode(&entry.payload)?;
                 self.inner.counters.inc(Stat::Hits, 1);
@@ -38,6 +38,65 @@ impl<C: Codec> Cache<C> {
                 Ok(None)
             }
         }
+    }
+
+    /// The value of `key` with how long it stays fresh here: its remaining
+    /// *logical* TTL (`None`: never expires). With fail-safe on, that is
+    /// the TTL it was written with, not the longer time the backend keeps
+    /// it to serve stale; with refresh-ahead on, the time until its refresh
+    /// window opens. This is how long a copy of the decoded value (an L1
+    /// such as [`TypedL1`](crate::TypedL1)) may serve it.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Cache::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{Cache, CacheKey, FailSafe, Ttl};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let cache = Cache::builder(Arc::new(MemoryBackend::new()))
+    ///     .fail_safe(FailSafe::new(Duration::from_secs(3600)))
+    ///     .build()?;
+    /// let key = CacheKey::new("rate", "EUR")?;
+    /// cache.set_with_ttl(&key, &1.08, Ttl::secs(60)).await?;
+    /// let (rate, fresh_for) = cache.get_with_ttl::<f64>(&key).await?.unwrap();
+    /// assert_eq!(rate, 1.08);
+    /// assert!(fresh_for.unwrap() <= Duration::from_secs(60)); // not 60 s + 1 h
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_with_ttl<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<(T, Option<Duration>)>> {
+        let full = self.full_key(key).await?;
+        let stored = self.track((*self.inner.backend).get(&full).await)?;
+        let now = now_ms();
+        let entry = match stored.map(|bytes| self.unwrap_stored(bytes)) {
+            Some(entry) if entry.is_fresh(now) => entry,
+            _ => {
+                self.inner.counters.inc(Stat::Misses, 1);
+                return Ok(None);
+            }
+        };
+        let value = self.decode(&entry.payload)?;
+        self.inner.counters.inc(Stat::Hits, 1);
+        let fresh_for = match entry.fresh_for(now, self.inner.refresh_ahead) {
+            Some(left) => Some(left),
+            None => match self.track((*self.inner.backend).ttl(&full).await)? {
+                KeyTtl::Persistent => None,
+                KeyTtl::Expires(left) => Some(left),
+                KeyTtl::Missing => Some(Duration::ZERO),
+            },
+        };
+        Ok(Some((value, fresh_for)))
     }
 
     /// Writes `value` with the category's TTL.
@@ -150,7 +209,7 @@ impl<C: Codec> Cache<C> {
         let (mut hits, mut misses) = (0, 0);
         let now = now_ms();
         for value in values {
-            match value.map(Entry::unwrap) {
+            match value.map(|bytes| self.unwrap_stored(bytes)) {
                 Some(entry) if entry.is_fresh(now) => {
                     out.push(Some(self.decode(&entry.payload)?));
                     hits += 1;

@@ -2,34 +2,24 @@
 //! found through Sentinel, or a Redis Cluster.
 
 use std::fmt;
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
     check_key, check_namespace, check_value, glob_escape, CacheBackend, Capabilities, Error,
-    ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
+    Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
 };
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{
-    Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Script, ScriptInvocation, Value,
-};
+use redis::{Script, Value};
 
 use crate::config::{RedisConfig, RedisMode};
-use crate::error::{connect_error, map_error};
+use crate::core::{
+    connect_standalone, info_field, set_command, ttl_millis, Conn, Core, SCAN_COUNT,
+};
 
 /// The largest value Redis stores (its `proto-max-bulk-len` default).
 const MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
-
-/// Keys asked for per `SCAN` round trip.
-pub(crate) const SCAN_COUNT: usize = 1000;
-
-/// The longest TTL sent to Redis, in ms (about 146 million years). Redis
-/// rejects an expiry that overflows when added to the current time.
-const MAX_TTL_MS: u64 = 1 << 62;
 
 /// Adds `delta`; a key it creates gets the TTL in `ARGV[2]` (empty: none),
 /// a key that existed keeps its TTL. One script, so one atomic step.
@@ -106,16 +96,12 @@ pub struct RedisBackend {
 }
 
 struct Inner {
-    /// The connections, round-robin; empty after `close`.
-    connections: RwLock<Vec<Conn>>,
-    next: AtomicUsize,
+    /// The connections and how one exchange is made.
+    core: Core,
     mode: RedisMode,
     /// The slot map, on a cluster.
     #[cfg(feature = "cluster")]
     cluster: Option<crate::cluster::ClusterState>,
-    response_timeout: Duration,
-    /// Where the server is, without credentials.
-    target: String,
     incr: Script,
     persist: Script,
 }
@@ -141,6 +127,7 @@ impl RedisBackend {
             #[cfg(feature = "cluster")]
             RedisMode::Cluster => {
                 let (connections, state) = crate::cluster::connect(&config).await?;
+                let connections = connections.into_iter().map(Conn::Cluster).collect();
                 Ok(Self::with_connections(
                     &config,
                     connections,
@@ -151,6 +138,7 @@ impl RedisBackend {
             #[cfg(feature = "sentinel")]
             RedisMode::Sentinel => {
                 let connections = crate::sentinel::connect(&config).await?;
+                let connections = connections.into_iter().map(Conn::Sentinel).collect();
                 Ok(Self::with_connections(
                     &config,
                     connections,
@@ -158,7 +146,16 @@ impl RedisBackend {
                     None,
                 ))
             }
-            _ => Self::connect_standalone(config).await,
+            _ => {
+                let connections = connect_standalone(&config).await?;
+                let connections = connections.into_iter().map(Conn::Manager).collect();
+                Ok(Self::with_connections(
+                    &config,
+                    connections,
+                    RedisMode::Standalone,
+                    None,
+                ))
+            }
         }
     }
 
@@ -173,68 +170,14 @@ impl RedisBackend {
         tracing::debug!(%target, ?mode, connections = connections.len(), "connected to Redis");
         RedisBackend {
             inner: Arc::new(Inner {
-                connections: RwLock::new(connections),
-                next: AtomicUsize::new(0),
+                core: Core::new(connections, config.response_timeout(), target),
                 mode,
                 #[cfg(feature = "cluster")]
                 cluster,
-                response_timeout: config.response_timeout(),
-                target,
                 incr: Script::new(INCR_SCRIPT),
                 persist: Script::new(PERSIST_SCRIPT),
             }),
         }
-    }
-
-    async fn connect_standalone(config: RedisConfig) -> Result<Self> {
-        let info = config.connection_info()?;
-        let target = config.target();
-        let client = redis::Client::open(info).map_err(|e| connect_error(e, &target))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout()))
-            .set_response_timeout(Some(config.response_timeout()))
-            // One attempt per reconnect: while the server is down, calls
-            // fail fast with `Connection` (and each failed call starts the
-            // next attempt) rather than queueing behind a backoff.
-            .set_number_of_retries(0);
-        let open_all = async {
-            let mut connections = Vec::with_capacity(config.connections);
-            for _ in 0..config.connections {
-                let mut connection =
-                    ConnectionManager::new_with_config(client.clone(), manager_config.clone())
-                        .await?;
-                // The handshake does not authenticate without credentials;
-                // one round trip shows NOAUTH (or any refusal) now, not on
-                // the first real call.
-                redis::cmd("PING")
-                    .query_async::<Value>(&mut connection)
-                    .await?;
-                connections.push(connection);
-            }
-            RedisResult::Ok(connections)
-        };
-        let connections = match tokio::time::timeout(config.connect_timeout(), open_all).await {
-            Ok(Ok(connections)) => connections,
-            Ok(Err(e)) => return Err(connect_error(e, &target)),
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Connection,
-                    format!(
-                        "cannot connect to {target}: no connection within {} ms",
-                        config.connect_timeout_ms
-                    ),
-                )
-                .with_backend("redis")
-                .with_operation("connect"))
-            }
-        };
-        let connections = connections.into_iter().map(Conn::Manager).collect();
-        Ok(Self::with_connections(
-            &config,
-            connections,
-            RedisMode::Standalone,
-            None,
-        ))
     }
 
     /// Connects to the deployment at `url` with default settings otherwise
@@ -252,100 +195,9 @@ impl RedisBackend {
         self.inner.mode
     }
 
-    /// How long one answer may take.
-    #[cfg(feature = "cluster")]
-    pub(crate) fn response_timeout(&self) -> Duration {
-        self.inner.response_timeout
-    }
-
-    fn is_closed(&self) -> bool {
-        self.inner
-            .connections
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_empty()
-    }
-
-    /// The next connection, round-robin.
-    pub(crate) fn connection(&self, op: &'static str) -> Result<Conn> {
-        let connections = self
-            .inner
-            .connections
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if connections.is_empty() {
-            return Err(Error::new(ErrorKind::Closed, "the Redis backend is closed")
-                .with_backend("redis")
-                .with_operation(op));
-        }
-        let i = self.inner.next.fetch_add(1, Relaxed) % connections.len();
-        Ok(connections[i].clone())
-    }
-
-    /// Awaits one exchange with the server, bounded by the response timeout.
-    pub(crate) async fn bounded<T: Send>(
-        &self,
-        op: &'static str,
-        exchange: impl Future<Output = RedisResult<T>> + Send,
-    ) -> Result<T> {
-        self.bounded_by(self.inner.response_timeout, op, exchange)
-            .await
-    }
-
-    /// Awaits one exchange with the server, bounded by `limit`.
-    pub(crate) async fn bounded_by<T: Send>(
-        &self,
-        limit: Duration,
-        op: &'static str,
-        exchange: impl Future<Output = RedisResult<T>> + Send,
-    ) -> Result<T> {
-        match tokio::time::timeout(limit, exchange).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(map_error(e, op)),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "no answer from {} within {} ms",
-                    self.inner.target,
-                    limit.as_millis()
-                ),
-            )
-            .with_backend("redis")
-            .with_operation(op)),
-        }
-    }
-
-    pub(crate) async fn query<T: FromRedisValue + Send>(
-        &self,
-        op: &'static str,
-        cmd: &Cmd,
-    ) -> Result<T> {
-        let mut conn = self.connection(op)?;
-        let result = self.bounded(op, cmd.query_async(&mut conn)).await;
-        conn.observe(&result);
-        result
-    }
-
-    async fn query_pipeline<T: FromRedisValue + Send>(
-        &self,
-        op: &'static str,
-        pipeline: &Pipeline,
-    ) -> Result<T> {
-        let mut conn = self.connection(op)?;
-        let result = self.bounded(op, pipeline.query_async(&mut conn)).await;
-        conn.observe(&result);
-        result
-    }
-
-    async fn invoke<T: FromRedisValue + Send>(
-        &self,
-        op: &'static str,
-        script: &ScriptInvocation<'_>,
-    ) -> Result<T> {
-        let mut conn = self.connection(op)?;
-        let result = self.bounded(op, script.invoke_async(&mut conn)).await;
-        conn.observe(&result);
-        result
+    /// The connections and how one exchange with the server is made.
+    fn core(&self) -> &Core {
+        &self.inner.core
     }
 
     /// The cluster's slot map, when this backend talks to a cluster.
@@ -382,10 +234,10 @@ impl RedisBackend {
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster() {
             if keys.len() > 1 {
-                return cluster.unlink(self, op, keys).await;
+                return cluster.unlink(self.core(), op, keys).await;
             }
         }
-        self.query(op, redis::cmd("UNLINK").arg(keys)).await
+        self.core().query(op, redis::cmd("UNLINK").arg(keys)).await
     }
 
     /// One `SCAN cursor MATCH pattern COUNT …` round trip: the next cursor
@@ -396,16 +248,17 @@ impl RedisBackend {
         pattern: &str,
         cursor: u64,
     ) -> Result<(u64, Vec<Vec<u8>>)> {
-        self.query(
-            op,
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT),
-        )
-        .await
+        self.core()
+            .query(
+                op,
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT),
+            )
+            .await
     }
 
     /// `SCAN MATCH pattern` in batches, `UNLINK` each batch; how many keys
@@ -413,7 +266,7 @@ impl RedisBackend {
     async fn unlink_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster() {
-            return cluster.unlink_matching(self, op, pattern).await;
+            return cluster.unlink_matching(self.core(), op, pattern).await;
         }
         let mut removed = 0;
         let mut cursor = 0;
@@ -427,30 +280,6 @@ impl RedisBackend {
             cursor = next;
         }
     }
-}
-
-/// A TTL as Redis milliseconds: at least 1 for any positive duration.
-pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
-        .unwrap_or(u64::MAX)
-        .clamp(1, MAX_TTL_MS)
-}
-
-pub(crate) fn set_command(key: &str, value: &[u8], ttl: Option<Duration>) -> Cmd {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key).arg(value);
-    if let Some(ttl) = ttl {
-        cmd.arg("PX").arg(ttl_millis(ttl));
-    }
-    cmd
-}
-
-/// Facts from `INFO` text, by field name.
-pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines().find_map(|line| {
-        let (field, value) = line.split_once(':')?;
-        (field == name).then(|| value.trim())
-    })
 }
 
 #[async_trait]
@@ -474,7 +303,7 @@ impl CacheBackend for RedisBackend {
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         Self::check_key(key, "get")?;
-        let value: Option<Vec<u8>> = self.query("get", redis::cmd("GET").arg(key)).await?;
+        let value: Option<Vec<u8>> = self.core().query("get", redis::cmd("GET").arg(key)).await?;
         Ok(value.map(Bytes::from))
     }
 
@@ -492,7 +321,7 @@ impl CacheBackend for RedisBackend {
         if opts.mode == SetMode::IfAbsent {
             cmd.arg("NX");
         }
-        let reply: Value = self.query("set", &cmd).await?;
+        let reply: Value = self.core().query("set", &cmd).await?;
         Ok(!matches!(reply, Value::Nil))
     }
 
@@ -503,13 +332,19 @@ impl CacheBackend for RedisBackend {
 
     async fn exists(&self, key: &str) -> Result<bool> {
         Self::check_key(key, "exists")?;
-        let n: u64 = self.query("exists", redis::cmd("EXISTS").arg(key)).await?;
+        let n: u64 = self
+            .core()
+            .query("exists", redis::cmd("EXISTS").arg(key))
+            .await?;
         Ok(n > 0)
     }
 
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         Self::check_key(key, "ttl")?;
-        let ms: i64 = self.query("ttl", redis::cmd("PTTL").arg(key)).await?;
+        let ms: i64 = self
+            .core()
+            .query("ttl", redis::cmd("PTTL").arg(key))
+            .await?;
         Ok(match ms {
             -2 => KeyTtl::Missing,
             -1 => KeyTtl::Persistent,
@@ -523,6 +358,7 @@ impl CacheBackend for RedisBackend {
             Some(Duration::ZERO) => Ok(self.unlink("expire", &[key]).await? > 0),
             Some(ttl) => {
                 let n: u64 = self
+                    .core()
                     .query(
                         "expire",
                         redis::cmd("PEXPIRE").arg(key).arg(ttl_millis(ttl)),
@@ -531,7 +367,10 @@ impl CacheBackend for RedisBackend {
                 Ok(n > 0)
             }
             None => {
-                let n: u64 = self.invoke("expire", &self.inner.persist.key(key)).await?;
+                let n: u64 = self
+                    .core()
+                    .invoke("expire", &self.inner.persist.key(key))
+                    .await?;
                 Ok(n > 0)
             }
         }
@@ -544,28 +383,29 @@ impl CacheBackend for RedisBackend {
             Some(Duration::ZERO) => "0".to_owned(),
             Some(ttl) => ttl_millis(ttl).to_string(),
         };
-        self.invoke("incr", self.inner.incr.key(key).arg(delta).arg(ttl_arg))
+        self.core()
+            .invoke("incr", self.inner.incr.key(key).arg(delta).arg(ttl_arg))
             .await
     }
 
     async fn health(&self) -> Result<Health> {
         let started = Instant::now();
-        if self.is_closed() {
+        if self.core().is_closed() {
             return Ok(
                 Health::new(HealthStatus::Unhealthy, started.elapsed()).with_detail("closed", true)
             );
         }
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster() {
-            return cluster.health(self, &self.inner.target).await;
+            return cluster.health(self.core(), self.core().target()).await;
         }
-        let _: String = self.query("health", &redis::cmd("PING")).await?;
+        let _: String = self.core().query("health", &redis::cmd("PING")).await?;
         let latency = started.elapsed();
-        let info: String = self.query("health", &redis::cmd("INFO")).await?;
+        let info: String = self.core().query("health", &redis::cmd("INFO")).await?;
         let mut health = Health::new(HealthStatus::Healthy, latency)
-            .with_detail("target", &self.inner.target)
+            .with_detail("target", self.core().target())
             .with_detail("mode", mode_name(self.inner.mode));
-        if let Some(primary) = self.connection("health")?.primary_address() {
+        if let Some(primary) = self.core().connection("health")?.primary_address() {
             health = health.with_detail("primary", primary);
         }
         for name in [
@@ -601,10 +441,12 @@ impl CacheBackend for RedisBackend {
         }
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster() {
-            return cluster.get_many(self, keys).await;
+            return cluster.get_many(self.core(), keys).await;
         }
-        let values: Vec<Option<Vec<u8>>> =
-            self.query("get_many", redis::cmd("MGET").arg(keys)).await?;
+        let values: Vec<Option<Vec<u8>>> = self
+            .core()
+            .query("get_many", redis::cmd("MGET").arg(keys))
+            .await?;
         Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
     }
 
@@ -623,13 +465,13 @@ impl CacheBackend for RedisBackend {
         }
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster() {
-            return cluster.set_many(self, items, ttl).await;
+            return cluster.set_many(self.core(), items, ttl).await;
         }
         let mut pipeline = redis::pipe();
         for (key, value) in items {
             pipeline.add_command(set_command(key, value, ttl)).ignore();
         }
-        self.query_pipeline("set_many", &pipeline).await
+        self.core().query_pipeline("set_many", &pipeline).await
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
@@ -643,7 +485,7 @@ impl CacheBackend for RedisBackend {
         Self::check_pattern(pattern, "scan")?;
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster() {
-            return cluster.scan(self, pattern).await;
+            return cluster.scan(self.core(), pattern).await;
         }
         let mut found = Vec::new();
         let mut cursor = 0;
@@ -677,28 +519,18 @@ impl CacheBackend for RedisBackend {
     async fn close(&self) -> Result<()> {
         // Dropping the managers closes the connections once calls in flight
         // (which hold clones) finish.
-        self.inner
-            .connections
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+        self.core().close();
         Ok(())
     }
 }
 
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let connections = self
-            .inner
-            .connections
-            .read()
-            .map(|c| c.len())
-            .unwrap_or_default();
         f.debug_struct("RedisBackend")
-            .field("target", &self.inner.target)
+            .field("target", &self.core().target())
             .field("mode", &self.inner.mode)
-            .field("connections", &connections)
-            .field("response_timeout", &self.inner.response_timeout)
+            .field("connections", &self.core().connection_count())
+            .field("response_timeout", &self.core().response_timeout())
             .finish()
     }
 }
@@ -709,97 +541,5 @@ pub(crate) fn mode_name(mode: RedisMode) -> &'static str {
         RedisMode::Cluster => "cluster",
         RedisMode::Sentinel => "sentinel",
         _ => "standalone",
-    }
-}
-
-/// One connection of the backend, whatever the deployment.
-#[derive(Clone)]
-pub(crate) enum Conn {
-    /// One server, reconnecting by itself.
-    Manager(ConnectionManager),
-    /// The primary named by Sentinel, followed across failovers.
-    #[cfg(feature = "sentinel")]
-    Sentinel(crate::sentinel::SentinelConnection),
-    /// A cluster: one connection per node, routing by slot.
-    #[cfg(feature = "cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl Conn {
-    /// Tells the connection how a call went, so that it can look for a new
-    /// primary after a failure (Sentinel).
-    fn observe<T>(&self, result: &Result<T>) {
-        #[cfg(feature = "sentinel")]
-        if let (Conn::Sentinel(conn), Err(e)) = (self, result) {
-            conn.observe_failure(e.kind());
-        }
-        let _ = result;
-    }
-
-    /// The address of the primary in use (Sentinel).
-    fn primary_address(&self) -> Option<String> {
-        match self {
-            #[cfg(feature = "sentinel")]
-            Conn::Sentinel(conn) => conn.primary_address(),
-            _ => None,
-        }
-    }
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Manager(conn) => conn.req_packed_command(cmd),
-            #[cfg(feature = "sentinel")]
-            Conn::Sentinel(conn) => conn.req_packed_command(cmd),
-            #[cfg(feature = "cluster")]
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Manager(conn) => conn.req_packed_commands(pipeline, offset, count),
-            #[cfg(feature = "sentinel")]
-            Conn::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
-            #[cfg(feature = "cluster")]
-            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Manager(conn) => conn.get_db(),
-            #[cfg(feature = "sentinel")]
-            Conn::Sentinel(conn) => conn.get_db(),
-            #[cfg(feature = "cluster")]
-            Conn::Cluster(conn) => conn.get_db(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl_millis_rounds_up_and_caps() {
-        assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
-        assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
-        assert_eq!(ttl_millis(Duration::from_millis(300)), 300);
-        assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MS);
-    }
-
-    #[test]
-    fn info_fields() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nused_memory:1024\r\n";
-        assert_eq!(info_field(info, "redis_version"), Some("7.0.15"));
-        assert_eq!(info_field(info, "used_memory"), Some("1024"));
-        assert_eq!(info_field(info, "maxmemory"), None);
     }
 }

@@ -27,8 +27,8 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, Value};
 use tokio::task::JoinSet;
 
-use crate::backend::{info_field, set_command, Conn, RedisBackend, SCAN_COUNT};
 use crate::config::RedisConfig;
+use crate::core::{info_field, set_command, Conn, Core, SCAN_COUNT};
 use crate::error::{connect_error, map_error};
 
 /// The number of hash slots of a Redis Cluster.
@@ -41,7 +41,9 @@ const MIN_RETRY_WAIT_MS: u64 = 10;
 const MAX_RETRY_WAIT_MS: u64 = 200;
 
 /// Opens `config.connections` cluster connections and reads the slot map.
-pub(crate) async fn connect(config: &RedisConfig) -> Result<(Vec<Conn>, ClusterState)> {
+pub(crate) async fn connect(
+    config: &RedisConfig,
+) -> Result<(Vec<ClusterConnection>, ClusterState)> {
     let target = config.target();
     let (nodes, redis_settings) = config.cluster_parts()?;
     let mut infos = Vec::with_capacity(nodes.len());
@@ -92,7 +94,7 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<(Vec<Conn>, ClusterS
         map: RwLock::new(Arc::new(map)),
         stale: AtomicBool::new(false),
     };
-    Ok((connections.into_iter().map(Conn::Cluster).collect(), state))
+    Ok((connections, state))
 }
 
 /// The slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag (the
@@ -265,7 +267,8 @@ fn parse_node(value: Value) -> Option<Node> {
     (!host.is_empty()).then_some(Node { host, port })
 }
 
-/// The cluster side of a [`RedisBackend`]: its copy of the slot map.
+/// The cluster side of a [`RedisBackend`](crate::RedisBackend): its copy of
+/// the slot map.
 pub(crate) struct ClusterState {
     map: RwLock<Arc<SlotMap>>,
     /// Something failed because the map may be out of date: read it again
@@ -323,9 +326,9 @@ impl ClusterState {
     }
 
     /// Reads the slot map again.
-    async fn refresh(&self, backend: &RedisBackend, op: &'static str) -> Result<Arc<SlotMap>> {
-        let mut conn = cluster_connection(backend, op)?;
-        let map = Arc::new(backend.bounded(op, SlotMap::fetch(&mut conn)).await?);
+    async fn refresh(&self, core: &Core, op: &'static str) -> Result<Arc<SlotMap>> {
+        let mut conn = cluster_connection(core, op)?;
+        let map = Arc::new(core.bounded(op, SlotMap::fetch(&mut conn)).await?);
         *self.map.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&map);
         self.stale.store(false, Ordering::Release);
         Ok(map)
@@ -333,9 +336,9 @@ impl ClusterState {
 
     /// The slot map, read again first when the last batch saw it was out
     /// of date (a failure to re-read it is not this call's failure).
-    async fn current(&self, backend: &RedisBackend, op: &'static str) -> Arc<SlotMap> {
+    async fn current(&self, core: &Core, op: &'static str) -> Arc<SlotMap> {
         if self.stale.load(Ordering::Acquire) {
-            if let Ok(map) = self.refresh(backend, op).await {
+            if let Ok(map) = self.refresh(core, op).await {
                 return map;
             }
         }
@@ -355,12 +358,12 @@ impl ClusterState {
     /// second try is the call's error.
     async fn run_per_node(
         &self,
-        backend: &RedisBackend,
+        core: &Core,
         op: &'static str,
         commands: Vec<SlotCommand>,
     ) -> Result<Vec<Value>> {
-        let map = self.current(backend, op).await;
-        let conn = cluster_connection(backend, op)?;
+        let map = self.current(core, op).await;
+        let conn = cluster_connection(core, op)?;
         let commands = Arc::new(commands);
 
         // Group by the owning node; a slot nobody owns (per this map) gets
@@ -456,15 +459,11 @@ impl ClusterState {
                 .map(|v| v.unwrap_or(Value::Nil))
                 .collect())
         };
-        backend.bounded(op, run).await
+        core.bounded(op, run).await
     }
 
     /// `MGET` per slot, one pipeline per node.
-    pub(crate) async fn get_many(
-        &self,
-        backend: &RedisBackend,
-        keys: &[&str],
-    ) -> Result<Vec<Option<Bytes>>> {
+    pub(crate) async fn get_many(&self, core: &Core, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
         for (i, key) in keys.iter().enumerate() {
             by_slot.entry(key_slot(key.as_bytes())).or_default().push(i);
@@ -486,7 +485,7 @@ impl ClusterState {
             });
             order.push(indices);
         }
-        let replies = self.run_per_node(backend, "get_many", commands).await?;
+        let replies = self.run_per_node(core, "get_many", commands).await?;
         let mut out: Vec<Option<Bytes>> = vec![None; keys.len()];
         for (indices, reply) in order.into_iter().zip(replies) {
             let values: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply)
@@ -508,7 +507,7 @@ impl ClusterState {
     /// One `SET … PX` per key, one pipeline per node.
     pub(crate) async fn set_many(
         &self,
-        backend: &RedisBackend,
+        core: &Core,
         items: &[(&str, Bytes)],
         ttl: Option<Duration>,
     ) -> Result<()> {
@@ -524,7 +523,7 @@ impl ClusterState {
                 }
             })
             .collect();
-        self.run_per_node(backend, "set_many", commands).await?;
+        self.run_per_node(core, "set_many", commands).await?;
         Ok(())
     }
 
@@ -535,7 +534,7 @@ impl ClusterState {
     /// missing.
     pub(crate) async fn unlink<K: AsRef<[u8]>>(
         &self,
-        backend: &RedisBackend,
+        core: &Core,
         op: &'static str,
         keys: &[K],
     ) -> Result<u64> {
@@ -553,7 +552,7 @@ impl ClusterState {
             command.fallback.push(redis::cmd("UNLINK").arg(key).clone());
         }
         let replies = self
-            .run_per_node(backend, op, by_slot.into_values().collect())
+            .run_per_node(core, op, by_slot.into_values().collect())
             .await?;
         let mut removed = 0;
         for reply in replies {
@@ -570,10 +569,10 @@ impl ClusterState {
     /// client's own map names for the slot).
     async fn primary_routes(
         &self,
-        backend: &RedisBackend,
+        core: &Core,
         op: &'static str,
     ) -> Result<Vec<(Node, RoutingInfo)>> {
-        let map = self.refresh(backend, op).await?;
+        let map = self.refresh(core, op).await?;
         Ok(map
             .primaries
             .iter()
@@ -589,7 +588,7 @@ impl ClusterState {
 
     /// One `SCAN cursor MATCH pattern COUNT …` on one primary.
     async fn scan_page(
-        backend: &RedisBackend,
+        core: &Core,
         conn: &mut ClusterConnection,
         op: &'static str,
         route: &RoutingInfo,
@@ -602,21 +601,21 @@ impl ClusterState {
             .arg(pattern)
             .arg("COUNT")
             .arg(SCAN_COUNT);
-        let reply = backend
+        let reply = core
             .bounded(op, conn.route_command(cmd, route.clone()))
             .await?;
         redis::from_redis_value(reply).map_err(|e| map_error(RedisError::from(e), op))
     }
 
     /// Every key matching `pattern`, from every primary.
-    pub(crate) async fn scan(&self, backend: &RedisBackend, pattern: &str) -> Result<Vec<String>> {
-        let mut conn = cluster_connection(backend, "scan")?;
+    pub(crate) async fn scan(&self, core: &Core, pattern: &str) -> Result<Vec<String>> {
+        let mut conn = cluster_connection(core, "scan")?;
         let mut found = Vec::new();
-        for (_, route) in self.primary_routes(backend, "scan").await? {
+        for (_, route) in self.primary_routes(core, "scan").await? {
             let mut cursor = 0;
             loop {
                 let (next, keys) =
-                    Self::scan_page(backend, &mut conn, "scan", &route, pattern, cursor).await?;
+                    Self::scan_page(core, &mut conn, "scan", &route, pattern, cursor).await?;
                 found.extend(keys.into_iter().filter_map(|k| String::from_utf8(k).ok()));
                 if next == 0 {
                     break;
@@ -632,20 +631,20 @@ impl ClusterState {
     /// `SCAN` every primary, `UNLINK` each page; how many keys were removed.
     pub(crate) async fn unlink_matching(
         &self,
-        backend: &RedisBackend,
+        core: &Core,
         op: &'static str,
         pattern: &str,
     ) -> Result<u64> {
-        let mut conn = cluster_connection(backend, op)?;
+        let mut conn = cluster_connection(core, op)?;
         let mut removed = 0;
-        for (node, route) in self.primary_routes(backend, op).await? {
+        for (node, route) in self.primary_routes(core, op).await? {
             let mut cursor = 0;
             loop {
                 let (next, keys) =
-                    Self::scan_page(backend, &mut conn, op, &route, pattern, cursor).await?;
+                    Self::scan_page(core, &mut conn, op, &route, pattern, cursor).await?;
                 tracing::trace!(%node, found = keys.len(), "SCAN page");
                 if !keys.is_empty() {
-                    removed += self.unlink(backend, op, &keys).await?;
+                    removed += self.unlink(core, op, &keys).await?;
                 }
                 if next == 0 {
                     break;
@@ -663,12 +662,12 @@ impl ClusterState {
     /// degraded when some node is failed or does not answer but every slot
     /// is served; unhealthy when the cluster state is not `ok` or a primary
     /// does not answer.
-    pub(crate) async fn health(&self, backend: &RedisBackend, target: &str) -> Result<Health> {
+    pub(crate) async fn health(&self, core: &Core, target: &str) -> Result<Health> {
         let started = Instant::now();
-        let map = self.refresh(backend, "health").await?;
+        let map = self.refresh(core, "health").await?;
         let latency = started.elapsed();
-        let mut conn = cluster_connection(backend, "health")?;
-        let info: String = backend
+        let mut conn = cluster_connection(core, "health")?;
+        let info: String = core
             .bounded(
                 "health",
                 redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn),
@@ -694,7 +693,7 @@ impl ClusterState {
         let mut tasks = JoinSet::new();
         for (node, primary) in nodes.iter().cloned() {
             let mut conn = conn.clone();
-            let limit = backend.response_timeout();
+            let limit = core.response_timeout();
             tasks.spawn(async move {
                 let started = Instant::now();
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -776,8 +775,8 @@ impl ClusterState {
     }
 }
 
-fn cluster_connection(backend: &RedisBackend, op: &'static str) -> Result<ClusterConnection> {
-    match backend.connection(op)? {
+fn cluster_connection(core: &Core, op: &'static str) -> Result<ClusterConnection> {
+    match core.connection(op)? {
         Conn::Cluster(conn) => Ok(conn),
         #[allow(unreachable_patterns)]
         _ => Err(Error::new(ErrorKind::Backend, "not a cluster connection")

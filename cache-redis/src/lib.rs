@@ -49,6 +49,7 @@ mod backplane;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod config;
+mod core;
 mod error;
 #[cfg(feature = "sentinel")]
 mod sentinel;

@@ -20,7 +20,6 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
 
-use crate::backend::Conn;
 use crate::config::{RedisConfig, SentinelTarget};
 use crate::error::connect_error;
 
@@ -32,7 +31,7 @@ const MAX_RETRY: Duration = Duration::from_millis(500);
 
 /// Opens `config.connections` connections to the primary the Sentinels
 /// name, each checked with a `PING`, within the connect timeout.
-pub(crate) async fn connect(config: &RedisConfig) -> Result<Vec<Conn>> {
+pub(crate) async fn connect(config: &RedisConfig) -> Result<Vec<SentinelConnection>> {
     let target = config.sentinel_target()?;
     let mut connections = Vec::with_capacity(config.connections);
     for _ in 0..config.connections {
@@ -57,7 +56,7 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Vec<Conn>> {
             conn: Some(conn),
             addr,
         };
-        connections.push(Conn::Sentinel(SentinelConnection { shared }));
+        connections.push(SentinelConnection { shared });
     }
     Ok(connections)
 }

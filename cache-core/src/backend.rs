@@ -164,65 +164,113 @@ impl Health {
 ///
 /// # Behavior
 ///
-/// Each rule has a conformance case of the same name in `cache-testkit`.
+/// Each rule has a conformance case of the same name in `cache-testkit`; a
+/// case skips only when the backend's [`Capabilities`] rule it out (named
+/// after "needs"), and a rule without a capability applies to every backend.
 ///
 /// Reads
 /// - `get_missing_returns_none`: a miss MUST be `Ok(None)`, never an error.
 /// - `set_then_get_returns_value`: `get` MUST return exactly the bytes last
-///   written; `binary_value_with_nul_bytes`, `large_value_1mib`,
-///   `unicode_keys` and `empty_value_is_a_hit` (an empty value is
-///   `Some(empty)`, a hit) hold for any bytes and any UTF-8 key.
-/// - `get_many_preserves_order_and_missing`: `get_many` MUST return one
-///   entry per key, in order, `None` for each miss; `get_many_empty_is_empty`.
+///   written, and `set` returns `true` when it wrote;
+///   `binary_value_with_nul_bytes`, `large_value_1mib` (needs values of 1
+///   MiB), `unicode_keys` (keys are bytes: no normalization, no case folding)
+///   and `empty_value_is_a_hit` (an empty value is `Some(empty)`, a hit, for
+///   `get`, `get_many` and `exists`) hold for any bytes and any UTF-8 key.
+/// - `get_many_preserves_order_and_missing`: `get_many` MUST return one entry
+///   per key, in order, `None` for each miss; `get_many_empty_is_empty`.
 ///
 /// Writes
 /// - `set_overwrites_value`; `set_without_ttl_clears_previous_ttl`: a plain
-///   `set` replaces the value and its TTL.
+///   `set` replaces the value and its TTL (none, or the new one).
 /// - `set_if_absent_does_not_overwrite`, `set_if_absent_on_missing_stores`,
 ///   `set_if_absent_after_expiry_stores`: `SetMode::IfAbsent` MUST write only
-///   when the key is absent or expired, and return whether it wrote;
-///   `set_if_absent_race_has_one_winner`: of many concurrent `IfAbsent`
-///   writes to one key exactly one MUST win.
+///   when the key is absent or expired (then with the new TTL), and return
+///   whether it wrote; `set_if_absent_race_has_one_winner`: of many
+///   concurrent `IfAbsent` writes to one key exactly one MUST win.
 /// - `set_zero_ttl_does_not_store`, `set_zero_ttl_removes_existing`: a zero
-///   TTL MUST NOT store and MUST remove an existing value (mode `Always`).
+///   TTL MUST NOT store, MUST return `false`, and (mode `Always`) MUST remove
+///   an existing value; `set_if_absent_zero_ttl_keeps_existing`: with
+///   `IfAbsent` it leaves a present value alone.
 /// - `concurrent_writers_leave_one_value`: after concurrent writes of
 ///   different values to one key, `get` MUST return one of them, whole.
-/// - `set_many_then_get_many`, `set_many_with_ttl_expires`.
-/// - `oversize_value_is_invalid`: a value over `max_value_size` MUST fail
-///   with `InvalidValue` and leave the old value in place.
+/// - `set_many_then_get_many` (no TTL: persistent keys),
+///   `set_many_with_ttl_expires` (every key gets the TTL),
+///   `set_many_zero_ttl_does_not_store` (and removes existing values).
+/// - `oversize_value_is_invalid` (needs a `max_value_size` of at most 16 MiB,
+///   so that a test can send a value over it): a value of exactly
+///   `max_value_size` bytes MUST be stored; one byte more MUST fail with
+///   `InvalidValue` (`set` and `set_many`) and leave the old value in place.
 ///
-/// Keys
+/// Keys and patterns
 /// - `empty_key_is_invalid`, `oversize_key_is_invalid`: an empty key or one
-///   over `max_key_len` MUST fail with `InvalidKey`, on every operation.
+///   of more than `max_key_len` bytes MUST fail with `InvalidKey` on every
+///   operation that takes keys: `get`, `set`, `delete`, `exists`, `ttl`,
+///   `expire`, `incr`, and `get_many`, `set_many`, `delete_many` when any of
+///   their keys is invalid. A key of exactly `max_key_len` bytes MUST work
+///   everywhere (`capabilities_are_consistent`).
+/// - `empty_pattern_is_invalid`, `oversize_pattern_is_invalid`: `scan` and
+///   `delete_matching` MUST fail with `InvalidKey` for an empty pattern or
+///   one of more than `2 * max_key_len + 1` bytes (the longest pattern a
+///   valid key needs: every byte escaped, plus a `*`; a pattern of exactly
+///   that length MUST work). Without `pattern_delete`, `Unsupported` is also
+///   right.
 ///
 /// Expiry
-/// - `ttl_expires_value`, `exists_false_after_expiry`: an expired key MUST
-///   read as missing everywhere; `ttl_none_persists`.
-/// - `sub_second_ttl_is_honoured`: with `sub_second_ttl`, a 300 ms TTL MUST
-///   be kept to the millisecond (not rounded to seconds).
+/// - `ttl_expires_value`: a value written with a TTL of T MUST be readable
+///   before T has passed and MUST be gone once T has passed (give or take the
+///   TTL granularity: 1 ms, or 1 s without `sub_second_ttl`, rounding up,
+///   never down); `ttl` reports what is left, which shrinks with time.
+/// - `exists_false_after_expiry`, `expired_key_is_missing_everywhere`: an
+///   expired key MUST read as missing everywhere: `get`, `get_many`, `exists`
+///   (`false`), `ttl` (`Missing`), `delete`/`delete_many` (not counted),
+///   `expire` (`false`), `incr` (starts from 0, without the old TTL), `scan`
+///   (not listed), `delete_matching` and `clear` (not counted).
+/// - `ttl_none_persists`; `sub_second_ttl_is_honoured` (needs
+///   `sub_second_ttl`): a 300 ms TTL MUST be kept to the millisecond (not
+///   rounded to seconds).
 /// - `ttl_of_missing_is_missing`, `ttl_of_persistent_is_persistent`,
-///   `ttl_reports_remaining`.
-/// - `expire_sets_ttl`, `expire_missing_returns_false`, `expire_none_persists`,
-///   `expire_zero_deletes`: `expire` changes the TTL of an existing key and
-///   returns whether the key existed.
+///   `ttl_reports_remaining`: for a key written with a TTL of T, `ttl` MUST
+///   report `Expires(d)` with `d` between T minus the time since the write
+///   (less the granularity) and T.
+/// - `expire_sets_ttl` (the new TTL, as `ttl` reports it and as the key
+///   expires), `expire_missing_returns_false` (for any TTL, creating
+///   nothing), `expire_none_persists` (`true` for any existing key, with or
+///   without a TTL), `expire_zero_deletes`: `expire` changes the TTL of an
+///   existing key and returns whether the key existed.
 ///
 /// Other operations
 /// - `delete_existing_returns_true`, `delete_missing_returns_false`,
-///   `delete_many_counts_existing`, `exists_reflects_presence`.
+///   `delete_many_counts_existing` (each existing key counted once, exactly),
+///   `exists_reflects_presence`.
 /// - `incr_missing_creates_with_delta_and_ttl`,
 ///   `incr_existing_adds_and_keeps_ttl`, `incr_negative_delta`: values are
 ///   stored as ASCII decimal (as Redis does), so `get` reads `b"5"`;
-///   `incr_non_integer_is_invalid_value`, `incr_overflow_is_invalid_value`
-///   (`InvalidValue`, value unchanged); `incr_concurrent_is_atomic`.
+///   `incr_non_integer_is_invalid_value` (anything Redis would not parse as
+///   an `i64`, such as `"+1"`, `"01"`, `"-0"`, `" 1"`),
+///   `incr_overflow_is_invalid_value` (both ways): `InvalidValue`, value
+///   unchanged. These hold for every backend; `incr_concurrent_is_atomic`
+///   (needs `atomic_incr`).
+/// - `scan_lists_matching_keys` (needs `pattern_delete`): `scan` MUST list
+///   every live key that matches, each once, in any order.
 /// - `delete_matching_star`, `delete_matching_question_mark`,
 ///   `delete_matching_character_classes`,
-///   `delete_matching_escaped_metacharacters`: Redis glob syntax (see
-///   [`glob_match`](crate::glob_match)), returns how many keys it removed;
-///   `delete_matching_leaves_other_namespaces`.
-/// - `clear_removes_only_namespace`: `clear(ns)` MUST remove every key that
-///   starts with `ns` and nothing else; `clear_empty_namespace_is_invalid`.
+///   `delete_matching_escaped_metacharacters`,
+///   `delete_matching_leaves_other_namespaces` (all need `pattern_delete`):
+///   Redis glob syntax (see [`glob_match`](crate::glob_match)),
+///   case-sensitive; `delete_matching` MUST return exactly how many keys it
+///   removed.
+/// - `clear_removes_only_namespace`, `clear_namespace_is_literal` (both need
+///   `pattern_delete`): `clear(ns)` MUST remove every key that starts with
+///   `ns` and nothing else, and return exactly how many it removed; `ns` is a
+///   literal, so `clear("app:a*")` removes `app:a*x` but not `app:ab` (a
+///   `delete_matching(ns + "*")` must escape `ns` first). A namespace longer
+///   than `max_key_len` matches no key: `Ok(0)` or `InvalidKey`.
+///   `clear_empty_namespace_is_invalid`: `clear("")` MUST fail with
+///   `InvalidKey` (or `Unsupported` without `pattern_delete`).
 /// - `health_reports_healthy`, `name_is_not_empty`,
-///   `capabilities_are_consistent`.
+///   `capabilities_are_consistent` (the same answer every time; without
+///   `pattern_delete`, `scan`, `delete_matching` and `clear` fail with
+///   `Unsupported`).
 ///
 /// Implementations SHOULD override the batch operations when the storage
 /// has a faster way than one call per key; the defaults are correct.

@@ -489,3 +489,65 @@ async fn codec_output_that_looks_like_an_envelope_is_not_unwrapped_without_fail_
     assert_eq!(loaded, value, "a hit, not a reload");
     assert_eq!(cache.stats().decode_errors, 0);
 }
+
+/// Two instances over one backend agree on a category's generation again
+/// within the refresh interval after the stored generation is lost, by a
+/// `clear()` or by eviction: the instance that knew a higher generation
+/// raises the stored one, and the instance that re-created it is on
+/// probation (reads it every call) meanwhile.
+#[tokio::test]
+async fn generations_converge_after_clear_or_eviction() {
+    let refresh = Duration::from_millis(300);
+    let backend = memory();
+    let open = || {
+        Cache::builder(backend.clone())
+            .prefix("app")
+            .generation_refresh(refresh)
+            .build()
+            .unwrap()
+    };
+    for lose in ["clear", "evict"] {
+        let a = open();
+        for _ in 0..5 {
+            a.invalidate_category("user").await.unwrap();
+        }
+        let k = key("user", 1);
+        a.set(&k, &"a1".to_string()).await.unwrap();
+        // `a` will read the stored generation again on its next call.
+        tokio::time::sleep(refresh + Duration::from_millis(50)).await;
+        match lose {
+            "clear" => {
+                a.clear().await.unwrap();
+            }
+            _ => {
+                backend.delete("app:#gen:user").await.unwrap();
+            }
+        }
+        // A fresh instance finds no stored generation and starts at 0,
+        // while `a` still uses 5 from its cache.
+        let b = open();
+        b.set(&k, &"b1".to_string()).await.unwrap();
+        // `a` finds the stored generation went back and raises it; `b`,
+        // which created it a moment ago, reads it again and follows at once.
+        assert_eq!(
+            a.full_key(&k).await.unwrap(),
+            b.full_key(&k).await.unwrap(),
+            "{lose}: the instances render one key again"
+        );
+        a.set(&k, &"a2".to_string()).await.unwrap();
+        assert_eq!(
+            b.get::<String>(&k).await.unwrap().as_deref(),
+            Some("a2"),
+            "{lose}"
+        );
+        b.set(&k, &"b2".to_string()).await.unwrap();
+        assert_eq!(
+            a.get::<String>(&k).await.unwrap().as_deref(),
+            Some("b2"),
+            "{lose}"
+        );
+        // Never back to a generation whose keys were written before.
+        assert_eq!(a.full_key(&k).await.unwrap(), "app:user#5:1", "{lose}");
+        a.clear().await.unwrap();
+    }
+}

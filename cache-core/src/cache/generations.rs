@@ -21,7 +21,10 @@ impl<C: Codec> Cache<C> {
     ///
     /// Old entries are not deleted: they age out by their TTL. This instance
     /// sees the bump at once; other instances sharing the backend within
-    /// the generation refresh interval (1 s by default).
+    /// the generation refresh interval (1 s by default). If the stored
+    /// generation is lost (a `clear()`, or the key evicted), it is never
+    /// reused backwards: the instances that knew it raise it again, and all
+    /// agree again within one refresh interval of their next call.
     ///
     /// # Errors
     ///
@@ -31,22 +34,19 @@ impl<C: Codec> Cache<C> {
         self.check_open()?;
         validate_category(category)?;
         let gen_key = self.generation_key(category);
-        let local = self.cached_generation(category).map_or(0, |(g, _)| g);
+        let started = Instant::now();
+        let local = self.known_generation(category).map_or(0, |k| k.generation);
         let stored = self.track((*self.inner.backend).incr(&gen_key, 1, None).await)?;
-        let mut generation = u64::try_from(stored).unwrap_or(0);
-        if generation <= local {
-            // The stored generation was lost (evicted or cleared): never go
-            // back to a generation whose keys may still be alive.
-            generation = local + 1;
-            let bytes = Bytes::from(generation.to_string());
-            self.track(
-                self.inner
-                    .backend
-                    .set(&gen_key, bytes, SetOptions::default())
-                    .await,
-            )?;
-        }
-        self.remember_generation(category, generation);
+        let stored = u64::try_from(stored).unwrap_or(0);
+        // The stored generation was lost (evicted or cleared) if it is not
+        // past the one this instance used: never go back to a generation
+        // whose keys may still be alive.
+        let generation = if stored <= local {
+            self.raise_generation(&gen_key, stored, local + 1).await?
+        } else {
+            stored
+        };
+        self.remember_generation(category, generation, started, false);
         self.inner.counters.inc(Stat::Deletes, 1);
         Ok(generation)
     }
@@ -90,7 +90,7 @@ impl<C: Codec> Cache<C> {
         format!("{}:#gen:{category}", self.inner.prefix)
     }
 
-    fn cached_generation(&self, category: &str) -> Option<(u64, Instant)> {
+    fn known_generation(&self, category: &str) -> Option<KnownGeneration> {
         self.inner
             .generations
             .read()
@@ -99,41 +99,114 @@ impl<C: Codec> Cache<C> {
             .copied()
     }
 
-    fn remember_generation(&self, category: &str, generation: u64) {
+    /// Records `generation`, read (or written) by a call that started at
+    /// `started`; `created` when this instance has just created the stored
+    /// generation. A newer answer recorded meanwhile by a concurrent call
+    /// is kept.
+    fn remember_generation(
+        &self,
+        category: &str,
+        generation: u64,
+        started: Instant,
+        created: bool,
+    ) {
+        let now = Instant::now();
+        let refresh = self.inner.generation_refresh;
         let mut map = self
             .inner
             .generations
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let entry = map
-            .entry(category.to_owned())
-            .or_insert((0, Instant::now()));
-        *entry = (entry.0.max(generation), Instant::now());
+        let known = map.entry(category.to_owned()).or_insert(KnownGeneration {
+            generation,
+            read_at: started,
+            created_at: None,
+        });
+        if known.read_at > started && known.generation > generation {
+            return;
+        }
+        let created_at = if created {
+            Some(now)
+        } else {
+            known
+                .created_at
+                .filter(|at| now.duration_since(*at) < refresh)
+        };
+        *known = KnownGeneration {
+            generation,
+            read_at: started,
+            created_at,
+        };
     }
 
-    pub(super) async fn generation(&self, category: &str) -> Result<u64> {
-        let cached = self.cached_generation(category);
-        if let Some((generation, at)) = cached {
-            if at.elapsed() < self.inner.generation_refresh {
-                return Ok(generation);
-            }
-        }
-        let gen_key = self.generation_key(category);
-        let stored = self.track((*self.inner.backend).get(&gen_key).await)?;
-        if stored.is_none() {
-            // Store generation 0 explicitly: a key that exists can be copied
-            // into an L1 (and invalidated there by a backplane), so reading
-            // it again is local instead of a round trip per call.
-            let zero = Bytes::from_static(b"0");
-            let opts = SetOptions::default().with_mode(SetMode::IfAbsent);
-            if let Err(err) = (*self.inner.backend).set(&gen_key, zero, opts).await {
-                tracing::debug!(error = %err, "storing generation 0 failed");
-            }
-        }
-        let stored = stored
-            .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        self.remember_generation(category, stored);
-        Ok(stored.max(cached.map_or(0, |(g, _)| g)))
+    /// Makes the stored generation at least `floor`, atomically (`incr`
+    /// by the difference from `stored`, the value last read); returns the
+    /// stored generation after it. Racing raises only go higher, which
+    /// invalidates a little more, never less.
+    async fn raise_generation(&self, gen_key: &str, stored: u64, floor: u64) -> Result<u64> {
+        let delta = i64::try_from(floor.saturating_sub(stored)).unwrap_or(i64::MAX);
+        let raised = self.track((*self.inner.backend).incr(gen_key, delta, None).await)?;
+        Ok(u64::try_from(raised).unwrap_or(0))
     }
+
+    /// The generation of `category` keys are rendered with.
+    ///
+    /// Read from the backend at most once per `generation_refresh`. The
+    /// stored generation wins over the one this instance knows, except when
+    /// it went back (the key was cleared, or evicted and created again):
+    /// then this instance raises it, so every instance converges on a
+    /// generation no older than any of them used. An instance that created
+    /// the stored generation itself reads it on every call for one refresh
+    /// interval, so it sees such a raise at once: after a `clear()` or an
+    /// eviction, all instances agree again within one refresh interval.
+    pub(super) async fn generation(&self, category: &str) -> Result<u64> {
+        let known = self.known_generation(category);
+        if let Some(known) = known {
+            let refresh = self.inner.generation_refresh;
+            let probation = known.created_at.is_some_and(|at| at.elapsed() < refresh);
+            if known.read_at.elapsed() < refresh && !probation {
+                return Ok(known.generation);
+            }
+        }
+        let local = known.map_or(0, |k| k.generation);
+        let gen_key = self.generation_key(category);
+        let started = Instant::now();
+        let stored = self
+            .track((*self.inner.backend).get(&gen_key).await)?
+            .map(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
+        let (generation, created) = match stored {
+            Some(Some(stored)) if stored >= local => (stored, false),
+            Some(Some(stored)) => (self.raise_generation(&gen_key, stored, local).await?, false),
+            None | Some(None) if local > 0 => {
+                (self.raise_generation(&gen_key, 0, local).await?, false)
+            }
+            Some(None) => (0, false),
+            None => {
+                // Store generation 0 explicitly: a key that exists can be
+                // copied into an L1 (and invalidated there by a backplane),
+                // so reading it again is local instead of a round trip.
+                let zero = Bytes::from_static(b"0");
+                let opts = SetOptions::default().with_mode(SetMode::IfAbsent);
+                match (*self.inner.backend).set(&gen_key, zero, opts).await {
+                    Ok(created) => (0, created),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "storing generation 0 failed");
+                        (0, false)
+                    }
+                }
+            }
+        };
+        self.remember_generation(category, generation, started, created);
+        Ok(generation)
+    }
+}
+
+/// What an instance knows of a category's generation.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KnownGeneration {
+    generation: u64,
+    /// When the call that read it started.
+    read_at: Instant,
+    /// When this instance created the stored generation, if lately.
+    created_at: Option<Instant>,
 }

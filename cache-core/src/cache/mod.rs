@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -111,7 +111,7 @@ struct Inner<C> {
     policy: Arc<dyn TtlPolicy>,
     counters: Counters,
     flights: Mutex<HashMap<String, watch::Receiver<FlightResult>>>,
-    generations: RwLock<HashMap<String, (u64, Instant)>>,
+    generations: RwLock<HashMap<String, generations::KnownGeneration>>,
     generation_refresh: Duration,
     fail_safe: Option<FailSafe>,
     refresh_ahead: Option<f64>,

@@ -18,9 +18,6 @@ use crate::core::{
     connect_standalone, info_field, set_command, ttl_millis, Conn, Core, SCAN_COUNT,
 };
 
-/// The largest value Redis stores (its `proto-max-bulk-len` default).
-const MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
-
 /// Adds `delta`; a key it creates gets the TTL in `ARGV[2]` (empty: none),
 /// a key that existed keeps its TTL. One script, so one atomic step.
 const INCR_SCRIPT: &str = r"
@@ -104,6 +101,8 @@ struct Inner {
     cluster: Option<crate::cluster::ClusterState>,
     incr: Script,
     persist: Script,
+    /// The largest value sent ([`RedisConfig::max_value_size`]).
+    max_value_size: usize,
 }
 
 impl RedisBackend {
@@ -176,6 +175,7 @@ impl RedisBackend {
                 cluster,
                 incr: Script::new(INCR_SCRIPT),
                 persist: Script::new(PERSIST_SCRIPT),
+                max_value_size: config.max_value_size(),
             }),
         }
     }
@@ -210,13 +210,23 @@ impl RedisBackend {
         check_key(key, MAX_KEY_LEN).map_err(|e| e.context("redis", op))
     }
 
-    fn check_value(value: &[u8], op: &'static str) -> Result<()> {
-        check_value(value, MAX_VALUE_SIZE).map_err(|e| e.context("redis", op))
+    fn check_value(&self, value: &[u8], op: &'static str) -> Result<()> {
+        check_value(value, self.inner.max_value_size).map_err(|e| e.context("redis", op))
     }
 
+    /// A pattern is not empty and at most `2 * MAX_KEY_LEN + 1` bytes (a
+    /// key with every byte escaped, and a `*`).
     fn check_pattern(pattern: &str, op: &'static str) -> Result<()> {
         if pattern.is_empty() {
             return Err(Error::invalid_key("pattern is empty").context("redis", op));
+        }
+        if pattern.len() > 2 * MAX_KEY_LEN + 1 {
+            return Err(Error::invalid_key(format!(
+                "pattern is {} bytes, the limit is {}",
+                pattern.len(),
+                2 * MAX_KEY_LEN + 1
+            ))
+            .context("redis", op));
         }
         Ok(())
     }
@@ -291,7 +301,7 @@ impl CacheBackend for RedisBackend {
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::default();
         caps.max_key_len = MAX_KEY_LEN;
-        caps.max_value_size = MAX_VALUE_SIZE;
+        caps.max_value_size = self.inner.max_value_size;
         caps.sub_second_ttl = true;
         caps.atomic_incr = true;
         caps.pattern_delete = true;
@@ -309,7 +319,7 @@ impl CacheBackend for RedisBackend {
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         Self::check_key(key, "set")?;
-        Self::check_value(&value, "set")?;
+        self.check_value(&value, "set")?;
         if opts.ttl == Some(Duration::ZERO) {
             // Do not store; `Always` also removes what is there.
             if opts.mode == SetMode::Always {
@@ -453,7 +463,7 @@ impl CacheBackend for RedisBackend {
     async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
         for (key, value) in items {
             Self::check_key(key, "set_many")?;
-            Self::check_value(value, "set_many")?;
+            self.check_value(value, "set_many")?;
         }
         if items.is_empty() {
             return Ok(());

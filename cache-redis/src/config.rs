@@ -13,6 +13,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default time allowed for one answer from Redis (1 s).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The default largest value (512 MiB: Redis's `proto-max-bulk-len`
+/// default).
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
+
 /// Where the Redis deployment is and how to talk to it.
 ///
 /// Either a `url` or the parts: `host`, `port`, `db`, `username`,
@@ -35,6 +39,10 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 ///   failovers; needs the crate feature `sentinel`. Port 26379 when left
 ///   out. The credentials are the data nodes'; the Sentinels' own password,
 ///   if any, is `sentinel_password`.
+///
+/// Any of these URLs may end in `?max_value_size=<bytes>` (the
+/// [`max_value_size`](Self::max_value_size) field, which wins when both are
+/// set); other query parameters go to the Redis client as they are.
 ///
 /// Timeouts are whole milliseconds in serialized form
 /// (`connect_timeout_ms`, `response_timeout_ms`), as in the other backends'
@@ -104,6 +112,12 @@ pub struct RedisConfig {
     /// The password of the Sentinels themselves (`requirepass` in their
     /// configuration), when they have one. Never printed by `Debug`.
     pub sentinel_password: Option<String>,
+    /// The largest value the backend sends, in bytes; larger ones fail with
+    /// `InvalidValue` before anything is sent, and the backend's
+    /// capabilities declare it. Overrides the URL's `max_value_size` when
+    /// set; default [`DEFAULT_MAX_VALUE_SIZE`] (Redis's own limit, unless
+    /// the server's `proto-max-bulk-len` says otherwise).
+    pub max_value_size: Option<usize>,
 }
 
 /// `(host, port)` pairs.
@@ -153,6 +167,7 @@ impl Default for RedisConfig {
             sentinels: Vec::new(),
             sentinel_master: None,
             sentinel_password: None,
+            max_value_size: None,
         }
     }
 }
@@ -242,6 +257,13 @@ impl RedisConfig {
     }
 
     fn check_common(&self) -> Result<()> {
+        let from_url = match &self.url {
+            Some(url) => split_url_options(url)?.1.max_value_size,
+            None => None,
+        };
+        if self.max_value_size == Some(0) || from_url == Some(0) {
+            return Err(config_error("`max_value_size` must be at least 1 byte"));
+        }
         if self.connections == 0 {
             return Err(config_error("`connections` must be at least 1"));
         }
@@ -435,6 +457,25 @@ impl RedisConfig {
         self
     }
 
+    /// Sets the largest value the backend sends.
+    #[must_use]
+    pub fn with_max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = Some(bytes);
+        self
+    }
+
+    /// The largest value the backend sends: the field, else the URL's
+    /// `max_value_size`, else [`DEFAULT_MAX_VALUE_SIZE`].
+    pub fn max_value_size(&self) -> usize {
+        let from_url = || {
+            let url = self.url.as_deref()?;
+            split_url_options(url).ok()?.1.max_value_size
+        };
+        self.max_value_size
+            .or_else(from_url)
+            .unwrap_or(DEFAULT_MAX_VALUE_SIZE)
+    }
+
     /// How long opening a connection may take.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -469,8 +510,9 @@ impl RedisConfig {
                     )))
                     }
                 }
+                let (url, _) = split_url_options(url)?;
                 url.as_str().into_connection_info().map_err(|e| {
-                    config_error(format!("invalid Redis URL `{}`", redact_url(url))).with_source(e)
+                    config_error(format!("invalid Redis URL `{}`", redact_url(&url))).with_source(e)
                 })?
             }
             None => {
@@ -533,6 +575,7 @@ impl fmt::Debug for RedisConfig {
                 "sentinel_password",
                 &self.sentinel_password.as_ref().map(|_| "<redacted>"),
             )
+            .field("max_value_size", &self.max_value_size)
             .finish()
     }
 }
@@ -555,6 +598,48 @@ fn require_feature(enabled: bool, feature: &str, scheme: &str) -> Result<()> {
     }
 }
 
+/// The options of this crate that a URL's query may carry.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct UrlOptions {
+    /// `max_value_size=<bytes>`.
+    max_value_size: Option<usize>,
+}
+
+/// `url` without this crate's query parameters (`max_value_size`), which
+/// the Redis client does not know, and their values; other parameters stay.
+fn split_url_options(url: &str) -> Result<(String, UrlOptions)> {
+    let mut options = UrlOptions::default();
+    let (before_fragment, fragment) = match url.find('#') {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
+    };
+    let Some((base, query)) = before_fragment.split_once('?') else {
+        return Ok((url.to_owned(), options));
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("max_value_size", value)) => {
+                let bytes = value.parse::<usize>().map_err(|_| {
+                    config_error(format!(
+                        "`max_value_size={value}` in `{}`: expected a number of bytes",
+                        redact_url(url)
+                    ))
+                })?;
+                options.max_value_size = Some(bytes);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    out.push_str(fragment);
+    Ok((out, options))
+}
+
 /// A `scheme://[user[:password]@]host[:port],host[:port]…[/path…]` URL, split.
 struct MultiHostUrl {
     hosts: Vec<(String, u16)>,
@@ -565,6 +650,8 @@ struct MultiHostUrl {
 }
 
 fn parse_multi_host_url(url: &str, scheme: &str, default_port: u16) -> Result<MultiHostUrl> {
+    let (url, _) = split_url_options(url)?;
+    let url = url.as_str();
     let bad =
         |why: &str| config_error(format!("invalid {scheme} URL `{}`: {why}", redact_url(url)));
     let rest = url
@@ -946,6 +1033,58 @@ mod tests {
         );
         #[cfg(feature = "sentinel")]
         assert!(RedisConfig::from_url("redis+sentinel://s1/m").is_ok());
+    }
+
+    #[test]
+    fn max_value_size_by_field_or_url() {
+        assert_eq!(
+            RedisConfig::default().max_value_size(),
+            DEFAULT_MAX_VALUE_SIZE
+        );
+        let config = RedisConfig::from_url("redis://h:6380/2?max_value_size=1048576").unwrap();
+        assert_eq!(config.max_value_size(), 1 << 20);
+        // The client sees the URL without it.
+        let info = config.connection_info().unwrap();
+        assert_eq!(info.addr().to_string(), "h:6380");
+        assert_eq!(info.redis_settings().db(), 2);
+        // The field wins.
+        assert_eq!(config.with_max_value_size(4096).max_value_size(), 4096);
+        // Other parameters stay for the client.
+        assert_eq!(
+            split_url_options("redis://h/?protocol=resp3&max_value_size=7#x").unwrap(),
+            (
+                "redis://h/?protocol=resp3#x".to_owned(),
+                UrlOptions {
+                    max_value_size: Some(7)
+                }
+            )
+        );
+        let cluster = RedisConfig {
+            url: Some("redis+cluster://a:1,b:2?max_value_size=2048".into()),
+            ..RedisConfig::default()
+        };
+        assert_eq!(cluster.cluster_parts().unwrap().0.len(), 2);
+        assert_eq!(cluster.max_value_size(), 2048);
+        let sentinel = RedisConfig {
+            url: Some("redis+sentinel://s1/m/3?max_value_size=2048".into()),
+            ..RedisConfig::default()
+        };
+        assert_eq!(sentinel.sentinel_parts().unwrap().1, "m");
+        for bad in [
+            "redis://h?max_value_size=0",
+            "redis://h?max_value_size=lots",
+            "redis://h?max_value_size=-1",
+        ] {
+            let err = RedisConfig::from_url(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+        }
+        let err = RedisConfig::default()
+            .with_max_value_size(0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let json: RedisConfig = serde_json::from_str(r#"{"max_value_size": 65536}"#).unwrap();
+        assert_eq!(json.max_value_size(), 65536);
     }
 
     #[test]

@@ -56,7 +56,10 @@ mod sentinel;
 
 pub use backend::RedisBackend;
 pub use backplane::{RedisBackplane, DEFAULT_CHANNEL};
-pub use config::{RedisConfig, RedisMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+pub use config::{
+    RedisConfig, RedisMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE,
+    DEFAULT_RESPONSE_TIMEOUT,
+};
 
 /// Connects to the Redis deployment `url` describes and returns it as a
 /// shared backend; what `cache::open` calls for the Redis URL schemes:

@@ -19,8 +19,12 @@ use cache_testkit::redis_cluster::RedisCluster;
 
 async fn cluster_backend() -> Arc<dyn CacheBackend> {
     let url = RedisCluster::shared().url();
+    // A value limit the suite can test, with room for its 1 MiB case.
+    let config = RedisConfig::from_url(&url)
+        .unwrap()
+        .with_max_value_size((1 << 20) + 4096);
     Arc::new(
-        RedisBackend::from_url(&url)
+        RedisBackend::connect(config)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the test cluster {url}: {e:?}")),
     )

@@ -7,13 +7,20 @@
 use std::sync::Arc;
 
 use cache_core::CacheBackend;
-use cache_redis::RedisBackend;
+use cache_redis::{RedisBackend, RedisConfig};
 use cache_testkit::redis_server::RedisServer;
+
+/// A value limit the suite can test (it sends a value one byte over it),
+/// with room for its 1 MiB case.
+const MAX_VALUE_SIZE: usize = (1 << 20) + 4096;
 
 async fn make_backend() -> Arc<dyn CacheBackend> {
     let url = RedisServer::shared().url();
+    let config = RedisConfig::from_url(url)
+        .unwrap()
+        .with_max_value_size(MAX_VALUE_SIZE);
     Arc::new(
-        RedisBackend::from_url(url)
+        RedisBackend::connect(config)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the test server {url}: {e:?}")),
     )

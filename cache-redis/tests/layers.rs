@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use cache_core::layers::{BreakerConfig, FailOpen, Metered, Timeout};
 use cache_core::CacheBackend;
-use cache_redis::RedisBackend;
+use cache_redis::{RedisBackend, RedisConfig};
 use cache_testkit::redis_server::RedisServer;
 
 async fn redis() -> RedisBackend {
-    RedisBackend::from_url(RedisServer::shared().url())
+    // A value limit the suite can test, with room for its 1 MiB case.
+    let config = RedisConfig::from_url(RedisServer::shared().url())
+        .unwrap()
+        .with_max_value_size((1 << 20) + 4096);
+    RedisBackend::connect(config)
         .await
         .expect("the test redis-server")
 }

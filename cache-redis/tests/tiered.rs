@@ -12,21 +12,25 @@ use bytes::Bytes;
 use cache_core::layers::{Tiered, TieredConfig};
 use cache_core::{CacheBackend, KeyTtl, SetOptions};
 use cache_memory::{MemoryBackend, MemoryConfig};
-use cache_redis::RedisBackend;
+use cache_redis::{RedisBackend, RedisConfig};
 use cache_testkit::redis_server::RedisServer;
 
 async fn redis() -> Arc<RedisBackend> {
     let url = RedisServer::shared().url();
+    // A value limit the suite can test, with room for its 1 MiB case.
+    let config = RedisConfig::from_url(url)
+        .unwrap()
+        .with_max_value_size((1 << 20) + 4096);
     Arc::new(
-        RedisBackend::from_url(url)
+        RedisBackend::connect(config)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the test server {url}: {e:?}")),
     )
 }
 
 fn l1() -> Arc<MemoryBackend> {
-    // Bounded, as an L1 is in practice. Its 2 MiB value limit is the tier's
-    // (the smaller of the two), which makes the oversize-value case run.
+    // Bounded, as an L1 is in practice. The tier's value limit is the
+    // smaller of the two (Redis's, above).
     Arc::new(MemoryBackend::with_config(
         MemoryConfig::default()
             .with_max_entries(10_000)

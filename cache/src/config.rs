@@ -89,6 +89,10 @@ pub struct CacheConfig {
     pub l1: Option<L1Config>,
     /// A deadline on every backend call, in milliseconds (`Timeout`).
     pub timeout_ms: Option<u64>,
+    /// The deadline of pattern deletes and clears under `timeout_ms`, whose
+    /// work grows with the keyspace, in milliseconds. Default: 300000 (5
+    /// minutes).
+    pub bulk_timeout_ms: Option<u64>,
     /// Fail-open with a circuit breaker around the backend (`FailOpen`).
     pub fail_open: Option<FailOpenConfig>,
     /// Invalidate other instances' L1 copies over Redis pub/sub (needs
@@ -190,6 +194,7 @@ impl Default for CacheConfig {
             generation_refresh_ms: None,
             l1: None,
             timeout_ms: None,
+            bulk_timeout_ms: None,
             fail_open: None,
             backplane: None,
             fail_safe: None,
@@ -221,6 +226,7 @@ impl CacheConfig {
     /// | `CACHE_CODEC` | `json` or `msgpack` | `json` |
     /// | `CACHE_L1_MAX_ENTRIES` | a memory L1 of this size | `10000` |
     /// | `CACHE_TIMEOUT_MS` | per-call deadline | `250` |
+    /// | `CACHE_BULK_TIMEOUT_MS` | deadline of pattern deletes and clears | `60000` |
     /// | `CACHE_FAIL_OPEN` | fail-open with a breaker | `true` |
     /// | `CACHE_BACKPLANE` | L1 invalidation over Redis pub/sub | `true` |
     /// | `CACHE_FAIL_SAFE_SECS` | serve stale values up to this long | `3600` |
@@ -275,6 +281,9 @@ impl CacheConfig {
         }
         if let Some(ms) = lookup("CACHE_TIMEOUT_MS") {
             config.timeout_ms = Some(parse_var("CACHE_TIMEOUT_MS", &ms)?);
+        }
+        if let Some(ms) = lookup("CACHE_BULK_TIMEOUT_MS") {
+            config.bulk_timeout_ms = Some(parse_var("CACHE_BULK_TIMEOUT_MS", &ms)?);
         }
         if let Some(on) = lookup("CACHE_FAIL_OPEN") {
             if parse_var::<bool>("CACHE_FAIL_OPEN", &on)? {
@@ -395,7 +404,11 @@ pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
         backend = Arc::new(Metered::new(backend));
     }
     if let Some(ms) = config.timeout_ms {
-        backend = Arc::new(Timeout::new(backend, Duration::from_millis(ms)));
+        let mut timeout = Timeout::new(backend, Duration::from_millis(ms));
+        if let Some(bulk) = config.bulk_timeout_ms {
+            timeout = timeout.with_bulk_deadline(Duration::from_millis(bulk));
+        }
+        backend = Arc::new(timeout);
     }
     if let Some(fo) = &config.fail_open {
         let breaker = BreakerConfig::default()

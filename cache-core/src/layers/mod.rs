@@ -17,4 +17,4 @@ mod timeout;
 pub use fail_open::{BreakerConfig, BreakerState, FailOpen, FailOpenStats};
 pub use metered::{Metered, OpStats};
 pub use tiered::{Tiered, TieredConfig, TieredStats};
-pub use timeout::Timeout;
+pub use timeout::{Timeout, DEFAULT_BULK_DEADLINE};

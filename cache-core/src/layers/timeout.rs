@@ -12,6 +12,12 @@ use crate::error::{Error, ErrorKind, Result};
 /// Bounds every call to the inner backend by a deadline; a call that takes
 /// longer fails with [`ErrorKind::Timeout`] (retryable).
 ///
+/// Work whose size is the keyspace's, not one key's (`scan`,
+/// `delete_matching`, `clear`), has its own deadline,
+/// [`bulk_deadline`](Timeout::bulk_deadline) (default
+/// [`DEFAULT_BULK_DEADLINE`], 5 minutes): a SCAN-based clear of a million
+/// keys takes seconds, not the milliseconds of a `get`.
+///
 /// A write that timed out may still be applied by the backend later (the
 /// request may already be on its way); callers must not assume it was not.
 ///
@@ -34,12 +40,47 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct Timeout<B> {
     inner: B,
     deadline: Duration,
+    bulk_deadline: Duration,
 }
 
+/// The default deadline of `scan`, `delete_matching` and `clear` under
+/// [`Timeout`].
+pub const DEFAULT_BULK_DEADLINE: Duration = Duration::from_secs(300);
+
 impl<B: CacheBackend> Timeout<B> {
-    /// Wraps `inner` with a per-call `deadline`.
+    /// Wraps `inner` with a per-call `deadline` (and the default
+    /// [bulk deadline](Timeout::with_bulk_deadline)).
     pub fn new(inner: B, deadline: Duration) -> Self {
-        Timeout { inner, deadline }
+        Timeout {
+            inner,
+            deadline,
+            bulk_deadline: DEFAULT_BULK_DEADLINE.max(deadline),
+        }
+    }
+
+    /// Sets the deadline of `scan`, `delete_matching` and `clear`, whose
+    /// work grows with the keyspace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::layers::Timeout;
+    /// use cache_memory::MemoryBackend;
+    /// use std::time::Duration;
+    ///
+    /// let backend = Timeout::new(MemoryBackend::new(), Duration::from_millis(250))
+    ///     .with_bulk_deadline(Duration::from_secs(60));
+    /// assert_eq!(backend.bulk_deadline(), Duration::from_secs(60));
+    /// ```
+    #[must_use]
+    pub fn with_bulk_deadline(mut self, bulk_deadline: Duration) -> Self {
+        self.bulk_deadline = bulk_deadline;
+        self
+    }
+
+    /// The deadline of `scan`, `delete_matching` and `clear`.
+    pub fn bulk_deadline(&self) -> Duration {
+        self.bulk_deadline
     }
 
     /// The wrapped backend.
@@ -57,11 +98,24 @@ impl<B: CacheBackend> Timeout<B> {
         op: &'static str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.deadline, call).await {
+        self.within(self.deadline, op, call).await
+    }
+
+    async fn bulk<T>(&self, op: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        self.within(self.bulk_deadline, op, call).await
+    }
+
+    async fn within<T>(
+        &self,
+        deadline: Duration,
+        op: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
-                format!("no answer within {} ms", self.deadline.as_millis()),
+                format!("no answer within {} ms", deadline.as_millis()),
             )
             .with_backend(self.inner.name())
             .with_operation(op)),
@@ -127,16 +181,16 @@ impl<B: CacheBackend> CacheBackend for Timeout<B> {
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        self.bounded("scan", self.inner.scan(pattern)).await
+        self.bulk("scan", self.inner.scan(pattern)).await
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {
-        self.bounded("delete_matching", self.inner.delete_matching(pattern))
+        self.bulk("delete_matching", self.inner.delete_matching(pattern))
             .await
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64> {
-        self.bounded("clear", self.inner.clear(namespace)).await
+        self.bulk("clear", self.inner.clear(namespace)).await
     }
 
     async fn close(&self) -> Result<()> {

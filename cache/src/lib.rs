@@ -57,6 +57,12 @@ pub use config::{
     L1Config,
 };
 
+/// The README's code blocks, compiled (and, where they need no server, run)
+/// by `cargo test --doc`, so the tour cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// The in-process backend (feature `memory`).
 #[cfg(feature = "memory")]
 pub mod memory {

@@ -29,6 +29,7 @@
 mod conformance;
 mod fault;
 mod mock;
+pub mod model;
 mod process;
 pub mod redis_cluster;
 pub mod redis_sentinel;

@@ -43,6 +43,7 @@ mod rate_limit;
 mod report;
 mod stats;
 mod ttl;
+mod write_tracker;
 mod typed_l1;
 
 pub use backend::{

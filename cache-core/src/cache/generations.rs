@@ -76,6 +76,7 @@ impl<C: Codec> Cache<C> {
             crate::glob_escape(&self.inner.prefix)
         );
         // Keys with a version suffix too.
+        let _write = self.inner.writes.begin_all();
         let removed = self.track((*self.inner.backend).delete_matching(&full).await)?
             + self.track(
                 self.inner

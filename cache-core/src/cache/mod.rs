@@ -35,6 +35,7 @@ use crate::key::{validate_prefix, CacheKey};
 use crate::report::CacheReport;
 use crate::stats::{CacheStats, Counters, Stat};
 use crate::ttl::{CategoryTtl, TtlPolicy};
+use crate::write_tracker::WriteTracker;
 
 use single_flight::FlightResult;
 pub use single_flight::GetOrSetOptions;
@@ -111,6 +112,9 @@ struct Inner<C> {
     policy: Arc<dyn TtlPolicy>,
     counters: Counters,
     flights: Mutex<HashMap<String, watch::Receiver<FlightResult>>>,
+    /// Writes made through this cache, so a load never overwrites a value
+    /// written after it started.
+    writes: WriteTracker,
     generations: RwLock<HashMap<String, generations::KnownGeneration>>,
     generation_refresh: Duration,
     fail_safe: Option<FailSafe>,
@@ -230,6 +234,7 @@ impl<C: Codec> CacheBuilder<C> {
                 policy: self.policy,
                 counters,
                 flights: Mutex::new(HashMap::new()),
+                writes: WriteTracker::new(),
                 generations: RwLock::new(HashMap::new()),
                 generation_refresh: self.generation_refresh,
                 fail_safe: self.fail_safe,
@@ -254,6 +259,7 @@ impl<C: Codec> Cache<C> {
     pub async fn clear(&self) -> Result<u64> {
         self.check_open()?;
         let namespace = format!("{}:", self.inner.prefix);
+        let _write = self.inner.writes.begin_all();
         let removed = self.track((*self.inner.backend).clear(&namespace).await)?;
         self.inner.counters.inc(Stat::Deletes, removed);
         Ok(removed)

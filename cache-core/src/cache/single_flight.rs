@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::{lock, Cache, Inner};
-use crate::backend::SetOptions;
+use crate::backend::{SetMode, SetOptions};
 use crate::codec::Codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fail_safe::now_ms;
@@ -81,6 +81,13 @@ impl<C: Codec> Cache<C> {
     ///   as a miss (reloaded and overwritten).
     /// - If storing the loaded value fails, the value is still returned; the
     ///   error is counted and logged.
+    /// - A load never overwrites a value written after it started: a write
+    ///   or delete through this `Cache` during the load (tracked per key)
+    ///   means the loaded value is returned but not stored; and a load that
+    ///   began from a miss stores with `IfAbsent`, so a value another
+    ///   instance wrote meanwhile stays. (A write by another instance over a
+    ///   *stale* or undecodable value can still race the reload that
+    ///   replaces it.)
     /// - With [fail-safe](super::CacheBuilder::fail_safe): a stale value is served
     ///   (and counted in `stale_served`) when the loader fails or exceeds
     ///   the soft timeout; the slow load finishes in the background.
@@ -232,12 +239,24 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Ok(Some((_, entry))) = self.read_decoded::<T>(full).await {
-            if entry.is_fresh(now_ms())
-                && !entry.in_refresh_window(now_ms(), self.inner.refresh_ahead.unwrap_or(0.0))
-            {
-                return Ok(entry.payload);
+        // Taken before the backend is read: a write through this cache that
+        // begins after it (or is in flight now) wins over this load.
+        let snapshot = self.inner.writes.snapshot(full);
+        let mut absent = false;
+        match (*self.inner.backend).get(full).await {
+            Ok(Some(bytes)) => {
+                let entry = self.unwrap_stored(bytes);
+                if entry.is_fresh(now_ms())
+                    && !entry.in_refresh_window(now_ms(), self.inner.refresh_ahead.unwrap_or(0.0))
+                {
+                    match self.inner.codec.decode::<T>(&entry.payload) {
+                        Ok(_) => return Ok(entry.payload),
+                        Err(err) => self.count_decode_error(&err),
+                    }
+                }
             }
+            Ok(None) => absent = true,
+            Err(_) => {}
         }
         self.inner.counters.inc(Stat::LoaderCalls, 1);
         let value = match loader().await {
@@ -253,17 +272,34 @@ impl<C: Codec> Cache<C> {
             }
         };
         let payload = self.encode(&value)?;
+        let Some(snapshot) = snapshot.filter(|s| self.inner.writes.unchanged(*s)) else {
+            tracing::debug!(
+                category,
+                "a write overtook the load: its value is not stored"
+            );
+            return Ok(payload);
+        };
         let (stored, physical) = self.stored_form(payload.clone(), ttl);
-        match self
-            .inner
-            .backend
-            .set(full, stored, SetOptions::ttl(physical))
-            .await
-        {
+        // From a miss, store only if still absent: a value another instance
+        // wrote meanwhile is newer than this load's.
+        let mode = if absent {
+            SetMode::IfAbsent
+        } else {
+            SetMode::Always
+        };
+        let opts = SetOptions::ttl(physical).with_mode(mode);
+        match (*self.inner.backend).set(full, stored, opts).await {
             Ok(written) => self.inner.counters.inc(Stat::Sets, u64::from(written)),
             Err(err) => {
                 self.inner.counters.inc(Stat::Errors, 1);
                 tracing::warn!(error = %err, category, "storing a loaded value failed");
+            }
+        }
+        if mode == SetMode::Always && !self.inner.writes.unchanged(snapshot) {
+            // A write began while this value was being stored: which landed
+            // last is unknown, so leave a miss rather than maybe a stale value.
+            if let Err(err) = (*self.inner.backend).delete(full).await {
+                tracing::warn!(error = %err, category, "dropping an overtaken load failed");
             }
         }
         Ok(payload)

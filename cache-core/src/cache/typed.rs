@@ -149,6 +149,7 @@ impl<C: Codec> Cache<C> {
         let ttl = ttl.resolve(&*self.inner.policy, key.category());
         let (bytes, ttl) = self.stored_form(self.encode(value)?, ttl);
         let opts = SetOptions::ttl(ttl).with_mode(mode);
+        let _write = self.inner.writes.begin_keys(&[&full]);
         let written = self.track((*self.inner.backend).set(&full, bytes, opts).await)?;
         if written {
             self.inner.counters.inc(Stat::Sets, 1);
@@ -163,6 +164,7 @@ impl<C: Codec> Cache<C> {
     /// The backend's errors.
     pub async fn delete(&self, key: &CacheKey) -> Result<bool> {
         let full = self.full_key(key).await?;
+        let _write = self.inner.writes.begin_keys(&[&full]);
         let existed = self.track((*self.inner.backend).delete(&full).await)?;
         self.inner.counters.inc(Stat::Deletes, u64::from(existed));
         Ok(existed)
@@ -189,6 +191,7 @@ impl<C: Codec> Cache<C> {
     pub async fn incr(&self, key: &CacheKey, delta: i64) -> Result<i64> {
         let full = self.full_key(key).await?;
         let ttl = Ttl::Default.resolve(&*self.inner.policy, key.category());
+        let _write = self.inner.writes.begin_keys(&[&full]);
         self.track((*self.inner.backend).incr(&full, delta, ttl).await)
     }
 
@@ -252,6 +255,8 @@ impl<C: Codec> Cache<C> {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.clone()))
                 .collect();
+            let keys: Vec<&str> = refs.iter().map(|(k, _)| *k).collect();
+            let _write = self.inner.writes.begin_keys(&keys);
             self.track((*self.inner.backend).set_many(&refs, ttl).await)?;
         }
         self.inner.counters.inc(Stat::Sets, items.len() as u64);

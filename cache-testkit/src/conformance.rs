@@ -547,16 +547,39 @@ async fn set_if_absent_zero_ttl_keeps_existing(ctx: &Ctx) -> CaseResult {
 
 async fn concurrent_writers_leave_one_value(ctx: &Ctx) -> CaseResult {
     let key = ctx.key("cw");
-    let values: Vec<Bytes> = (0..16u8)
-        .map(|i| Bytes::from(vec![i; 4096 + i as usize]))
-        .collect();
+    let values: Arc<Vec<Bytes>> = Arc::new(
+        (0..16u8)
+            .map(|i| Bytes::from(vec![i; 4096 + i as usize]))
+            .collect(),
+    );
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // A reader beside the writers: every read is a miss or one value, whole.
+    let reader = {
+        let (backend, key, values, writing) = (
+            ctx.backend_arc(),
+            key.clone(),
+            Arc::clone(&values),
+            Arc::clone(&writing),
+        );
+        tokio::spawn(async move {
+            let mut torn = 0usize;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                match backend.get(&key).await? {
+                    Some(v) if !values.contains(&v) => torn += 1,
+                    _ => {}
+                }
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, cache_core::Error>(torn)
+        })
+    };
     let mut tasks = Vec::new();
-    for v in values.clone() {
-        let backend = ctx.backend_arc();
-        let key = key.clone();
+    for v in values.iter() {
+        let (backend, key, v) = (ctx.backend_arc(), key.clone(), v.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..20 {
                 backend.set(&key, v.clone(), SetOptions::default()).await?;
+                tokio::task::yield_now().await;
             }
             Ok::<_, cache_core::Error>(())
         }));
@@ -564,6 +587,12 @@ async fn concurrent_writers_leave_one_value(ctx: &Ctx) -> CaseResult {
     for t in tasks {
         ok!(t.await.map_err(|e| e.to_string())?);
     }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let torn = ok!(reader.await.map_err(|e| e.to_string())?);
+    check!(
+        torn == 0,
+        "a read during concurrent writes must return one of the values written, whole; {torn} reads did not"
+    );
     let got = value_of(ctx, "cw").await?;
     check!(
         got.as_ref().is_some_and(|g| values.contains(g)),
@@ -1675,15 +1704,34 @@ where
     let Some(&(name, case)) = CASES.iter().find(|(n, _)| *n == name) else {
         return Err(format!("no conformance case named {name}"));
     };
+    finish(name, spawn_case(name, case, factory().await, None)).await
+}
+
+type CaseTask = tokio::task::JoinHandle<(CaseResult, Capabilities)>;
+
+/// Starts `case` on `backend` in a task, in a fresh namespace, cleaning the
+/// namespace afterwards; `permit` is held until then.
+fn spawn_case(
+    name: &'static str,
+    case: CaseFn,
+    backend: Arc<dyn CacheBackend>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> CaseTask {
     let ctx = Ctx {
-        backend: factory().await,
+        backend,
         ns: format!("ct{:08x}-{name}:", fastrand::u32(..)),
     };
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let outcome = case(&ctx).await;
         let _ = ctx.backend.clear(&ctx.ns).await;
+        drop(permit);
         (outcome, ctx.caps())
-    });
+    })
+}
+
+/// The outcome of a case's task: a panic is a failure, a skip is checked
+/// against the capabilities and printed.
+async fn finish(name: &'static str, task: CaseTask) -> CaseResult {
     let (outcome, caps) = match task.await {
         Ok(done) => done,
         Err(e) if e.is_panic() => {
@@ -1758,6 +1806,14 @@ impl Report {
         )
     }
 
+    fn add(&mut self, name: &'static str, result: CaseResult) {
+        match result {
+            Ok(Outcome::Passed) => self.passed.push(name),
+            Ok(Outcome::Skipped(need)) => self.skipped.push((name, need)),
+            Err(message) => self.failed.push((name, message)),
+        }
+    }
+
     /// Whether the case called `name` failed.
     pub fn failed(&self, name: &str) -> bool {
         self.failed.iter().any(|(n, _)| *n == name)
@@ -1794,12 +1850,32 @@ where
     Fut: Future<Output = Arc<dyn CacheBackend>>,
 {
     let mut report = Report::default();
-    for (name, _) in CASES {
-        match run_case(name, &factory).await {
-            Ok(Outcome::Passed) => report.passed.push(name),
-            Ok(Outcome::Skipped(need)) => report.skipped.push((name, need)),
-            Err(msg) => report.failed.push((name, msg)),
-        }
+    for &(name, case) in CASES {
+        let result = finish(name, spawn_case(name, case, factory().await, None)).await;
+        report.add(name, result);
+    }
+    report
+}
+
+/// [`run_all`] with up to `at_once` cases running at the same time (each
+/// still on its own fresh backend and namespace): the same cases and the
+/// same report, in suite order, in the time of the slowest few. For slow
+/// backends and for the [mutant gallery](crate::mutants).
+pub async fn run_all_concurrently<F, Fut>(factory: F, at_once: usize) -> Report
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn CacheBackend>>,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(at_once.max(1)));
+    let mut tasks = Vec::with_capacity(CASES.len());
+    for &(name, case) in CASES {
+        // The semaphore is never closed: `ok()` is always `Some`.
+        let permit = Arc::clone(&permits).acquire_owned().await.ok();
+        tasks.push((name, spawn_case(name, case, factory().await, permit)));
+    }
+    let mut report = Report::default();
+    for (name, task) in tasks {
+        report.add(name, finish(name, task).await);
     }
     report
 }

@@ -5,6 +5,9 @@
 //!   backend and a namespace of its own; [`run_all`] runs them in a custom
 //!   harness. Every built-in backend and wrapper runs it from its crate's
 //!   `tests/` folder, and so should yours.
+//! - [`mutants`]: backends with one realistic bug each, and the correct
+//!   [`Reference`](mutants::Reference) they are built on; the suite must
+//!   fail every mutant (`tests/mutants.rs` checks it does).
 //! - [`MockBackend`] (mockall) for unit tests of code that uses a cache.
 //! - [`FaultInjecting`]: a wrapper that fails every Nth call, fails with a
 //!   probability, or adds latency, to test how callers cope.
@@ -29,6 +32,7 @@
 mod conformance;
 mod fault;
 mod mock;
+pub mod mutants;
 pub mod model;
 mod process;
 pub mod redis_cluster;
@@ -36,7 +40,8 @@ pub mod redis_sentinel;
 pub mod redis_server;
 
 pub use conformance::{
-    case_names, run_all, run_case, run_case_blocking, CaseResult, Ctx, Need, Outcome, Report,
+    case_names, run_all, run_all_concurrently, run_case, run_case_blocking, CaseResult, Ctx, Need,
+    Outcome, Report,
 };
 pub use fault::{FaultConfig, FaultInjecting};
 pub use mock::MockBackend;

@@ -1,14 +1,29 @@
-//! [`RedisBackplane`]: L1 invalidations between instances over Redis pub/sub.
+//! [`RedisBackplane`]: L1 invalidations between instances over Redis pub/sub,
+//! on one server, a Redis Cluster (sharded pub/sub) or a primary found
+//! through Sentinel.
+//!
+//! The subscription lives on its own RESP3 connection to one node, found
+//! anew each time it is (re)opened: the server itself, the primary owning
+//! the channel's slot (`CLUSTER SLOTS`, asked of the nodes known so far in
+//! turn), or the primary the Sentinels name. A `PING` each second on that
+//! connection and TCP keepalive notice a dead or half-open connection; the
+//! Sentinels' `+switch-master` announcements move it after a failover.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cache_core::{Backplane, BackplaneEvent, BackplaneMessage, Error, ErrorKind, Result};
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
+use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+use redis::{
+    AsyncConnectionConfig, ConnectionInfo, Msg, ProtocolVersion, PushInfo, PushKind, RedisResult,
+};
 use tokio::sync::mpsc;
 
-use crate::error::{connect_error, map_error};
+use crate::config::{RedisConfig, RedisMode};
+use crate::core::{Conn, Core};
 
 /// The default channel.
 pub const DEFAULT_CHANNEL: &str = "cache:invalidations";
@@ -17,15 +32,65 @@ pub const DEFAULT_CHANNEL: &str = "cache:invalidations";
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// A [`Backplane`] on Redis pub/sub: `PUBLISH` on one channel, one
-/// subscriber connection per subscription.
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a `PUBLISH` may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the subscribed connection is checked with a `PING`.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A `PING` on the subscribed connection unanswered this long means the
+/// connection is dead (a frozen server, a half-open TCP connection).
+const DEAD_AFTER: Duration = Duration::from_millis(2500);
+
+/// TCP keepalive on the subscribed connection: first probe after this much
+/// silence (the `PING`s keep it from firing on a live connection).
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// A [`Backplane`] on Redis pub/sub: each message is published once on one
+/// channel, and each subscription holds one connection to one node.
 ///
-/// When the subscriber connection drops (Redis restarted, the connection
-/// was killed), the subscription delivers [`BackplaneEvent::Resync`] at
-/// once, resubscribes with backoff, and delivers `Resync` again once it is
-/// back (messages sent in between were missed). With a `redis+cluster://`
-/// URL the subscriber and publisher use the first node: Redis Cluster
-/// forwards `PUBLISH` to every node.
+/// The URL picks the deployment, as for [`RedisBackend`](crate::RedisBackend):
+///
+/// - `redis://` (one server): `PUBLISH` and `SUBSCRIBE`.
+/// - `redis+cluster://a:7000,b:7000` (feature `cluster`): sharded pub/sub
+///   (Redis 7): the channel hashes to one slot, publishers `SPUBLISH` to
+///   the primary owning it and subscriptions `SSUBSCRIBE` there. A
+///   subscription finds that primary with `CLUSTER SLOTS`, asking the nodes
+///   it knows (the URL's, then those the cluster reported) in turn, so it
+///   follows the cluster when nodes die, are replaced or the slot moves.
+/// - `redis+sentinel://s1:26379,s2:26379/master-name` (feature
+///   `sentinel`): publishes and subscribes on the primary the Sentinels
+///   name, and moves to the new one on a failover (on the Sentinels'
+///   `+switch-master` announcement, or when the connection fails).
+///
+/// # Message rate
+///
+/// With `I` instances each making `w` invalidating writes per second, the
+/// channel carries `I · w` messages per second and each instance receives
+/// all of them (its own included), `I² · w` deliveries in all. On one
+/// server or a Sentinel primary all of it goes through that server (plus
+/// its replicas, as Redis replicates published messages). On a cluster of
+/// `N` primaries, plain `PUBLISH` is forwarded over the cluster bus to all
+/// `N` primaries and their replicas whatever the subscribers; sharded
+/// pub/sub keeps the traffic on the one shard owning the channel's slot:
+/// it does not grow with `N`, and adding nodes adds no backplane load
+/// (nor capacity: one channel is one shard's work; use several caches'
+/// channels, which hash to different slots, to spread it).
+///
+/// # Failures
+///
+/// When the subscription may have missed messages, it delivers
+/// [`BackplaneEvent::Resync`] (the instance clears its L1), finds the node
+/// again, resubscribes with backoff, and delivers `Resync` again once it is
+/// back. It counts as lost when the connection closes, when the server ends
+/// the subscription (a slot migrated), when a `PING` (sent each second) is
+/// not answered within 2.5 s — so a frozen server or a half-open TCP
+/// connection is noticed within about 3.5 s — and, with Sentinel, when the
+/// Sentinels announce a new primary. Connecting is bounded by 2 s, a
+/// publish by 1 s; TCP keepalive is on.
 ///
 /// # Examples
 ///
@@ -51,81 +116,329 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// ```
 #[derive(Clone)]
 pub struct RedisBackplane {
-    client: redis::Client,
-    publisher: ConnectionManager,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where subscriptions go.
+    target: Target,
+    /// The publishing connection, bounded and error-mapped.
+    publisher: Core,
     channel: String,
+}
+
+/// How a subscription finds its node.
+enum Target {
+    /// One server.
+    Server(ConnectionInfo),
+    /// The primary owning the channel's slot.
+    #[cfg(feature = "cluster")]
+    Cluster(ClusterTarget),
+    /// The primary the Sentinels name.
+    #[cfg(feature = "sentinel")]
+    Sentinel {
+        target: crate::config::SentinelTarget,
+        client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    },
 }
 
 impl std::fmt::Debug for RedisBackplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackplane")
-            .field("channel", &self.channel)
+            .field("channel", &self.inner.channel)
+            .field("target", &self.inner.publisher.target())
             .finish_non_exhaustive()
     }
 }
 
-/// The single-node URL to use for pub/sub.
-fn pubsub_url(url: &str) -> String {
-    match url.strip_prefix("redis+cluster://") {
-        Some(rest) => {
-            let (creds, hosts) = rest.rsplit_once('@').map_or(("", rest), |(c, h)| (c, h));
-            let first = hosts.split(',').next().unwrap_or(hosts);
-            let first = first.split('/').next().unwrap_or(first);
-            if creds.is_empty() {
-                format!("redis://{first}")
-            } else {
-                format!("redis://{creds}@{first}")
-            }
-        }
-        None => url.to_owned(),
-    }
+#[cfg(not(all(feature = "cluster", feature = "sentinel")))]
+fn feature_off(feature: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!("this backplane URL needs the `{feature}` feature of cache-redis"),
+    )
+    .with_backend("redis")
 }
 
 impl RedisBackplane {
-    /// Connects to the server at `url` and uses `channel`.
+    /// Connects to the deployment at `url` (`redis://`, `rediss://`,
+    /// `redis+cluster://`, `redis+sentinel://`) and uses `channel`.
     ///
     /// # Errors
     ///
-    /// [`Config`](ErrorKind::Config) for an invalid URL;
-    /// [`Connection`](ErrorKind::Connection) when the server cannot be
-    /// reached.
+    /// [`Config`](ErrorKind::Config) for an invalid URL, or one whose
+    /// crate feature is off; [`Connection`](ErrorKind::Connection) when the
+    /// deployment cannot be reached within 2 s.
     pub async fn connect(url: &str, channel: impl Into<String>) -> Result<Self> {
-        let url = pubsub_url(url);
-        let client = redis::Client::open(url.as_str()).map_err(|e| {
-            Error::new(ErrorKind::Config, "invalid backplane URL")
-                .with_backend("redis")
-                .with_source(e)
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(0);
-        let publisher = tokio::time::timeout(
-            Duration::from_secs(3),
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| {
-            Error::new(ErrorKind::Connection, "no backplane connection within 3 s")
-                .with_backend("redis")
-        })?
-        .map_err(|e| connect_error(e, "the backplane server"))?;
+        let config = RedisConfig::from_url(url)?
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_response_timeout(PUBLISH_TIMEOUT);
+        Self::with_config(config, channel).await
+    }
+
+    /// Connects to the deployment `config` describes and uses `channel`;
+    /// its connect and response timeouts bound connecting and publishing.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn with_config(config: RedisConfig, channel: impl Into<String>) -> Result<Self> {
+        let config = config.with_connections(1);
+        let target_name = config.target();
+        let (target, publisher) = match config.mode() {
+            RedisMode::Standalone => {
+                let info = config.connection_info()?;
+                let mut managers = crate::core::connect_standalone(&config).await?;
+                let publisher = Conn::Manager(managers.remove(0));
+                (Target::Server(info), publisher)
+            }
+            #[cfg(feature = "cluster")]
+            RedisMode::Cluster => {
+                let (nodes, redis) = config.cluster_parts()?;
+                let (mut connections, _) = crate::cluster::connect(&config).await?;
+                let publisher = Conn::Cluster(connections.remove(0));
+                (Target::Cluster(ClusterTarget::new(nodes, redis)), publisher)
+            }
+            #[cfg(not(feature = "cluster"))]
+            RedisMode::Cluster => return Err(feature_off("cluster")),
+            #[cfg(feature = "sentinel")]
+            RedisMode::Sentinel => {
+                let target = config.sentinel_target()?;
+                let client = crate::sentinel::sentinel_client(&target, &config)?;
+                let mut connections = crate::sentinel::connect(&config).await?;
+                let publisher = Conn::Sentinel(connections.remove(0));
+                (
+                    Target::Sentinel {
+                        target,
+                        client: tokio::sync::Mutex::new(client),
+                    },
+                    publisher,
+                )
+            }
+            #[cfg(not(feature = "sentinel"))]
+            RedisMode::Sentinel => return Err(feature_off("sentinel")),
+        };
         Ok(RedisBackplane {
-            client,
-            publisher,
-            channel: channel.into(),
+            inner: Arc::new(Inner {
+                target,
+                publisher: Core::new(vec![publisher], config.response_timeout(), target_name),
+                channel: channel.into(),
+            }),
         })
     }
 
     /// The channel.
     pub fn channel(&self) -> &str {
-        &self.channel
+        &self.inner.channel
     }
 
-    async fn open_subscription(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(&self.channel).await?;
-        Ok(pubsub)
+    /// Whether the channel is a shard channel (`SPUBLISH`/`SSUBSCRIBE`).
+    fn sharded(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if matches!(self.inner.target, Target::Cluster(_)) {
+            return true;
+        }
+        false
+    }
+
+    /// The node a new subscription goes to.
+    async fn resolve(&self) -> RedisResult<ConnectionInfo> {
+        match &self.inner.target {
+            Target::Server(info) => Ok(info.clone()),
+            #[cfg(feature = "cluster")]
+            Target::Cluster(cluster) => cluster.owner_of(&self.inner.channel).await,
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel { client, .. } => {
+                let primary = client.lock().await.async_get_client().await?;
+                Ok(primary.get_connection_info().clone())
+            }
+        }
+    }
+
+    /// Finds the node, connects (RESP3, TCP keepalive) and subscribes.
+    async fn open_subscription(&self) -> RedisResult<Subscription> {
+        let info = self.resolve().await?;
+        let node = info.addr().to_string();
+        let redis_settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info
+            .set_redis_settings(redis_settings)
+            .set_tcp_settings(tcp_settings());
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(DEAD_AFTER))
+            .set_push_sender(push_tx);
+        let client = redis::Client::open(info)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        if self.sharded() {
+            // On a node that does not own the slot: `MOVED`, and the next
+            // attempt asks the cluster again.
+            redis::cmd("SSUBSCRIBE")
+                .arg(&self.inner.channel)
+                .query_async::<redis::Value>(&mut conn)
+                .await?;
+        } else {
+            conn.subscribe(&self.inner.channel).await?;
+        }
+        Ok(Subscription { conn, pushes, node })
+    }
+
+    /// [`open_subscription`](Self::open_subscription), bounded.
+    async fn open_bounded(&self) -> Result<Subscription> {
+        let limit = CONNECT_TIMEOUT + DEAD_AFTER;
+        match tokio::time::timeout(limit, self.open_subscription()).await {
+            Ok(Ok(subscription)) => Ok(subscription),
+            Ok(Err(e)) => Err(crate::error::map_error(e, "subscribe")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("no subscription within {} ms", limit.as_millis()),
+            )
+            .with_backend("redis")
+            .with_operation("subscribe")),
+        }
+    }
+
+    /// The Sentinels' failover announcements, while the returned guard
+    /// lives (none without Sentinel).
+    fn watch_failovers(&self) -> (Option<mpsc::UnboundedReceiver<String>>, AbortOnDrop) {
+        match &self.inner.target {
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel { target, .. } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = tokio::spawn(crate::sentinel::watch_switch_master(
+                    target.clone(),
+                    CONNECT_TIMEOUT,
+                    move |primary| {
+                        let _ = tx.send(primary);
+                    },
+                ));
+                (Some(rx), AbortOnDrop(Some(task.abort_handle())))
+            }
+            _ => (None, AbortOnDrop(None)),
+        }
+    }
+
+    /// Forwards the subscription's messages to `tx` until it is lost
+    /// (`Some(why)`) or `tx`'s receiver is gone (`None`).
+    async fn pump(
+        &self,
+        mut subscription: Subscription,
+        tx: &mpsc::Sender<BackplaneEvent>,
+        switches: &mut Option<mpsc::UnboundedReceiver<String>>,
+    ) -> Option<&'static str> {
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        let mut ping: Option<std::pin::Pin<Box<dyn Future<Output = bool> + Send>>> = None;
+        loop {
+            tokio::select! {
+                push = subscription.pushes.recv() => match push {
+                    None => return Some("the connection closed"),
+                    Some(push) => match push.kind {
+                        PushKind::Message | PushKind::SMessage => {
+                            if !forward(push, tx).await {
+                                return None;
+                            }
+                        }
+                        PushKind::Disconnection => return Some("the connection closed"),
+                        // Not an answer to ours: the server ended it (the
+                        // slot moved to another node).
+                        PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                            return Some("the server ended the subscription")
+                        }
+                        _ => {}
+                    },
+                },
+                _ = heartbeat.tick(), if ping.is_none() => {
+                    let mut conn = subscription.conn.clone();
+                    ping = Some(Box::pin(async move {
+                        let pong = tokio::time::timeout(
+                            DEAD_AFTER,
+                            redis::cmd("PING").query_async::<String>(&mut conn),
+                        )
+                        .await;
+                        matches!(pong, Ok(Ok(pong)) if pong == "PONG")
+                    }));
+                }
+                alive = async { ping.as_mut().expect("guarded by is_some").await }, if ping.is_some() => {
+                    ping = None;
+                    if !alive {
+                        return Some("no answer to PING within 2.5 s");
+                    }
+                }
+                Some(primary) = next_switch(switches) => {
+                    tracing::info!(%primary, old = %subscription.node, "backplane: the Sentinels announced a new primary");
+                    return Some("the primary changed");
+                }
+                () = tx.closed() => return None,
+            }
+        }
+    }
+}
+
+/// One message push to `tx`; `false` when the receiver is gone.
+async fn forward(push: PushInfo, tx: &mpsc::Sender<BackplaneEvent>) -> bool {
+    let Some(message) = Msg::from_push_info(push) else {
+        return true;
+    };
+    match BackplaneMessage::decode(message.get_payload_bytes()) {
+        Ok(message) => tx.send(BackplaneEvent::Message(message)).await.is_ok(),
+        Err(err) => {
+            tracing::warn!(error = %err, "backplane: ignoring a malformed message");
+            true
+        }
+    }
+}
+
+/// The next announced primary, or never.
+async fn next_switch(switches: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match switches {
+        Some(rx) => match rx.recv().await {
+            Some(primary) => Some(primary),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// TCP settings of the subscribed connection: no delay, keepalive (and on
+/// Linux a user timeout, so unacknowledged data fails the connection too).
+fn tcp_settings() -> TcpSettings {
+    let keepalive = TcpKeepalive::new().with_time(KEEPALIVE);
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    let settings = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(KEEPALIVE + Duration::from_secs(3));
+    settings
+}
+
+/// A subscribed connection and the pushes it receives.
+struct Subscription {
+    /// For `PING`s; messages arrive on `pushes`.
+    conn: MultiplexedConnection,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    /// `host:port`, for logs.
+    node: String,
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 
@@ -136,49 +449,41 @@ impl Backplane for RedisBackplane {
     }
 
     async fn publish(&self, message: &BackplaneMessage) -> Result<()> {
-        let mut conn = self.publisher.clone();
-        let cmd = redis::cmd("PUBLISH")
-            .arg(&self.channel)
+        let verb = if self.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let cmd = redis::cmd(verb)
+            .arg(&self.inner.channel)
             .arg(message.encode())
             .to_owned();
-        match tokio::time::timeout(Duration::from_secs(1), cmd.query_async::<i64>(&mut conn)).await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(map_error(e, "publish")),
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "PUBLISH took over 1 s")
-                .with_backend("redis")
-                .with_operation("publish")),
-        }
+        self.inner
+            .publisher
+            .query::<i64>("publish", &cmd)
+            .await
+            .map(drop)
     }
 
     async fn subscribe(&self) -> Result<mpsc::Receiver<BackplaneEvent>> {
-        let first = self
-            .open_subscription()
-            .await
-            .map_err(|e| map_error(e, "subscribe"))?;
+        let (mut switches, watcher) = self.watch_failovers();
+        let first = self.open_bounded().await?;
+        tracing::debug!(channel = %self.inner.channel, node = %first.node, "backplane: subscribed");
         let (tx, rx) = mpsc::channel(1024);
         let this = self.clone();
         tokio::spawn(async move {
-            let mut pubsub = Some(first);
+            let _watcher = watcher;
+            let mut subscription = Some(first);
             let mut wait = RETRY_MIN;
             loop {
-                if let Some(subscribed) = pubsub.take() {
+                if let Some(subscribed) = subscription.take() {
                     wait = RETRY_MIN;
-                    let mut stream = subscribed.into_on_message();
-                    while let Some(msg) = stream.next().await {
-                        match BackplaneMessage::decode(msg.get_payload_bytes()) {
-                            Ok(message) => {
-                                if tx.send(BackplaneEvent::Message(message)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "backplane: ignoring a malformed message")
-                            }
-                        }
-                    }
-                    // The connection is gone: messages may be lost from now on.
-                    tracing::warn!(channel = %this.channel, "backplane: subscription lost, resubscribing");
+                    let node = subscribed.node.clone();
+                    let Some(why) = this.pump(subscribed, &tx, &mut switches).await else {
+                        return;
+                    };
+                    // Messages may be lost from now on.
+                    tracing::warn!(channel = %this.inner.channel, %node, reason = why, "backplane: subscription lost, resubscribing");
                     if tx.send(BackplaneEvent::Resync).await.is_err() {
                         return;
                     }
@@ -186,18 +491,21 @@ impl Backplane for RedisBackplane {
                 if tx.is_closed() {
                     return;
                 }
-                match this.open_subscription().await {
+                match this.open_bounded().await {
                     Ok(subscribed) => {
-                        tracing::info!(channel = %this.channel, "backplane: resubscribed");
+                        tracing::info!(channel = %this.inner.channel, node = %subscribed.node, "backplane: resubscribed");
                         // Messages sent while we were away were missed.
                         if tx.send(BackplaneEvent::Resync).await.is_err() {
                             return;
                         }
-                        pubsub = Some(subscribed);
+                        subscription = Some(subscribed);
                     }
                     Err(err) => {
                         tracing::debug!(error = %err, "backplane: resubscribing failed");
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = tx.closed() => return,
+                        }
                         wait = (wait * 2).min(RETRY_MAX);
                     }
                 }
@@ -207,14 +515,179 @@ impl Backplane for RedisBackplane {
     }
 }
 
-#[cfg(test)]
+/// Finding the primary that owns a channel's slot.
+#[cfg(feature = "cluster")]
+struct ClusterTarget {
+    /// Nodes to ask, the last one that answered first: the URL's, then
+    /// those the cluster reported.
+    nodes: std::sync::Mutex<Vec<(String, u16)>>,
+    /// Credentials of the data nodes.
+    redis: redis::RedisConnectionInfo,
+}
+
+#[cfg(feature = "cluster")]
+impl ClusterTarget {
+    fn new(nodes: Vec<(String, u16)>, redis: redis::RedisConnectionInfo) -> Self {
+        ClusterTarget {
+            nodes: std::sync::Mutex::new(nodes),
+            redis,
+        }
+    }
+
+    fn info(&self, host: &str, port: u16) -> RedisResult<ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        Ok(redis::ConnectionAddr::Tcp(host.to_owned(), port)
+            .into_connection_info()?
+            .set_redis_settings(self.redis.clone()))
+    }
+
+    /// Asks the known nodes in turn for `CLUSTER SLOTS` and returns the
+    /// primary owning `channel`'s slot.
+    async fn owner_of(&self, channel: &str) -> RedisResult<ConnectionInfo> {
+        let slot = crate::cluster::key_slot(channel.as_bytes());
+        let candidates = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut last_error: Option<redis::RedisError> = None;
+        for (host, port) in candidates {
+            let asked = async {
+                let client = redis::Client::open(self.info(&host, port)?)?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(DEAD_AFTER));
+                let mut conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async::<redis::Value>(&mut conn)
+                    .await
+            };
+            let reply = match tokio::time::timeout(CONNECT_TIMEOUT + DEAD_AFTER, asked).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    last_error = Some(e);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let Some((owner, seen)) = slot_owner(&reply, slot, &host) else {
+                continue;
+            };
+            self.remember(&(host, port), seen);
+            return self.info(&owner.0, owner.1);
+        }
+        Err(last_error.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "no cluster node answered CLUSTER SLOTS with an owner of the channel's slot",
+            )
+            .into()
+        }))
+    }
+
+    /// Puts the node that answered first and adds the nodes it reported.
+    fn remember(&self, answered: &(String, u16), seen: Vec<(String, u16)>) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.retain(|n| n != answered);
+        nodes.insert(0, answered.clone());
+        for node in seen {
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+    }
+}
+
+/// From a `CLUSTER SLOTS` reply asked of `asked_host`: the primary serving
+/// `slot`, and every node the reply names.
+#[cfg(feature = "cluster")]
+fn slot_owner(
+    reply: &redis::Value,
+    slot: u16,
+    asked_host: &str,
+) -> Option<((String, u16), Vec<(String, u16)>)> {
+    use redis::Value;
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let node = |value: &Value| -> Option<(String, u16)> {
+        let Value::Array(fields) = value else {
+            return None;
+        };
+        let host = match fields.first()? {
+            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
+            Value::SimpleString(text) => text.clone(),
+            _ => return None,
+        };
+        let Value::Int(port) = fields.get(1)? else {
+            return None;
+        };
+        // An empty host is the node that was asked; `?` is unknown.
+        let host = match host.as_str() {
+            "" => asked_host.to_owned(),
+            "?" => return None,
+            _ => host,
+        };
+        Some((host, u16::try_from(*port).ok()?))
+    };
+    let mut owner = None;
+    let mut seen = Vec::new();
+    for range in ranges {
+        let Value::Array(items) = range else {
+            continue;
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end))) = (items.first(), items.get(1)) else {
+            continue;
+        };
+        let nodes: Vec<(String, u16)> = items.iter().skip(2).filter_map(node).collect();
+        if (*start..=*end).contains(&i64::from(slot)) && owner.is_none() {
+            owner = nodes.first().cloned();
+        }
+        seen.extend(nodes);
+    }
+    owner.map(|owner| (owner, seen))
+}
+
+#[cfg(all(test, feature = "cluster"))]
 mod tests {
     use super::*;
+    use redis::Value;
+
+    fn node(host: &str, port: i64) -> Value {
+        Value::Array(vec![
+            Value::BulkString(host.as_bytes().to_vec()),
+            Value::Int(port),
+            Value::BulkString(b"id".to_vec()),
+        ])
+    }
 
     #[test]
-    fn cluster_urls_use_their_first_node() {
-        assert_eq!(pubsub_url("redis://h:1/0"), "redis://h:1/0");
-        assert_eq!(pubsub_url("redis+cluster://a:1,b:2"), "redis://a:1");
-        assert_eq!(pubsub_url("redis+cluster://u:p@a:1,b:2"), "redis://u:p@a:1");
+    fn the_slot_owner_is_the_first_node_of_its_range() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(8191),
+                node("10.0.0.1", 7000),
+                node("10.0.0.2", 7001),
+            ]),
+            Value::Array(vec![
+                Value::Int(8192),
+                Value::Int(16383),
+                node("", 7002),
+                node("?", 7003),
+            ]),
+        ]);
+        let (owner, seen) = slot_owner(&reply, 9000, "10.0.0.9").unwrap();
+        assert_eq!(owner, ("10.0.0.9".to_owned(), 7002));
+        assert_eq!(
+            seen,
+            vec![
+                ("10.0.0.1".to_owned(), 7000),
+                ("10.0.0.2".to_owned(), 7001),
+                ("10.0.0.9".to_owned(), 7002),
+            ]
+        );
+        let (owner, _) = slot_owner(&reply, 0, "x").unwrap();
+        assert_eq!(owner, ("10.0.0.1".to_owned(), 7000));
+        assert_eq!(slot_owner(&Value::Array(vec![]), 0, "x"), None);
     }
 }

@@ -10,12 +10,18 @@
 //! background: a new address means a new connection; the same address with
 //! a working connection means nothing changed. Calls made meanwhile fail
 //! fast with a retryable error, as with a single server that restarts.
+//!
+//! It does not wait for a failed call to learn of a failover: each
+//! connection also subscribes, on one Sentinel after another, to the
+//! `+switch-master` channel ([`watch_switch_master`]), and looks for the
+//! new primary as soon as the Sentinels announce it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use cache_core::{Error, ErrorKind, Result};
+use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
@@ -28,6 +34,13 @@ const FIRST_RETRY: Duration = Duration::from_millis(50);
 
 /// The longest pause between two attempts to find the new primary.
 const MAX_RETRY: Duration = Duration::from_millis(500);
+
+/// How often the `+switch-master` subscription is checked with a `PING`.
+const WATCH_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A `PING` on the `+switch-master` subscription unanswered this long
+/// means the Sentinel is gone: the watcher moves to the next one.
+const WATCH_DEAD_AFTER: Duration = Duration::from_millis(2500);
 
 /// Opens `config.connections` connections to the primary the Sentinels
 /// name, each checked with a `PING`, within the connect timeout.
@@ -56,6 +69,18 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Vec<SentinelConnecti
             conn: Some(conn),
             addr,
         };
+        let weak = Arc::downgrade(&shared);
+        let watcher = tokio::spawn(watch_switch_master(
+            target.clone(),
+            config.connect_timeout(),
+            move |primary| {
+                if let Some(shared) = weak.upgrade() {
+                    tracing::info!(master = %shared.master, %primary, "the Sentinels announced a new primary");
+                    start_refresh(&shared);
+                }
+            },
+        ));
+        *shared.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher.abort_handle());
         connections.push(SentinelConnection { shared });
     }
     Ok(connections)
@@ -73,6 +98,8 @@ struct Shared {
     state: RwLock<State>,
     /// A background lookup is running.
     refreshing: AtomicBool,
+    /// The `+switch-master` watcher, stopped with the connection.
+    watcher: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     connection_config: AsyncConnectionConfig,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -87,32 +114,53 @@ struct State {
     addr: String,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(watcher) = self
+            .watcher
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            watcher.abort();
+        }
+    }
+}
+
+/// A client that asks the Sentinels of `target` for its primary.
+pub(crate) fn sentinel_client(
+    target: &SentinelTarget,
+    config: &RedisConfig,
+) -> Result<SentinelClient> {
+    let addrs = target
+        .sentinels
+        .iter()
+        .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+    let mut builder = SentinelClientBuilder::new(addrs, &target.master, SentinelServerType::Master)
+        .map_err(|e| connect_error(e, &config.target()))?
+        .set_client_to_redis_db(target.redis.db());
+    if let Some(username) = target.redis.username() {
+        builder = builder.set_client_to_redis_username(username);
+    }
+    if let Some(password) = target.redis.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(password) = &target.sentinel_password {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    builder
+        .build()
+        .map_err(|e| connect_error(e, &config.target()))
+}
+
 impl Shared {
     fn new(target: &SentinelTarget, config: &RedisConfig) -> Result<Self> {
-        let addrs = target
-            .sentinels
-            .iter()
-            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
-        let mut builder =
-            SentinelClientBuilder::new(addrs, &target.master, SentinelServerType::Master)
-                .map_err(|e| connect_error(e, &config.target()))?
-                .set_client_to_redis_db(target.redis.db());
-        if let Some(username) = target.redis.username() {
-            builder = builder.set_client_to_redis_username(username);
-        }
-        if let Some(password) = target.redis.password() {
-            builder = builder.set_client_to_redis_password(password);
-        }
-        if let Some(password) = &target.sentinel_password {
-            builder = builder.set_client_to_sentinel_password(password);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| connect_error(e, &config.target()))?;
+        let client = sentinel_client(target, config)?;
         Ok(Shared {
             sentinel: tokio::sync::Mutex::new(client),
             state: RwLock::new(State::default()),
             refreshing: AtomicBool::new(false),
+            watcher: std::sync::Mutex::new(None),
             connection_config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout()))
                 .set_response_timeout(Some(config.response_timeout())),
@@ -222,6 +270,104 @@ async fn refresh_until_done(shared: Weak<Shared>) {
     }
 }
 
+/// Starts looking for the primary in the background, unless a lookup is
+/// running already.
+fn start_refresh(shared: &Arc<Shared>) {
+    if shared.refreshing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        shared.refreshing.store(false, Ordering::Release);
+        return;
+    };
+    runtime.spawn(refresh_until_done(Arc::downgrade(shared)));
+}
+
+/// Follows the Sentinels' failover announcements for `target.master`:
+/// subscribes to `+switch-master` on one Sentinel after another (the next
+/// one when a Sentinel cannot be reached, drops the connection or leaves a
+/// `PING` unanswered for 2.5 s) and calls `on_switch` with the new
+/// primary's `host:port` for each announced failover of this primary.
+/// Runs until aborted; `connect_timeout` bounds each connection attempt.
+pub(crate) async fn watch_switch_master(
+    target: SentinelTarget,
+    connect_timeout: Duration,
+    on_switch: impl Fn(String) + Send + 'static,
+) {
+    let mut pause = FIRST_RETRY;
+    for (host, port) in target.sentinels.iter().cycle() {
+        match watch_one(&target, host, *port, connect_timeout, &on_switch).await {
+            Ok(()) => pause = FIRST_RETRY,
+            Err(e) => {
+                tracing::debug!(sentinel = %format!("{host}:{port}"), error = %e, "no +switch-master subscription on this Sentinel");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_RETRY);
+    }
+}
+
+/// One Sentinel's `+switch-master` subscription, until it fails: `Ok` when
+/// it was up and then ended, `Err` when it could not be opened.
+async fn watch_one(
+    target: &SentinelTarget,
+    host: &str,
+    port: u16,
+    connect_timeout: Duration,
+    on_switch: &(impl Fn(String) + Send),
+) -> redis::RedisResult<()> {
+    let mut redis = redis::RedisConnectionInfo::default();
+    if let Some(password) = &target.sentinel_password {
+        redis = redis.set_password(password);
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(ConnectionAddr::Tcp(
+        host.to_owned(),
+        port,
+    ))?
+    .set_redis_settings(redis);
+    let client = redis::Client::open(info)?;
+    let pubsub = bounded(connect_timeout, "Sentinel subscription", async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe("+switch-master").await?;
+        Ok(pubsub)
+    })
+    .await?;
+    tracing::debug!(sentinel = %format!("{host}:{port}"), master = %target.master, "watching +switch-master");
+    let (mut sink, mut stream) = pubsub.split();
+    let mut heartbeat = tokio::time::interval(WATCH_HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else {
+                    return Ok(());
+                };
+                let payload: String = message.get_payload().unwrap_or_default();
+                if let Some(primary) = switched_primary(&payload, &target.master) {
+                    on_switch(primary);
+                }
+            }
+            _ = heartbeat.tick() => {
+                let pong = bounded(WATCH_DEAD_AFTER, "PING", sink.ping::<String>()).await;
+                if let Err(e) = pong {
+                    tracing::debug!(sentinel = %format!("{host}:{port}"), error = %e, "the Sentinel stopped answering");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The new primary's `host:port` in a `+switch-master` payload
+/// (`<name> <old-ip> <old-port> <new-ip> <new-port>`) about `master`.
+fn switched_primary(payload: &str, master: &str) -> Option<String> {
+    let fields: Vec<&str> = payload.split_whitespace().collect();
+    match fields.as_slice() {
+        [name, _, _, host, port] if *name == master => Some(format!("{host}:{port}")),
+        _ => None,
+    }
+}
+
 impl SentinelConnection {
     /// After a failed call: a lost connection, a timeout or a `READONLY`
     /// reply may mean the primary changed; look again in the background
@@ -230,14 +376,7 @@ impl SentinelConnection {
         if !matches!(kind, ErrorKind::Connection | ErrorKind::Timeout) {
             return;
         }
-        if self.shared.refreshing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.shared.refreshing.store(false, Ordering::Release);
-            return;
-        };
-        runtime.spawn(refresh_until_done(Arc::downgrade(&self.shared)));
+        start_refresh(&self.shared);
     }
 
     /// `host:port` of the primary in use.
@@ -277,5 +416,23 @@ impl ConnectionLike for SentinelConnection {
 
     fn get_db(&self) -> i64 {
         self.shared.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_master_payloads() {
+        assert_eq!(
+            switched_primary("cachemaster 127.0.0.1 7001 127.0.0.1 7002", "cachemaster"),
+            Some("127.0.0.1:7002".to_owned())
+        );
+        assert_eq!(
+            switched_primary("other 127.0.0.1 7001 127.0.0.1 7002", "cachemaster"),
+            None
+        );
+        assert_eq!(switched_primary("cachemaster 1 2", "cachemaster"), None);
     }
 }

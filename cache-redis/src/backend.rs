@@ -299,16 +299,7 @@ impl CacheBackend for RedisBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::default();
-        caps.max_key_len = MAX_KEY_LEN;
-        caps.max_value_size = self.inner.max_value_size;
-        caps.sub_second_ttl = true;
-        caps.atomic_incr = true;
-        caps.pattern_delete = true;
-        caps.shared = true;
-        // Redis evicts live keys under `maxmemory` with an eviction policy.
-        caps.evicts = true;
-        caps
+        capabilities(self.inner.max_value_size)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -552,4 +543,19 @@ pub(crate) fn mode_name(mode: RedisMode) -> &'static str {
         RedisMode::Sentinel => "sentinel",
         _ => "standalone",
     }
+}
+
+/// What a Redis backend with this value limit can do (known before it
+/// connects: see [`RedisConfig::capabilities`]).
+pub(crate) fn capabilities(max_value_size: usize) -> Capabilities {
+    let mut caps = Capabilities::default();
+    caps.max_key_len = MAX_KEY_LEN;
+    caps.max_value_size = max_value_size;
+    caps.sub_second_ttl = true;
+    caps.atomic_incr = true;
+    caps.pattern_delete = true;
+    caps.shared = true;
+    // Redis evicts live keys under `maxmemory` with an eviction policy.
+    caps.evicts = true;
+    caps
 }

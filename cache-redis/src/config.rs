@@ -476,6 +476,13 @@ impl RedisConfig {
             .unwrap_or(DEFAULT_MAX_VALUE_SIZE)
     }
 
+    /// The capabilities of the backend this configuration connects to,
+    /// known without connecting (e.g. to stand in for it while it is
+    /// unreachable).
+    pub fn capabilities(&self) -> cache_core::Capabilities {
+        crate::backend::capabilities(self.max_value_size())
+    }
+
     /// How long opening a connection may take.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)

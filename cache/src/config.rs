@@ -399,7 +399,16 @@ pub async fn open(config: &CacheConfig) -> Result<Cache> {
 /// As [`open`]; a backplane without an L1 or without a Redis URL is a
 /// [`Config`](ErrorKind::Config) error.
 pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
-    let mut backend = open_backend(config).await?;
+    let mut backend = match open_backend(config).await {
+        Ok(backend) => backend,
+        // With fail-open, a server that is down at startup is an outage
+        // like any other: start now, connect in the background.
+        Err(err) if config.fail_open.is_some() && err.is_retryable() => {
+            tracing::warn!(error = %err, "cache backend unreachable at startup: connecting in the background");
+            deferred_backend(config)?
+        }
+        Err(err) => return Err(err),
+    };
     if config.metrics {
         backend = Arc::new(Metered::new(backend));
     }
@@ -440,6 +449,29 @@ pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
             Ok(Arc::new(tiered.with_backplane(backplane).await?))
         }
     }
+}
+
+/// The URL's backend, connecting in the background
+/// ([`Deferred`](cache_core::layers::Deferred)).
+#[cfg(feature = "redis")]
+fn deferred_backend(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
+    let caps = cache_redis::RedisConfig::from_url(&config.url)?.capabilities();
+    let url = config.url.clone();
+    Ok(Arc::new(cache_core::layers::Deferred::spawn(
+        "redis",
+        caps,
+        move || {
+            let url = url.clone();
+            async move { open_redis(&url).await }
+        },
+    )))
+}
+
+#[cfg(not(feature = "redis"))]
+fn deferred_backend(_config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
+    Err(config_error(
+        "connecting in the background needs the `redis` feature of the `cache` crate",
+    ))
 }
 
 #[cfg(feature = "memory")]

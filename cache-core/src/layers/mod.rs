@@ -9,11 +9,13 @@
 //! FailOpen::new(Timeout::new(redis, 250ms), breaker)   // fail-open sees timeouts
 //! ```
 
+mod deferred;
 mod fail_open;
 mod metered;
 mod tiered;
 mod timeout;
 
+pub use deferred::Deferred;
 pub use fail_open::{BreakerConfig, BreakerState, FailOpen, FailOpenStats};
 pub use metered::{Metered, OpStats};
 pub use tiered::{Tiered, TieredConfig, TieredStats};

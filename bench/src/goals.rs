@@ -168,6 +168,25 @@ pub(crate) fn summary(r: &Report) -> String {
         }
     }
 
+    // Sweeps do not stall reads: p99 of gets with the sweeper on vs off,
+    // per get (service) and from when each get was due (response).
+    let sg = crate::sweep::GROUP;
+    for (row, what) in [
+        (crate::sweep::P99, "service"),
+        (crate::sweep::R99, "response"),
+    ] {
+        if let (Some(on), Some(off)) = (
+            r.value(sg, row, crate::sweep::ON),
+            r.value(sg, row, crate::sweep::OFF),
+        ) {
+            add(
+                format!("get p99 {what} at 1M entries with sweeps <= 1.5x without"),
+                format!("{on:.0} ns vs {off:.0} ns ({:.2}x)", on / off),
+                on <= 1.5 * off,
+            );
+        }
+    }
+
     let mut out = String::from("\n== goals ==\n");
     let width = checks.iter().map(|c| c.goal.len()).max().unwrap_or(10);
     for c in &checks {

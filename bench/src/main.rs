@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Groups: `memory_throughput`, `hit_ratio`, `bytes_per_entry`, `codec`,
-//! `redis`, `typed`, `tiered` (all by default). See `bench/README.md`.
+//! `redis`, `typed`, `tiered`, `sweep` (all by default). See `bench/README.md`.
 
 mod codec;
 mod goals;
@@ -18,6 +18,7 @@ mod memory;
 mod redis_groups;
 mod report;
 mod svg;
+mod sweep;
 mod throughput;
 
 use std::time::Instant;
@@ -123,6 +124,12 @@ fn main() {
         memory::run(&mut report, &opts);
         eprintln!(" {} in {:.1}s", memory::GROUP, t.elapsed().as_secs_f64());
         print!("{}", report.table(memory::GROUP, "moka::sync"));
+    }
+    if opts.wants(sweep::GROUP) {
+        let t = Instant::now();
+        sweep::run(&mut report, &opts);
+        eprintln!(" {} in {:.1}s", sweep::GROUP, t.elapsed().as_secs_f64());
+        print!("{}", report.table(sweep::GROUP, sweep::OFF));
     }
     if opts.wants(codec::GROUP) {
         codec::run(&mut report, &opts);

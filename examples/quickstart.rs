@@ -7,12 +7,16 @@
 //! cargo run --example quickstart                               # in memory
 //! CACHE_URL=redis://127.0.0.1:6379 cargo run --example quickstart  # on Redis
 //! ```
+//!
+//! The cache comes from the `CACHE_*` variables through `cache::open`
+//! (see `src/stack.rs`), so every documented variable applies.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache::{Cache, CacheConfig, CacheKey};
+use cache::{Cache, CacheKey};
+use cache_examples::stack::ExampleConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,16 +54,19 @@ async fn profile(cache: &Cache, db: &Arc<Database>, id: u64) -> cache::Result<Pr
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // CACHE_URL picks the backend (memory:// when unset); TTLs by category.
-    let mut config = CacheConfig::from_env()?;
+    // CACHE_URL picks the backend (memory:// when unset), every other
+    // CACHE_* variable applies; on Redis the production stack (L1, 250 ms
+    // deadline, fail-open) fills in what is unset. TTLs by category.
+    let mut settings = ExampleConfig::from_env()?;
+    let config = settings.config_mut();
     if config.prefix == cache::DEFAULT_PREFIX {
         config.prefix = "quickstart".to_owned();
     }
     config.default_ttl_secs.get_or_insert(300);
     config.ttls.entry("profile".to_owned()).or_insert(60);
-    let cache = cache::open(&config).await?;
+    let cache = settings.open().await?;
     cache.clear().await?; // start clean, also on a shared Redis
-    println!("backend: {}", cache.backend().name());
+    println!("cache: {}", settings.describe());
 
     let db = Arc::new(Database {
         queries: AtomicU32::new(0),

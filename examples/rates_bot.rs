@@ -10,16 +10,22 @@
 //! ```
 //!
 //! The application code is in `src/rates_bot.rs`; this file configures a
-//! run from the environment and prints the report.
+//! run from the environment and prints the report. The cache is built from
+//! every `CACHE_*` variable (`src/stack.rs`): on Redis, unless set
+//! otherwise, a memory L1, a 250 ms deadline and fail-open in front of it,
+//! so stopping Redis mid-run costs no answers (`CACHE_FAIL_OPEN=false`
+//! shows the difference).
 
 use std::time::Duration;
 
-use cache::CacheConfig;
 use cache_examples::rates_bot::{run, BotConfig};
+use cache_examples::stack::ExampleConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let backend = cache::open_backend(&CacheConfig::from_env()?).await?;
+    // CACHE_URL and every other CACHE_* variable (or CACHE_CONFIG_FILE);
+    // on Redis, the production stack for what is not set.
+    let cache = ExampleConfig::from_env()?;
     let mut config = BotConfig::default();
     if let Ok(rate) = std::env::var("RATES_BOT_FAILURE_RATE") {
         config.upstream.failure_rate = rate.parse()?;
@@ -43,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .outage
             .map_or(0, |o| (config.duration.as_secs_f64() * o.1 / 60.0) as u64),
     );
-    let report = run(backend, config).await?;
+    let report = run(&cache, config).await?;
     print!("{report}");
     Ok(())
 }

@@ -18,10 +18,15 @@
 //!
 //! The application is `src/tasks_api.rs`; its end-to-end tests are
 //! `tests/tasks_api.rs` and its load comparison `benches/tasks_api_load.rs`.
+//! The cache is built from every `CACHE_*` variable (`src/stack.rs`); on
+//! Redis, unless set otherwise, with a memory L1, a 250 ms deadline and
+//! fail-open, so a Redis outage only sends reads to the database. The rate
+//! limiter runs on the plain backend of the same URL.
 
 use std::net::SocketAddr;
 
 use cache_examples::http::HttpClient;
+use cache_examples::stack::ExampleConfig;
 use cache_examples::tasks_api::TasksApi;
 use serde_json::json;
 
@@ -30,8 +35,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let demo = std::env::args().any(|a| a == "--demo");
+    // Every CACHE_* variable (or CACHE_CONFIG_FILE); on Redis, the
+    // production stack (L1, 250 ms deadline, fail-open) for what is unset.
     let api = TasksApi::from_env().await?;
-    let backend = api.cache().map_or("none", |c| c.backend().name());
+    let stack = ExampleConfig::from_env()?.describe();
     let addr: SocketAddr = if demo {
         "127.0.0.1:0".parse()?
     } else {
@@ -40,7 +47,7 @@ async fn main() -> Result<(), BoxError> {
             .parse()?
     };
     let server = api.serve(addr).await?;
-    println!("tasks API on http://{} (cache: {backend})", server.addr());
+    println!("tasks API on http://{} (cache: {stack})", server.addr());
     if demo {
         let result = Box::pin(run_demo(server.addr())).await;
         server.shutdown().await;

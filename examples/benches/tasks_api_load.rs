@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use cache::{CacheBackend, CacheConfig, Rule};
 use cache_examples::http::HttpClient;
+use cache_examples::stack::ExampleConfig;
 use cache_examples::tasks_api::{self, Db, TasksApi};
 
 const USERS: usize = 200;
@@ -143,12 +144,11 @@ async fn setup(
             TasksApi::new(db, None, limiter)
         }
         Some(url) => {
+            // The plain backend, no production stack (no L1 in front of
+            // Redis): the rows compare a round trip with none.
             let mut config = CacheConfig::from_url(url);
             config.prefix = format!("tasks-bench-{}", fastrand::u32(..));
-            let cache = tasks_api::open_cache(&config).await?;
-            let limiter =
-                tasks_api::rate_limiter(cache.backend().clone(), cache.prefix(), unlimited)?;
-            TasksApi::new(db, Some(cache), limiter)
+            TasksApi::open(&ExampleConfig::as_given(config), db, unlimited).await?
         }
     };
     Ok((api, Arc::new(tokens)))

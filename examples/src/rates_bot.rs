@@ -17,6 +17,12 @@
 //! ends with a report: hit rate, loader and upstream calls, stale values
 //! served, answers during the outage.
 //!
+//! The cache is the one the configuration describes
+//! ([`ExampleConfig`]: the `CACHE_*` variables), so on Redis it is the
+//! production stack (L1, 250 ms deadline, fail-open) and a Redis outage
+//! costs no answers: reads fall back to the L1 and the upstream. The rate
+//! limiter runs on the plain backend of the same URL.
+//!
 //! Time is simulated: with `speedup` 400, one simulated second takes
 //! 2.5 ms, so TTLs, the rate limit window and the users' pace shrink
 //! together and 30 minutes of traffic run in a few seconds; the
@@ -28,8 +34,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cache::{Cache, CacheBackend, CacheKey, CacheStats, CategoryTtl, FailSafe, RateLimiter, Rule};
+use cache::{
+    Cache, CacheKey, CacheStats, FailSafeConfig, GetOrSetOptions, RateLimiter, Rule, Ttl,
+    DEFAULT_PREFIX,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::stack::ExampleConfig;
 
 /// TTL of a base currency's rates.
 pub const RATES_TTL: Duration = Duration::from_secs(300);
@@ -94,7 +105,9 @@ pub struct BotConfig {
     pub outage: Option<(f64, f64)>,
     /// Messages per user (simulated time).
     pub user_limit: Rule,
-    /// How long past its TTL a value may be served (simulated time).
+    /// How long past its TTL a value may be served (simulated time; the
+    /// cache keeps whole real seconds, rounded up). Used unless the cache
+    /// configuration sets fail-safe (`CACHE_FAIL_SAFE_SECS`).
     pub max_stale: Duration,
     /// With a stale value at hand, how long to wait for the upstream
     /// (real time).
@@ -300,8 +313,10 @@ impl Upstream {
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// The cache backend's name.
+    /// The cache backend's name (the outermost layer's).
     pub backend: &'static str,
+    /// The cache's stack, outermost first ([`ExampleConfig::describe`]).
+    pub stack: String,
     /// Simulated length of the run.
     pub simulated: Duration,
     /// Real length of the run.
@@ -312,8 +327,12 @@ pub struct Report {
     pub answered: u64,
     /// Messages refused by the per-user rate limit.
     pub rate_limited: u64,
-    /// Messages answered "sorry, no data" (upstream failed, nothing cached).
+    /// Messages answered "sorry, no data" (upstream failed, nothing cached,
+    /// or the cache failed).
     pub unanswered: u64,
+    /// Rate limit checks decided without the backend (it failed), letting
+    /// the message through.
+    pub limiter_backend_errors: u64,
     /// Messages (past the rate limit) sent while the upstream was down.
     pub outage_messages: u64,
     /// Of those, answered with data.
@@ -324,7 +343,7 @@ pub struct Report {
     pub upstream_failures: u64,
     /// Upstream calls that were slow.
     pub upstream_slow: u64,
-    /// Per category: (name, TTL, requests, loads).
+    /// Per category: (name, TTL in simulated time, requests, loads).
     pub categories: Vec<(&'static str, Duration, u64, u64)>,
     /// The cache's counters.
     pub cache: CacheStats,
@@ -344,7 +363,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "rates bot on {}: {} simulated minutes in {:.1} s",
-            self.backend,
+            self.stack,
             self.simulated.as_secs() / 60,
             self.real.as_secs_f64()
         )?;
@@ -357,6 +376,13 @@ impl fmt::Display for Report {
             pct(self.answered, self.messages - self.rate_limited),
             self.unanswered
         )?;
+        if self.limiter_backend_errors > 0 {
+            writeln!(
+                f,
+                "limiter:    {} checks decided without the backend (it failed)",
+                self.limiter_backend_errors
+            )?;
+        }
         writeln!(
             f,
             "outage:     {} of {} messages answered while the upstream was down",
@@ -384,8 +410,8 @@ impl fmt::Display for Report {
         for (name, ttl, requests, loads) in &self.categories {
             writeln!(
                 f,
-                "  {name:<6} TTL {:>4} s: {requests:>5} requests, {loads:>4} loads",
-                ttl.as_secs()
+                "  {name:<6} TTL {:>4.0} s: {requests:>5} requests, {loads:>4} loads",
+                ttl.as_secs_f64()
             )?;
         }
         if !self.transcript.is_empty() {
@@ -404,6 +430,8 @@ struct Bot {
     limiter: RateLimiter,
     upstream: Arc<Upstream>,
     clock: SimClock,
+    /// The real TTLs of `rates`, `calc` and `stats`.
+    ttls: [Duration; 3],
     requests: [AtomicU64; 3],
     loads: [AtomicU64; 3],
     transcript: Mutex<Vec<(Line, String)>>,
@@ -458,15 +486,24 @@ fn random_command() -> Command {
 }
 
 impl Bot {
+    /// The options of a load of category `i` (`rates`, `calc`, `stats`).
+    fn ttl(&self, i: usize) -> GetOrSetOptions {
+        GetOrSetOptions::default().with_ttl(Ttl::After(self.ttls[i]))
+    }
+
     /// The rates of `base`: cached 300 s, stale when the upstream fails.
     async fn rates(self: &Arc<Self>, base: &str) -> cache::Result<Rates> {
         self.requests[0].fetch_add(1, Relaxed);
         let (bot, base) = (Arc::clone(self), base.to_owned());
         self.cache
-            .get_or_set(&CacheKey::new("rates", &base)?, move || async move {
-                bot.loads[0].fetch_add(1, Relaxed);
-                bot.upstream.latest(&base).await
-            })
+            .get_or_set_opts(
+                &CacheKey::new("rates", &base)?,
+                self.ttl(0),
+                move || async move {
+                    bot.loads[0].fetch_add(1, Relaxed);
+                    bot.upstream.latest(&base).await
+                },
+            )
             .await
     }
 
@@ -481,7 +518,7 @@ impl Bot {
         let key = CacheKey::hashed("calc", &(amount, from, to))?;
         let bot = Arc::clone(self);
         self.cache
-            .get_or_set(&key, move || async move {
+            .get_or_set_opts(&key, self.ttl(1), move || async move {
                 bot.loads[1].fetch_add(1, Relaxed);
                 let rates = bot.rates(from).await?;
                 let rate = rates.rates.get(to).copied().unwrap_or(f64::NAN);
@@ -495,10 +532,14 @@ impl Bot {
         self.requests[2].fetch_add(1, Relaxed);
         let (bot, currency) = (Arc::clone(self), currency.to_owned());
         self.cache
-            .get_or_set(&CacheKey::new("stats", &currency)?, move || async move {
-                bot.loads[2].fetch_add(1, Relaxed);
-                bot.upstream.history(&currency).await
-            })
+            .get_or_set_opts(
+                &CacheKey::new("stats", &currency)?,
+                self.ttl(2),
+                move || async move {
+                    bot.loads[2].fetch_add(1, Relaxed);
+                    bot.upstream.history(&currency).await
+                },
+            )
             .await
     }
 
@@ -563,11 +604,18 @@ struct Tally {
     outage_answered: u64,
 }
 
-/// Runs the bot over `backend` and reports.
+/// Runs the bot on the cache `cache` describes and reports.
 ///
-/// The cache gets the prefix `rates-bot` (cleared first, so runs on a
-/// shared Redis start cold) and the three TTL categories, scaled by the
-/// speedup; fail-safe keeps values `max_stale` past their TTL.
+/// The cache is opened with [`ExampleConfig::open`] (so on Redis it is the
+/// production stack unless configured otherwise), with the prefix
+/// `rates-bot` unless the configuration names one (cleared first, so runs
+/// on a shared Redis start cold), and fail-safe keeping values `max_stale`
+/// past their TTL with the `soft_timeout` unless the configuration sets
+/// fail-safe. The three categories' TTLs are the simulated ones above,
+/// scaled by the speedup, unless `ttls` (`CACHE_TTLS`) names a category:
+/// that TTL is taken as it is, in real seconds. The rate limiter runs on
+/// the plain backend of the same URL
+/// ([`ExampleConfig::open_limiter_backend`]).
 ///
 /// # Errors
 ///
@@ -579,33 +627,49 @@ struct Tally {
 /// ```no_run
 /// # async fn demo() -> cache::Result<()> {
 /// use cache_examples::rates_bot::{run, BotConfig};
-/// use std::sync::Arc;
+/// use cache_examples::stack::ExampleConfig;
 ///
-/// let report = run(Arc::new(cache::memory::MemoryBackend::new()), BotConfig::default()).await?;
+/// // CACHE_URL picks the backend (memory:// when unset).
+/// let report = run(&ExampleConfig::from_env()?, BotConfig::default()).await?;
 /// println!("{report}");
 /// # Ok(())
 /// # }
 /// ```
-pub async fn run(backend: Arc<dyn CacheBackend>, config: BotConfig) -> cache::Result<Report> {
+pub async fn run(cache: &ExampleConfig, config: BotConfig) -> cache::Result<Report> {
     let clock = SimClock::new(config.speedup);
-    let ttls = CategoryTtl::new(Some(clock.real(CALC_TTL)))
-        .with_category("rates", Some(clock.real(RATES_TTL)))
-        .with_category("calc", Some(clock.real(CALC_TTL)))
-        .with_category("stats", Some(clock.real(STATS_TTL)));
-    let cache = Cache::builder(Arc::clone(&backend))
-        .prefix("rates-bot")
-        .ttl_policy(ttls)
-        .fail_safe(
-            FailSafe::new(clock.real(config.max_stale)).with_soft_timeout(config.soft_timeout),
-        )
-        .build()?;
+    let mut settings = cache.clone();
+    if settings.config().prefix == DEFAULT_PREFIX {
+        settings.config_mut().prefix = "rates-bot".to_owned();
+    }
+    let mut fail_safe = FailSafeConfig::default();
+    fail_safe.max_stale_secs = clock.real(config.max_stale).as_secs_f64().ceil() as u64;
+    fail_safe.soft_timeout_ms = Some(
+        config
+            .soft_timeout
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX),
+    );
+    let settings = settings.with_fail_safe(fail_safe);
+    let ttls = [
+        ("rates", RATES_TTL),
+        ("calc", CALC_TTL),
+        ("stats", STATS_TTL),
+    ]
+    .map(|(name, simulated)| match settings.config().ttls.get(name) {
+        Some(&secs) => Duration::from_secs(secs.max(0).unsigned_abs()),
+        None => clock.real(simulated),
+    });
+    let stack = settings.describe();
+    let limiter_backend = settings.open_limiter_backend().await?;
+    let cache = settings.open().await?;
     cache.clear().await?;
     let limit = Rule::new(
         config.user_limit.limit(),
         clock.real(config.user_limit.window()),
     );
-    let limiter = RateLimiter::builder(backend)
-        .prefix("rates-bot")
+    let limiter = RateLimiter::builder(limiter_backend)
+        .prefix(cache.prefix())
         .rule("user", limit)
         .build()?;
     let upstream = Arc::new(Upstream::new(config.upstream, clock.clone()));
@@ -614,6 +678,7 @@ pub async fn run(backend: Arc<dyn CacheBackend>, config: BotConfig) -> cache::Re
         limiter,
         upstream: Arc::clone(&upstream),
         clock: clock.clone(),
+        ttls,
         requests: Default::default(),
         loads: Default::default(),
         transcript: Mutex::new(Vec::new()),
@@ -747,22 +812,18 @@ pub async fn run(backend: Arc<dyn CacheBackend>, config: BotConfig) -> cache::Re
         outage.abort();
     }
     let real = clock.elapsed();
-    let categories = [
-        ("rates", RATES_TTL),
-        ("calc", CALC_TTL),
-        ("stats", STATS_TTL),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, (name, ttl))| {
-        (
-            *name,
-            *ttl,
-            bot.requests[i].load(Relaxed),
-            bot.loads[i].load(Relaxed),
-        )
-    })
-    .collect();
+    let categories = ["rates", "calc", "stats"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            (
+                *name,
+                bot.ttls[i].mul_f64(config.speedup),
+                bot.requests[i].load(Relaxed),
+                bot.loads[i].load(Relaxed),
+            )
+        })
+        .collect();
     let transcript = bot
         .transcript
         .lock()
@@ -772,12 +833,14 @@ pub async fn run(backend: Arc<dyn CacheBackend>, config: BotConfig) -> cache::Re
         .collect();
     Ok(Report {
         backend: bot.cache.backend().name(),
+        stack,
         simulated: config.duration,
         real,
         messages: total.messages,
         answered: total.answered,
         rate_limited: total.rate_limited,
         unanswered: total.unanswered,
+        limiter_backend_errors: bot.limiter.stats().backend_errors,
         outage_messages: total.outage_messages,
         outage_answered: total.outage_answered,
         upstream_calls: upstream.calls.load(Relaxed),

@@ -41,13 +41,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use cache::{
-    Cache, CacheConfig, CacheKey, Decision, HealthStatus, OnBackendError, RateLimiter, Rule, Ttl,
-};
+use cache::{Cache, CacheKey, Decision, HealthStatus, OnBackendError, RateLimiter, Rule, Ttl};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+
+use crate::stack::ExampleConfig;
 
 /// The key prefix of the API's cache entries and rate limit counters.
 pub const PREFIX: &str = "tasks-api";
@@ -494,25 +494,34 @@ pub fn rate_limiter(
         .build()
 }
 
-/// Opens the cache `config` describes, with the list TTL, and the prefix
-/// [`PREFIX`] unless the configuration names one.
+/// The API's settings over `config`: the prefix [`PREFIX`] unless the
+/// configuration names one, and the list and session TTLs.
+fn with_api_defaults(config: &ExampleConfig) -> ExampleConfig {
+    let mut config = config.clone();
+    let cache = config.config_mut();
+    if cache.prefix == cache::DEFAULT_PREFIX {
+        cache.prefix = PREFIX.to_owned();
+    }
+    cache
+        .ttls
+        .insert("tasks".to_owned(), LIST_TTL.as_secs() as i64);
+    cache
+        .ttls
+        .insert("session".to_owned(), SESSION_TTL.as_secs() as i64);
+    config
+}
+
+/// Opens the cache `config` describes ([`ExampleConfig::open`]: on Redis
+/// the production stack unless configured otherwise), with the list and
+/// session TTLs, and the prefix [`PREFIX`] unless the configuration names
+/// one.
 ///
 /// # Errors
 ///
 /// As [`cache::open`].
-pub async fn open_cache(config: &CacheConfig) -> cache::Result<Cache> {
-    let mut config = config.clone();
-    if config.prefix == cache::DEFAULT_PREFIX {
-        config.prefix = PREFIX.to_owned();
-    }
-    config
-        .ttls
-        .insert("tasks".to_owned(), LIST_TTL.as_secs() as i64);
-    config
-        .ttls
-        .insert("session".to_owned(), SESSION_TTL.as_secs() as i64);
+pub async fn open_cache(config: &ExampleConfig) -> cache::Result<Cache> {
     // Boxed: opening a backend is a deep future, and so is a service.
-    Box::pin(cache::open(&config)).await
+    Box::pin(with_api_defaults(config).open()).await
 }
 
 impl TasksApi {
@@ -527,29 +536,41 @@ impl TasksApi {
         }
     }
 
+    /// The service over `db`, caching in the cache `config` describes
+    /// ([`open_cache`]), limiting with [`rate_limiter`] (`api_rule` per
+    /// user) on the plain backend of the same URL
+    /// ([`ExampleConfig::open_limiter_backend`]).
+    ///
+    /// # Errors
+    ///
+    /// The cache's errors (a Redis that cannot be reached at start).
+    pub async fn open(config: &ExampleConfig, db: Db, api_rule: Rule) -> cache::Result<Self> {
+        let config = with_api_defaults(config);
+        let cache = Box::pin(config.open()).await?;
+        let limiter_backend = Box::pin(config.open_limiter_backend()).await?;
+        let limiter = rate_limiter(limiter_backend, cache.prefix(), api_rule)?;
+        Ok(TasksApi::new(db, Some(cache), limiter))
+    }
+
     /// The service as configured by the environment: `CACHE_URL` (and the
-    /// other `CACHE_*` variables) for the cache, `TASKS_DB` for the SQLite
-    /// file (in memory when unset; the cache's prefix is then cleared, as
-    /// it describes a database that is gone).
+    /// other `CACHE_*` variables, or `CACHE_CONFIG_FILE`) for the cache,
+    /// `TASKS_DB` for the SQLite file (in memory when unset; the cache's
+    /// prefix is then cleared, as it describes a database that is gone).
     ///
     /// # Errors
     ///
     /// The cache's and the database's errors.
     pub async fn from_env() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let cache = open_cache(&CacheConfig::from_env()?).await?;
+        let config = ExampleConfig::from_env()?;
         let path = std::env::var("TASKS_DB").unwrap_or_else(|_| ":memory:".into());
         let db = Db::open(&path)?;
-        if path == ":memory:" {
+        let api = TasksApi::open(&config, db, Rule::per_minute(600)).await?;
+        if let (":memory:", Some(cache)) = (path.as_str(), api.cache()) {
             // A new database: what a shared cache (Redis) holds under this
             // prefix describes an old one.
             cache.clear().await?;
         }
-        let limiter = rate_limiter(
-            cache.backend().clone(),
-            cache.prefix(),
-            Rule::per_minute(600),
-        )?;
-        Ok(TasksApi::new(db, Some(cache), limiter))
+        Ok(api)
     }
 
     /// The database.

@@ -2,29 +2,42 @@
 //! backend and on a real Redis: two users create, list, update and delete;
 //! no list is ever stale after a write, no user ever sees another's tasks,
 //! cache hits show in `/metrics`, logins are throttled after 5 attempts.
+//! On Redis the API runs on the examples' production stack (L1, 250 ms
+//! deadline, fail-open), as `cargo run --example tasks_api` does.
+//!
+//! The `outage` tests stop (or `SIGSTOP`) Redis while users work and bring
+//! it back: every request is served (lists from the database while the
+//! cache is down), no list is stale after a write, and no user sees
+//! another's tasks. They fail if a cache failure reaches a user (a 500), if
+//! an invalidation lost in the outage lets an old list come back, or if
+//! lists cross between users.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cache::{CacheBackend, CacheConfig, Rule};
 use cache_examples::http::{HttpClient, Response};
+use cache_examples::stack::ExampleConfig;
 use cache_examples::tasks_api::{self, Db, Server, Task, TasksApi};
 use cache_testkit::redis_server::RedisServer;
 use serde_json::json;
 
-/// The API over `url` (memory:// or redis://), with a prefix of its own so
-/// tests sharing a Redis never meet.
+/// The API over `url` (memory:// or redis://, with the production stack),
+/// with a prefix of its own so tests sharing a Redis never meet.
 async fn api(url: &str) -> TasksApi {
-    let mut config = CacheConfig::from_url(url);
-    config.prefix = format!("tasks-test-{}", fastrand::u32(..));
-    let cache = tasks_api::open_cache(&config).await.unwrap();
-    let limiter = tasks_api::rate_limiter(
-        cache.backend().clone(),
-        cache.prefix(),
-        Rule::per_minute(100_000),
-    )
-    .unwrap();
-    TasksApi::new(Db::open(":memory:").unwrap(), Some(cache), limiter)
+    api_with(ExampleConfig::from_url(url)).await
+}
+
+/// The API over the cache `config` describes, with a prefix of its own.
+async fn api_with(mut config: ExampleConfig) -> TasksApi {
+    config.config_mut().prefix = format!("tasks-test-{}", fastrand::u32(..));
+    let db = Db::open(":memory:").unwrap();
+    TasksApi::open(&config, db, Rule::per_minute(100_000))
+        .await
+        .unwrap()
 }
 
 async fn serve(api: TasksApi) -> Server {
@@ -340,10 +353,13 @@ async fn tasks_api_login_throttled_after_5_attempts_on_redis() {
     login_throttled_after_5_attempts(RedisServer::shared().url()).await;
 }
 
+/// Without fail-open (`CACHE_FAIL_OPEN=false`, here the plain backend),
+/// the API's own fallback serves lists when the cache fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_health_follows_the_backend_and_lists_survive_an_outage() {
     let redis = RedisServer::new();
-    let server = serve(api(redis.url()).await).await;
+    let plain = ExampleConfig::as_given(CacheConfig::from_url(redis.url()));
+    let server = serve(api_with(plain).await).await;
     let addr = server.addr();
     let mut erin = User::new(addr, "erin").await;
     erin.create("water plants").await;
@@ -394,4 +410,294 @@ async fn tasks_api_without_a_cache_reads_the_database() {
         .unwrap();
     assert_eq!(health.status, 200);
     server.shutdown().await;
+}
+
+/// How Redis goes away in an outage test.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The process exits (refused connections) and starts again empty.
+    StopAndRestart,
+    /// `SIGSTOP`: connections stay open, nothing is answered, then
+    /// `SIGCONT`, with the data as it was.
+    PauseAndResume,
+}
+
+/// What the users of an outage run saw.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u64,
+    /// Answered with the expected status.
+    served: u64,
+    /// Sent while Redis was down.
+    during_outage: u64,
+    /// The first few requests that were not served, and why.
+    failures: Vec<String>,
+    /// Lists that missed the user's last write (or differ from what the
+    /// user knows is in the database).
+    stale: Vec<String>,
+    /// Tasks of another user in a list.
+    foreign: u64,
+    /// `x-cache` of the lists.
+    sources: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.served += other.served;
+        self.during_outage += other.during_outage;
+        self.failures.extend(other.failures);
+        self.stale.extend(other.stale);
+        self.foreign += other.foreign;
+        for (source, n) in other.sources {
+            *self.sources.entry(source).or_default() += n;
+        }
+    }
+
+    /// Sends a request and checks its status; the response when it is the
+    /// expected one.
+    async fn send(
+        &mut self,
+        me: &mut User,
+        down: &AtomicBool,
+        (method, path, body): (&str, &str, Option<serde_json::Value>),
+        expected: u16,
+    ) -> Option<Response> {
+        self.requests += 1;
+        self.during_outage += u64::from(down.load(SeqCst));
+        let outcome = me
+            .http
+            .send(method, path, Some(&me.token), body.as_ref())
+            .await;
+        match outcome {
+            Ok(response) if response.status == expected => {
+                self.served += 1;
+                Some(response)
+            }
+            Ok(response) => {
+                self.fail(format!(
+                    "{method} {path}: {} {}",
+                    response.status,
+                    response.text()
+                ));
+                None
+            }
+            Err(err) => {
+                self.fail(format!("{method} {path}: {err}"));
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.failures.len() < 10 {
+            self.failures.push(why);
+        }
+    }
+
+    /// `GET /tasks`, counting its source and any other user's task.
+    async fn list(&mut self, me: &mut User, down: &AtomicBool) -> Option<Vec<Task>> {
+        let response = self.send(me, down, ("GET", "/tasks", None), 200).await?;
+        let source = response.header("x-cache").unwrap_or("").to_owned();
+        *self.sources.entry(source).or_default() += 1;
+        let tasks: Vec<Task> = response.json().ok()?;
+        self.foreign += tasks.iter().filter(|t| t.user_id != me.id).count() as u64;
+        Some(tasks)
+    }
+
+    /// A list that must be `expected`, else it is counted stale.
+    async fn list_is(&mut self, me: &mut User, down: &AtomicBool, expected: &[Task], after: &str) {
+        if let Some(tasks) = self.list(me, down).await {
+            if tasks != expected {
+                self.stale.push(format!(
+                    "user {} after {after}: listed {:?}, the database holds {:?}",
+                    me.id,
+                    titles(&tasks),
+                    titles(expected)
+                ));
+            }
+        }
+    }
+}
+
+/// A writer: creates, renames and deletes tasks, and after each write
+/// checks that the next list is exactly what it has in the database.
+async fn writer(
+    mut me: User,
+    db: Db,
+    stop: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+) -> (User, Tally) {
+    let mut t = Tally::default();
+    let mut i = 0;
+    while !stop.load(SeqCst) {
+        i += 1;
+        let title = format!("u{}-{i}", me.id);
+        let created = t
+            .send(
+                &mut me,
+                &down,
+                ("POST", "/tasks", Some(json!({ "title": title }))),
+                201,
+            )
+            .await;
+        let truth = db.list_tasks(me.id).await.unwrap();
+        t.list_is(&mut me, &down, &truth, "a create").await;
+        let Some(task) = created.and_then(|r| r.json::<Task>().ok()) else {
+            continue;
+        };
+        let path = format!("/tasks/{}", task.id);
+        let renamed = json!({ "title": format!("{title}-renamed"), "done": true });
+        t.send(&mut me, &down, ("PUT", &path, Some(renamed)), 200)
+            .await;
+        let truth = db.list_tasks(me.id).await.unwrap();
+        t.list_is(&mut me, &down, &truth, "an update").await;
+        t.list_is(&mut me, &down, &truth, "an update (again)").await;
+        if i % 2 == 0 {
+            t.send(&mut me, &down, ("DELETE", &path, None), 204).await;
+            let truth = db.list_tasks(me.id).await.unwrap();
+            t.list_is(&mut me, &down, &truth, "a delete").await;
+        }
+    }
+    (me, t)
+}
+
+/// A reader: lists its tasks, which do not change, again and again.
+async fn reader(
+    mut me: User,
+    db: Db,
+    stop: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+) -> (User, Tally) {
+    let mut t = Tally::default();
+    let truth = db.list_tasks(me.id).await.unwrap();
+    while !stop.load(SeqCst) {
+        t.list_is(&mut me, &down, &truth, "nothing").await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    (me, t)
+}
+
+/// Users work against the API on the production stack over a private
+/// Redis, which goes away 1 s in, comes back 1.5 s later, and the users
+/// go on for 6 s more (past fail-open's 5 s cool-down, so the cache is in
+/// use again). Then, once `/health` says the cache is healthy, every user's
+/// list must be what the database holds.
+async fn api_through_a_redis_outage(fault: Fault) {
+    let redis = Arc::new(RedisServer::new());
+    let api = api(redis.url()).await;
+    let db = api.db().clone();
+    let server = serve(api).await;
+    let addr = server.addr();
+
+    let (stop, down) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut users = Vec::new();
+    for u in 0..4 {
+        let mut me = User::new(addr, &format!("user{u}")).await;
+        for n in 0..3 {
+            me.create(&format!("user{u}-initial-{n}")).await;
+        }
+        users.push(me);
+    }
+    let mut work = Vec::new();
+    for (u, me) in users.into_iter().enumerate() {
+        let (db, stop, down) = (db.clone(), Arc::clone(&stop), Arc::clone(&down));
+        work.push(if u % 2 == 0 {
+            tokio::spawn(writer(me, db, stop, down))
+        } else {
+            tokio::spawn(reader(me, db, stop, down))
+        });
+    }
+
+    let faults = {
+        let (redis, stop, down) = (Arc::clone(&redis), Arc::clone(&stop), Arc::clone(&down));
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(1000));
+            down.store(true, SeqCst);
+            match fault {
+                Fault::StopAndRestart => redis.stop(),
+                Fault::PauseAndResume => redis.pause(),
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            match fault {
+                Fault::StopAndRestart => redis.start(),
+                Fault::PauseAndResume => redis.resume(),
+            }
+            down.store(false, SeqCst);
+            std::thread::sleep(Duration::from_millis(6000));
+            stop.store(true, SeqCst);
+        })
+    };
+    faults.await.unwrap();
+    let mut tally = Tally::default();
+    let mut users = Vec::new();
+    for w in work {
+        let (me, t) = w.await.unwrap();
+        tally.add(t);
+        users.push(me);
+    }
+    let limiter_errors = metric(addr, "tasks_api_rate_limit_backend_errors_total").await;
+
+    // Wait (bounded) until the cache is in use again, then every list must
+    // be the database's: an invalidation lost in the outage shows here.
+    let mut probe = HttpClient::new(addr);
+    let mut healthy = false;
+    for _ in 0..300 {
+        let health = probe.send("GET", "/health", None, None).await.unwrap();
+        if health.status == 200 {
+            healthy = true;
+            break;
+        }
+        for me in &mut users {
+            tally.list(me, &down).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for me in &mut users {
+        let truth = db.list_tasks(me.id).await.unwrap();
+        tally
+            .list_is(me, &down, &truth, "the outage (final check)")
+            .await;
+        tally
+            .list_is(me, &down, &truth, "the outage (final check, again)")
+            .await;
+    }
+
+    println!(
+        "OUTAGE FIGURES ({fault:?}): {} of {} requests served ({:.2}%), {} sent while Redis was down, \
+         lists by source {:?}, {} stale lists, {} foreign tasks, {limiter_errors} limiter checks \
+         without the backend, cache healthy again: {healthy}",
+        tally.served,
+        tally.requests,
+        100.0 * tally.served as f64 / tally.requests.max(1) as f64,
+        tally.during_outage,
+        tally.sources,
+        tally.stale.len(),
+        tally.foreign,
+    );
+    for line in tally.failures.iter().chain(tally.stale.iter().take(10)) {
+        println!("  {line}");
+    }
+    server.shutdown().await;
+
+    assert!(healthy, "the cache never came back");
+    // The outage reached the users' requests.
+    assert!(tally.during_outage > 0);
+    assert!(limiter_errors > 0.0);
+    assert_eq!(tally.served, tally.requests, "{:?}", tally.failures);
+    assert_eq!(tally.stale, Vec::<String>::new());
+    assert_eq!(tally.foreign, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_outage_redis_stopped_and_restarted() {
+    api_through_a_redis_outage(Fault::StopAndRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_outage_redis_paused_and_resumed() {
+    api_through_a_redis_outage(Fault::PauseAndResume).await;
 }

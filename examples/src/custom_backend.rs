@@ -261,6 +261,10 @@ impl CacheBackend for BTreeBackend {
 
     /// Walks only the keys that share the pattern's literal start.
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        // A pattern is as long as the longest key, every byte escaped, and a `*`.
+        if pattern.is_empty() || pattern.len() > 2 * cache::MAX_KEY_LEN + 1 {
+            return Err(Error::invalid_key("the pattern is empty or too long"));
+        }
         let prefix = literal_prefix(pattern);
         let map = self.lock();
         Ok(Self::keys_with_prefix(&map, &prefix, Instant::now())

@@ -19,10 +19,10 @@
 //! "in flight" in the write tracking of `Tiered`, `Cache` or `TypedL1` (no
 //! copy or loaded value is ever kept again), an L1 copy that contradicts
 //! its L2, counters that count a call with no outcome, or a rate limit that
-//! counts more than the cancelled check itself. Three known defects are
-//! tests marked `#[ignore = "defect: ..."]`: a cancelled `Tiered` read that
-//! leaves a stale copy in an L1 that is not in-process, a cancelled
-//! `Tiered` write that never tells the other instances, and a cancelled
+//! counts more than the cancelled check itself, or a cancelled `Tiered`
+//! read that leaves a stale copy in an L1 that is not in-process, or a
+//! cancelled `Tiered` write that never tells the other instances. A known
+//! defect is a test marked `#[ignore = "defect: ..."]`: a cancelled
 //! `invalidate_category` that this instance does not see.
 
 use std::future::Future;

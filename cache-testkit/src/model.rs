@@ -217,7 +217,8 @@ pub fn format_sequence(ops: &[Op]) -> String {
         .collect()
 }
 
-/// What a sequence may hold: its length and the TTLs and time steps drawn.
+/// What a sequence may hold: its length, and the TTLs, time steps, values
+/// and deltas drawn (an empty list draws the defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Profile {
@@ -228,6 +229,10 @@ pub struct Profile {
     pub ttls: Vec<Option<Duration>>,
     /// The steps [`Op::Advance`] moves time by.
     pub advances: Vec<Duration>,
+    /// The values written (default [`VALUES`]).
+    pub values: Vec<&'static str>,
+    /// The `incr` deltas (default [`DELTAS`]).
+    pub deltas: Vec<i64>,
     /// The most shrink steps spent on a failure.
     pub max_shrink_iters: u32,
 }
@@ -253,17 +258,21 @@ impl Profile {
                 Some(Duration::from_secs(30 * 86_400)),
             ],
             advances: vec![ms(1), ms(249), ms(250), ms(500), ms(1000), ms(7_200_000)],
+            values: VALUES.to_vec(),
+            deltas: DELTAS.to_vec(),
             max_shrink_iters: 4096,
         }
     }
 
-    /// For a backend on real time (Redis): up to 16 steps; TTLs none, zero,
-    /// 120 ms, 300 ms and 1 hour; sleeps of 20, 130 and 320 ms. Short, so a
-    /// run stays cheap; the model accepts either answer near a boundary.
+    /// For a backend on real time (Redis): up to 24 steps; TTLs none, zero,
+    /// 120 ms, 300 ms and 1 hour; sleeps of 10 and 130 ms (a 130 ms sleep
+    /// ends a 120 ms TTL; so do three for 300 ms). Sleeps are what a run
+    /// costs, so they are few and short; near a TTL's end the model accepts
+    /// either answer.
     pub fn real_time() -> Self {
         let ms = Duration::from_millis;
         Profile {
-            max_len: 16,
+            max_len: 24,
             ttls: vec![
                 None,
                 None,
@@ -272,9 +281,25 @@ impl Profile {
                 Some(ms(300)),
                 Some(Duration::from_secs(3600)),
             ],
-            advances: vec![ms(20), ms(130), ms(320)],
+            advances: vec![ms(10), ms(130)],
+            values: VALUES.to_vec(),
+            deltas: DELTAS.to_vec(),
             max_shrink_iters: 256,
         }
+    }
+
+    /// Sets the values written.
+    #[must_use]
+    pub fn with_values(mut self, values: &[&'static str]) -> Self {
+        self.values = values.to_vec();
+        self
+    }
+
+    /// Sets the `incr` deltas.
+    #[must_use]
+    pub fn with_deltas(mut self, deltas: &[i64]) -> Self {
+        self.deltas = deltas.to_vec();
+        self
     }
 
     /// Sets the longest sequence.
@@ -287,15 +312,20 @@ impl Profile {
 
 /// The proptest strategy of sequences under `profile`.
 ///
-/// Keys, values, deltas and patterns come from [`KEYS`], [`VALUES`],
-/// [`DELTAS`] and [`PATTERNS`]; batches hold 0 to 4 items. Shrinking drops
+/// Keys and patterns come from [`KEYS`] and [`PATTERNS`], values and
+/// deltas from the profile; batches hold 0 to 4 items. Shrinking drops
 /// steps and moves each choice towards the first entry of its list.
 pub fn ops(profile: &Profile) -> impl Strategy<Value = Vec<Op>> {
-    let ttl = select(profile.ttls.clone());
-    let advance = select(profile.advances.clone());
+    // An empty list in the profile draws the defaults.
+    fn or<T: Clone>(list: &[T], default: &[T]) -> Vec<T> {
+        if list.is_empty() { default } else { list }.to_vec()
+    }
+    let ttl = select(or(&profile.ttls, &[None]));
+    let advance = select(or(&profile.advances, &[Duration::from_millis(1)]));
     // Three hot keys drawn most of the time, so operations collide.
     let key = || prop_oneof![3 => select(&KEYS[..3]), 1 => select(&KEYS[..])];
-    let value = || select(&VALUES[..]);
+    let values = or(&profile.values, &VALUES);
+    let value = move || select(values.clone());
     let pattern = || select(&PATTERNS[..]);
     let mode = select(&[SetMode::Always, SetMode::IfAbsent][..]);
     let op = prop_oneof![
@@ -310,7 +340,7 @@ pub fn ops(profile: &Profile) -> impl Strategy<Value = Vec<Op>> {
         1 => key().prop_map(Op::Exists),
         2 => key().prop_map(Op::Ttl),
         2 => (key(), ttl.clone()).prop_map(|(k, t)| Op::Expire(k, t)),
-        2 => (key(), select(&DELTAS[..]), ttl.clone())
+        2 => (key(), select(or(&profile.deltas, &DELTAS)), ttl.clone())
             .prop_map(|(key, delta, ttl)| Op::Incr { key, delta, ttl }),
         2 => vec(key(), 0..=4).prop_map(Op::GetMany),
         2 => (vec((key(), value()), 0..=4), ttl).prop_map(|(items, t)| Op::SetMany(items, t)),

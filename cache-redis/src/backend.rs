@@ -64,10 +64,10 @@ return 0
 ///
 /// Connections are `redis-rs` connection managers: after a connection is
 /// lost (server restart, network blip) the next call fails with
-/// [`Connection`](ErrorKind::Connection) and a reconnect starts in the
+/// [`Connection`](cache_core::ErrorKind::Connection) and a reconnect starts in the
 /// background; later calls use the new connection, no rebuild needed. Every
 /// call is bounded by the configured response timeout, so a hung server
-/// yields [`Timeout`](ErrorKind::Timeout) promptly.
+/// yields [`Timeout`](cache_core::ErrorKind::Timeout) promptly.
 ///
 /// Cloning is cheap and shares the connections.
 ///
@@ -115,9 +115,9 @@ impl RedisBackend {
     ///
     /// # Errors
     ///
-    /// [`Config`](ErrorKind::Config) for an invalid configuration (or a
+    /// [`Config`](cache_core::ErrorKind::Config) for an invalid configuration (or a
     /// cluster or Sentinel URL without the crate feature);
-    /// [`Connection`](ErrorKind::Connection) when the server cannot be
+    /// [`Connection`](cache_core::ErrorKind::Connection) when the server cannot be
     /// reached, refuses the credentials, or does not answer within the
     /// connect timeout.
     pub async fn connect(config: RedisConfig) -> Result<Self> {

@@ -422,6 +422,17 @@ enum Fault {
     PauseAndResume,
 }
 
+impl Fault {
+    /// How long Redis stays away: a pause outlasts the API's 2 s lease
+    /// wait, so writes commit (and invalidate) while Redis is frozen.
+    fn down_for(self) -> Duration {
+        match self {
+            Fault::StopAndRestart => Duration::from_millis(1500),
+            Fault::PauseAndResume => Duration::from_millis(3000),
+        }
+    }
+}
+
 /// What the users of an outage run saw.
 #[derive(Debug, Default)]
 struct Tally {
@@ -579,7 +590,8 @@ async fn reader(
 }
 
 /// Users work against the API on the production stack over a private
-/// Redis, which goes away 1 s in, comes back 1.5 s later, and the users
+/// Redis, which goes away 1 s in, comes back 1.5 s later (3 s when
+/// paused), and the users
 /// go on for 6 s more (past fail-open's 5 s cool-down, so the cache is in
 /// use again). Then, once `/health` says the cache is healthy, every user's
 /// list must be what the database holds.
@@ -621,7 +633,7 @@ async fn api_through_a_redis_outage(fault: Fault) {
                 Fault::StopAndRestart => redis.stop(),
                 Fault::PauseAndResume => redis.pause(),
             }
-            std::thread::sleep(Duration::from_millis(1500));
+            std::thread::sleep(fault.down_for());
             match fault {
                 Fault::StopAndRestart => redis.start(),
                 Fault::PauseAndResume => redis.resume(),

@@ -477,7 +477,10 @@ async fn codec_output_that_looks_like_an_envelope_is_not_unwrapped_without_fail_
     cache.set(&k, &value).await.unwrap();
     assert_eq!(cache.get::<String>(&k).await.unwrap(), Some(value.clone()));
     assert_eq!(
-        cache.get_many::<String>(&[k.clone()]).await.unwrap(),
+        cache
+            .get_many::<String>(std::slice::from_ref(&k))
+            .await
+            .unwrap(),
         vec![Some(value.clone())]
     );
     let loaded: String = cache

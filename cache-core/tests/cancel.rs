@@ -21,9 +21,8 @@
 //! its L2, counters that count a call with no outcome, or a rate limit that
 //! counts more than the cancelled check itself, or a cancelled `Tiered`
 //! read that leaves a stale copy in an L1 that is not in-process, or a
-//! cancelled `Tiered` write that never tells the other instances. A known
-//! defect is a test marked `#[ignore = "defect: ..."]`: a cancelled
-//! `invalidate_category` that this instance does not see.
+//! cancelled `Tiered` write that never tells the other instances, or a
+//! cancelled `invalidate_category` that this instance does not see.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -1053,7 +1052,6 @@ async fn refresh_ahead_cancel_then_the_next_hit_refreshes() {
 /// docs: "This instance sees the bump at once"), however long it trusts a
 /// generation it read.
 #[tokio::test]
-#[ignore = "defect: invalidate_category remembers the new generation only after its incr returns; cancelled after the backend applied the incr, this instance keeps serving the category's old values until generation_refresh passes"]
 async fn cancelled_invalidate_category_is_seen_here_cancel() {
     let cancelled = sweep(async |call, side| {
         let gated = Gated::new();

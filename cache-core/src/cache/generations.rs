@@ -36,6 +36,10 @@ impl<C: Codec> Cache<C> {
         let gen_key = self.generation_key(category);
         let started = Instant::now();
         let local = self.known_generation(category).map_or(0, |k| k.generation);
+        // Until the bump is known here, the cached generation is not to be
+        // trusted: if this call is dropped after the backend applied the
+        // incr, the next call reads the new generation back.
+        self.distrust_generation(category);
         let stored = self.track((*self.inner.backend).incr(&gen_key, 1, None).await)?;
         let stored = u64::try_from(stored).unwrap_or(0);
         // The stored generation was lost (evicted or cleared) if it is not
@@ -100,6 +104,19 @@ impl<C: Codec> Cache<C> {
             .copied()
     }
 
+    /// Makes the next call read the generation of `category` again.
+    fn distrust_generation(&self, category: &str) {
+        if let Some(known) = self
+            .inner
+            .generations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(category)
+        {
+            known.distrusted = true;
+        }
+    }
+
     /// Records `generation`, read (or written) by a call that started at
     /// `started`; `created` when this instance has just created the stored
     /// generation. A newer answer recorded meanwhile by a concurrent call
@@ -122,6 +139,7 @@ impl<C: Codec> Cache<C> {
             generation,
             read_at: started,
             created_at: None,
+            distrusted: false,
         });
         if known.read_at > started && known.generation > generation {
             return;
@@ -137,6 +155,7 @@ impl<C: Codec> Cache<C> {
             generation,
             read_at: started,
             created_at,
+            distrusted: false,
         };
     }
 
@@ -165,7 +184,7 @@ impl<C: Codec> Cache<C> {
         if let Some(known) = known {
             let refresh = self.inner.generation_refresh;
             let probation = known.created_at.is_some_and(|at| at.elapsed() < refresh);
-            if known.read_at.elapsed() < refresh && !probation {
+            if known.read_at.elapsed() < refresh && !probation && !known.distrusted {
                 return Ok(known.generation);
             }
         }
@@ -210,4 +229,6 @@ pub(super) struct KnownGeneration {
     read_at: Instant,
     /// When this instance created the stored generation, if lately.
     created_at: Option<Instant>,
+    /// A bump of it may have been applied without this instance knowing.
+    distrusted: bool,
 }

@@ -323,27 +323,28 @@ impl Tiered {
         Ok(self)
     }
 
-    /// Publishes `invalidation` to the other instances, if there is a
-    /// backplane; a failure is counted and logged (L2 has the change; the
-    /// others' copies expire by `l1_max_ttl`).
-    async fn announce(&self, invalidation: Invalidation) {
-        let Some(remote) = &self.remote else {
-            return;
-        };
-        let message = BackplaneMessage::new(remote.origin, invalidation);
-        if let Err(err) = remote.backplane.publish(&message).await {
-            self.remote_stats.publish_errors.fetch_add(1, Relaxed);
-            tracing::warn!(error = %err, backplane = remote.backplane.name(), "tiered: publishing an invalidation failed");
+    /// The invalidation a write is about to make, to publish to the other
+    /// instances once L2 has it ([`Announcement::send`]). Made before the
+    /// L2 call: if the write's future is dropped after that (L2 may have
+    /// applied it), the announcement is published from a task of its own.
+    fn announcement(&self, invalidation: impl FnOnce() -> Invalidation) -> Announcement {
+        Announcement {
+            armed: self.remote.as_ref().map(|remote| {
+                let message = BackplaneMessage::new(remote.origin, invalidation());
+                (
+                    Arc::clone(&remote.backplane),
+                    message,
+                    Arc::clone(&self.remote_stats),
+                )
+            }),
         }
     }
 
-    async fn announce_keys(&self, keys: &[&str]) {
-        if self.remote.is_some() && !keys.is_empty() {
-            self.announce(Invalidation::Keys(
-                keys.iter().map(|k| (*k).to_owned()).collect(),
-            ))
-            .await;
+    fn announce_keys(&self, keys: &[&str]) -> Announcement {
+        if keys.is_empty() {
+            return Announcement { armed: None };
         }
+        self.announcement(|| Invalidation::Keys(keys.iter().map(|k| (*k).to_owned()).collect()))
     }
 
     /// The L1 backend (the local copies).
@@ -475,6 +476,12 @@ impl Tiered {
         if ttl.is_zero() || !self.writes.unchanged(snapshot) {
             return;
         }
+        // Until it is known whether a write overtook it, the copy is
+        // provisional: a fill whose future is dropped meanwhile drops it.
+        let mut copy = Provisional {
+            l1: Some(Arc::clone(&self.l1)),
+            key,
+        };
         if let Err(err) = self
             .l1
             .set(key, value.clone(), SetOptions::ttl(Some(ttl)))
@@ -486,6 +493,7 @@ impl Tiered {
         if !self.writes.unchanged(snapshot) {
             self.drop_copies(&[key]).await;
         }
+        copy.l1 = None;
     }
 
     /// Ends `write`; if another write overlapped it, drops the L1 copies of
@@ -501,6 +509,65 @@ impl Tiered {
     async fn drop_copies(&self, keys: &[&str]) {
         if let Err(err) = (*self.l1).delete_many(keys).await {
             tracing::warn!(error = %err, "tiered: dropping L1 copies failed");
+        }
+    }
+}
+
+/// An invalidation a write will publish; see [`Tiered::announcement`].
+struct Announcement {
+    armed: Option<(Arc<dyn Backplane>, BackplaneMessage, Arc<RemoteStats>)>,
+}
+
+impl Announcement {
+    /// Publishes it now; a failure is counted and logged (L2 has the
+    /// change; the others' copies expire by `l1_max_ttl`).
+    async fn send(mut self) {
+        if let Some((backplane, message, stats)) = &self.armed {
+            publish(&**backplane, message, stats).await;
+        }
+        // Dropped mid-publish, it publishes again from a task: a duplicate
+        // invalidation is harmless, a lost one is not.
+        self.armed = None;
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        let Some((backplane, message, stats)) = self.armed.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { publish(&*backplane, &message, &stats).await });
+        }
+    }
+}
+
+async fn publish(backplane: &dyn Backplane, message: &BackplaneMessage, stats: &RemoteStats) {
+    if let Err(err) = backplane.publish(message).await {
+        stats.publish_errors.fetch_add(1, Relaxed);
+        tracing::warn!(error = %err, backplane = backplane.name(), "tiered: publishing an invalidation failed");
+    }
+}
+
+/// An L1 copy that a cancelled fill must not leave behind: dropped (from a
+/// task of its own) unless the fill clears `l1` first.
+struct Provisional<'a> {
+    l1: Option<Arc<dyn CacheBackend>>,
+    key: &'a str,
+}
+
+impl Drop for Provisional<'_> {
+    fn drop(&mut self) {
+        let Some(l1) = self.l1.take() else {
+            return;
+        };
+        let key = self.key.to_owned();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = (*l1).delete(&key).await {
+                    tracing::warn!(error = %err, "tiered: dropping a provisional L1 copy failed");
+                }
+            });
         }
     }
 }
@@ -623,6 +690,7 @@ impl CacheBackend for Tiered {
         let write = self.writes.begin_keys(&[key]);
         (*self.l1).delete(key).await?;
         let started = Instant::now();
+        let announcement = self.announce_keys(&[key]);
         let wrote = (*self.l2).set(key, value.clone(), opts).await?;
         if wrote {
             if let Some(ttl) = self.copy_ttl(opts.ttl, started) {
@@ -632,7 +700,7 @@ impl CacheBackend for Tiered {
             }
         }
         self.settle(write, &[key]).await;
-        self.announce_keys(&[key]).await;
+        announcement.send().await;
         Ok(wrote)
     }
 
@@ -640,8 +708,9 @@ impl CacheBackend for Tiered {
         self.check_key(key, "delete")?;
         let _write = self.writes.begin_keys(&[key]);
         (*self.l1).delete(key).await?;
+        let announcement = self.announce_keys(&[key]);
         let existed = (*self.l2).delete(key).await?;
-        self.announce_keys(&[key]).await;
+        announcement.send().await;
         Ok(existed)
     }
 
@@ -662,8 +731,9 @@ impl CacheBackend for Tiered {
         self.check_key(key, "expire")?;
         let _write = self.writes.begin_keys(&[key]);
         (*self.l1).delete(key).await?;
+        let announcement = self.announce_keys(&[key]);
         let existed = (*self.l2).expire(key, ttl).await?;
-        self.announce_keys(&[key]).await;
+        announcement.send().await;
         Ok(existed)
     }
 
@@ -671,8 +741,9 @@ impl CacheBackend for Tiered {
         self.check_key(key, "incr")?;
         let _write = self.writes.begin_keys(&[key]);
         (*self.l1).delete(key).await?;
+        let announcement = self.announce_keys(&[key]);
         let value = (*self.l2).incr(key, delta, ttl).await?;
-        self.announce_keys(&[key]).await;
+        announcement.send().await;
         Ok(value)
     }
 
@@ -775,6 +846,7 @@ impl CacheBackend for Tiered {
             (*self.l1).delete_many(&keys).await?;
         }
         let started = Instant::now();
+        let announcement = self.announce_keys(&keys);
         (*self.l2).set_many(items, ttl).await?;
         if !items.is_empty() {
             if let Some(ttl) = self.copy_ttl(ttl, started) {
@@ -784,7 +856,7 @@ impl CacheBackend for Tiered {
             }
         }
         self.settle(write, &keys).await;
-        self.announce_keys(&keys).await;
+        announcement.send().await;
         Ok(())
     }
 
@@ -796,8 +868,9 @@ impl CacheBackend for Tiered {
         if !keys.is_empty() {
             (*self.l1).delete_many(keys).await?;
         }
+        let announcement = self.announce_keys(keys);
         let removed = (*self.l2).delete_many(keys).await?;
-        self.announce_keys(keys).await;
+        announcement.send().await;
         Ok(removed)
     }
 
@@ -808,9 +881,9 @@ impl CacheBackend for Tiered {
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {
         let _write = self.writes.begin_all();
         (*self.l1).delete_matching(pattern).await?;
+        let announcement = self.announcement(|| Invalidation::Pattern(pattern.to_owned()));
         let removed = (*self.l2).delete_matching(pattern).await?;
-        self.announce(Invalidation::Pattern(pattern.to_owned()))
-            .await;
+        announcement.send().await;
         Ok(removed)
     }
 
@@ -818,9 +891,9 @@ impl CacheBackend for Tiered {
         check_namespace(namespace).map_err(|e| e.context(NAME, "clear"))?;
         let _write = self.writes.begin_all();
         (*self.l1).clear(namespace).await?;
+        let announcement = self.announcement(|| Invalidation::Namespace(namespace.to_owned()));
         let removed = (*self.l2).clear(namespace).await?;
-        self.announce(Invalidation::Namespace(namespace.to_owned()))
-            .await;
+        announcement.send().await;
         Ok(removed)
     }
 

@@ -136,10 +136,14 @@ enum Target {
     Cluster(ClusterTarget),
     /// The primary the Sentinels name.
     #[cfg(feature = "sentinel")]
-    Sentinel {
-        target: crate::config::SentinelTarget,
-        client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
-    },
+    Sentinel(Box<SentinelSource>),
+}
+
+/// The Sentinels and a client asking them for the primary.
+#[cfg(feature = "sentinel")]
+struct SentinelSource {
+    target: crate::config::SentinelTarget,
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -208,10 +212,10 @@ impl RedisBackplane {
                 let mut connections = crate::sentinel::connect(&config).await?;
                 let publisher = Conn::Sentinel(connections.remove(0));
                 (
-                    Target::Sentinel {
+                    Target::Sentinel(Box::new(SentinelSource {
                         target,
                         client: tokio::sync::Mutex::new(client),
-                    },
+                    })),
                     publisher,
                 )
             }
@@ -248,8 +252,8 @@ impl RedisBackplane {
             #[cfg(feature = "cluster")]
             Target::Cluster(cluster) => cluster.owner_of(&self.inner.channel).await,
             #[cfg(feature = "sentinel")]
-            Target::Sentinel { client, .. } => {
-                let primary = client.lock().await.async_get_client().await?;
+            Target::Sentinel(sentinel) => {
+                let primary = sentinel.client.lock().await.async_get_client().await?;
                 Ok(primary.get_connection_info().clone())
             }
         }
@@ -308,10 +312,10 @@ impl RedisBackplane {
     fn watch_failovers(&self) -> (Option<mpsc::UnboundedReceiver<String>>, AbortOnDrop) {
         match &self.inner.target {
             #[cfg(feature = "sentinel")]
-            Target::Sentinel { target, .. } => {
+            Target::Sentinel(sentinel) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = tokio::spawn(crate::sentinel::watch_switch_master(
-                    target.clone(),
+                    sentinel.target.clone(),
                     CONNECT_TIMEOUT,
                     move |primary| {
                         let _ = tx.send(primary);
@@ -341,7 +345,8 @@ impl RedisBackplane {
                     None => return Some("the connection closed"),
                     Some(push) => match push.kind {
                         PushKind::Message | PushKind::SMessage => {
-                            if !forward(push, tx).await {
+                            let delivered = forward(push, tx).await;
+                            if !delivered {
                                 return None;
                             }
                         }
@@ -597,14 +602,14 @@ impl ClusterTarget {
     }
 }
 
+/// A node's `(host, port)`.
+#[cfg(feature = "cluster")]
+type Node = (String, u16);
+
 /// From a `CLUSTER SLOTS` reply asked of `asked_host`: the primary serving
 /// `slot`, and every node the reply names.
 #[cfg(feature = "cluster")]
-fn slot_owner(
-    reply: &redis::Value,
-    slot: u16,
-    asked_host: &str,
-) -> Option<((String, u16), Vec<(String, u16)>)> {
+fn slot_owner(reply: &redis::Value, slot: u16, asked_host: &str) -> Option<(Node, Vec<Node>)> {
     use redis::Value;
     let Value::Array(ranges) = reply else {
         return None;

@@ -491,9 +491,16 @@ fn open_memory_l1(_l1: &L1Config) -> Result<Arc<dyn CacheBackend>> {
 
 #[cfg(feature = "redis")]
 async fn open_backplane(url: &str, channel: &str) -> Result<Arc<dyn Backplane>> {
-    if !url.starts_with("redis") {
+    // One server, a cluster (sharded pub/sub) or a Sentinel-managed primary;
+    // the schemes' crate features are checked by `RedisBackplane::connect`.
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if !matches!(
+        scheme,
+        "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "redis+sentinel"
+    ) {
         return Err(config_error(format!(
-            "the backplane needs a Redis URL, not {:?} (set `backplane.url`)",
+            "the backplane needs a Redis URL (redis://, rediss://, redis+cluster:// or \
+             redis+sentinel://), not {:?} (set `backplane.url`)",
             redact(url)
         )));
     }

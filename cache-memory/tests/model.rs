@@ -98,19 +98,34 @@ fn model_fail_open_over_memory() {
     });
 }
 
+/// `Tiered` over two memory backends on one mock clock, the L1 bounded to
+/// four entries (it evicts copies) and its copies living `l1_max_ttl` at
+/// most.
+fn check_tiered(name: &str, l1_max_ttl: Duration) {
+    check_model(name, &Profile::mock_clock(), cases_from_env(CASES), || {
+        let (clock, model_clock) = clocks();
+        let l1 = memory(MemoryConfig::default().with_max_entries(4), &clock);
+        let l2 = memory(MemoryConfig::default(), &clock);
+        let config = TieredConfig::default().with_l1_max_ttl(l1_max_ttl);
+        let tiered = Tiered::new(Arc::new(l1), Arc::new(l2), config);
+        async move { ModelRunner::new(Arc::new(tiered)).with_clock(model_clock) }
+    });
+}
+
 #[test]
 fn model_tiered_memory_over_memory() {
-    // A small bounded L1 (it evicts copies) over an unbounded L2, one clock.
-    check_model(
+    // L1 copies outlive most of the sequences' TTLs unless capped by L2's.
+    check_tiered(
         "tiered(memory max_entries=4, memory)",
-        &Profile::mock_clock(),
-        cases_from_env(CASES),
-        || {
-            let (clock, model_clock) = clocks();
-            let l1 = memory(MemoryConfig::default().with_max_entries(4), &clock);
-            let l2 = memory(MemoryConfig::default(), &clock);
-            let tiered = Tiered::new(Arc::new(l1), Arc::new(l2), TieredConfig::default());
-            async move { ModelRunner::new(Arc::new(tiered)).with_clock(model_clock) }
-        },
+        Duration::from_secs(60),
+    );
+}
+
+#[test]
+fn model_tiered_short_l1_ttl_memory_over_memory() {
+    // L1 copies end before many L2 values do: reads fall through to L2.
+    check_tiered(
+        "tiered(memory max_entries=4, memory) l1_max_ttl=250ms",
+        Duration::from_millis(250),
     );
 }

@@ -57,13 +57,13 @@ async fn caller_errors_are_not_swallowed() {
 }
 
 #[tokio::test]
-async fn breaker_opens_skips_the_backend_and_recovers_through_a_probe() {
+async fn breaker_opens_and_calls_skip_the_backend() {
     let faults = Arc::new(failing());
     let backend = FailOpen::new(
         Arc::clone(&faults),
         BreakerConfig::default()
             .with_failure_threshold(3)
-            .with_cool_down(Duration::from_millis(100)),
+            .with_cool_down(Duration::from_secs(3600)),
     );
     for _ in 0..20 {
         assert_eq!(backend.get("k").await.unwrap(), None);
@@ -73,25 +73,54 @@ async fn breaker_opens_skips_the_backend_and_recovers_through_a_probe() {
         3,
         "an open breaker must not call the backend"
     );
-    assert_eq!(backend.stats().state, BreakerState::Open);
-    assert_eq!(backend.stats().breaker_opened, 1);
+    let stats = backend.stats();
+    assert_eq!(stats.state, BreakerState::Open);
+    assert_eq!((stats.breaker_opened, stats.failed_reads), (1, 20));
+}
 
-    // Cool-down over, still failing: the probe fails and re-opens it.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+#[tokio::test]
+async fn a_caller_probe_that_fails_opens_the_breaker_again() {
+    let faults = Arc::new(failing());
+    let backend = FailOpen::new(
+        Arc::clone(&faults),
+        BreakerConfig::default()
+            .with_failure_threshold(1)
+            .with_cool_down(Duration::ZERO),
+    );
     assert_eq!(backend.get("k").await.unwrap(), None);
-    assert_eq!(faults.injected(), 4);
-    assert_eq!(backend.stats().state, BreakerState::Open);
-    assert_eq!(backend.stats().breaker_opened, 2);
+    assert_eq!(backend.get("k").await.unwrap(), None, "the probe fails");
+    let stats = backend.stats();
+    assert_eq!(stats.state, BreakerState::Open);
+    assert_eq!(stats.breaker_opened, 2);
+}
 
-    // The backend recovers: after the cool-down the probe closes the breaker.
+/// The breaker closes by itself within about one cool-down of the
+/// backend's return: no caller has to come and probe.
+#[tokio::test]
+async fn the_breaker_closes_after_recovery_without_any_caller() {
+    let faults = Arc::new(failing());
+    let backend = FailOpen::new(
+        Arc::clone(&faults),
+        BreakerConfig::default()
+            .with_failure_threshold(1)
+            .with_cool_down(Duration::from_millis(200)),
+    );
+    assert_eq!(backend.get("k").await.unwrap(), None);
+    assert_eq!(backend.stats().state, BreakerState::Open);
     faults.set_config(FaultConfig::none());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let back = std::time::Instant::now();
+    while backend.stats().state != BreakerState::Closed {
+        assert!(back.elapsed() < Duration::from_secs(10), "never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("closed {:?} after the backend came back", back.elapsed());
+    let stats = backend.stats();
+    assert_eq!((stats.breaker_opened, stats.breaker_closed), (1, 1));
+    assert_eq!(stats.failed_reads, 1, "no caller call was made meanwhile");
     backend
         .set("k", Bytes::from_static(b"v"), SetOptions::default())
         .await
         .unwrap();
-    assert_eq!(backend.stats().state, BreakerState::Closed);
-    assert_eq!(backend.stats().breaker_closed, 1);
     assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
 }
 
@@ -174,4 +203,107 @@ async fn a_cancelled_probe_does_not_wedge_the_breaker_cancel() {
         backend.health().await.unwrap().status,
         HealthStatus::Healthy
     );
+}
+
+/// Invalidations that could not reach the backend are remembered and
+/// replayed once it answers again, before the breaker lets reads through;
+/// a skipped plain write invalidates its key (the old value is outdated).
+#[tokio::test]
+async fn lost_invalidations_are_replayed_on_recovery_auto_recovery() {
+    let faults = Arc::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none(),
+    ));
+    let memory = faults.inner();
+    for key in ["k1", "k2", "k3", "p:1", "p:2", "ns:a", "ns:b", "other"] {
+        memory
+            .set(key, Bytes::from_static(b"v1"), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let backend = FailOpen::new(
+        Arc::clone(&faults),
+        BreakerConfig::default()
+            .with_failure_threshold(1)
+            .with_cool_down(Duration::from_millis(100)),
+    );
+    faults.set_config(FaultConfig::none().with_fail_every(1));
+    assert!(!backend.delete("k1").await.unwrap());
+    assert_eq!(backend.delete_matching("p:*").await.unwrap(), 0);
+    assert_eq!(backend.clear("ns:").await.unwrap(), 0);
+    assert!(!backend
+        .set("k2", Bytes::from_static(b"v2"), SetOptions::default())
+        .await
+        .unwrap());
+    // An IfAbsent write leaves nothing outdated behind: not remembered.
+    let nx = SetOptions::default().with_mode(cache_core::SetMode::IfAbsent);
+    assert!(!backend
+        .set("k3", Bytes::from_static(b"v2"), nx)
+        .await
+        .unwrap());
+    let stats = backend.stats();
+    assert_eq!(stats.pending_invalidations, 4);
+    assert_eq!(stats.state, BreakerState::Open);
+    assert_eq!(
+        backend.health().await.unwrap().details["pending_invalidations"],
+        "4"
+    );
+
+    faults.set_config(FaultConfig::none());
+    let back = std::time::Instant::now();
+    while backend.stats().state != BreakerState::Closed {
+        assert!(back.elapsed() < Duration::from_secs(10), "never recovered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut left = memory.scan("*").await.unwrap();
+    left.sort();
+    assert_eq!(left, ["k3", "other"]);
+    let stats = backend.stats();
+    assert_eq!(
+        (stats.pending_invalidations, stats.replayed_invalidations),
+        (0, 4)
+    );
+}
+
+/// Past the bound, a lost key's invalidation becomes a clear of its
+/// namespace (its prefix up to the first `:`), counted.
+#[tokio::test]
+async fn past_the_bound_lost_invalidations_clear_their_namespace_auto_recovery() {
+    use cache_core::layers::MAX_PENDING_KEYS;
+    let faults = Arc::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none(),
+    ));
+    let memory = faults.inner();
+    for key in ["app:kept-until-recovery", "zzz:other"] {
+        memory
+            .set(key, Bytes::from_static(b"v"), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let backend = FailOpen::new(
+        Arc::clone(&faults),
+        BreakerConfig::default()
+            .with_failure_threshold(1)
+            .with_cool_down(Duration::from_millis(100)),
+    );
+    faults.set_config(FaultConfig::none().with_fail_every(1));
+    let keys: Vec<String> = (0..MAX_PENDING_KEYS + 5)
+        .map(|i| format!("app:user:{i}"))
+        .collect();
+    for chunk in keys.chunks(1000) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        backend.delete_many(&refs).await.unwrap();
+    }
+    let stats = backend.stats();
+    assert_eq!(stats.coarsened_invalidations, 5);
+    assert_eq!(stats.pending_invalidations, MAX_PENDING_KEYS as u64 + 1);
+
+    faults.set_config(FaultConfig::none());
+    let back = std::time::Instant::now();
+    while backend.stats().state != BreakerState::Closed {
+        assert!(back.elapsed() < Duration::from_secs(10), "never recovered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(memory.scan("*").await.unwrap(), ["zzz:other"]);
 }

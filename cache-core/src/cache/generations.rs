@@ -40,8 +40,22 @@ impl<C: Codec> Cache<C> {
         // trusted: if this call is dropped after the backend applied the
         // incr, the next call reads the new generation back.
         self.distrust_generation(category);
-        let stored = self.track((*self.inner.backend).incr(&gen_key, 1, None).await)?;
-        let stored = u64::try_from(stored).unwrap_or(0);
+        let stored = match self.track((*self.inner.backend).incr(&gen_key, 1, None).await) {
+            Ok(stored) => u64::try_from(stored).unwrap_or(0),
+            Err(err) if err.is_retryable() => {
+                // The backend is unreachable: this instance moves on at
+                // once, and its first read of the generation once the
+                // backend answers raises the stored one to it (see
+                // `generation`), so the bump reaches the other instances
+                // after the outage instead of being lost.
+                let generation = local + 1;
+                tracing::warn!(error = %err, category, "category bump deferred until the backend answers");
+                self.remember_generation(category, generation, started, false);
+                self.inner.counters.inc(Stat::Deletes, 1);
+                return Ok(generation);
+            }
+            Err(err) => return Err(err),
+        };
         // The stored generation was lost (evicted or cleared) if it is not
         // past the one this instance used: never go back to a generation
         // whose keys may still be alive.
@@ -169,6 +183,17 @@ impl<C: Codec> Cache<C> {
         Ok(u64::try_from(raised).unwrap_or(0))
     }
 
+    /// [`raise_generation`](Cache::raise_generation), or `None` when the
+    /// backend is unreachable (or failing open): the caller then uses what
+    /// this instance knows, unremembered, so the next call reads again.
+    async fn try_raise(&self, gen_key: &str, stored: u64, floor: u64) -> Result<Option<u64>> {
+        match self.raise_generation(gen_key, stored, floor).await {
+            Ok(raised) => Ok(Some(raised)),
+            Err(err) if err.is_retryable() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// The generation of `category` keys are rendered with.
     ///
     /// Read from the backend at most once per `generation_refresh`. The
@@ -196,10 +221,14 @@ impl<C: Codec> Cache<C> {
             .map(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
         let (generation, created) = match stored {
             Some(Some(stored)) if stored >= local => (stored, false),
-            Some(Some(stored)) => (self.raise_generation(&gen_key, stored, local).await?, false),
-            None | Some(None) if local > 0 => {
-                (self.raise_generation(&gen_key, 0, local).await?, false)
-            }
+            Some(Some(stored)) => match self.try_raise(&gen_key, stored, local).await? {
+                Some(raised) => (raised, false),
+                None => return Ok(local),
+            },
+            None | Some(None) if local > 0 => match self.try_raise(&gen_key, 0, local).await? {
+                Some(raised) => (raised, false),
+                None => return Ok(local),
+            },
             Some(None) => (0, false),
             None => {
                 // Store generation 0 explicitly: a key that exists can be

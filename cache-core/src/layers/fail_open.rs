@@ -1,14 +1,17 @@
 //! `FailOpen`: a failing backend degrades to misses instead of errors,
 //! behind a circuit breaker.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::backend::{CacheBackend, Capabilities, Health, HealthStatus, KeyTtl, SetOptions};
+use crate::backend::{
+    CacheBackend, Capabilities, Health, HealthStatus, KeyTtl, SetMode, SetOptions,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 /// When the breaker opens and how long it stays open.
@@ -76,9 +79,23 @@ pub struct FailOpenStats {
     /// Probes whose caller gave up (dropped the call) before the backend
     /// answered; each sent the breaker back to open for another cool-down.
     pub abandoned_probes: u64,
+    /// Invalidations (and skipped writes, which leave an outdated value
+    /// behind) waiting to be replayed when the backend answers again.
+    pub pending_invalidations: u64,
+    /// Invalidations replayed after the backend came back.
+    pub replayed_invalidations: u64,
+    /// Lost invalidations past the bound, replaced by a clear of their
+    /// namespace (the key's prefix up to its first `:`).
+    pub coarsened_invalidations: u64,
     /// The breaker's state now.
     pub state: BreakerState,
 }
+
+/// The most keys remembered for replay; past it, a key's invalidation
+/// becomes a clear of its namespace (its prefix up to the first `:`).
+pub const MAX_PENDING_KEYS: usize = 10_000;
+/// The most patterns and namespaces remembered for replay.
+const MAX_PENDING_PATTERNS: usize = 1_000;
 
 #[derive(Debug)]
 struct Breaker {
@@ -133,16 +150,70 @@ struct Breaker {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct FailOpen<B> {
-    inner: B,
+    inner: Arc<B>,
+    shared: Arc<Shared>,
+}
+
+impl<B: CacheBackend> std::fmt::Debug for FailOpen<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailOpen")
+            .field("backend", &self.inner.name())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What a `FailOpen` shares with its recovery task.
+struct Shared {
+    name: &'static str,
     config: BreakerConfig,
     breaker: Mutex<Breaker>,
+    pending: Mutex<Pending>,
+    /// Items in `pending`, read without its lock on the hot path.
+    pending_count: AtomicUsize,
+    /// A recovery task is running.
+    recovering: AtomicBool,
     failed_reads: AtomicU64,
     skipped_writes: AtomicU64,
     opened: AtomicU64,
     closed: AtomicU64,
     abandoned: AtomicU64,
+    replayed: AtomicU64,
+    coarsened: AtomicU64,
+}
+
+/// Invalidations that could not reach the backend, deduplicated.
+#[derive(Default)]
+struct Pending {
+    keys: HashSet<String>,
+    patterns: HashSet<String>,
+    namespaces: HashSet<String>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.keys.len() + self.patterns.len() + self.namespaces.len()
+    }
+}
+
+/// An invalidation that could not reach the backend.
+enum Lost<'a> {
+    /// Nothing to invalidate (an `IfAbsent` write: skipped, it leaves no
+    /// outdated value behind).
+    Nothing,
+    Keys(&'a [&'a str]),
+    Pattern(&'a str),
+    Namespace(&'a str),
+}
+
+/// The namespace a key or pattern falls back to past the bound: its prefix
+/// up to and including the first `:` (the cache's prefix, which never
+/// holds `:`), if that part is literal.
+fn coarse_namespace(key: &str) -> Option<&str> {
+    let end = key.find(':')? + 1;
+    let head = &key[..end];
+    (!head.contains(['*', '?', '[', '\\'])).then_some(head)
 }
 
 /// A call the breaker let through to the backend; report its outcome with
@@ -152,77 +223,47 @@ pub struct FailOpen<B> {
 /// dropped unsettled (the caller's future was dropped mid-call), it sends
 /// the breaker back to `Open` for another cool-down, so a cancelled probe
 /// cannot leave every later call skipped.
-struct Pass<'a, B: CacheBackend> {
-    fail_open: &'a FailOpen<B>,
+struct Pass<'a> {
+    shared: &'a Shared,
     /// The probe's number when this call is the half-open probe and its
     /// outcome is not reported yet.
     probe: Option<u64>,
 }
 
-impl<B: CacheBackend> Pass<'_, B> {
+impl Pass<'_> {
     /// Reports the call's outcome to the breaker.
     fn settle<T>(mut self, result: &Result<T>) {
         self.probe = None;
         match result {
-            Err(err) if is_backend_failure(err) => self.fail_open.on_failure(err),
+            Err(err) if is_backend_failure(err) => {
+                self.shared.on_failure(err);
+            }
             // An answer, even a refusal of the request, means the backend
             // is up.
-            _ => self.fail_open.on_success(),
+            _ => self.shared.on_success(),
         }
     }
 }
 
-impl<B: CacheBackend> Drop for Pass<'_, B> {
+impl Drop for Pass<'_> {
     fn drop(&mut self) {
         if let Some(probe) = self.probe.take() {
-            self.fail_open.abandon(probe);
+            self.shared.abandon(probe);
         }
     }
 }
 
-impl<B: CacheBackend> FailOpen<B> {
-    /// Wraps `inner` with a breaker configured by `config`.
-    pub fn new(inner: B, config: BreakerConfig) -> Self {
-        FailOpen {
-            inner,
-            config,
-            breaker: Mutex::new(Breaker {
-                state: BreakerState::Closed,
-                consecutive_failures: 0,
-                opened_at: Instant::now(),
-                probes: 0,
-            }),
-            failed_reads: AtomicU64::new(0),
-            skipped_writes: AtomicU64::new(0),
-            opened: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
-            abandoned: AtomicU64::new(0),
-        }
-    }
-
-    /// The wrapped backend.
-    pub fn inner(&self) -> &B {
-        &self.inner
-    }
-
-    /// The counters and the breaker's state.
-    pub fn stats(&self) -> FailOpenStats {
-        FailOpenStats {
-            failed_reads: self.failed_reads.load(Relaxed),
-            skipped_writes: self.skipped_writes.load(Relaxed),
-            breaker_opened: self.opened.load(Relaxed),
-            breaker_closed: self.closed.load(Relaxed),
-            abandoned_probes: self.abandoned.load(Relaxed),
-            state: self.lock().state,
-        }
-    }
-
+impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether a call may go to the backend now: `None` to skip it.
-    fn gate(&self) -> Option<Pass<'_, B>> {
+    fn gate(&self) -> Option<Pass<'_>> {
         let mut breaker = self.lock();
         let probe = match breaker.state {
             BreakerState::Closed => None,
@@ -234,7 +275,7 @@ impl<B: CacheBackend> FailOpen<B> {
             BreakerState::Open | BreakerState::HalfOpen => return None,
         };
         Some(Pass {
-            fail_open: self,
+            shared: self,
             probe,
         })
     }
@@ -250,23 +291,32 @@ impl<B: CacheBackend> FailOpen<B> {
             breaker.opened_at = Instant::now();
             self.abandoned.fetch_add(1, Relaxed);
             tracing::debug!(
-                backend = self.inner.name(),
+                backend = self.name,
                 "circuit breaker probe cancelled by its caller: breaker open again"
             );
         }
     }
 
+    /// The backend answered. The breaker closes, unless invalidations lost
+    /// meanwhile wait to be replayed: then it stays open (calls skip) until
+    /// the recovery task has replayed them, so nothing reads a value that
+    /// should have been invalidated.
     fn on_success(&self) {
         let mut breaker = self.lock();
         breaker.consecutive_failures = 0;
-        if breaker.state != BreakerState::Closed {
-            breaker.state = BreakerState::Closed;
-            self.closed.fetch_add(1, Relaxed);
-            tracing::info!(
-                backend = self.inner.name(),
-                "cache backend recovered: circuit breaker closed"
-            );
+        if breaker.state == BreakerState::Closed {
+            return;
         }
+        if self.pending_count.load(Relaxed) > 0 {
+            breaker.state = BreakerState::Open;
+            return;
+        }
+        breaker.state = BreakerState::Closed;
+        self.closed.fetch_add(1, Relaxed);
+        tracing::info!(
+            backend = self.name,
+            "cache backend recovered: circuit breaker closed"
+        );
     }
 
     fn on_failure(&self, err: &Error) {
@@ -280,7 +330,7 @@ impl<B: CacheBackend> FailOpen<B> {
             breaker.opened_at = Instant::now();
             self.opened.fetch_add(1, Relaxed);
             tracing::warn!(
-                backend = self.inner.name(),
+                backend = self.name,
                 error = %err,
                 cool_down_ms = self.config.cool_down.as_millis() as u64,
                 "cache backend failing: circuit breaker open, serving misses"
@@ -288,16 +338,153 @@ impl<B: CacheBackend> FailOpen<B> {
         }
     }
 
+    /// Remembers `lost` for replay, bounded and deduplicated.
+    fn remember(&self, lost: Lost<'_>) {
+        if matches!(lost, Lost::Nothing) {
+            return;
+        }
+        let mut pending = self.pending();
+        match lost {
+            Lost::Nothing => {}
+            Lost::Keys(keys) => {
+                for key in keys {
+                    if pending.keys.len() < MAX_PENDING_KEYS || pending.keys.contains(*key) {
+                        pending.keys.insert((*key).to_owned());
+                    } else {
+                        self.coarsen(&mut pending, key);
+                    }
+                }
+            }
+            Lost::Pattern(pattern) => {
+                if pending.patterns.len() < MAX_PENDING_PATTERNS {
+                    pending.patterns.insert(pattern.to_owned());
+                } else {
+                    self.coarsen(&mut pending, pattern);
+                }
+            }
+            Lost::Namespace(namespace) => {
+                pending.namespaces.insert(namespace.to_owned());
+            }
+        }
+        self.pending_count.store(pending.len(), Relaxed);
+    }
+
+    /// Past the bound: the namespace of `key` is cleared instead. A key or
+    /// pattern with no literal namespace is kept all the same (rather than
+    /// lost).
+    fn coarsen(&self, pending: &mut Pending, key: &str) {
+        self.coarsened.fetch_add(1, Relaxed);
+        match coarse_namespace(key) {
+            Some(namespace) => {
+                if pending.namespaces.insert(namespace.to_owned()) {
+                    tracing::warn!(
+                        backend = self.name,
+                        namespace,
+                        "too many lost invalidations: the namespace will be cleared on recovery"
+                    );
+                }
+            }
+            None => {
+                pending.patterns.insert(key.to_owned());
+            }
+        }
+    }
+
+    /// Keys written successfully since: their pending invalidations are
+    /// superseded.
+    fn superseded(&self, keys: &[&str]) {
+        if self.pending_count.load(Relaxed) == 0 {
+            return;
+        }
+        let mut pending = self.pending();
+        for key in keys {
+            pending.keys.remove(*key);
+        }
+        self.pending_count.store(pending.len(), Relaxed);
+    }
+}
+
+impl<B: CacheBackend> FailOpen<B> {
+    /// Wraps `inner` with a breaker configured by `config`.
+    pub fn new(inner: B, config: BreakerConfig) -> Self {
+        FailOpen {
+            shared: Arc::new(Shared {
+                name: inner.name(),
+                config,
+                breaker: Mutex::new(Breaker {
+                    state: BreakerState::Closed,
+                    consecutive_failures: 0,
+                    opened_at: Instant::now(),
+                    probes: 0,
+                }),
+                pending: Mutex::new(Pending::default()),
+                pending_count: AtomicUsize::new(0),
+                recovering: AtomicBool::new(false),
+                failed_reads: AtomicU64::new(0),
+                skipped_writes: AtomicU64::new(0),
+                opened: AtomicU64::new(0),
+                closed: AtomicU64::new(0),
+                abandoned: AtomicU64::new(0),
+                replayed: AtomicU64::new(0),
+                coarsened: AtomicU64::new(0),
+            }),
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The counters and the breaker's state.
+    pub fn stats(&self) -> FailOpenStats {
+        let shared = &self.shared;
+        FailOpenStats {
+            failed_reads: shared.failed_reads.load(Relaxed),
+            skipped_writes: shared.skipped_writes.load(Relaxed),
+            breaker_opened: shared.opened.load(Relaxed),
+            breaker_closed: shared.closed.load(Relaxed),
+            abandoned_probes: shared.abandoned.load(Relaxed),
+            pending_invalidations: shared.pending_count.load(Relaxed) as u64,
+            replayed_invalidations: shared.replayed.load(Relaxed),
+            coarsened_invalidations: shared.coarsened.load(Relaxed),
+            state: shared.lock().state,
+        }
+    }
+
+    /// Starts the recovery task unless one runs: it probes the backend's
+    /// health while the breaker is open, replays the pending invalidations
+    /// once the backend answers, then closes the breaker. Without a tokio
+    /// runtime, callers' probes close the breaker as before.
+    fn recover(&self) {
+        if self.shared.recovering.swap(true, Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.shared.recovering.store(false, Relaxed);
+            return;
+        };
+        runtime.spawn(recovery(
+            Arc::clone(&self.inner),
+            Arc::downgrade(&self.shared),
+        ));
+    }
+
     /// Runs `call` through the breaker; `Ok(None)` means "failed open".
     async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<Option<T>> {
-        let Some(pass) = self.gate() else {
+        let Some(pass) = self.shared.gate() else {
             return Ok(None);
         };
         let result = call.await;
+        let failed = matches!(&result, Err(err) if is_backend_failure(err));
         pass.settle(&result);
+        if failed && self.shared.lock().state == BreakerState::Open {
+            self.recover();
+        }
         match result {
             Ok(value) => Ok(Some(value)),
             Err(err) if is_backend_failure(&err) => Ok(None),
@@ -311,32 +498,141 @@ impl<B: CacheBackend> FailOpen<B> {
         fallback: T,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.or_fallback(fallback, call, &self.failed_reads).await
-    }
-
-    async fn write<T>(
-        &self,
-        fallback: T,
-        call: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.or_fallback(fallback, call, &self.skipped_writes).await
-    }
-
-    /// The call's answer, or `fallback` (counted in `counter`) when the
-    /// backend failed or the breaker is open.
-    async fn or_fallback<T>(
-        &self,
-        fallback: T,
-        call: impl std::future::Future<Output = Result<T>>,
-        counter: &AtomicU64,
-    ) -> Result<T> {
         match self.guarded(call).await? {
             Some(value) => Ok(value),
             None => {
-                counter.fetch_add(1, Relaxed);
+                self.shared.failed_reads.fetch_add(1, Relaxed);
                 Ok(fallback)
             }
         }
+    }
+
+    /// A write or invalidation: skipped, it is remembered as `lost` for
+    /// replay; done, it supersedes pending invalidations of its keys.
+    async fn write<T>(
+        &self,
+        fallback: T,
+        lost: Lost<'_>,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.guarded(call).await? {
+            Some(value) => {
+                if let Lost::Keys(keys) = lost {
+                    self.shared.superseded(keys);
+                }
+                Ok(value)
+            }
+            None => {
+                self.shared.skipped_writes.fetch_add(1, Relaxed);
+                self.shared.remember(lost);
+                self.recover();
+                Ok(fallback)
+            }
+        }
+    }
+}
+
+/// The recovery task of a `FailOpen` (see [`FailOpen::recover`]); ends
+/// when the breaker is closed with nothing pending, or the `FailOpen` is
+/// dropped.
+///
+/// Every `cool_down / 4` (50 ms to 1 s) once the cool-down has passed, it
+/// asks the backend's `health`: so the breaker closes within about one
+/// cool-down of the backend's return even if no caller comes, and a first
+/// probe that only finds the dropped connection (and makes the client
+/// reconnect) does not cost another cool-down. A failed health probe is
+/// not a new opening. Callers' own probes work as before.
+async fn recovery<B: CacheBackend>(inner: Arc<B>, shared: Weak<Shared>) {
+    let every = match shared.upgrade() {
+        Some(shared) => {
+            (shared.config.cool_down / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        }
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let (state, cooled) = {
+            let breaker = shared.lock();
+            (
+                breaker.state,
+                breaker.opened_at.elapsed() >= shared.config.cool_down,
+            )
+        };
+        match state {
+            BreakerState::Closed if shared.pending_count.load(Relaxed) == 0 => {
+                shared.recovering.store(false, Relaxed);
+                // Something may have been remembered just before the flag
+                // dropped: carry on if so (and nobody started another task).
+                if shared.pending_count.load(Relaxed) == 0 || shared.recovering.swap(true, Relaxed)
+                {
+                    return;
+                }
+                continue;
+            }
+            BreakerState::Closed => {}
+            BreakerState::Open if cooled => match inner.health().await {
+                Ok(health) if health.status != HealthStatus::Unhealthy => {}
+                _ => continue,
+            },
+            // Cooling down, or a caller's probe is out.
+            BreakerState::Open | BreakerState::HalfOpen => continue,
+        }
+        if replay(&*inner, &shared).await {
+            let mut breaker = shared.lock();
+            breaker.consecutive_failures = 0;
+            if breaker.state != BreakerState::Closed && shared.pending_count.load(Relaxed) == 0 {
+                breaker.state = BreakerState::Closed;
+                shared.closed.fetch_add(1, Relaxed);
+                tracing::info!(
+                    backend = shared.name,
+                    "cache backend recovered: circuit breaker closed"
+                );
+            }
+        }
+    }
+}
+
+/// Replays the pending invalidations; returns whether all went through.
+async fn replay<B: CacheBackend>(inner: &B, shared: &Shared) -> bool {
+    let (keys, patterns, namespaces) = {
+        let pending = shared.pending();
+        let keys: Vec<String> = pending.keys.iter().cloned().collect();
+        let patterns: Vec<String> = pending.patterns.iter().cloned().collect();
+        let namespaces: Vec<String> = pending.namespaces.iter().cloned().collect();
+        (keys, patterns, namespaces)
+    };
+    for namespace in &namespaces {
+        if inner.clear(namespace).await.is_err() {
+            return false;
+        }
+        shared.done(|p| usize::from(p.namespaces.remove(namespace)));
+    }
+    for pattern in &patterns {
+        if inner.delete_matching(pattern).await.is_err() {
+            return false;
+        }
+        shared.done(|p| usize::from(p.patterns.remove(pattern)));
+    }
+    for chunk in keys.chunks(512) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        if inner.delete_many(&refs).await.is_err() {
+            return false;
+        }
+        shared.done(|p| chunk.iter().filter(|k| p.keys.remove(k.as_str())).count());
+    }
+    true
+}
+
+impl Shared {
+    /// Records replayed items (those `remove` found still pending).
+    fn done(&self, remove: impl FnOnce(&mut Pending) -> usize) {
+        let mut pending = self.pending();
+        let replayed = remove(&mut pending);
+        self.replayed.fetch_add(replayed as u64, Relaxed);
+        self.pending_count.store(pending.len(), Relaxed);
     }
 }
 
@@ -363,11 +659,19 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
-        self.write(false, self.inner.set(key, value, opts)).await
+        // A skipped write leaves an outdated value behind: invalidated on
+        // recovery like a delete.
+        let lost = match opts.mode {
+            SetMode::IfAbsent => Lost::Nothing,
+            _ => Lost::Keys(&[key]),
+        };
+        self.write(false, lost, self.inner.set(key, value, opts))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        self.write(false, self.inner.delete(key)).await
+        self.write(false, Lost::Keys(&[key]), self.inner.delete(key))
+            .await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -379,11 +683,12 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
-        self.write(false, self.inner.expire(key, ttl)).await
+        self.write(false, Lost::Keys(&[key]), self.inner.expire(key, ttl))
+            .await
     }
 
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
-        let Some(pass) = self.gate() else {
+        let Some(pass) = self.shared.gate() else {
             return Err(Error::new(ErrorKind::Connection, "circuit breaker open")
                 .with_backend(self.inner.name())
                 .with_operation("incr"));
@@ -394,11 +699,14 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn health(&self) -> Result<Health> {
-        let state = self.lock().state;
+        let state = self.shared.lock().state;
         if state == BreakerState::Open {
-            return Ok(
-                Health::new(HealthStatus::Unhealthy, Duration::ZERO).with_detail("breaker", "open")
-            );
+            return Ok(Health::new(HealthStatus::Unhealthy, Duration::ZERO)
+                .with_detail("breaker", "open")
+                .with_detail(
+                    "pending_invalidations",
+                    self.shared.pending_count.load(Relaxed),
+                ));
         }
         let label = if state == BreakerState::Closed {
             "closed"
@@ -414,11 +722,14 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
-        self.write((), self.inner.set_many(items, ttl)).await
+        let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
+        self.write((), Lost::Keys(&keys), self.inner.set_many(items, ttl))
+            .await
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.write(0, self.inner.delete_many(keys)).await
+        self.write(0, Lost::Keys(keys), self.inner.delete_many(keys))
+            .await
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
@@ -426,11 +737,17 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {
-        self.write(0, self.inner.delete_matching(pattern)).await
+        self.write(
+            0,
+            Lost::Pattern(pattern),
+            self.inner.delete_matching(pattern),
+        )
+        .await
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64> {
-        self.write(0, self.inner.clear(namespace)).await
+        self.write(0, Lost::Namespace(namespace), self.inner.clear(namespace))
+            .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::backend::{
     check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
-    KeyTtl, SetOptions,
+    KeyTtl, SetMode, SetOptions,
 };
 use crate::backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation};
 use crate::error::Result;
@@ -137,8 +137,13 @@ pub struct TieredStats {
 /// - `set` / `set_many`: L2 decides; when it stored the value, L1 gets a
 ///   copy with TTL `min(ttl, l1_max_ttl)` (`None`: `l1_max_ttl`), counted
 ///   from before the L2 call, so the copy never outlives the original. An
-///   `IfAbsent` that L2 refused, a zero TTL and a failed L2 write all leave
-///   no L1 copy; the L2 error is returned.
+///   `IfAbsent` that L2 refused (the key is there), a zero TTL and a failed
+///   L2 write all leave no L1 copy; the L2 error is returned. A write that
+///   a fail-open L2 *skipped* (L2 down: `Ok(false)` for a plain `set`, or
+///   an `IfAbsent` refused while L2 does not have the key) keeps its L1
+///   copy, so a service keeps serving what it loaded and wrote through an
+///   outage ([`FailOpen`](crate::layers::FailOpen) invalidates the key in
+///   L2 once it is back).
 /// - `delete` / `delete_many` / `delete_matching` / `clear`: both tiers; the
 ///   count is L2's.
 /// - `expire` and `incr`: L2's answer; the L1 copy is dropped (the next
@@ -692,7 +697,16 @@ impl CacheBackend for Tiered {
         let started = Instant::now();
         let announcement = self.announce_keys(&[key]);
         let wrote = (*self.l2).set(key, value.clone(), opts).await?;
-        if wrote {
+        // L2 said "not written": a refused `IfAbsent` (the key is there) or
+        // a write a fail-open L2 skipped while down. Skipped, the value
+        // stays in L1 (bounded by its TTL) so this instance keeps serving
+        // it through the outage.
+        let keep = wrote
+            || match opts.mode {
+                SetMode::IfAbsent => !(*self.l2).exists(key).await.unwrap_or(true),
+                _ => true,
+            };
+        if keep {
             if let Some(ttl) = self.copy_ttl(opts.ttl, started) {
                 if let Err(err) = (*self.l1).set(key, value, SetOptions::ttl(Some(ttl))).await {
                     tracing::warn!(error = %err, "tiered: copying a value into L1 failed");

@@ -336,6 +336,7 @@ async fn watch_one(
     let (mut sink, mut stream) = pubsub.split();
     let mut heartbeat = tokio::time::interval(WATCH_HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
     loop {
         tokio::select! {
             message = stream.next() => {
@@ -348,7 +349,8 @@ async fn watch_one(
                 }
             }
             _ = heartbeat.tick() => {
-                let pong = bounded(WATCH_DEAD_AFTER, "PING", sink.ping::<String>()).await;
+                // In RESP2 subscribed mode the answer is `["pong", ""]`.
+                let pong = bounded(WATCH_DEAD_AFTER, "PING", sink.ping::<Value>()).await;
                 if let Err(e) = pong {
                     tracing::debug!(sentinel = %format!("{host}:{port}"), error = %e, "the Sentinel stopped answering");
                     return Ok(());

@@ -1,14 +1,14 @@
 //! The Sentinel backend follows a failover from the Sentinels'
 //! `+switch-master` announcement, not only from failed calls: a manual
-//! `SENTINEL FAILOVER` demotes the primary without killing it, so the
-//! backend's connection to it stays up and its `PING`s keep succeeding;
-//! the backend must still move to the new primary while making only calls
-//! that succeed.
+//! `SENTINEL FAILOVER` demotes the primary without killing it, and the
+//! backend, which makes no call at all meanwhile, must connect to the new
+//! primary by itself; its first call after the failover then succeeds
+//! there.
 //!
 //! How it could fail: without the `+switch-master` watcher nothing tells
-//! the backend, which stays on the demoted node (now a replica) until a
-//! write fails with `READONLY`; the test never writes before the move, so
-//! it waits in vain (a 60 s guard stops it; nothing asserts on timing).
+//! the idle backend, which finds out only when its first call fails on the
+//! demoted node; the test waits in vain for its connection on the new
+//! primary (a 60 s guard stops it; nothing asserts on timing).
 #![cfg(feature = "sentinel")]
 
 use std::time::{Duration, Instant};
@@ -47,20 +47,28 @@ async fn sentinel_switch_master_moves_the_backend_without_a_failed_call() {
     };
     println!("the Sentinels name {new} after {:?}", started.elapsed());
 
-    // Only reads that succeed on the demoted node too: no failed call tells
-    // the backend anything.
+    // No call through the backend until it is on the new primary (the
+    // Sentinels kill the demoted node's client connections, so a call there
+    // would fail and start a lookup by itself): watch the new primary's
+    // client list for the backend's connection (unnamed, a normal client,
+    // last command the `PING` that checks a new connection).
     loop {
-        let health = backend.health().await.unwrap();
-        if primary(&health) == format!("127.0.0.1:{new}") {
+        let clients = String::from_utf8(deployment.cli(new, &["CLIENT", "LIST"])).unwrap();
+        if clients
+            .lines()
+            .any(|c| c.contains(" name= ") && c.contains(" flags=N ") && c.contains(" cmd=ping "))
+        {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the backend stayed on {}",
-            primary(&health)
+            "the backend never connected to the new primary: {clients}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The first call after the failover already goes to the new primary.
+    let health = backend.health().await.unwrap();
+    assert_eq!(primary(&health), format!("127.0.0.1:{new}"));
     println!("the backend moved after {:?}", started.elapsed());
     backend
         .set("ssm:k", Bytes::from_static(b"v"), SetOptions::default())

@@ -494,6 +494,27 @@ pub fn check_key(key: &str, max_len: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks a pattern of `scan` / `delete_matching`: not empty and at most
+/// `2 * max_key_len + 1` bytes (the longest valid key with every byte
+/// escaped, and a `*`).
+///
+/// # Errors
+///
+/// [`InvalidKey`](crate::ErrorKind::InvalidKey).
+pub fn check_pattern(pattern: &str, max_key_len: usize) -> Result<()> {
+    if pattern.is_empty() {
+        return Err(Error::invalid_key("pattern is empty"));
+    }
+    let max = max_key_len.saturating_mul(2).saturating_add(1);
+    if pattern.len() > max {
+        return Err(Error::invalid_key(format!(
+            "pattern is {} bytes, the limit is {max}",
+            pattern.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a `clear` namespace: not empty.
 ///
 /// # Errors

@@ -47,7 +47,7 @@ mod write_tracker;
 mod typed_l1;
 
 pub use backend::{
-    check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
+    check_key, check_namespace, check_pattern, check_value, CacheBackend, Capabilities, Health, HealthStatus,
     KeyTtl, SetMode, SetOptions,
 };
 pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    check_key, check_namespace, check_value, glob_match, CacheBackend, Capabilities, Error,
-    ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
+    check_key, check_namespace, check_pattern, check_value, glob_match, CacheBackend, Capabilities,
+    Error, ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
 };
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
@@ -333,6 +333,15 @@ impl Shared {
             );
         }
         check_key(key, MAX_KEY_LEN).map_err(|e| e.context("memory", op))
+    }
+
+    fn check_pattern(&self, pattern: &str, op: &'static str) -> Result<()> {
+        if self.closed.load(Relaxed) {
+            return Err(
+                Error::new(ErrorKind::Closed, "the memory backend is closed").context("memory", op),
+            );
+        }
+        check_pattern(pattern, MAX_KEY_LEN).map_err(|e| e.context("memory", op))
     }
 
     fn expiry(&self, ttl: Option<Duration>) -> u64 {
@@ -758,6 +767,7 @@ impl CacheBackend for MemoryBackend {
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        self.shared.check_pattern(pattern, "scan")?;
         Ok(self
             .shared
             .matching(pattern)
@@ -767,9 +777,7 @@ impl CacheBackend for MemoryBackend {
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {
-        if pattern.is_empty() {
-            return Err(Error::invalid_key("pattern is empty").context("memory", "delete_matching"));
-        }
+        self.shared.check_pattern(pattern, "delete_matching")?;
         let keys = self.shared.matching(pattern);
         Ok(keys.iter().map(|k| u64::from(self.shared.remove(k))).sum())
     }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    check_key, check_namespace, check_value, glob_escape, CacheBackend, Capabilities, Error,
-    Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
+    check_key, check_namespace, check_value, glob_escape, CacheBackend, Capabilities, Health,
+    HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
 };
 use redis::{Script, Value};
 
@@ -217,18 +217,7 @@ impl RedisBackend {
     /// A pattern is not empty and at most `2 * MAX_KEY_LEN + 1` bytes (a
     /// key with every byte escaped, and a `*`).
     fn check_pattern(pattern: &str, op: &'static str) -> Result<()> {
-        if pattern.is_empty() {
-            return Err(Error::invalid_key("pattern is empty").context("redis", op));
-        }
-        if pattern.len() > 2 * MAX_KEY_LEN + 1 {
-            return Err(Error::invalid_key(format!(
-                "pattern is {} bytes, the limit is {}",
-                pattern.len(),
-                2 * MAX_KEY_LEN + 1
-            ))
-            .context("redis", op));
-        }
-        Ok(())
+        cache_core::check_pattern(pattern, MAX_KEY_LEN).map_err(|e| e.context("redis", op))
     }
 
     /// `UNLINK keys…`; how many existed. On a cluster: one `UNLINK` per

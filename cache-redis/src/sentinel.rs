@@ -77,6 +77,9 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Vec<SentinelConnecti
                 if let Some(shared) = weak.upgrade() {
                     tracing::info!(master = %shared.master, %primary, "the Sentinels announced a new primary");
                     start_refresh(&shared);
+                    // A lookup already running looks again now, not after
+                    // its pause.
+                    shared.wake.notify_one();
                 }
             },
         ));
@@ -98,6 +101,8 @@ struct Shared {
     state: RwLock<State>,
     /// A background lookup is running.
     refreshing: AtomicBool,
+    /// Wakes a running lookup from its pause (a failover was announced).
+    wake: tokio::sync::Notify,
     /// The `+switch-master` watcher, stopped with the connection.
     watcher: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     connection_config: AsyncConnectionConfig,
@@ -160,6 +165,7 @@ impl Shared {
             sentinel: tokio::sync::Mutex::new(client),
             state: RwLock::new(State::default()),
             refreshing: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
             watcher: std::sync::Mutex::new(None),
             connection_config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout()))
@@ -264,9 +270,16 @@ async fn refresh_until_done(shared: Weak<Shared>) {
                 tracing::debug!(master = %strong.master, error = %e, "no usable Redis primary yet");
             }
         }
+        let woken = tokio::select! {
+            () = tokio::time::sleep(pause) => false,
+            () = strong.wake.notified() => true,
+        };
         drop(strong);
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(MAX_RETRY);
+        pause = if woken {
+            FIRST_RETRY
+        } else {
+            (pause * 2).min(MAX_RETRY)
+        };
     }
 }
 

@@ -90,7 +90,8 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 /// not answered within 2.5 s — so a frozen server or a half-open TCP
 /// connection is noticed within about 3.5 s — and, with Sentinel, when the
 /// Sentinels announce a new primary. Connecting is bounded by 2 s, a
-/// publish by 1 s; TCP keepalive is on.
+/// publish by 1 s; TCP keepalive is on. The subscribed connection speaks
+/// RESP3 (Redis 6 or later; sharded pub/sub needs Redis 7).
 ///
 /// # Examples
 ///

@@ -22,7 +22,10 @@ use crate::core::{
 /// a key that existed keeps its TTL. One script, so one atomic step.
 const INCR_SCRIPT: &str = r"
 local existed = redis.call('EXISTS', KEYS[1])
-local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[1], ARGV[1])
+-- As a string: INCRBY's integer would become a Lua number (a double) and
+-- lose precision beyond 2^53.
+local value = redis.call('GET', KEYS[1])
 if existed == 0 and ARGV[2] ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end

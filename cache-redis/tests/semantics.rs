@@ -28,6 +28,25 @@ fn expires_within(ttl: KeyTtl, max: Duration) -> bool {
     matches!(ttl, KeyTtl::Expires(d) if d <= max && d > max - Duration::from_secs(5))
 }
 
+/// `incr` answers exact 64-bit results: the script returns the stored
+/// string, not INCRBY's reply, which Lua turns into a double (rounded
+/// beyond 2^53). Found by the model test.
+#[tokio::test]
+async fn incr_answers_exact_64_bit_results() {
+    let backend = backend().await;
+    let key = format!("{}:big", prefix("incr64"));
+    assert_eq!(backend.incr(&key, i64::MAX, None).await.unwrap(), i64::MAX);
+    assert_eq!(backend.incr(&key, -1, None).await.unwrap(), i64::MAX - 1);
+    assert_eq!(
+        backend
+            .incr(&key, -(1 << 53) - 1, Some(MINUTE))
+            .await
+            .unwrap(),
+        i64::MAX - 1 - (1 << 53) - 1
+    );
+    backend.delete(&key).await.unwrap();
+}
+
 #[tokio::test]
 async fn incr_sets_the_ttl_only_when_it_creates_the_key() {
     let b = backend().await;

@@ -196,4 +196,41 @@ mod tests {
         assert_eq!(MsgPackCodec.decode::<User>(&bytes).unwrap(), user);
         assert!(MsgPackCodec.decode::<User>(b"\xc1").is_err());
     }
+
+    #[test]
+    fn names_and_run_time_choice() {
+        assert_eq!(JsonCodec.name(), "json");
+        assert_eq!(AnyCodec::Json.name(), "json");
+        assert_eq!(AnyCodec::from_name("json").unwrap(), AnyCodec::Json);
+        let err = AnyCodec::from_name("yaml").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        #[cfg(not(feature = "msgpack"))]
+        assert_eq!(
+            AnyCodec::from_name("msgpack").unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        #[cfg(feature = "msgpack")]
+        {
+            assert_eq!(MsgPackCodec.name(), "msgpack");
+            assert_eq!(AnyCodec::MsgPack.name(), "msgpack");
+            assert_eq!(AnyCodec::from_name("msgpack").unwrap(), AnyCodec::MsgPack);
+        }
+    }
+
+    #[test]
+    fn any_codec_encodes_and_decodes_like_json() {
+        let user = User {
+            id: 3,
+            name: "c".into(),
+        };
+        let bytes = AnyCodec::Json.encode(&user).unwrap();
+        assert_eq!(&bytes[..], br#"{"id":3,"name":"c"}"#);
+        assert_eq!(AnyCodec::Json.decode::<User>(&bytes).unwrap(), user);
+        let err = AnyCodec::Json.decode::<User>(b"nope").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert_eq!(err.operation(), Some("decode"));
+        assert!(std::error::Error::source(&err).is_some());
+        let json = JsonCodec.decode::<User>(&bytes).unwrap();
+        assert_eq!(json, user);
+    }
 }

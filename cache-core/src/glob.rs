@@ -213,4 +213,64 @@ mod tests {
         let text = "a".repeat(60);
         assert!(!glob_match(&pattern, &text));
     }
+
+    #[test]
+    fn range_ends_are_inclusive() {
+        for (text, hit) in [
+            ("`", false),
+            ("a", true),
+            ("b", true),
+            ("c", true),
+            ("d", false),
+        ] {
+            assert_eq!(glob_match("[a-c]", text), hit, "{text}");
+            assert_eq!(glob_match("[c-a]", text), hit, "{text}");
+            assert_eq!(glob_match("[^a-c]", text), !hit, "{text}");
+        }
+        // A range that ends the pattern, in an unterminated set.
+        assert!(glob_match("[a-c", "b"));
+        assert!(!glob_match("[a-c", "d"));
+        assert!(glob_match("x[ab", "xb"));
+        assert!(!glob_match("x[ab", "xbb"));
+    }
+
+    #[test]
+    fn escapes_at_the_end_of_a_set() {
+        // `\]` escapes the `]`: the set is unterminated and holds `]`.
+        assert!(glob_match(r"[\]", "]"));
+        assert!(!glob_match(r"[\]", r"\"));
+        // A lone `\` at the end of the pattern is a literal backslash.
+        assert!(glob_match(r"[\", r"\"));
+        assert!(!glob_match(r"[\", "x"));
+        assert!(glob_match(r"\", r"\"));
+        assert!(!glob_match(r"\", "x"));
+    }
+
+    #[test]
+    fn stars_then_more_pattern() {
+        assert!(glob_match("a*b*", "ab"));
+        assert!(glob_match("a***", "a"));
+        assert!(glob_match("*?", "x"));
+        assert!(!glob_match("*?", ""));
+        assert!(glob_match("*b", "aab"));
+        assert!(!glob_match("*b", "aba"));
+        assert!(glob_match("a*b?d", "axxbcd"));
+        assert!(!glob_match("ab", "a"));
+        assert!(!glob_match("a", "ab"));
+    }
+
+    #[test]
+    fn nesting_limit_is_1000_stars() {
+        let text = "a".repeat(1001);
+        assert!(glob_match(&"*a".repeat(1000), &text[..1000]));
+        assert!(!glob_match(&"*a".repeat(1001), &text));
+        // A run of stars is one star: it costs one level, not one per star.
+        assert!(glob_match(&("*".repeat(1001) + "a"), "a"));
+    }
+
+    #[test]
+    fn escape_covers_every_metacharacter() {
+        assert_eq!(glob_escape(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
+        assert_eq!(glob_escape("plain:é"), "plain:é");
+    }
 }

@@ -544,4 +544,98 @@ mod tests {
         assert!(escape_id_pattern("[:]").is_err());
         assert!(escape_id_pattern("[ab").is_err());
     }
+
+    #[test]
+    fn accessors_and_display_show_each_part() {
+        let key = CacheKey::new("cart", "a:b")
+            .unwrap()
+            .with_hash_tag("u1")
+            .unwrap()
+            .with_version(3);
+        assert_eq!(key.category(), "cart");
+        assert_eq!(key.escaped_id(), "a%3Ab");
+        assert_eq!(key.hash_tag(), Some("u1"));
+        assert_eq!(key.version(), Some(3));
+        assert_eq!(key.to_string(), "cart:a%3Ab{u1}:v3");
+        let plain = CacheKey::new("user", 42).unwrap();
+        assert_eq!((plain.hash_tag(), plain.version()), (None, None));
+        assert_eq!(plain.to_string(), "user:42");
+    }
+
+    #[test]
+    fn name_and_length_limits_are_exact() {
+        let max = "c".repeat(MAX_CATEGORY_LEN);
+        let over = "c".repeat(MAX_CATEGORY_LEN + 1);
+        assert!(validate_category(&max).is_ok());
+        assert!(validate_category(&over).is_err());
+        assert!(validate_category("a_b-c.D9").is_ok());
+        for bad in ["", "a/b", "a:b", "a{b}", "é"] {
+            assert!(validate_category(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_prefix(&max).is_ok());
+        assert!(validate_prefix(&over).is_err());
+        assert!(validate_prefix("a_b-c.D9{x}").is_ok());
+        for bad in ["", "a/b", "a b", "a*"] {
+            let err = validate_prefix(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidKey, "{bad:?}");
+        }
+        let id = "i".repeat(MAX_KEY_LEN);
+        assert_eq!(escape_id(&id).unwrap(), id);
+        assert!(escape_id(&"i".repeat(MAX_KEY_LEN + 1)).is_err());
+        assert!(escape_id("a\u{7f}").is_err());
+    }
+
+    #[test]
+    fn every_syntax_character_is_percent_encoded() {
+        assert_eq!(
+            escape_id(r":*?[]\{}%").unwrap(),
+            "%3A%2A%3F%5B%5D%5C%7B%7D%25"
+        );
+        assert_eq!(escape_id("a-_.@/Z9 é").unwrap(), "a-_.@/Z9 é");
+    }
+
+    #[test]
+    fn only_the_exact_hash_shape_is_reserved() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert_eq!(escape_id(&format!("h{hex}")).unwrap(), format!("%68{hex}"));
+        assert_eq!(
+            escape_id(&format!("h{}", "f".repeat(32))).unwrap(),
+            format!("%68{}", "f".repeat(32))
+        );
+        for id in [
+            format!("x{hex}"),
+            format!("h{}", &hex[1..]),
+            format!("h{hex}0"),
+            format!("h{}g", &hex[1..]),
+            format!("h{}`", &hex[1..]),
+        ] {
+            assert_eq!(escape_id(&id).unwrap(), id);
+        }
+    }
+
+    #[test]
+    fn id_pattern_edge_cases() {
+        assert!(escape_id_pattern("").is_err());
+        let long = "p".repeat(MAX_KEY_LEN);
+        assert_eq!(escape_id_pattern(&long).unwrap(), long);
+        assert!(escape_id_pattern(&"p".repeat(MAX_KEY_LEN + 1)).is_err());
+        assert!(escape_id_pattern("a\nb").is_err());
+        assert!(escape_id_pattern("[a\u{1}]").is_err());
+        assert_eq!(escape_id_pattern(r"a\").unwrap(), "a%5C");
+        assert_eq!(escape_id_pattern(r"\:x{").unwrap(), "%3Ax%7B");
+        assert_eq!(escape_id_pattern("*[^ab]?").unwrap(), "*[^ab]?");
+    }
+
+    #[test]
+    fn hashed_ids_of_arrays_and_escaped_keys_are_pinned() {
+        // sha256 of [1,"a",{"b":[true,null],"c":{}},[]], first 32 hex digits.
+        let value = serde_json::json!([1, "a", {"c": {}, "b": [true, null]}, []]);
+        let key = CacheKey::hashed("q", &value).unwrap();
+        assert_eq!(key.escaped_id(), "h2efabb370b9e825287ea8b3dbb72bdcc");
+        // sha256 of {"":1,"a":[2,3],"b\"":"x"}.
+        let value = serde_json::json!({"b\"": "x", "a": [2, 3], "": 1});
+        let key = CacheKey::hashed("q", &value).unwrap();
+        assert_eq!(key.escaped_id(), "h546c48cbf839a454298566f71b7b6eef");
+        assert!(CacheKey::hashed("", &1).is_err());
+    }
 }

@@ -184,4 +184,47 @@ mod tests {
             Some(Duration::from_millis(5))
         );
     }
+
+    #[test]
+    fn constructors_give_exact_durations() {
+        assert_eq!(Ttl::secs(3), Ttl::After(Duration::from_secs(3)));
+        assert_eq!(Ttl::millis(7), Ttl::After(Duration::from_millis(7)));
+        assert_eq!(
+            Ttl::from(Duration::from_nanos(9)),
+            Ttl::After(Duration::from_nanos(9))
+        );
+    }
+
+    #[test]
+    fn categories_override_the_default() {
+        let policy = CategoryTtl::new(Some(Duration::from_secs(60)))
+            .with_category("rates", Some(Duration::from_secs(300)))
+            .with_category("config", None);
+        assert_eq!(policy.base_ttl("rates"), Some(Duration::from_secs(300)));
+        assert_eq!(policy.base_ttl("config"), None);
+        assert_eq!(policy.base_ttl("other"), Some(Duration::from_secs(60)));
+        assert_eq!(policy.ttl_for("rates"), Some(Duration::from_secs(300)));
+        assert_eq!(policy.ttl_for("config"), None);
+        assert_eq!(policy.ttl_for("other"), Some(Duration::from_secs(60)));
+        assert_eq!(CategoryTtl::new(None).ttl_for("other"), None);
+    }
+
+    #[test]
+    fn jitter_spreads_both_ways_and_keeps_zero() {
+        let policy = CategoryTtl::new(Some(Duration::from_secs(100))).with_jitter(0.1);
+        let samples: Vec<_> = (0..400).map(|_| policy.ttl_for("x").unwrap()).collect();
+        assert!(samples.iter().any(|d| *d < Duration::from_secs(95)));
+        assert!(samples.iter().any(|d| *d > Duration::from_secs(105)));
+        // A zero TTL ("do not store") stays zero whatever the jitter.
+        let zero = CategoryTtl::new(Some(Duration::ZERO)).with_jitter(0.5);
+        assert_eq!(zero.ttl_for("x"), Some(Duration::ZERO));
+        // The fraction is clamped to 0.5, and NaN turns jitter off.
+        let wide = CategoryTtl::new(Some(Duration::from_secs(100))).with_jitter(5.0);
+        for _ in 0..200 {
+            let d = wide.ttl_for("x").unwrap();
+            assert!(d >= Duration::from_secs(50) && d <= Duration::from_secs(150));
+        }
+        let nan = CategoryTtl::new(Some(Duration::from_secs(100))).with_jitter(f64::NAN);
+        assert_eq!(nan.ttl_for("x"), Some(Duration::from_secs(100)));
+    }
 }

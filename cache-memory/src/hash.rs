@@ -158,4 +158,50 @@ mod tests {
         let (a, b) = (KeyHasherBuilder::default(), KeyHasherBuilder::default());
         assert_ne!(a.hash_one("user:1"), b.hash_one("user:1"));
     }
+
+    #[test]
+    fn every_byte_and_the_length_matter() {
+        let builder = KeyHasherBuilder::default();
+        let hash = |bytes: &[u8]| {
+            let mut h = builder.build_hasher();
+            h.write(bytes);
+            h.finish()
+        };
+        let mut seen = HashSet::new();
+        for len in 0..=40usize {
+            let base: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            assert!(seen.insert(hash(&base)), "len {len}");
+            for at in 0..len {
+                for flip in [1u8, 0x80] {
+                    let mut changed = base.clone();
+                    changed[at] ^= flip;
+                    assert_ne!(hash(&changed), hash(&base), "len {len}, byte {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn integers_and_the_str_terminator_are_hashed() {
+        let builder = KeyHasherBuilder::default();
+        assert_ne!(builder.hash_one(1u64), builder.hash_one(2u64));
+        assert_ne!(builder.hash_one(1usize), builder.hash_one(2usize));
+        assert_eq!(builder.hash_one(5usize), builder.hash_one(5u64));
+        // `str` hashes its bytes then `0xff`: not the same as the bytes alone.
+        let mut bytes = builder.build_hasher();
+        bytes.write(b"ab");
+        assert_ne!(builder.hash_one("ab"), bytes.finish());
+        let mut a = builder.build_hasher();
+        a.write_u8(1);
+        let mut b = builder.build_hasher();
+        b.write_u8(2);
+        assert_ne!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn the_second_seed_is_odd_and_random() {
+        let seeds: HashSet<u64> = (0..64).map(|_| KeyHasherBuilder::default().seed2).collect();
+        assert!(seeds.iter().all(|s| s & 1 == 1), "{seeds:?}");
+        assert!(seeds.len() > 60);
+    }
 }

@@ -370,3 +370,47 @@ fn sweep_removes_exactly_what_expired() {
         assert_eq!(backend.stats().expirations, 2003);
     });
 }
+
+/// `sweep_interval_ms = 0` turns the sweeper off: no task is spawned.
+#[test]
+fn a_zero_sweep_interval_starts_no_sweeper() {
+    rt().block_on(async {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let config = MemoryConfig::default().with_sweep_interval(Duration::ZERO);
+        assert_eq!(config.sweep_interval_ms, 0);
+        let backend = MemoryBackend::with_config(config);
+        assert_eq!(metrics.num_alive_tasks(), 0);
+        let config = MemoryConfig::default().with_sweep_interval(Duration::from_millis(1));
+        assert_eq!(config.sweep_interval_ms, 1);
+        let second = MemoryBackend::with_config(config);
+        assert_eq!(metrics.num_alive_tasks(), 1);
+        drop((backend, second));
+    });
+}
+
+/// The default value limit is 64 MiB, `max_bytes` and `max_value_size`
+/// lower it, and only a bounded backend evicts.
+#[test]
+fn the_default_value_limit_is_64_mib() {
+    assert_eq!(cache_memory::DEFAULT_MAX_VALUE_SIZE, 67_108_864);
+    let config = MemoryConfig::default();
+    assert_eq!(config.max_value_size, 67_108_864);
+    assert_eq!((config.max_entries, config.max_bytes), (None, None));
+    assert_eq!(config.sweep_interval_ms, 1000);
+    let backend = MemoryBackend::new();
+    assert_eq!(backend.capabilities().max_value_size, 67_108_864);
+    // Only a bounded backend evicts.
+    assert!(!backend.capabilities().evicts);
+    let by_entries = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(9));
+    assert!(by_entries.capabilities().evicts);
+    let small = MemoryBackend::with_config(MemoryConfig::default().with_max_bytes(4096));
+    assert_eq!(small.capabilities().max_value_size, 4096);
+    let tiny = MemoryBackend::with_config(MemoryConfig::default().with_max_value_size(10));
+    assert_eq!(tiny.capabilities().max_value_size, 10);
+    let ok = tiny.set_sync("k", Bytes::from(vec![0; 10]), SetOptions::default());
+    assert!(ok.unwrap());
+    let err = tiny
+        .set_sync("k", Bytes::from(vec![0; 11]), SetOptions::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), cache_core::ErrorKind::InvalidValue);
+}

@@ -81,9 +81,13 @@ pub struct CacheConfig {
     /// `json` (default; interoperable) or `msgpack` (feature `msgpack`).
     pub codec: String,
     /// How long a category generation is trusted before it is read again,
-    /// in milliseconds (see `Cache::invalidate_category`). Default: 1000, or
-    /// 0 with a backplane (the generation is then read from the L1, where
-    /// the backplane invalidates it).
+    /// in milliseconds (see `Cache::invalidate_category`): the bound on how
+    /// long a category invalidation takes to reach the other instances.
+    /// Default: 1000 without a backplane (generations are then read from
+    /// the shared backend, never from an L1 copy, so other instances see a
+    /// bump within 1 s); 0 with a backplane (the generation is read from
+    /// the L1, where the backplane invalidates it: other instances see a
+    /// bump as soon as the backplane's message arrives, milliseconds).
     pub generation_refresh_ms: Option<u64>,
     /// A memory L1 in front of the backend (`Tiered`).
     pub l1: Option<L1Config>,
@@ -367,11 +371,18 @@ impl CacheConfig {
 pub async fn open(config: &CacheConfig) -> Result<Cache> {
     // Boxed: the whole stack's connect futures nest deeply, and callers
     // that await `open` beside other work would hit rustc's query depth.
-    let backend = Box::pin(open_stack(config)).await?;
+    let stack = Box::pin(build_stack(config)).await?;
     let refresh = config
         .generation_refresh_ms
         .unwrap_or(if config.backplane.is_some() { 0 } else { 1000 });
-    let mut builder = Cache::builder(backend)
+    let mut builder = Cache::builder(stack.top);
+    if config.backplane.is_none() {
+        // No backplane to invalidate an L1 copy of a generation: read
+        // generations from the shared tier (within `refresh`), never from
+        // an L1 copy that could live `l1.max_ttl_secs`.
+        builder = builder.generation_backend(stack.shared);
+    }
+    let mut builder = builder
         .prefix(config.prefix.clone())
         .codec(AnyCodec::from_name(&config.codec)?)
         .ttl_policy(config.ttl_policy())
@@ -399,6 +410,17 @@ pub async fn open(config: &CacheConfig) -> Result<Cache> {
 /// As [`open`]; a backplane without an L1 or without a Redis URL is a
 /// [`Config`](ErrorKind::Config) error.
 pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
+    Ok(build_stack(config).await?.top)
+}
+
+/// A built stack: its outermost backend, and the shared tier under the L1
+/// (the same backend when there is no L1).
+struct Stack {
+    top: Arc<dyn CacheBackend>,
+    shared: Arc<dyn CacheBackend>,
+}
+
+async fn build_stack(config: &CacheConfig) -> Result<Stack> {
     let mut backend = match open_backend(config).await {
         Ok(backend) => backend,
         // With fail-open, a server that is down at startup is an outage
@@ -429,16 +451,20 @@ pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
         if config.backplane.is_some() {
             return Err(config_error("a backplane needs an L1 (`l1`) to invalidate"));
         }
-        return Ok(backend);
+        return Ok(Stack {
+            top: Arc::clone(&backend),
+            shared: backend,
+        });
     };
     let l1_backend = open_memory_l1(l1)?;
+    let shared = Arc::clone(&backend);
     let tiered = Tiered::new(
         l1_backend,
         backend,
         TieredConfig::default().with_l1_max_ttl(Duration::from_secs(l1.max_ttl_secs)),
     );
-    match &config.backplane {
-        None => Ok(Arc::new(tiered)),
+    let top: Arc<dyn CacheBackend> = match &config.backplane {
+        None => Arc::new(tiered),
         Some(bp) => {
             let url = bp.url.clone().unwrap_or_else(|| config.url.clone());
             let channel = bp
@@ -446,9 +472,10 @@ pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
                 .clone()
                 .unwrap_or_else(|| format!("{}:invalidations", config.prefix));
             let backplane = open_backplane(&url, &channel).await?;
-            Ok(Arc::new(tiered.with_backplane(backplane).await?))
+            Arc::new(tiered.with_backplane(backplane).await?)
         }
-    }
+    };
+    Ok(Stack { top, shared })
 }
 
 /// The URL's backend, connecting in the background

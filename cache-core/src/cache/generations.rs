@@ -21,7 +21,11 @@ impl<C: Codec> Cache<C> {
     ///
     /// Old entries are not deleted: they age out by their TTL. This instance
     /// sees the bump at once; other instances sharing the backend within
-    /// the generation refresh interval (1 s by default). If the stored
+    /// the generation refresh interval (1 s by default; under an L1 with no
+    /// backplane, generations are read from the shared tier, see
+    /// [`CacheBuilder::generation_backend`](super::CacheBuilder::generation_backend)),
+    /// or, with a backplane and a refresh of 0 (what `cache::open` sets up),
+    /// as soon as the backplane's message arrives. If the stored
     /// generation is lost (a `clear()`, or the key evicted), it is never
     /// reused backwards: the instances that knew it raise it again, and all
     /// agree again within one refresh interval of their next call.
@@ -40,7 +44,11 @@ impl<C: Codec> Cache<C> {
         // trusted: if this call is dropped after the backend applied the
         // incr, the next call reads the new generation back.
         self.distrust_generation(category);
-        let stored = match self.track((*self.inner.backend).incr(&gen_key, 1, None).await) {
+        let stored = match self.track(
+            (*self.inner.generation_backend)
+                .incr(&gen_key, 1, None)
+                .await,
+        ) {
             Ok(stored) => u64::try_from(stored).unwrap_or(0),
             Err(err) if err.is_retryable() => {
                 // The backend is unreachable: this instance moves on at
@@ -179,7 +187,11 @@ impl<C: Codec> Cache<C> {
     /// invalidates a little more, never less.
     async fn raise_generation(&self, gen_key: &str, stored: u64, floor: u64) -> Result<u64> {
         let delta = i64::try_from(floor.saturating_sub(stored)).unwrap_or(i64::MAX);
-        let raised = self.track((*self.inner.backend).incr(gen_key, delta, None).await)?;
+        let raised = self.track(
+            (*self.inner.generation_backend)
+                .incr(gen_key, delta, None)
+                .await,
+        )?;
         Ok(u64::try_from(raised).unwrap_or(0))
     }
 
@@ -217,7 +229,7 @@ impl<C: Codec> Cache<C> {
         let gen_key = self.generation_key(category);
         let started = Instant::now();
         let stored = self
-            .track((*self.inner.backend).get(&gen_key).await)?
+            .track((*self.inner.generation_backend).get(&gen_key).await)?
             .map(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
         let (generation, created) = match stored {
             Some(Some(stored)) if stored >= local => (stored, false),
@@ -236,7 +248,10 @@ impl<C: Codec> Cache<C> {
                 // so reading it again is local instead of a round trip.
                 let zero = Bytes::from_static(b"0");
                 let opts = SetOptions::default().with_mode(SetMode::IfAbsent);
-                match (*self.inner.backend).set(&gen_key, zero, opts).await {
+                match (*self.inner.generation_backend)
+                    .set(&gen_key, zero, opts)
+                    .await
+                {
                     Ok(created) => (0, created),
                     Err(err) => {
                         tracing::debug!(error = %err, "storing generation 0 failed");

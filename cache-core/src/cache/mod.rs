@@ -32,6 +32,7 @@ use crate::codec::{AnyCodec, Codec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fail_safe::FailSafe;
 use crate::key::{validate_prefix, CacheKey};
+use crate::layers::FailOpenHandle;
 use crate::report::CacheReport;
 use crate::stats::{CacheStats, Counters, Stat};
 use crate::ttl::{CategoryTtl, TtlPolicy};
@@ -116,9 +117,15 @@ struct Inner<C> {
     /// written after it started.
     writes: WriteTracker,
     generations: RwLock<HashMap<String, generations::KnownGeneration>>,
+    /// Where category generations are read and bumped: the backend, or
+    /// the shared tier under an L1 (see
+    /// [`CacheBuilder::generation_backend`]).
+    generation_backend: Arc<dyn CacheBackend>,
     generation_refresh: Duration,
     fail_safe: Option<FailSafe>,
     refresh_ahead: Option<f64>,
+    /// The counters of the fail-open layer in the stack, if attached.
+    fail_open: Option<FailOpenHandle>,
     last_report: Mutex<Option<CacheStats>>,
     closed: AtomicBool,
 }
@@ -129,9 +136,11 @@ pub struct CacheBuilder<C: Codec = AnyCodec> {
     codec: C,
     prefix: String,
     policy: Arc<dyn TtlPolicy>,
+    generation_backend: Option<Arc<dyn CacheBackend>>,
     generation_refresh: Duration,
     fail_safe: Option<FailSafe>,
     refresh_ahead: Option<f64>,
+    fail_open: Option<FailOpenHandle>,
 }
 
 impl Cache<AnyCodec> {
@@ -150,9 +159,11 @@ impl Cache<AnyCodec> {
             codec: AnyCodec::Json,
             prefix: DEFAULT_PREFIX.to_owned(),
             policy: Arc::new(CategoryTtl::new(None)),
+            generation_backend: None,
             generation_refresh: DEFAULT_GENERATION_REFRESH,
             fail_safe: None,
             refresh_ahead: None,
+            fail_open: None,
         }
     }
 }
@@ -173,9 +184,11 @@ impl<C: Codec> CacheBuilder<C> {
             codec,
             prefix: self.prefix,
             policy: self.policy,
+            generation_backend: self.generation_backend,
             generation_refresh: self.generation_refresh,
             fail_safe: self.fail_safe,
             refresh_ahead: self.refresh_ahead,
+            fail_open: self.fail_open,
         }
     }
 
@@ -192,6 +205,20 @@ impl<C: Codec> CacheBuilder<C> {
     #[must_use]
     pub fn generation_refresh(mut self, every: Duration) -> Self {
         self.generation_refresh = every;
+        self
+    }
+
+    /// Where category generations are read and bumped, when not the
+    /// backend itself: under a [`Tiered`](crate::layers::Tiered) L1 with no
+    /// backplane, pass its shared tier (L2), so a generation is never read
+    /// from an L1 copy (which lives up to `l1_max_ttl`) and a category
+    /// invalidation reaches the other instances within the generation
+    /// refresh. With a backplane, keep the default: the L1 copy of a
+    /// generation is invalidated like any other key, and reading it is
+    /// local. `cache::open` chooses this for you.
+    #[must_use]
+    pub fn generation_backend(mut self, backend: Arc<dyn CacheBackend>) -> Self {
+        self.generation_backend = Some(backend);
         self
     }
 
@@ -218,6 +245,34 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// Attaches the counters of the [`FailOpen`](crate::layers::FailOpen)
+    /// layer in the backend's stack, so [`Cache::stats`] and
+    /// [`Cache::report`] show the backend failures it swallowed and its
+    /// circuit breaker (`cache::open` does this when `fail_open` is
+    /// configured).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::layers::{BreakerConfig, FailOpen};
+    /// use cache_core::Cache;
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let fail_open = FailOpen::new(MemoryBackend::new(), BreakerConfig::default());
+    /// let handle = fail_open.handle();
+    /// let cache = Cache::builder(Arc::new(fail_open))
+    ///     .fail_open_stats(handle)
+    ///     .build()?;
+    /// assert!(!cache.stats().breaker_open);
+    /// # Ok::<(), cache_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn fail_open_stats(mut self, handle: FailOpenHandle) -> Self {
+        self.fail_open = Some(handle);
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -228,6 +283,9 @@ impl<C: Codec> CacheBuilder<C> {
         let counters = Counters::new(&self.prefix);
         Ok(Cache {
             inner: Arc::new(Inner {
+                generation_backend: self
+                    .generation_backend
+                    .unwrap_or_else(|| Arc::clone(&self.backend)),
                 backend: self.backend,
                 codec: self.codec,
                 prefix: self.prefix,
@@ -239,6 +297,7 @@ impl<C: Codec> CacheBuilder<C> {
                 generation_refresh: self.generation_refresh,
                 fail_safe: self.fail_safe,
                 refresh_ahead: self.refresh_ahead,
+                fail_open: self.fail_open,
                 last_report: Mutex::new(None),
                 closed: AtomicBool::new(false),
             }),
@@ -275,15 +334,23 @@ impl<C: Codec> Cache<C> {
         self.track((*self.inner.backend).health().await)
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, with those of the fail-open layer if
+    /// attached ([`CacheBuilder::fail_open_stats`]).
     pub fn stats(&self) -> CacheStats {
-        self.inner.counters.snapshot()
+        let stats = self.inner.counters.snapshot();
+        let fail_open = self.inner.fail_open.as_ref();
+        match fail_open.and_then(FailOpenHandle::stats) {
+            Some(fail_open) => stats.with_fail_open(fail_open),
+            None => stats,
+        }
     }
 
     /// The counters and the backend's health, with advice on what needs
-    /// attention: a low hit rate, a high or rising error rate (compared with
-    /// the previous report), values that do not decode, stale values served,
-    /// an open circuit breaker, an L1 near its capacity.
+    /// attention: a low hit rate, a high or rising rate of backend failures
+    /// (compared with the previous report; errors returned and those a
+    /// fail-open layer swallowed), failing loaders (the upstream, told apart
+    /// from the backend), values that do not decode, stale values served,
+    /// an open or recently tripped circuit breaker, an L1 near its capacity.
     ///
     /// # Examples
     ///

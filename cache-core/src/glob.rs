@@ -232,6 +232,10 @@ mod tests {
         assert!(!glob_match("[a-c", "d"));
         assert!(glob_match("x[ab", "xb"));
         assert!(!glob_match("x[ab", "xbb"));
+        // The `^` of a negated set is not a member of it, nor is the `[`.
+        assert!(glob_match("[^a]", "^"));
+        assert!(glob_match("[^a]", "["));
+        assert!(!glob_match("[^a]", "a"));
     }
 
     #[test]

@@ -47,6 +47,29 @@ const LOW_HIT_RATE: f64 = 0.5;
 const HIGH_ERROR_RATE: f64 = 0.01;
 const NEAR_CAPACITY: f64 = 0.9;
 
+/// The breaker's counts, when fail-open counters are attached (it opened
+/// at least once), for the advice's messages.
+fn breaker_counts(stats: &CacheStats) -> String {
+    if stats.breaker_opened == 0 {
+        return String::new();
+    }
+    let mut counts = format!(
+        " (opened {} times, closed {} times; {} reads answered as misses, {} writes skipped",
+        stats.breaker_opened, stats.breaker_closed, stats.failed_open_reads, stats.skipped_writes
+    );
+    if stats.pending_invalidations > 0 {
+        counts += &format!(
+            "; {} lost invalidations wait to be replayed",
+            stats.pending_invalidations
+        );
+    }
+    if stats.replayed_invalidations > 0 {
+        counts += &format!("; {} invalidations replayed", stats.replayed_invalidations);
+    }
+    counts.push(')');
+    counts
+}
+
 impl CacheReport {
     pub(crate) fn new(
         stats: CacheStats,
@@ -61,6 +84,50 @@ impl CacheReport {
                 message,
             })
         };
+        let breaker_open = stats.breaker_open
+            || health
+                .as_ref()
+                .and_then(|h| h.details.get("breaker"))
+                .map(String::as_str)
+                == Some("open");
+        if breaker_open {
+            add(
+                Severity::Critical,
+                "breaker_open",
+                format!(
+                    "circuit breaker open{}: the backend is failing, reads are misses and writes are skipped until it recovers; check the backend's health and logs",
+                    breaker_counts(&stats)
+                ),
+            );
+        } else if let Some(health) = &health {
+            if health.status == HealthStatus::Unhealthy {
+                add(
+                    Severity::Critical,
+                    "unhealthy",
+                    "the backend reports itself unhealthy".to_owned(),
+                );
+            } else if health.status == HealthStatus::Degraded {
+                add(
+                    Severity::Warning,
+                    "degraded",
+                    "the backend reports itself degraded (e.g. near its memory limit)".to_owned(),
+                );
+            }
+        }
+        let recent_trips = stats
+            .breaker_opened
+            .saturating_sub(previous.map_or(0, |p| p.breaker_opened));
+        if !breaker_open && recent_trips > 0 {
+            add(
+                Severity::Warning,
+                "breaker_tripped",
+                format!(
+                    "the circuit breaker opened {recent_trips} times {}and is closed again{}: the backend had outages; check its health and logs",
+                    if previous.is_some() { "since the last report " } else { "" },
+                    breaker_counts(&stats)
+                ),
+            );
+        }
         let reads = stats.hits + stats.misses;
         if reads >= MIN_READS && stats.hit_rate() < LOW_HIT_RATE {
             add(
@@ -73,23 +140,36 @@ impl CacheReport {
                 ),
             );
         }
+        // The backend's failures: errors returned (not the loader's nor
+        // decoding's, which have their own advice) and those fail-open
+        // swallowed.
         let ops = |s: &CacheStats| s.hits + s.misses + s.sets + s.deletes;
-        let (now_ops, now_errors) = (ops(&stats), stats.errors);
-        let (then_ops, then_errors) = previous.as_ref().map_or((0, 0), |p| (ops(p), p.errors));
+        let failures = |s: &CacheStats| s.backend_errors() + s.backend_failures_swallowed();
+        let (now_ops, now_failures) = (ops(&stats), failures(&stats));
+        let (then_ops, then_failures) = previous.as_ref().map_or((0, 0), |p| (ops(p), failures(p)));
         let recent_ops = now_ops.saturating_sub(then_ops);
-        let recent_errors = now_errors.saturating_sub(then_errors);
-        let recent_rate = recent_errors as f64 / recent_ops.max(1) as f64;
-        let earlier_rate = then_errors as f64 / then_ops.max(1) as f64;
-        if recent_errors > 0 && recent_rate > HIGH_ERROR_RATE {
+        let recent_failures = now_failures.saturating_sub(then_failures);
+        let recent_rate = recent_failures as f64 / recent_ops.max(1) as f64;
+        let earlier_rate = then_failures as f64 / then_ops.max(1) as f64;
+        if recent_failures > 0 && recent_rate > HIGH_ERROR_RATE {
             let rising = previous.is_some() && recent_rate > earlier_rate;
+            let errors = stats
+                .backend_errors()
+                .saturating_sub(previous.map_or(0, |p| p.backend_errors()));
+            let swallowed = recent_failures.saturating_sub(errors);
             add(
                 if rising { Severity::Critical } else { Severity::Warning },
                 if rising { "rising_error_rate" } else { "high_error_rate" },
                 format!(
-                    "{recent_errors} errors in {recent_ops} operations ({:.1}%){}: check the backend's health and logs",
+                    "{recent_failures} backend failures in {recent_ops} operations ({:.1}%){}: {errors} errors returned{}; check the backend's health and logs",
                     recent_rate * 100.0,
                     if rising {
                         format!(", up from {:.1}%", earlier_rate * 100.0)
+                    } else {
+                        String::new()
+                    },
+                    if swallowed > 0 {
+                        format!(", {swallowed} swallowed by fail-open (reads answered as misses, writes skipped)")
                     } else {
                         String::new()
                     }
@@ -112,7 +192,8 @@ impl CacheReport {
                 Severity::Warning,
                 "stale_served",
                 format!(
-                    "served {} stale values because loaders failed or were slow ({} loader errors, {} soft timeouts)",
+                    "served {} stale values because loaders failed or were slow ({} loader errors, {} soft timeouts): \
+                     check the upstream the loaders read from",
                     stats.stale_served, stats.loader_errors, stats.loader_timeouts
                 ),
             );
@@ -121,31 +202,15 @@ impl CacheReport {
                 Severity::Warning,
                 "loader_errors",
                 format!(
-                    "{} of {} loads failed; consider fail-safe (CacheBuilder::fail_safe) to serve stale values meanwhile",
-                    stats.loader_errors, stats.loader_calls
+                    "{} of {} loads failed ({:.1}%): the loader's upstream (database, service) is failing, not the cache backend; \
+                     check the upstream, and consider fail-safe (CacheBuilder::fail_safe) to serve stale values meanwhile",
+                    stats.loader_errors,
+                    stats.loader_calls,
+                    stats.loader_errors as f64 / stats.loader_calls.max(1) as f64 * 100.0
                 ),
             );
         }
         if let Some(health) = &health {
-            if health.details.get("breaker").map(String::as_str) == Some("open") {
-                add(
-                    Severity::Critical,
-                    "breaker_open",
-                    "circuit breaker open: the backend is failing, reads are misses and writes are skipped until it recovers".to_owned(),
-                );
-            } else if health.status == HealthStatus::Unhealthy {
-                add(
-                    Severity::Critical,
-                    "unhealthy",
-                    "the backend reports itself unhealthy".to_owned(),
-                );
-            } else if health.status == HealthStatus::Degraded {
-                add(
-                    Severity::Warning,
-                    "degraded",
-                    "the backend reports itself degraded (e.g. near its memory limit)".to_owned(),
-                );
-            }
             for (entries, max, what) in [
                 ("l1_entries", "l1_max_entries", "the L1 (memory tier)"),
                 ("entries", "max_entries", "the memory backend"),
@@ -196,6 +261,20 @@ impl fmt::Display for CacheReport {
             s.stale_served,
             s.uptime
         )?;
+        if s.breaker_open || s.breaker_opened > 0 || s.backend_failures_swallowed() > 0 {
+            writeln!(
+                f,
+                "fail-open: breaker {} (opened {}, closed {}), {} reads answered as misses, {} writes skipped, \
+                 {} invalidations pending, {} replayed",
+                if s.breaker_open { "open" } else { "closed" },
+                s.breaker_opened,
+                s.breaker_closed,
+                s.failed_open_reads,
+                s.skipped_writes,
+                s.pending_invalidations,
+                s.replayed_invalidations
+            )?;
+        }
         match &self.health {
             Some(h) => writeln!(f, "backend: {:?} ({:?})", h.status, h.latency)?,
             None => writeln!(f, "backend: health unknown")?,

@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::layers::{BreakerState, FailOpenStats};
+
 /// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -15,7 +17,9 @@ pub struct CacheStats {
     pub sets: u64,
     /// Keys deleted, or patterns and categories invalidated.
     pub deletes: u64,
-    /// Operations that failed (backend, codec and loader errors).
+    /// Operations that failed (backend, codec and loader errors; not the
+    /// backend failures a fail-open layer swallowed, see
+    /// `failed_open_reads` and `skipped_writes`).
     pub errors: u64,
     /// Stored values that could not be decoded as the requested type.
     pub decode_errors: u64,
@@ -31,6 +35,29 @@ pub struct CacheStats {
     pub refreshes: u64,
     /// How long the cache has been open.
     pub uptime: Duration,
+    /// Reads a fail-open layer answered as misses because the backend
+    /// failed or its breaker was open (errors swallowed, not in `errors`).
+    /// Zero unless fail-open counters are attached
+    /// ([`CacheBuilder::fail_open_stats`](crate::CacheBuilder::fail_open_stats)),
+    /// as for all the fields below.
+    pub failed_open_reads: u64,
+    /// Writes and invalidations a fail-open layer skipped because the
+    /// backend failed or its breaker was open (errors swallowed, not in
+    /// `errors`).
+    pub skipped_writes: u64,
+    /// Times the fail-open circuit breaker opened (the backend kept
+    /// failing).
+    pub breaker_opened: u64,
+    /// Times the circuit breaker closed again (the backend recovered).
+    pub breaker_closed: u64,
+    /// Whether the circuit breaker is open (or half-open: one probe out)
+    /// now, so calls skip the backend.
+    pub breaker_open: bool,
+    /// Invalidations (and skipped writes) lost during an outage, waiting
+    /// to be replayed when the backend answers again.
+    pub pending_invalidations: u64,
+    /// Lost invalidations replayed after the backend came back.
+    pub replayed_invalidations: u64,
 }
 
 impl CacheStats {
@@ -42,6 +69,32 @@ impl CacheStats {
         } else {
             self.hits as f64 / reads as f64
         }
+    }
+
+    /// Backend failures a fail-open layer swallowed:
+    /// `failed_open_reads + skipped_writes`.
+    pub fn backend_failures_swallowed(&self) -> u64 {
+        self.failed_open_reads + self.skipped_writes
+    }
+
+    /// Errors the cache returned that were neither the loader's nor a
+    /// decoding failure: mostly the backend's.
+    pub fn backend_errors(&self) -> u64 {
+        self.errors
+            .saturating_sub(self.loader_errors)
+            .saturating_sub(self.decode_errors)
+    }
+
+    /// These counters with a fail-open layer's merged in.
+    pub(crate) fn with_fail_open(mut self, fail_open: FailOpenStats) -> Self {
+        self.failed_open_reads = fail_open.failed_reads;
+        self.skipped_writes = fail_open.skipped_writes;
+        self.breaker_opened = fail_open.breaker_opened;
+        self.breaker_closed = fail_open.breaker_closed;
+        self.breaker_open = fail_open.state != BreakerState::Closed;
+        self.pending_invalidations = fail_open.pending_invalidations;
+        self.replayed_invalidations = fail_open.replayed_invalidations;
+        self
     }
 }
 
@@ -128,6 +181,13 @@ impl Counters {
             loader_timeouts: self.get(Stat::LoaderTimeouts),
             refreshes: self.get(Stat::Refreshes),
             uptime: self.started.elapsed(),
+            failed_open_reads: 0,
+            skipped_writes: 0,
+            breaker_opened: 0,
+            breaker_closed: 0,
+            breaker_open: false,
+            pending_invalidations: 0,
+            replayed_invalidations: 0,
         }
     }
 }

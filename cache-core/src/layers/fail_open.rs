@@ -91,6 +91,25 @@ pub struct FailOpenStats {
     pub state: BreakerState,
 }
 
+/// Reads the counters of a [`FailOpen`] that is out of reach (wrapped in
+/// an `Arc<dyn CacheBackend>`, under other layers); from
+/// [`FailOpen::handle`].
+///
+/// It does not keep the layer alive: once the `FailOpen` is dropped,
+/// [`stats`](Self::stats) answers `None`.
+#[derive(Debug, Clone)]
+pub struct FailOpenHandle {
+    shared: Weak<Shared>,
+}
+
+impl FailOpenHandle {
+    /// The layer's counters and breaker state, as [`FailOpen::stats`];
+    /// `None` once the layer is dropped.
+    pub fn stats(&self) -> Option<FailOpenStats> {
+        self.shared.upgrade().map(|shared| shared.stats())
+    }
+}
+
 /// The most keys remembered for replay; past it, a key's invalidation
 /// becomes a clear of its namespace (its prefix up to the first `:`).
 pub const MAX_PENDING_KEYS: usize = 10_000;
@@ -439,17 +458,16 @@ impl<B: CacheBackend> FailOpen<B> {
 
     /// The counters and the breaker's state.
     pub fn stats(&self) -> FailOpenStats {
-        let shared = &self.shared;
-        FailOpenStats {
-            failed_reads: shared.failed_reads.load(Relaxed),
-            skipped_writes: shared.skipped_writes.load(Relaxed),
-            breaker_opened: shared.opened.load(Relaxed),
-            breaker_closed: shared.closed.load(Relaxed),
-            abandoned_probes: shared.abandoned.load(Relaxed),
-            pending_invalidations: shared.pending_count.load(Relaxed) as u64,
-            replayed_invalidations: shared.replayed.load(Relaxed),
-            coarsened_invalidations: shared.coarsened.load(Relaxed),
-            state: shared.lock().state,
+        self.shared.stats()
+    }
+
+    /// A handle that reads this layer's counters from elsewhere, e.g. to
+    /// attach them to a [`Cache`](crate::Cache) with
+    /// [`CacheBuilder::fail_open_stats`](crate::CacheBuilder::fail_open_stats)
+    /// once the layer is hidden in an `Arc<dyn CacheBackend>`.
+    pub fn handle(&self) -> FailOpenHandle {
+        FailOpenHandle {
+            shared: Arc::downgrade(&self.shared),
         }
     }
 
@@ -627,6 +645,20 @@ async fn replay<B: CacheBackend>(inner: &B, shared: &Shared) -> bool {
 }
 
 impl Shared {
+    fn stats(&self) -> FailOpenStats {
+        FailOpenStats {
+            failed_reads: self.failed_reads.load(Relaxed),
+            skipped_writes: self.skipped_writes.load(Relaxed),
+            breaker_opened: self.opened.load(Relaxed),
+            breaker_closed: self.closed.load(Relaxed),
+            abandoned_probes: self.abandoned.load(Relaxed),
+            pending_invalidations: self.pending_count.load(Relaxed) as u64,
+            replayed_invalidations: self.replayed.load(Relaxed),
+            coarsened_invalidations: self.coarsened.load(Relaxed),
+            state: self.lock().state,
+        }
+    }
+
     /// Records replayed items (those `remove` found still pending).
     fn done(&self, remove: impl FnOnce(&mut Pending) -> usize) {
         let mut pending = self.pending();

@@ -16,7 +16,9 @@ mod tiered;
 mod timeout;
 
 pub use deferred::Deferred;
-pub use fail_open::{BreakerConfig, BreakerState, FailOpen, FailOpenStats, MAX_PENDING_KEYS};
+pub use fail_open::{
+    BreakerConfig, BreakerState, FailOpen, FailOpenHandle, FailOpenStats, MAX_PENDING_KEYS,
+};
 pub use metered::{Metered, OpStats};
 pub use tiered::{Tiered, TieredConfig, TieredStats};
 pub use timeout::{Timeout, DEFAULT_BULK_DEADLINE};

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::layers::{BreakerConfig, FailOpen, Metered, Tiered, TieredConfig, Timeout};
+use cache_core::layers::{
+    BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, Timeout,
+};
 use cache_core::{
     AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, Error, ErrorKind, FailSafe, Result,
     DEFAULT_PREFIX,
@@ -382,6 +384,9 @@ pub async fn open(config: &CacheConfig) -> Result<Cache> {
         // an L1 copy that could live `l1.max_ttl_secs`.
         builder = builder.generation_backend(stack.shared);
     }
+    if let Some(handle) = stack.fail_open {
+        builder = builder.fail_open_stats(handle);
+    }
     let mut builder = builder
         .prefix(config.prefix.clone())
         .codec(AnyCodec::from_name(&config.codec)?)
@@ -414,10 +419,12 @@ pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
 }
 
 /// A built stack: its outermost backend, and the shared tier under the L1
-/// (the same backend when there is no L1).
+/// (the same backend when there is no L1), and the fail-open layer's
+/// counters (`fail_open`).
 struct Stack {
     top: Arc<dyn CacheBackend>,
     shared: Arc<dyn CacheBackend>,
+    fail_open: Option<FailOpenHandle>,
 }
 
 async fn build_stack(config: &CacheConfig) -> Result<Stack> {
@@ -441,11 +448,14 @@ async fn build_stack(config: &CacheConfig) -> Result<Stack> {
         }
         backend = Arc::new(timeout);
     }
+    let mut fail_open = None;
     if let Some(fo) = &config.fail_open {
         let breaker = BreakerConfig::default()
             .with_failure_threshold(fo.failure_threshold)
             .with_cool_down(Duration::from_millis(fo.cool_down_ms));
-        backend = Arc::new(FailOpen::new(backend, breaker));
+        let layer = FailOpen::new(backend, breaker);
+        fail_open = Some(layer.handle());
+        backend = Arc::new(layer);
     }
     let Some(l1) = &config.l1 else {
         if config.backplane.is_some() {
@@ -454,6 +464,7 @@ async fn build_stack(config: &CacheConfig) -> Result<Stack> {
         return Ok(Stack {
             top: Arc::clone(&backend),
             shared: backend,
+            fail_open,
         });
     };
     let l1_backend = open_memory_l1(l1)?;
@@ -475,7 +486,11 @@ async fn build_stack(config: &CacheConfig) -> Result<Stack> {
             Arc::new(tiered.with_backplane(backplane).await?)
         }
     };
-    Ok(Stack { top, shared })
+    Ok(Stack {
+        top,
+        shared,
+        fail_open,
+    })
 }
 
 /// The URL's backend, connecting in the background

@@ -14,7 +14,8 @@
 //! Which tool for which test:
 //! - the happy path and the exact keys/TTLs: a real `MemoryBackend`
 //!   (behaviour, not calls), or a `MockBackend` when the test is about the
-//!   calls themselves;
+//!   calls themselves (`allow_bookkeeping()` first, so the test states
+//!   only its own calls, not the cache's generation bookkeeping);
 //! - "the cache times out": a `MockBackend` returning `Timeout`;
 //! - "the cache fails now and then": `FaultInjecting` over a real backend.
 
@@ -152,18 +153,22 @@ mod tests {
         assert_eq!(service.cache.stats().hits, 2);
     }
 
-    /// The calls themselves: the service stores the profile under
-    /// `app:profile:42`, as JSON, for 5 minutes.
+    /// The calls themselves: on a miss of `app:profile:42`, the service
+    /// stores the profile there, as JSON, for 5 minutes, once. Every call
+    /// names its exact key; the cache's own bookkeeping (a category's
+    /// generation, under `app:#gen:profile`) is let through by
+    /// `allow_bookkeeping`, called before the expectations.
     #[tokio::test]
     async fn a_miss_stores_the_profile_under_its_key_for_five_minutes() {
         let mut mock = MockBackend::new();
+        mock.allow_bookkeeping();
         mock.expect_name().return_const("mock");
-        // Every read misses. The cache keeps bookkeeping of its own under
-        // `app:#...` (a category's generation): let it, whatever it is.
-        mock.expect_get().returning(|_| Ok(None));
-        mock.expect_set()
-            .withf(|key, _, _| key.starts_with("app:#"))
-            .returning(|_, _, _| Ok(true));
+        mock.expect_capabilities().returning(Default::default);
+        // The miss (a canned answer: `get_or_set` may look again before
+        // it loads, in case a concurrent load has just stored the value).
+        mock.expect_get()
+            .withf(|key| key == "app:profile:42")
+            .returning(|_| Ok(None));
         // The one write this test is about.
         mock.expect_set()
             .withf(|key, value, opts| {
@@ -173,10 +178,31 @@ mod tests {
             })
             .times(1)
             .returning(|_, _, _| Ok(true));
-        mock.expect_capabilities().returning(Default::default);
         let (service, db) = service(Arc::new(mock));
         assert_eq!(service.profile(42).await.unwrap().id, 42);
         assert_eq!(db.queries.load(Ordering::SeqCst), 1);
+    }
+
+    /// After a category invalidation, the service's keys carry the new
+    /// generation (`app:profile#1:42`): the mock keeps the bookkeeping it
+    /// lets through, so the test can name the key the cache uses next.
+    #[tokio::test]
+    async fn after_invalidating_profiles_the_next_read_uses_the_new_generation() {
+        let mut mock = MockBackend::new();
+        mock.allow_bookkeeping();
+        mock.expect_name().return_const("mock");
+        mock.expect_capabilities().returning(Default::default);
+        mock.expect_get()
+            .withf(|key| key == "app:profile#1:42")
+            .times(1)
+            .returning(|_| Ok(Some(Bytes::from_static(br#"{"id":42,"name":"cached"}"#))));
+        let (service, db) = service(Arc::new(mock));
+        assert_eq!(
+            service.cache.invalidate_category("profile").await.unwrap(),
+            1
+        );
+        assert_eq!(service.profile(42).await.unwrap().name, "cached");
+        assert_eq!(db.queries.load(Ordering::SeqCst), 0);
     }
 
     /// A cache that times out: the user still gets the profile.

@@ -1,10 +1,14 @@
 //! `MockBackend`: a mockall mock of `CacheBackend`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cache_core::{CacheBackend, Capabilities, Health, KeyTtl, Result, SetOptions};
+use cache_core::{
+    CacheBackend, Capabilities, Error, ErrorKind, Health, KeyTtl, Result, SetMode, SetOptions,
+};
 
 mockall::mock! {
     /// A mock [`CacheBackend`] for unit tests of code that uses a cache.
@@ -70,6 +74,105 @@ mockall::mock! {
         pub fn clear(&self, namespace: &str) -> Result<u64>;
         /// Expectation behind `CacheBackend::close`.
         pub fn close(&self) -> Result<()>;
+    }
+}
+
+/// Whether `key` is one of `Cache`'s category generation keys,
+/// `{prefix}:#gen:{category}`. A prefix holds no `:` and a category never
+/// starts with `#`, so no value key (whatever its id or version) has this
+/// shape.
+fn is_generation_key(key: &str) -> bool {
+    key.split_once(':')
+        .and_then(|(_, rest)| rest.strip_prefix("#gen:"))
+        .is_some_and(|category| !category.is_empty() && !category.contains(':'))
+}
+
+impl MockBackend {
+    /// Lets [`Cache`](cache_core::Cache)'s own bookkeeping through, so an
+    /// exact-call test only states the calls it is about.
+    ///
+    /// A `Cache` keeps each category's generation (what
+    /// [`invalidate_category`](cache_core::Cache::invalidate_category) bumps)
+    /// under `{prefix}:#gen:{category}`, and reads, creates and bumps it
+    /// with `get`, `set` (`IfAbsent`) and `incr` around the calls a test
+    /// cares about. This adds expectations for exactly those keys that
+    /// behave like a store: the generations live in a small map inside the
+    /// mock, so `invalidate_category` works and later keys carry the new
+    /// generation (`app:profile#1:42`). Calls on every other key still go
+    /// to your expectations, and a call no expectation matches still
+    /// panics.
+    ///
+    /// Call it **before** setting your own expectations: mockall tries
+    /// expectations in the order they were set, so an earlier catch-all
+    /// (`expect_get()` with no `withf`, or with `times(1)`) would otherwise
+    /// receive the bookkeeping calls too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{Bytes, Cache, CacheKey};
+    /// use cache_testkit::MockBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let mut mock = MockBackend::new();
+    /// mock.allow_bookkeeping();
+    /// // Only the call this test is about:
+    /// mock.expect_get()
+    ///     .withf(|key| key == "prices:price:EUR")
+    ///     .times(1)
+    ///     .returning(|_| Ok(Some(Bytes::from_static(b"1.08"))));
+    /// let cache = Cache::builder(Arc::new(mock)).prefix("prices").build()?;
+    /// let rate = cache.get::<f64>(&CacheKey::new("price", "EUR")?).await?;
+    /// assert_eq!(rate, Some(1.08));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn allow_bookkeeping(&mut self) -> &mut Self {
+        let generations: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+        let map = Arc::clone(&generations);
+        self.expect_get()
+            .withf(|key| is_generation_key(key))
+            .returning(move |key| {
+                let map = map.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(map.get(key).map(|g| Bytes::from(g.to_string())))
+            });
+        let map = Arc::clone(&generations);
+        self.expect_set()
+            .withf(|key, _, _| is_generation_key(key))
+            .returning(move |key, value, opts| {
+                let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+                if opts.ttl.is_some_and(|t| t.is_zero()) {
+                    if opts.mode == SetMode::Always {
+                        map.remove(key);
+                    }
+                    return Ok(false);
+                }
+                if opts.mode == SetMode::IfAbsent && map.contains_key(key) {
+                    return Ok(false);
+                }
+                let generation = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        Error::new(ErrorKind::InvalidValue, "a generation is an integer")
+                    })?;
+                map.insert(key.to_owned(), generation);
+                Ok(true)
+            });
+        let map = generations;
+        self.expect_incr()
+            .withf(|key, _, _| is_generation_key(key))
+            .returning(move |key, delta, _| {
+                let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+                let generation = map.entry(key.to_owned()).or_insert(0);
+                *generation = generation.checked_add(delta).ok_or_else(|| {
+                    Error::new(ErrorKind::InvalidValue, "the generation overflows")
+                })?;
+                Ok(*generation)
+            });
+        self
     }
 }
 

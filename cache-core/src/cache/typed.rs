@@ -263,3 +263,197 @@ impl<C: Codec> Cache<C> {
         Ok(())
     }
 }
+
+/// Key operations beyond reads and writes: batch delete, touch (`expire`)
+/// and the remaining life (`ttl`), through the same keys (category,
+/// generation, version) and counters as the typed operations.
+impl<C: Codec> Cache<C> {
+    /// Removes `keys`; returns how many of them existed (each counted
+    /// once, in `deletes`). One backend batch; an empty slice makes no
+    /// backend call.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors (nothing is counted in `deletes` then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{Cache, CacheKey};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    /// let (a, b) = (CacheKey::new("user", 1)?, CacheKey::new("user", 2)?);
+    /// cache.set(&a, "Ada").await?;
+    /// assert_eq!(cache.delete_many(&[a.clone(), b]).await?, 1); // b was absent
+    /// assert_eq!(cache.get::<String>(&a).await?, None);
+    /// assert_eq!(cache.stats().deletes, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_many(&self, keys: &[CacheKey]) -> Result<u64> {
+        self.check_open()?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut full = Vec::with_capacity(keys.len());
+        for key in keys {
+            full.push(self.full_key(key).await?);
+        }
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let _write = self.inner.writes.begin_keys(&refs);
+        let removed = self.track((*self.inner.backend).delete_many(&refs).await)?;
+        self.inner.counters.inc(Stat::Deletes, removed);
+        Ok(removed)
+    }
+
+    /// Gives the value at `key` a new TTL, keeping the value (a "touch");
+    /// returns whether `key` held a value. [`Ttl::Default`] is the
+    /// category's TTL from the policy; [`Ttl::Never`] makes it persistent;
+    /// a zero TTL deletes the value (counted in `deletes`, like
+    /// [`delete`](Cache::delete)). A non-zero `expire` writes no new value
+    /// and counts nothing (only `errors` on failure).
+    ///
+    /// With fail-safe or refresh-ahead on, a value is stored in an envelope
+    /// that records its logical expiry, so changing the backend's TTL alone
+    /// would leave the old expiry inside: `expire` then reads the value and
+    /// writes it back with a new envelope and the physical TTL (the new TTL
+    /// plus fail-safe's `max_stale`). A value already past its logical TTL
+    /// (kept only to be served stale) counts as missing, as for
+    /// [`get`](Cache::get): `false`, left as it is. That rewrite is a read
+    /// then a write: a concurrent write through this `Cache` (or a clone)
+    /// is detected and wins, leaving a miss when the order is unknown, but
+    /// a write by another process between the read and the write can be
+    /// overwritten by the older value. Values without an envelope (such as
+    /// [`incr`](Cache::incr) counters) get the TTL as it is, in one call.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{Cache, CacheKey, KeyTtl, Ttl};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    /// let session = CacheKey::new("session", "abc")?;
+    /// cache.set(&session, "Ada").await?; // persistent
+    /// assert!(cache.expire(&session, Ttl::secs(60)).await?);
+    /// assert!(matches!(cache.ttl(&session).await?, KeyTtl::Expires(d) if d <= Duration::from_secs(60)));
+    /// assert!(cache.expire(&session, Ttl::Never).await?);
+    /// assert_eq!(cache.ttl(&session).await?, KeyTtl::Persistent);
+    /// assert!(cache.expire(&session, Ttl::secs(0)).await?); // deletes it
+    /// assert!(!cache.expire(&session, Ttl::secs(60)).await?); // nothing to touch
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn expire(&self, key: &CacheKey, ttl: Ttl) -> Result<bool> {
+        let full = self.full_key(key).await?;
+        let ttl = ttl.resolve(&*self.inner.policy, key.category());
+        if ttl.is_some_and(|t| t.is_zero()) {
+            let _write = self.inner.writes.begin_keys(&[&full]);
+            let existed = self.track((*self.inner.backend).expire(&full, ttl).await)?;
+            self.inner.counters.inc(Stat::Deletes, u64::from(existed));
+            return Ok(existed);
+        }
+        // The whole read-modify-write is one write: a load or another write
+        // of this key overlapping it is seen by the tracker.
+        let write = self.inner.writes.begin_keys(&[&full]);
+        if !self.enveloped() {
+            return self.track((*self.inner.backend).expire(&full, ttl).await);
+        }
+        let Some(bytes) = self.track((*self.inner.backend).get(&full).await)? else {
+            return Ok(false);
+        };
+        let stored_len = bytes.len();
+        let entry = self.unwrap_stored(bytes);
+        if entry.payload.len() == stored_len {
+            // Not an envelope (a counter, or bytes another program wrote):
+            // its backend TTL is its only expiry.
+            return self.track((*self.inner.backend).expire(&full, ttl).await);
+        }
+        if !entry.is_fresh(now_ms()) {
+            return Ok(false);
+        }
+        let (bytes, physical) = self.stored_form(entry.payload, ttl);
+        self.track(
+            (*self.inner.backend)
+                .set(&full, bytes, SetOptions::ttl(physical))
+                .await,
+        )?;
+        if !write.finish() {
+            // Another write of this key overlapped: which landed last is
+            // unknown, so leave a miss rather than maybe an older value.
+            self.track((*self.inner.backend).delete(&full).await)?;
+        }
+        Ok(true)
+    }
+
+    /// The remaining *logical* life of the value at `key`:
+    /// [`KeyTtl::Missing`] when there is none, [`KeyTtl::Persistent`] when
+    /// it never expires, else [`KeyTtl::Expires`] with the time left.
+    ///
+    /// With fail-safe on, that is the time left of the TTL it was written
+    /// (or last [`expire`](Cache::expire)d) with, not the longer time the
+    /// backend keeps it to serve stale; a value past it is `Missing`, as
+    /// [`get`](Cache::get) reads a miss. It is read from the value's
+    /// envelope, so it costs a `get` of the value. Unlike
+    /// [`get_with_ttl`](Cache::get_with_ttl), the refresh-ahead window is
+    /// not subtracted. Counts nothing (only `errors` on failure).
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{Cache, CacheKey, FailSafe, KeyTtl, Ttl};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let cache = Cache::builder(Arc::new(MemoryBackend::new()))
+    ///     .fail_safe(FailSafe::new(Duration::from_secs(3600)))
+    ///     .build()?;
+    /// let rate = CacheKey::new("rate", "EUR")?;
+    /// assert_eq!(cache.ttl(&rate).await?, KeyTtl::Missing);
+    /// cache.set_with_ttl(&rate, &1.08, Ttl::secs(60)).await?;
+    /// match cache.ttl(&rate).await? {
+    ///     KeyTtl::Expires(left) => assert!(left <= Duration::from_secs(60)), // not 60 s + 1 h
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn ttl(&self, key: &CacheKey) -> Result<KeyTtl> {
+        let full = self.full_key(key).await?;
+        if self.enveloped() {
+            let Some(bytes) = self.track((*self.inner.backend).get(&full).await)? else {
+                return Ok(KeyTtl::Missing);
+            };
+            let stored_len = bytes.len();
+            let entry = self.unwrap_stored(bytes);
+            if entry.payload.len() != stored_len {
+                let now = now_ms();
+                return Ok(match entry.expires_at_ms {
+                    None => KeyTtl::Persistent,
+                    Some(_) if !entry.is_fresh(now) => KeyTtl::Missing,
+                    Some(at) => KeyTtl::Expires(Duration::from_millis(at.saturating_sub(now))),
+                });
+            }
+        }
+        self.track((*self.inner.backend).ttl(&full).await)
+    }
+}

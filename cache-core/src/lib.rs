@@ -51,7 +51,9 @@ pub use backend::{
     KeyTtl, SetMode, SetOptions,
 };
 pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
-pub use cache::{Cache, CacheBuilder, GetOrSetOptions, DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX};
+pub use cache::{
+    Cache, CacheBuilder, GetOrSetOptions, Loaded, DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX,
+};
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
 pub use codec::{AnyCodec, Codec, JsonCodec};

@@ -39,7 +39,7 @@ use crate::ttl::{CategoryTtl, TtlPolicy};
 use crate::write_tracker::WriteTracker;
 
 use single_flight::FlightResult;
-pub use single_flight::GetOrSetOptions;
+pub use single_flight::{GetOrSetOptions, Loaded};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "cache";

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -36,6 +35,74 @@ impl GetOrSetOptions {
     pub fn with_ttl(mut self, ttl: Ttl) -> Self {
         self.ttl = ttl;
         self
+    }
+}
+
+/// A loader's answer to [`Cache::get_or_set_adaptive`]: the value, and how
+/// to cache it, decided from the value itself (e.g. a 404 for 30 s, a 200
+/// for 10 min, an error page not at all).
+///
+/// Built with [`Loaded::new`] (stored with the category's TTL, like
+/// [`Cache::get_or_set`]) and adjusted with [`with_ttl`](Loaded::with_ttl)
+/// or [`dont_cache`](Loaded::dont_cache).
+///
+/// The struct is `#[non_exhaustive]` so that per-value options can be
+/// added without breaking loaders: tags (invalidation by tag, a later
+/// feature) will be one more field here, set with a `with_tags` method.
+///
+/// # Examples
+///
+/// ```
+/// use cache_core::{Loaded, Ttl};
+///
+/// let found = Loaded::new("page").with_ttl(Ttl::secs(600));
+/// assert_eq!((found.ttl, found.store), (Ttl::secs(600), true));
+/// let failed = Loaded::new("error page").dont_cache();
+/// assert!(!failed.store);
+/// assert_eq!(failed.into_value(), "error page");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Loaded<T> {
+    /// The loaded value, returned to every caller of the flight.
+    pub value: T,
+    /// The TTL it is stored with ([`Ttl::Default`]: the category's TTL from
+    /// the cache's [`TtlPolicy`](crate::TtlPolicy)). A zero TTL means "do
+    /// not store" and removes the stored value, as for every write.
+    pub ttl: Ttl,
+    /// Whether the value is stored at all: `false` returns it to the
+    /// callers of this flight only, and leaves the backend untouched, so the
+    /// next call runs the loader again.
+    pub store: bool,
+}
+
+impl<T> Loaded<T> {
+    /// `value`, to be stored with the category's TTL.
+    pub fn new(value: T) -> Self {
+        Loaded {
+            value,
+            ttl: Ttl::Default,
+            store: true,
+        }
+    }
+
+    /// Stores the value with `ttl`.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Returns the value to the callers without storing it.
+    #[must_use]
+    pub fn dont_cache(mut self) -> Self {
+        self.store = false;
+        self
+    }
+
+    /// The value.
+    pub fn into_value(self) -> T {
+        self.value
     }
 }
 
@@ -112,6 +179,76 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        let ttl = opts.ttl;
+        self.get_or_set_loaded(key, move || {
+            let load = loader();
+            async move { load.await.map(|value| Loaded::new(value).with_ttl(ttl)) }
+        })
+        .await
+    }
+
+    /// Adaptive caching: [`get_or_set`](Cache::get_or_set) where the loader
+    /// decides, from the value it loaded, how long it is cached or whether
+    /// it is cached at all (a [`Loaded`]).
+    ///
+    /// Everything else is as in [`get_or_set_opts`](Cache::get_or_set_opts):
+    /// one load per key in flight (every caller waiting on it gets the
+    /// value, also one that is not cached), fail-safe, refresh-ahead, and a
+    /// load never overwrites a newer write.
+    ///
+    /// # Examples
+    ///
+    /// Cache a "not found" for 30 s and a found page for 10 minutes:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache_core::Result<()> {
+    /// use cache_core::{Cache, CacheKey, Loaded, Ttl};
+    /// use cache_memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// async fn fetch(id: u32) -> Result<Option<String>, std::io::Error> {
+    ///     Ok((id == 1).then(|| "Ada".to_string()))
+    /// }
+    ///
+    /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    /// for id in [1, 2] {
+    ///     let key = CacheKey::new("user", id)?;
+    ///     let user: Option<String> = cache
+    ///         .get_or_set_adaptive(&key, move || async move {
+    ///             let user = fetch(id).await?;
+    ///             let ttl = if user.is_some() { Ttl::secs(600) } else { Ttl::secs(30) };
+    ///             Ok::<_, std::io::Error>(Loaded::new(user).with_ttl(ttl))
+    ///         })
+    ///         .await?;
+    ///     assert_eq!(user.is_some(), id == 1);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_set_opts`](Cache::get_or_set_opts).
+    pub async fn get_or_set_adaptive<T, F, Fut, E>(&self, key: &CacheKey, loader: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        self.get_or_set_loaded(key, loader).await
+    }
+
+    /// The work of every `get_or_set` flavour: the loader answers a
+    /// [`Loaded`] that carries its own caching decision.
+    async fn get_or_set_loaded<T, F, Fut, E>(&self, key: &CacheKey, loader: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let full = self.full_key(key).await?;
         let now = now_ms();
         let mut stale = None;
@@ -120,7 +257,7 @@ impl<C: Codec> Cache<C> {
                 self.inner.counters.inc(Stat::Hits, 1);
                 if let Some(fraction) = self.inner.refresh_ahead {
                     if entry.in_refresh_window(now, fraction) {
-                        self.refresh(key, full, opts, loader);
+                        self.refresh(key, full, loader);
                     }
                 }
                 return Ok(value);
@@ -131,7 +268,7 @@ impl<C: Codec> Cache<C> {
         }
         self.inner.counters.inc(Stat::Misses, 1);
 
-        let mut flight = self.join_or_lead(key, &full, opts, loader);
+        let mut flight = self.join_or_lead(key, &full, loader);
         let soft_timeout = self.inner.fail_safe.and_then(|f| f.soft_timeout);
         let outcome = match (&stale, soft_timeout) {
             (Some(_), Some(soft)) => {
@@ -167,18 +304,18 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Starts one background reload of `full` unless a load is running.
-    fn refresh<T, F, Fut, E>(&self, key: &CacheKey, full: String, opts: GetOrSetOptions, loader: F)
+    fn refresh<T, F, Fut, E>(&self, key: &CacheKey, full: String, loader: F)
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         if lock(&self.inner.flights).contains_key(&full) {
             return;
         }
         self.inner.counters.inc(Stat::Refreshes, 1);
-        drop(self.join_or_lead(key, &full, opts, loader));
+        drop(self.join_or_lead(key, &full, loader));
     }
 
     /// Joins the load of `full` in flight, or starts one in a task of its
@@ -187,13 +324,12 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
         full: &str,
-        opts: GetOrSetOptions,
         loader: F,
     ) -> watch::Receiver<FlightResult>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let mut flights = lock(&self.inner.flights);
@@ -208,11 +344,10 @@ impl<C: Codec> Cache<C> {
             inner: Arc::clone(&self.inner),
             key: full.to_owned(),
         };
-        let ttl = opts.ttl.resolve(&*self.inner.policy, key.category());
         let category = key.category().to_owned();
         tokio::spawn(async move {
             let result = cache
-                .load::<T, _, _, _>(&guard.key, &category, ttl, loader)
+                .load::<T, _, _, _>(&guard.key, &category, loader)
                 .await;
             // Leave the table before answering: a caller arriving after the
             // answer must start a new load, not receive this (maybe failed)
@@ -225,18 +360,13 @@ impl<C: Codec> Cache<C> {
 
     /// The leader's work: re-check the backend (another instance, or a
     /// load that just finished, may have stored the value), else run the
-    /// loader and store its value. Returns the encoded value.
-    async fn load<T, F, Fut, E>(
-        &self,
-        full: &str,
-        category: &str,
-        ttl: Option<Duration>,
-        loader: F,
-    ) -> Result<Bytes>
+    /// loader and store its value as its [`Loaded`] answer says (TTL, or
+    /// not at all). Returns the encoded value.
+    async fn load<T, F, Fut, E>(&self, full: &str, category: &str, loader: F) -> Result<Bytes>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // Taken before the backend is read: a write through this cache that
@@ -259,8 +389,8 @@ impl<C: Codec> Cache<C> {
             Err(_) => {}
         }
         self.inner.counters.inc(Stat::LoaderCalls, 1);
-        let value = match loader().await {
-            Ok(value) => value,
+        let loaded = match loader().await {
+            Ok(loaded) => loaded,
             Err(e) => {
                 self.inner.counters.inc(Stat::LoaderErrors, 1);
                 self.inner.counters.inc(Stat::Errors, 1);
@@ -271,7 +401,12 @@ impl<C: Codec> Cache<C> {
                 );
             }
         };
-        let payload = self.encode(&value)?;
+        let payload = self.encode(&loaded.value)?;
+        if !loaded.store {
+            tracing::debug!(category, "the loader asked not to cache its value");
+            return Ok(payload);
+        }
+        let ttl = loaded.ttl.resolve(&*self.inner.policy, category);
         let Some(snapshot) = snapshot.filter(|s| self.inner.writes.unchanged(*s)) else {
             tracing::debug!(
                 category,

@@ -34,6 +34,8 @@ mod backend;
 mod backplane;
 mod cache;
 mod codec;
+#[cfg(feature = "compression")]
+mod compression;
 mod error;
 mod fail_safe;
 mod glob;
@@ -57,6 +59,8 @@ pub use cache::{
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
 pub use codec::{AnyCodec, Codec, JsonCodec};
+#[cfg(feature = "compression")]
+pub use compression::{Compressed, DEFAULT_COMPRESSION_THRESHOLD};
 pub use error::{Error, ErrorKind, Result};
 pub use fail_safe::FailSafe;
 pub use glob::{glob_escape, glob_match};

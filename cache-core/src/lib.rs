@@ -45,12 +45,12 @@ mod rate_limit;
 mod report;
 mod stats;
 mod ttl;
-mod write_tracker;
 mod typed_l1;
+mod write_tracker;
 
 pub use backend::{
-    check_key, check_namespace, check_pattern, check_value, CacheBackend, Capabilities, Health, HealthStatus,
-    KeyTtl, SetMode, SetOptions,
+    check_key, check_namespace, check_pattern, check_value, CacheBackend, Capabilities, Health,
+    HealthStatus, KeyTtl, SetMode, SetOptions,
 };
 pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
 pub use cache::{

@@ -32,8 +32,8 @@
 mod conformance;
 mod fault;
 mod mock;
-pub mod mutants;
 pub mod model;
+pub mod mutants;
 mod process;
 pub mod redis_cluster;
 pub mod redis_sentinel;

@@ -133,7 +133,7 @@ impl MockBackend {
         let generations: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
         let map = Arc::clone(&generations);
         self.expect_get()
-            .withf(|key| is_generation_key(key))
+            .withf(is_generation_key)
             .returning(move |key| {
                 let map = map.lock().unwrap_or_else(PoisonError::into_inner);
                 Ok(map.get(key).map(|g| Bytes::from(g.to_string())))

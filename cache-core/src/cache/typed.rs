@@ -304,7 +304,6 @@ impl<C: Codec> Cache<C> {
             full.push(self.full_key(key).await?);
         }
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let _write = self.inner.writes.begin_keys(&refs);
         let removed = self.track((*self.inner.backend).delete_many(&refs).await)?;
         self.inner.counters.inc(Stat::Deletes, removed);
         Ok(removed)
@@ -381,7 +380,7 @@ impl<C: Codec> Cache<C> {
             // its backend TTL is its only expiry.
             return self.track((*self.inner.backend).expire(&full, ttl).await);
         }
-        if false {
+        if !entry.is_fresh(now_ms()) {
             return Ok(false);
         }
         let (bytes, physical) = self.stored_form(entry.payload, ttl);

@@ -1,5 +1,7 @@
 //! `get_or_set`: cache-aside with single flight (one load per key in
-//! flight in this process), refresh-ahead and fail-safe stale values.
+//! flight in this process), refresh-ahead and fail-safe stale values; and
+//! its adaptive form, whose loader decides per value how it is cached
+//! ([`Loaded`]). Every flavour runs through one `join_or_lead` / `load`.
 
 use std::future::Future;
 use std::sync::Arc;

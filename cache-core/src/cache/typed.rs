@@ -304,6 +304,7 @@ impl<C: Codec> Cache<C> {
             full.push(self.full_key(key).await?);
         }
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let _write = self.inner.writes.begin_keys(&refs);
         let removed = self.track((*self.inner.backend).delete_many(&refs).await)?;
         self.inner.counters.inc(Stat::Deletes, removed);
         Ok(removed)

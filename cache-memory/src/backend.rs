@@ -877,6 +877,97 @@ mod tests {
         assert_eq!((e.freq(), e.expires_at()), (3, EXPIRY));
     }
 
+    /// Rewriting a key in place with a value of another size keeps the
+    /// byte count exact, and growing it over `max_bytes` evicts another key.
+    #[test]
+    fn in_place_rewrites_keep_the_byte_count_exact() {
+        let backend = MemoryBackend::new();
+        let set = |key: &str, len: usize| {
+            backend
+                .set_sync(key, Bytes::from(vec![b'v'; len]), SetOptions::default())
+                .unwrap()
+        };
+        assert!(set("k", 1));
+        assert_eq!(backend.stats().bytes, Entry::size("k", b"v"));
+        assert!(set("k", 10));
+        assert_eq!(backend.stats().bytes, 1 + 10);
+        assert!(set("k", 3));
+        assert_eq!(backend.stats().bytes, 1 + 3);
+
+        let each = Entry::size("k0", &[0; 40]);
+        let bounded = MemoryBackend::with_config(
+            MemoryConfig::default()
+                .with_max_bytes(3 * each)
+                .with_sweep_interval(Duration::ZERO),
+        );
+        for key in ["k0", "k1", "k2"] {
+            bounded
+                .set_sync(key, Bytes::from(vec![0; 40]), SetOptions::default())
+                .unwrap();
+        }
+        assert_eq!(bounded.stats().bytes, 3 * each);
+        assert_eq!(bounded.stats().evictions, 0);
+        bounded
+            .set_sync("k0", Bytes::from(vec![0; 41]), SetOptions::default())
+            .unwrap();
+        let stats = bounded.stats();
+        assert_eq!((stats.entries, stats.evictions), (2, 1), "{stats:?}");
+        assert_eq!(stats.bytes, Entry::size("k0", &[0; 41]) + each);
+        assert_eq!(bounded.get_sync("k0").unwrap().map(|v| v.len()), Some(41));
+    }
+
+    fn swept_backend() -> (MemoryBackend, crate::MockClock) {
+        let clock = crate::MockClock::new();
+        let backend = MemoryBackend::with_clock(
+            MemoryConfig::default().with_sweep_interval(Duration::ZERO),
+            Arc::new(clock.clone()),
+        );
+        (backend, clock)
+    }
+
+    /// A key whose expiry moved later to exactly the end of the slot it was
+    /// filed in has expired when that slot is swept (`expires_at <= now`).
+    #[test]
+    fn sweep_removes_a_key_expiring_exactly_now() {
+        let (backend, clock) = swept_backend();
+        let slot = crate::expiry::SLOT_NANOS;
+        let ttl = |nanos| SetOptions::ttl(Some(Duration::from_nanos(nanos)));
+        backend
+            .set_sync("k", Bytes::from_static(b"v"), ttl(1))
+            .unwrap();
+        // Later expiry: not filed again, found when the first slot is due.
+        backend
+            .set_sync("k", Bytes::from_static(b"v"), ttl(slot))
+            .unwrap();
+        clock.advance(Duration::from_nanos(slot));
+        assert_eq!(backend.sweep(), 1);
+        assert_eq!(backend.stats().entries, 0);
+        assert_eq!(backend.shared.expiries.filed(), 0);
+    }
+
+    /// A key deleted and written again is filed anew; the sweep drops the
+    /// old filing instead of filing it again under the new expiry.
+    #[test]
+    fn sweep_drops_the_filing_of_a_deleted_key() {
+        let (backend, clock) = swept_backend();
+        let ttl = |secs| SetOptions::ttl(Some(Duration::from_secs(secs)));
+        backend
+            .set_sync("k", Bytes::from_static(b"v"), ttl(1))
+            .unwrap();
+        assert!(backend.shared.remove("k"));
+        backend
+            .set_sync("k", Bytes::from_static(b"w"), ttl(100))
+            .unwrap();
+        assert_eq!(backend.shared.expiries.filed(), 2);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(backend.sweep(), 0);
+        assert_eq!(backend.shared.expiries.filed(), 1);
+        assert_eq!(
+            backend.get_sync("k").unwrap(),
+            Some(Bytes::from_static(b"w"))
+        );
+    }
+
     #[test]
     fn deleted_keys_do_not_grow_the_queues_forever() {
         let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(100));

@@ -531,7 +531,10 @@ async fn generations_converge_after_clear_or_eviction() {
         let b = open();
         b.set(&k, &"b1".to_string()).await.unwrap();
         // `a` finds the stored generation went back and raises it; `b`,
-        // which created it a moment ago, reads it again and follows at once.
+        // which created it a moment ago, trusts it for 50 ms only, then
+        // reads it again and follows (well within the 300 ms refresh).
+        a.full_key(&k).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(
             a.full_key(&k).await.unwrap(),
             b.full_key(&k).await.unwrap(),

@@ -3,7 +3,7 @@
 //! caches the generation it read for `generation_refresh`.
 
 use std::sync::PoisonError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -213,15 +213,19 @@ impl<C: Codec> Cache<C> {
     /// it went back (the key was cleared, or evicted and created again):
     /// then this instance raises it, so every instance converges on a
     /// generation no older than any of them used. An instance that created
-    /// the stored generation itself reads it on every call for one refresh
-    /// interval, so it sees such a raise at once: after a `clear()` or an
-    /// eviction, all instances agree again within one refresh interval.
+    /// the stored generation itself trusts it for only
+    /// [`PROBATION_TRUST`] during one refresh interval, so it sees such a
+    /// raise within 50 ms: after a `clear()` or an eviction, all instances
+    /// agree again within one refresh interval of their next call.
     pub(super) async fn generation(&self, category: &str) -> Result<u64> {
         let known = self.known_generation(category);
         if let Some(known) = known {
             let refresh = self.inner.generation_refresh;
-            let probation = known.created_at.is_some_and(|at| at.elapsed() < refresh);
-            if known.read_at.elapsed() < refresh && !probation && !known.distrusted {
+            let trust = match known.created_at {
+                Some(at) if at.elapsed() < refresh => PROBATION_TRUST.min(refresh),
+                _ => refresh,
+            };
+            if known.read_at.elapsed() < trust && !known.distrusted {
                 return Ok(known.generation);
             }
         }
@@ -264,6 +268,10 @@ impl<C: Codec> Cache<C> {
         Ok(generation)
     }
 }
+
+/// How long an instance trusts a generation it created itself, during the
+/// refresh interval after creating it (another instance may raise it).
+const PROBATION_TRUST: Duration = Duration::from_millis(50);
 
 /// What an instance knows of a category's generation.
 #[derive(Debug, Clone, Copy)]

@@ -238,6 +238,22 @@ mod tests {
         assert!(!glob_match("[^a]", "a"));
     }
 
+    /// A range needs three bytes left in the pattern (`a-c`), wherever the
+    /// set starts: `[a-` is a set of `a` and `-`, and a range after a
+    /// prefix is still a range.
+    #[test]
+    fn ranges_need_three_bytes_left() {
+        assert!(glob_match("[a-", "a"));
+        assert!(glob_match("[a-", "-"));
+        assert!(!glob_match("[a-", "b"));
+        assert!(glob_match("xx[a-c]", "xxb"));
+        assert!(!glob_match("xx[a-c]", "xx-"));
+        // After a range the set goes on at the byte after its end.
+        assert!(glob_match("[abc-e]x", "dx"));
+        assert!(glob_match("[abc-e]x", "bx"));
+        assert!(!glob_match("[abc-e]x", "fx"));
+    }
+
     #[test]
     fn escapes_at_the_end_of_a_set() {
         // `\]` escapes the `]`: the set is unterminated and holds `]`.

@@ -307,3 +307,54 @@ async fn past_the_bound_lost_invalidations_clear_their_namespace_auto_recovery()
     }
     assert_eq!(memory.scan("*").await.unwrap(), ["zzz:other"]);
 }
+
+/// Under steady traffic a caller probes at nearly every moment; with lost
+/// invalidations waiting, a caller's success cannot close the breaker, so
+/// the recovery task must replay them even while a caller's probe is out.
+/// (It once waited for a quiet moment that never came, and the breaker
+/// stayed open for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_replays_under_steady_traffic_auto_recovery() {
+    let faults = Arc::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none(),
+    ));
+    let backend = Arc::new(FailOpen::new(
+        Arc::clone(&faults),
+        BreakerConfig::default()
+            .with_failure_threshold(1)
+            .with_cool_down(Duration::from_millis(100)),
+    ));
+    faults.set_config(FaultConfig::none().with_fail_every(1));
+    backend.delete("k").await.unwrap();
+    assert_eq!(backend.stats().pending_invalidations, 1);
+    faults.set_config(FaultConfig::none().with_latency(Duration::from_millis(20)));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (backend, stop) = (Arc::clone(&backend), Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    backend.get("x").await.unwrap();
+                    // A skipped call does not wait: let the others run.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let back = std::time::Instant::now();
+    while backend.stats().state != BreakerState::Closed && back.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let stats = backend.stats();
+    assert_eq!(stats.state, BreakerState::Closed, "{stats:?}");
+    assert_eq!(
+        (stats.pending_invalidations, stats.replayed_invalidations),
+        (0, 1)
+    );
+}

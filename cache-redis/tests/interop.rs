@@ -11,7 +11,7 @@ use cache_testkit::redis_server::RedisServer;
 
 /// A key prefix no other test (or run) uses.
 fn prefix(test: &str) -> String {
-    format!("interop{:08x}:{test}", fastrand::u32(..))
+    format!("interop{:08x}-{test}", fastrand::u32(..))
 }
 
 async fn shared_backend() -> RedisBackend {

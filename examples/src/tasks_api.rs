@@ -708,8 +708,17 @@ impl TasksApi {
         if let Ok(value) = &result {
             match after(value) {
                 CacheUpdate::Nothing => {}
-                CacheUpdate::Invalidate => self.invalidate(cache, &key).await,
-                CacheUpdate::WriteThrough(task) => self.write_through(cache, &key, task).await,
+                CacheUpdate::WriteThrough(task) if lease.is_some() => {
+                    self.write_through(cache, &key, task).await;
+                }
+                // Without the lease (the cache is down or slow), another
+                // writer may be changing the same list: a read-modify-write
+                // could store a list that misses their change (and, with
+                // the shared tier down, the L1 keeps what it is given), so
+                // invalidate instead.
+                CacheUpdate::Invalidate | CacheUpdate::WriteThrough(_) => {
+                    self.invalidate(cache, &key).await;
+                }
             }
         }
         if let Some(lease) = lease {

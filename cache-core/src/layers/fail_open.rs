@@ -591,11 +591,14 @@ async fn recovery<B: CacheBackend>(inner: Arc<B>, shared: Weak<Shared>) {
                 continue;
             }
             BreakerState::Closed => {}
-            BreakerState::Open if cooled => match inner.health().await {
+            // Also while a caller's probe is out: under steady traffic a
+            // caller probes at nearly every moment, and a success cannot
+            // close the breaker while invalidations wait (it stays open).
+            BreakerState::Open | BreakerState::HalfOpen if cooled => match inner.health().await {
                 Ok(health) if health.status != HealthStatus::Unhealthy => {}
                 _ => continue,
             },
-            // Cooling down, or a caller's probe is out.
+            // Cooling down.
             BreakerState::Open | BreakerState::HalfOpen => continue,
         }
         if replay(&*inner, &shared).await {
@@ -614,6 +617,9 @@ async fn recovery<B: CacheBackend>(inner: Arc<B>, shared: Weak<Shared>) {
 }
 
 /// Replays the pending invalidations; returns whether all went through.
+/// An item the backend refuses as the caller's mistake (an invalid key or
+/// pattern, skipped without ever reaching it) is dropped, not retried for
+/// ever.
 async fn replay<B: CacheBackend>(inner: &B, shared: &Shared) -> bool {
     let (keys, patterns, namespaces) = {
         let pending = shared.pending();
@@ -623,25 +629,38 @@ async fn replay<B: CacheBackend>(inner: &B, shared: &Shared) -> bool {
         (keys, patterns, namespaces)
     };
     for namespace in &namespaces {
-        if inner.clear(namespace).await.is_err() {
+        if !replayed(inner.clear(namespace).await) {
             return false;
         }
         shared.done(|p| usize::from(p.namespaces.remove(namespace)));
     }
     for pattern in &patterns {
-        if inner.delete_matching(pattern).await.is_err() {
+        if !replayed(inner.delete_matching(pattern).await) {
             return false;
         }
         shared.done(|p| usize::from(p.patterns.remove(pattern)));
     }
     for chunk in keys.chunks(512) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        if inner.delete_many(&refs).await.is_err() {
+        if !replayed(inner.delete_many(&refs).await) {
             return false;
         }
         shared.done(|p| chunk.iter().filter(|k| p.keys.remove(k.as_str())).count());
     }
     true
+}
+
+/// Whether a replayed call is done with: answered, or refused for a reason
+/// a retry cannot change.
+fn replayed<T>(result: Result<T>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(err) if is_backend_failure(&err) => false,
+        Err(err) => {
+            tracing::warn!(error = %err, "a lost invalidation was refused on replay: dropped");
+            true
+        }
+    }
 }
 
 impl Shared {

@@ -108,12 +108,8 @@ async fn the_breaker_closes_after_recovery_without_any_caller() {
     assert_eq!(backend.get("k").await.unwrap(), None);
     assert_eq!(backend.stats().state, BreakerState::Open);
     faults.set_config(FaultConfig::none());
-    let back = std::time::Instant::now();
-    while backend.stats().state != BreakerState::Closed {
-        assert!(back.elapsed() < Duration::from_secs(10), "never closed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    eprintln!("closed {:?} after the backend came back", back.elapsed());
+    let took = until_closed(&backend).await;
+    eprintln!("closed {took:?} after the backend came back");
     let stats = backend.stats();
     assert_eq!((stats.breaker_opened, stats.breaker_closed), (1, 1));
     assert_eq!(stats.failed_reads, 1, "no caller call was made meanwhile");
@@ -154,6 +150,45 @@ async fn timeout_bounds_a_slow_backend() {
     // Fail-open over the timeout: a miss, promptly.
     let backend = FailOpen::new(backend, BreakerConfig::default());
     assert_eq!(backend.get("k").await.unwrap(), None);
+}
+
+/// A fail-open layer (threshold 1, cool-down 100 ms) over a memory backend
+/// holding `keys`, behind a fault injector that does not fail yet.
+async fn holding(
+    keys: &[&str],
+) -> (
+    Arc<FaultInjecting<MemoryBackend>>,
+    FailOpen<Arc<FaultInjecting<MemoryBackend>>>,
+) {
+    let faults = Arc::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none(),
+    ));
+    for key in keys {
+        faults
+            .inner()
+            .set(key, Bytes::from_static(b"v1"), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let backend = FailOpen::new(
+        Arc::clone(&faults),
+        BreakerConfig::default()
+            .with_failure_threshold(1)
+            .with_cool_down(Duration::from_millis(100)),
+    );
+    (faults, backend)
+}
+
+/// Waits until the breaker of `backend` is closed (at most 10 s); returns
+/// how long it took.
+async fn until_closed<B: CacheBackend>(backend: &FailOpen<B>) -> Duration {
+    let back = std::time::Instant::now();
+    while backend.stats().state != BreakerState::Closed {
+        assert!(back.elapsed() < Duration::from_secs(10), "never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    back.elapsed()
 }
 
 /// Polls `future` once, as a caller that then gives up (drops it) would.
@@ -210,23 +245,9 @@ async fn a_cancelled_probe_does_not_wedge_the_breaker_cancel() {
 /// a skipped plain write invalidates its key (the old value is outdated).
 #[tokio::test]
 async fn lost_invalidations_are_replayed_on_recovery_auto_recovery() {
-    let faults = Arc::new(FaultInjecting::new(
-        MemoryBackend::new(),
-        FaultConfig::none(),
-    ));
+    let (faults, backend) =
+        holding(&["k1", "k2", "k3", "p:1", "p:2", "ns:a", "ns:b", "other"]).await;
     let memory = faults.inner();
-    for key in ["k1", "k2", "k3", "p:1", "p:2", "ns:a", "ns:b", "other"] {
-        memory
-            .set(key, Bytes::from_static(b"v1"), SetOptions::default())
-            .await
-            .unwrap();
-    }
-    let backend = FailOpen::new(
-        Arc::clone(&faults),
-        BreakerConfig::default()
-            .with_failure_threshold(1)
-            .with_cool_down(Duration::from_millis(100)),
-    );
     faults.set_config(FaultConfig::none().with_fail_every(1));
     assert!(!backend.delete("k1").await.unwrap());
     assert_eq!(backend.delete_matching("p:*").await.unwrap(), 0);
@@ -250,11 +271,7 @@ async fn lost_invalidations_are_replayed_on_recovery_auto_recovery() {
     );
 
     faults.set_config(FaultConfig::none());
-    let back = std::time::Instant::now();
-    while backend.stats().state != BreakerState::Closed {
-        assert!(back.elapsed() < Duration::from_secs(10), "never recovered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_closed(&backend).await;
     let mut left = memory.scan("*").await.unwrap();
     left.sort();
     assert_eq!(left, ["k3", "other"]);
@@ -270,23 +287,8 @@ async fn lost_invalidations_are_replayed_on_recovery_auto_recovery() {
 #[tokio::test]
 async fn past_the_bound_lost_invalidations_clear_their_namespace_auto_recovery() {
     use cache_core::layers::MAX_PENDING_KEYS;
-    let faults = Arc::new(FaultInjecting::new(
-        MemoryBackend::new(),
-        FaultConfig::none(),
-    ));
+    let (faults, backend) = holding(&["app:kept-until-recovery", "zzz:other"]).await;
     let memory = faults.inner();
-    for key in ["app:kept-until-recovery", "zzz:other"] {
-        memory
-            .set(key, Bytes::from_static(b"v"), SetOptions::default())
-            .await
-            .unwrap();
-    }
-    let backend = FailOpen::new(
-        Arc::clone(&faults),
-        BreakerConfig::default()
-            .with_failure_threshold(1)
-            .with_cool_down(Duration::from_millis(100)),
-    );
     faults.set_config(FaultConfig::none().with_fail_every(1));
     let keys: Vec<String> = (0..MAX_PENDING_KEYS + 5)
         .map(|i| format!("app:user:{i}"))
@@ -300,11 +302,7 @@ async fn past_the_bound_lost_invalidations_clear_their_namespace_auto_recovery()
     assert_eq!(stats.pending_invalidations, MAX_PENDING_KEYS as u64 + 1);
 
     faults.set_config(FaultConfig::none());
-    let back = std::time::Instant::now();
-    while backend.stats().state != BreakerState::Closed {
-        assert!(back.elapsed() < Duration::from_secs(10), "never recovered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_closed(&backend).await;
     assert_eq!(memory.scan("*").await.unwrap(), ["zzz:other"]);
 }
 

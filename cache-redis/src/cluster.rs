@@ -74,21 +74,7 @@ pub(crate) async fn connect(
         let map = SlotMap::fetch(&mut connections[0]).await?;
         RedisResult::Ok((connections, map))
     };
-    let (connections, map) = match tokio::time::timeout(config.connect_timeout(), open_all).await {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(e)) => return Err(connect_error(e, &target)),
-        Err(_) => {
-            return Err(Error::new(
-                ErrorKind::Connection,
-                format!(
-                    "cannot connect to {target}: no connection within {} ms",
-                    config.connect_timeout_ms
-                ),
-            )
-            .with_backend("redis")
-            .with_operation("connect"))
-        }
-    };
+    let (connections, map) = crate::core::within_connect_timeout(config, &target, open_all).await?;
     tracing::debug!(%target, primaries = map.primaries.len(), "read the cluster's slot map");
     let state = ClusterState {
         map: RwLock::new(Arc::new(map)),

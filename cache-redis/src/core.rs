@@ -192,25 +192,33 @@ pub(crate) async fn connect_standalone(config: &RedisConfig) -> Result<Vec<Conne
         }
         RedisResult::Ok(connections)
     };
-    let connections = match tokio::time::timeout(config.connect_timeout(), open_all).await {
-        Ok(Ok(connections)) => connections,
-        Ok(Err(e)) => return Err(connect_error(e, &target)),
-        Err(_) => {
-            return Err(Error::new(
-                ErrorKind::Connection,
-                format!(
-                    "cannot connect to {target}: no connection within {} ms",
-                    config.connect_timeout_ms
-                ),
-            )
-            .with_backend("redis")
-            .with_operation("connect"))
-        }
-    };
-    Ok(connections)
+    within_connect_timeout(config, &target, open_all).await
 }
 
 /// A TTL as Redis milliseconds: at least 1 for any positive duration.
+/// Runs `connect` (opening connections to `target`) within the
+/// configuration's connect timeout; its error or the timeout is a
+/// `Connection` error naming the target.
+pub(crate) async fn within_connect_timeout<T>(
+    config: &RedisConfig,
+    target: &str,
+    connect: impl Future<Output = RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(config.connect_timeout(), connect).await {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(e)) => Err(connect_error(e, target)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Connection,
+            format!(
+                "cannot connect to {target}: no connection within {} ms",
+                config.connect_timeout_ms
+            ),
+        )
+        .with_backend("redis")
+        .with_operation("connect")),
+    }
+}
+
 pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
         .unwrap_or(u64::MAX)

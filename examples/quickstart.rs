@@ -117,9 +117,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stats = cache.stats();
     println!(
-        "stats: hits={} misses={} hit_rate={:.2} sets={} deletes={} loader_calls={} errors={}",
+        "stats: hits={} misses={} coalesced={} hit_rate={:.2} sets={} deletes={} loader_calls={} errors={}",
         stats.hits,
         stats.misses,
+        stats.coalesced,
         stats.hit_rate(),
         stats.sets,
         stats.deletes,

@@ -162,8 +162,7 @@ mod tests {
     async fn a_miss_stores_the_profile_under_its_key_for_five_minutes() {
         let mut mock = MockBackend::new();
         mock.allow_bookkeeping();
-        mock.expect_name().return_const("mock");
-        mock.expect_capabilities().returning(Default::default);
+        mock.allow_metadata();
         // The miss (a canned answer: `get_or_set` may look again before
         // it loads, in case a concurrent load has just stored the value).
         mock.expect_get()
@@ -190,8 +189,7 @@ mod tests {
     async fn after_invalidating_profiles_the_next_read_uses_the_new_generation() {
         let mut mock = MockBackend::new();
         mock.allow_bookkeeping();
-        mock.expect_name().return_const("mock");
-        mock.expect_capabilities().returning(Default::default);
+        mock.allow_metadata();
         mock.expect_get()
             .withf(|key| key == "app:profile#1:42")
             .times(1)
@@ -209,8 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_cache_timeout_falls_back_to_the_database() {
         let mut mock = MockBackend::new();
-        mock.expect_name().return_const("mock");
-        mock.expect_capabilities().returning(Default::default);
+        mock.allow_metadata();
         mock.expect_get()
             .returning(|_| Err(Error::new(ErrorKind::Timeout, "no answer in 250 ms")));
         mock.expect_set().never();
@@ -260,8 +257,7 @@ mod tests {
     #[tokio::test]
     async fn a_login_check_is_one_counted_incr() {
         let mut mock = MockBackend::new();
-        mock.expect_name().return_const("mock");
-        mock.expect_capabilities().returning(Default::default);
+        mock.allow_metadata();
         mock.expect_incr()
             .withf(|key, delta, ttl| {
                 key.starts_with("app:#rl:login:{ada}:") && *delta == 1 && ttl.is_some()

@@ -26,7 +26,7 @@ pub enum SetMode {
 /// # Examples
 ///
 /// ```
-/// use cache_core::{SetMode, SetOptions};
+/// use cache::{SetMode, SetOptions};
 /// use std::time::Duration;
 ///
 /// let opts = SetOptions::default()
@@ -81,6 +81,35 @@ pub enum KeyTtl {
 
 /// What a backend can do; gates conformance cases and tells wrappers and
 /// `Cache` what to expect.
+///
+/// The [`Default`] claims little, so a new backend that starts from it
+/// passes the conformance suite before it claims more:
+///
+/// | field | default | claim it when |
+/// |---|---|---|
+/// | `max_key_len` | [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) (1024) | your store takes longer keys (and you check them) |
+/// | `max_value_size` | [`DEFAULT_MAX_VALUE_SIZE`] (1 MiB) | your store takes larger values (Redis: 512 MiB) |
+/// | `sub_second_ttl` | `false` | TTLs below a second are honoured to the millisecond |
+/// | `atomic_incr` | `false` | concurrent `incr`s never lose an update |
+/// | `pattern_delete` | `false` | you implement `scan` (the defaults of `delete_matching` and `clear` use it) |
+/// | `shared` | `false` | other processes see the data (a server) |
+/// | `evicts` | `false` | you may drop live entries to stay within a bound |
+///
+/// Every claim is checked by the conformance suite: a case that needs a
+/// capability runs when it is claimed and is skipped, saying which
+/// capability it needs, when it is not. A claim you make must hold:
+/// `pattern_delete` without a working `scan` fails the scan cases.
+///
+/// # Examples
+///
+/// ```
+/// use cache::Capabilities;
+///
+/// let mut caps = Capabilities::default();
+/// assert!(!caps.pattern_delete && !caps.atomic_incr && !caps.sub_second_ttl);
+/// assert_eq!(caps.max_value_size, 1 << 20);
+/// caps.atomic_incr = true; // one lock around read-add-write
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -100,14 +129,18 @@ pub struct Capabilities {
     pub evicts: bool,
 }
 
+/// The largest value [`Capabilities::default`] claims: 1 MiB.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
+
 impl Default for Capabilities {
+    /// Conservative: see the table on [`Capabilities`].
     fn default() -> Self {
         Capabilities {
             max_key_len: crate::MAX_KEY_LEN,
-            max_value_size: 512 * 1024 * 1024,
-            sub_second_ttl: true,
-            atomic_incr: true,
-            pattern_delete: true,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            sub_second_ttl: false,
+            atomic_incr: false,
+            pattern_delete: false,
             shared: false,
             evicts: false,
         }
@@ -115,7 +148,8 @@ impl Default for Capabilities {
 }
 
 /// How a backend is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum HealthStatus {
     /// Working normally.
@@ -127,12 +161,15 @@ pub enum HealthStatus {
 }
 
 /// The answer of [`CacheBackend::health`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Serialize` writes the latency as `latency_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Health {
     /// Overall status.
     pub status: HealthStatus,
     /// How long the health check took (a PING round trip on Redis).
+    #[serde(rename = "latency_ms", serialize_with = "crate::stats::as_millis")]
     pub latency: Duration,
     /// Facts worth showing, by name (e.g. `entries`, `used_memory`).
     pub details: BTreeMap<String, String>,
@@ -277,29 +314,107 @@ impl Health {
 ///
 /// # Examples
 ///
-/// A minimal backend, with the batch and pattern defaults:
+/// A minimal backend: a map in a mutex, with the batch defaults and the
+/// default [`Capabilities`] (no pattern operations, so `scan`,
+/// `delete_matching` and `clear` keep their `Unsupported` defaults). It
+/// passes the conformance suite as written; the last lines run it.
 ///
 /// ```
-/// use async_trait::async_trait;
-/// use bytes::Bytes;
-/// use cache_core::{CacheBackend, Capabilities, Health, HealthStatus, KeyTtl, Result, SetOptions};
-/// use std::time::Duration;
+/// use cache::{
+///     async_trait, check_key, check_value, parse_counter, Bytes, CacheBackend, Capabilities,
+///     Error, ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions,
+/// };
+/// use std::collections::HashMap;
+/// use std::sync::{Mutex, MutexGuard};
+/// use std::time::{Duration, Instant};
 ///
-/// struct Nothing;
+/// type Entries = HashMap<String, (Bytes, Option<Instant>)>;
+///
+/// #[derive(Default)]
+/// struct MapBackend(Mutex<Entries>);
+///
+/// impl MapBackend {
+///     /// Checks `key`, locks the map and drops `key` if it has expired.
+///     fn entries(&self, key: &str) -> Result<MutexGuard<'_, Entries>> {
+///         check_key(key, self.capabilities().max_key_len)?;
+///         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+///         if map.get(key).is_some_and(|(_, at)| at.is_some_and(|at| at <= Instant::now())) {
+///             map.remove(key);
+///         }
+///         Ok(map)
+///     }
+/// }
 ///
 /// #[async_trait]
-/// impl CacheBackend for Nothing {
-///     fn name(&self) -> &'static str { "nothing" }
+/// impl CacheBackend for MapBackend {
+///     fn name(&self) -> &'static str { "map" }
 ///     fn capabilities(&self) -> Capabilities { Capabilities::default() }
-///     async fn get(&self, _key: &str) -> Result<Option<Bytes>> { Ok(None) }
-///     async fn set(&self, _key: &str, _value: Bytes, _opts: SetOptions) -> Result<bool> { Ok(false) }
-///     async fn delete(&self, _key: &str) -> Result<bool> { Ok(false) }
-///     async fn exists(&self, _key: &str) -> Result<bool> { Ok(false) }
-///     async fn ttl(&self, _key: &str) -> Result<KeyTtl> { Ok(KeyTtl::Missing) }
-///     async fn expire(&self, _key: &str, _ttl: Option<Duration>) -> Result<bool> { Ok(false) }
-///     async fn incr(&self, _key: &str, delta: i64, _ttl: Option<Duration>) -> Result<i64> { Ok(delta) }
-///     async fn health(&self) -> Result<Health> { Ok(Health::new(HealthStatus::Healthy, Duration::ZERO)) }
+///
+///     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+///         Ok(self.entries(key)?.get(key).map(|(value, _)| value.clone()))
+///     }
+///     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
+///         check_value(&value, self.capabilities().max_value_size)?;
+///         let mut map = self.entries(key)?;
+///         if opts.mode == SetMode::IfAbsent && map.contains_key(key) {
+///             return Ok(false);
+///         }
+///         if opts.ttl == Some(Duration::ZERO) {
+///             map.remove(key); // a zero TTL stores nothing and removes the old value
+///             return Ok(false);
+///         }
+///         map.insert(key.to_owned(), (value, opts.ttl.map(|t| Instant::now() + t)));
+///         Ok(true)
+///     }
+///     async fn delete(&self, key: &str) -> Result<bool> {
+///         Ok(self.entries(key)?.remove(key).is_some())
+///     }
+///     async fn exists(&self, key: &str) -> Result<bool> {
+///         Ok(self.entries(key)?.contains_key(key))
+///     }
+///     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+///         Ok(match self.entries(key)?.get(key) {
+///             None => KeyTtl::Missing,
+///             Some((_, None)) => KeyTtl::Persistent,
+///             Some((_, Some(at))) => KeyTtl::Expires(at.saturating_duration_since(Instant::now())),
+///         })
+///     }
+///     async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+///         let mut map = self.entries(key)?;
+///         if ttl == Some(Duration::ZERO) {
+///             return Ok(map.remove(key).is_some());
+///         }
+///         Ok(map.get_mut(key).map(|(_, at)| *at = ttl.map(|t| Instant::now() + t)).is_some())
+///     }
+///     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
+///         let invalid = |why: &str| Error::new(ErrorKind::InvalidValue, why);
+///         let mut map = self.entries(key)?;
+///         let (next, at) = match map.get(key) {
+///             Some((value, at)) => {
+///                 let current = parse_counter(value).ok_or_else(|| invalid("not an integer"))?;
+///                 (current.checked_add(delta).ok_or_else(|| invalid("overflow"))?, *at)
+///             }
+///             None => (delta, ttl.map(|t| Instant::now() + t)),
+///         };
+///         map.insert(key.to_owned(), (Bytes::from(next.to_string()), at));
+///         Ok(next)
+///     }
+///     async fn health(&self) -> Result<Health> {
+///         Ok(Health::new(HealthStatus::Healthy, Duration::ZERO))
+///     }
 /// }
+///
+/// // In your crate's tests: the conformance suite (cache-testkit, a
+/// // dev-dependency), or `cache_testkit::conformance_suite!` for one test
+/// // per case.
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let report = cache_testkit::run_all(|| async {
+///     std::sync::Arc::new(MapBackend::default()) as std::sync::Arc<dyn CacheBackend>
+/// })
+/// .await;
+/// report.assert_passed();
+/// # }
 /// ```
 #[async_trait]
 pub trait CacheBackend: Send + Sync + 'static {
@@ -527,6 +642,33 @@ pub fn check_namespace(namespace: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Parses a counter as Redis stores it for `INCRBY`: ASCII decimal, an
+/// optional `-`, no `+`, no spaces, no leading zeros, within `i64`. `None`
+/// for anything else (which `incr` must answer with
+/// [`InvalidValue`](crate::ErrorKind::InvalidValue)).
+///
+/// # Examples
+///
+/// ```
+/// use cache::parse_counter;
+///
+/// assert_eq!(parse_counter(b"-42"), Some(-42));
+/// assert_eq!(parse_counter(b"0"), Some(0));
+/// for bad in [&b"+1"[..], b" 1", b"01", b"1.0", b"", b"-", b"9223372036854775808"] {
+///     assert_eq!(parse_counter(bad), None);
+/// }
+/// ```
+pub fn parse_counter(bytes: &[u8]) -> Option<i64> {
+    if bytes == b"0" {
+        return Some(0);
+    }
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    if !matches!(digits.first(), Some(b'1'..=b'9')) || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 /// Checks a value's size against `max`.

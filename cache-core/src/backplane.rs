@@ -74,7 +74,7 @@ pub enum BackplaneEvent {
 }
 
 /// Carries invalidations between instances. A Redis pub/sub implementation
-/// is `cache_redis::RedisBackplane`; [`LocalBackplane`] connects instances
+/// is `cache::redis::RedisBackplane`; [`LocalBackplane`] connects instances
 /// inside one process (tests, or several caches in one service).
 ///
 /// # Behavior
@@ -103,8 +103,8 @@ pub trait Backplane: Send + Sync + 'static {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
 ///
 /// let backplane = LocalBackplane::new();
 /// let mut events = backplane.subscribe().await?;

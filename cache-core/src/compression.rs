@@ -42,7 +42,7 @@ const MAX_RATIO: usize = 255;
 /// # Examples
 ///
 /// ```
-/// use cache_core::{Codec, Compressed, JsonCodec};
+/// use cache::{Codec, Compressed, JsonCodec};
 ///
 /// let codec = Compressed::new(JsonCodec).with_threshold(64);
 /// let small = codec.encode(&"hi")?;
@@ -51,7 +51,7 @@ const MAX_RATIO: usize = 255;
 /// let bytes = codec.encode(&big)?;
 /// assert!(bytes.len() < serde_json::to_vec(&big).unwrap().len() / 4);
 /// assert_eq!(codec.decode::<Vec<String>>(&bytes)?, big);
-/// # Ok::<(), cache_core::Error>(())
+/// # Ok::<(), cache::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Compressed<C> {

@@ -79,7 +79,7 @@ type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// # Examples
 ///
 /// ```
-/// use cache_core::{Error, ErrorKind};
+/// use cache::{Error, ErrorKind};
 ///
 /// let err = Error::new(ErrorKind::Timeout, "no answer within 250ms")
 ///     .with_backend("redis")

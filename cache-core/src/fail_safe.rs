@@ -20,7 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// # Examples
 ///
 /// ```
-/// use cache_core::FailSafe;
+/// use cache::FailSafe;
 /// use std::time::Duration;
 ///
 /// let fail_safe = FailSafe::new(Duration::from_secs(3600))

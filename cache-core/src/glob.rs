@@ -16,7 +16,7 @@
 /// # Examples
 ///
 /// ```
-/// use cache_core::glob_match;
+/// use cache::glob_match;
 ///
 /// assert!(glob_match("user:*", "user:42"));
 /// assert!(glob_match("h[ae]llo", "hello"));
@@ -138,7 +138,7 @@ fn match_impl(pattern: &[u8], string: &[u8], skip_longer: &mut bool, nesting: u3
 /// # Examples
 ///
 /// ```
-/// use cache_core::{glob_escape, glob_match};
+/// use cache::{glob_escape, glob_match};
 ///
 /// let pattern = format!("{}*", glob_escape("app[1]:"));
 /// assert!(glob_match(&pattern, "app[1]:user:42"));

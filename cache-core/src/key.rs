@@ -29,7 +29,7 @@ pub const MAX_CATEGORY_LEN: usize = 64;
 /// # Examples
 ///
 /// ```
-/// use cache_core::CacheKey;
+/// use cache::CacheKey;
 ///
 /// let key = CacheKey::new("user", 42)?;
 /// assert_eq!(key.render("app", 0), "app:user:42");
@@ -39,7 +39,7 @@ pub const MAX_CATEGORY_LEN: usize = 64;
 ///
 /// let v2 = CacheKey::new("user", 42)?.with_version(2);
 /// assert_eq!(v2.render("app", 0), "app:user:42:v2");
-/// # Ok::<(), cache_core::Error>(())
+/// # Ok::<(), cache::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -87,13 +87,13 @@ impl CacheKey {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::CacheKey;
+    /// use cache::CacheKey;
     /// use std::collections::HashMap;
     ///
     /// let a = HashMap::from([("q", "rust"), ("lang", "en")]);
     /// let b = HashMap::from([("lang", "en"), ("q", "rust")]);
     /// assert_eq!(CacheKey::hashed("search", &a)?, CacheKey::hashed("search", &b)?);
-    /// # Ok::<(), cache_core::Error>(())
+    /// # Ok::<(), cache::Error>(())
     /// ```
     pub fn hashed<T: Serialize + ?Sized>(category: &str, value: &T) -> Result<Self> {
         validate_category(category)?;
@@ -130,11 +130,11 @@ impl CacheKey {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::CacheKey;
+    /// use cache::CacheKey;
     ///
     /// let key = CacheKey::new("cart", 42)?.with_hash_tag("user-42")?;
     /// assert_eq!(key.render("shop", 0), "shop:cart:42{user-42}");
-    /// # Ok::<(), cache_core::Error>(())
+    /// # Ok::<(), cache::Error>(())
     /// ```
     pub fn with_hash_tag(mut self, tag: &str) -> Result<Self> {
         validate_category(tag)

@@ -17,9 +17,9 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> cache_core::Result<()> {
-//! use cache_core::{Cache, CacheKey, Ttl};
-//! use cache_memory::MemoryBackend;
+//! # async fn main() -> cache::Result<()> {
+//! use cache::{Cache, CacheKey, Ttl};
+//! use cache::memory::MemoryBackend;
 //! use std::sync::Arc;
 //!
 //! let cache = Cache::new(Arc::new(MemoryBackend::new()));
@@ -49,8 +49,8 @@ mod typed_l1;
 mod write_tracker;
 
 pub use backend::{
-    check_key, check_namespace, check_pattern, check_value, CacheBackend, Capabilities, Health,
-    HealthStatus, KeyTtl, SetMode, SetOptions,
+    check_key, check_namespace, check_pattern, check_value, parse_counter, CacheBackend,
+    Capabilities, Health, HealthStatus, KeyTtl, SetMode, SetOptions, DEFAULT_MAX_VALUE_SIZE,
 };
 pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
 pub use cache::{

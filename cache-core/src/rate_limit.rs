@@ -29,9 +29,9 @@ pub const MAX_BUCKETS: u32 = 100;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{OnBackendError, RateLimiter, Rule};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{OnBackendError, RateLimiter, Rule};
+/// use cache::memory::MemoryBackend;
 /// use cache_testkit::{FaultConfig, FaultInjecting};
 /// use std::sync::Arc;
 ///
@@ -66,7 +66,7 @@ pub enum OnBackendError {
 /// # Examples
 ///
 /// ```
-/// use cache_core::{OnBackendError, Rule};
+/// use cache::{OnBackendError, Rule};
 /// use std::time::Duration;
 ///
 /// let login: Rule = "5/min".parse()?;
@@ -77,7 +77,7 @@ pub enum OnBackendError {
 /// assert_eq!(login.backend_error_mode(), OnBackendError::Deny);
 /// assert_eq!(Rule::per_hour(100), "100/hour".parse()?);
 /// assert_eq!(Rule::per_hour(100).to_string(), "100/1h");
-/// # Ok::<(), cache_core::Error>(())
+/// # Ok::<(), cache::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
@@ -255,9 +255,9 @@ impl FromStr for Rule {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{RateLimiter, Rule};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{RateLimiter, Rule};
+/// use cache::memory::MemoryBackend;
 /// use std::sync::Arc;
 ///
 /// let limiter = RateLimiter::builder(Arc::new(MemoryBackend::new()))
@@ -314,6 +314,42 @@ impl Decision {
         }
         out
     }
+
+    /// [`headers`](Decision::headers) as an [`http::HeaderMap`], which
+    /// axum, hyper, tonic and reqwest take as they are (feature `http`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{CacheConfig, Rule};
+    ///
+    /// let cache = cache::open(&CacheConfig::from_url("memory://")).await?;
+    /// let limiter = cache.rate_limiter().rule("api", Rule::per_minute(1)).build()?;
+    /// limiter.check("api", 7).await?;
+    /// let denied = limiter.check("api", 7).await?;
+    /// let headers: http::HeaderMap = denied.header_map();
+    /// assert_eq!(headers["ratelimit-limit"], "1");
+    /// assert_eq!(headers["ratelimit-remaining"], "0");
+    /// assert!(headers.contains_key(http::header::RETRY_AFTER));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn header_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(4);
+        for (name, value) in self.headers() {
+            // Every name is a valid token and every value a decimal number.
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                map.insert(name, value);
+            }
+        }
+        map
+    }
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -326,9 +362,9 @@ fn ceil_secs(d: Duration) -> u64 {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{RateLimiter, Rule};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{RateLimiter, Rule};
+/// use cache::memory::MemoryBackend;
 /// use std::sync::Arc;
 ///
 /// let limiter = RateLimiter::builder(Arc::new(MemoryBackend::new()))
@@ -342,7 +378,7 @@ fn ceil_secs(d: Duration) -> u64 {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[non_exhaustive]
 pub struct RateLimitStats {
     /// Checks that allowed the request (degraded ones included).
@@ -422,9 +458,9 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{OnBackendError, RateLimiter, Rule};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{OnBackendError, RateLimiter, Rule};
+/// use cache::memory::MemoryBackend;
 /// use std::sync::Arc;
 ///
 /// let limiter = RateLimiter::builder(Arc::new(MemoryBackend::new()))
@@ -484,9 +520,9 @@ impl fmt::Debug for RateLimiter {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{RateLimiter, Rule};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{RateLimiter, Rule};
+/// use cache::memory::MemoryBackend;
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::sync::Arc;
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -725,9 +761,9 @@ impl RateLimiter {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::{RateLimiter, Rule};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{RateLimiter, Rule};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// let limiter = RateLimiter::builder(Arc::new(MemoryBackend::new()))

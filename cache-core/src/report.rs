@@ -2,11 +2,14 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 use crate::backend::{Health, HealthStatus};
-use crate::stats::CacheStats;
+use crate::stats::{CacheStats, Human};
 
 /// How urgent a piece of advice is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Worth knowing.
     Info,
@@ -17,7 +20,7 @@ pub enum Severity {
 }
 
 /// One thing that needs attention.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Advice {
     /// How urgent it is.
@@ -30,7 +33,10 @@ pub struct Advice {
 
 /// What [`Cache::report`](crate::Cache::report) found: the counters, the
 /// backend's health, and advice on what needs attention, worst first.
-#[derive(Debug, Clone)]
+///
+/// `Display` writes it for people; `Serialize` (e.g. to JSON for a
+/// `/stats` endpoint) writes every field.
+#[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct CacheReport {
     /// The counters now.
@@ -249,9 +255,10 @@ impl fmt::Display for CacheReport {
         let s = &self.stats;
         writeln!(
             f,
-            "hits {} misses {} (hit rate {:.1}%), sets {}, deletes {}, errors {}, loads {} ({} failed), stale served {}, up {:?}",
+            "hits {} misses {} coalesced {} (hit rate {:.1}%), sets {}, deletes {}, errors {}, loads {} ({} failed), stale served {}, up {}",
             s.hits,
             s.misses,
+            s.coalesced,
             s.hit_rate() * 100.0,
             s.sets,
             s.deletes,
@@ -259,7 +266,7 @@ impl fmt::Display for CacheReport {
             s.loader_calls,
             s.loader_errors,
             s.stale_served,
-            s.uptime
+            Human(s.uptime)
         )?;
         if s.breaker_open || s.breaker_opened > 0 || s.backend_failures_swallowed() > 0 {
             writeln!(
@@ -276,7 +283,7 @@ impl fmt::Display for CacheReport {
             )?;
         }
         match &self.health {
-            Some(h) => writeln!(f, "backend: {:?} ({:?})", h.status, h.latency)?,
+            Some(h) => writeln!(f, "backend: {:?} ({})", h.status, Human(h.latency))?,
             None => writeln!(f, "backend: health unknown")?,
         }
         if self.advice.is_empty() {

@@ -3,16 +3,51 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use serde::{Serialize, Serializer};
+
 use crate::layers::{BreakerState, FailOpenStats};
 
 /// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
+///
+/// It is `Serialize`, for a `/stats` endpoint: durations are written as
+/// seconds (`uptime_secs`), and the derived rate is written beside the
+/// counters (`hit_rate`).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{CacheConfig, CacheKey};
+///
+/// let cache = cache::open(&CacheConfig::from_url("memory://")).await?;
+/// let key = CacheKey::new("user", 1)?;
+/// assert_eq!(cache.get::<String>(&key).await?, None);
+/// cache.set(&key, "Ada").await?;
+/// assert_eq!(cache.get::<String>(&key).await?.as_deref(), Some("Ada"));
+///
+/// let stats = cache.stats();
+/// assert_eq!((stats.hits, stats.misses, stats.sets), (1, 1, 1));
+/// assert_eq!(stats.hit_rate(), 0.5);
+/// let json = serde_json::to_value(&stats).unwrap();
+/// assert_eq!(json["hits"], 1);
+/// assert_eq!(json["hit_rate"], 0.5);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
     /// Reads that found a value (including a cached empty value).
     pub hits: u64,
     /// Reads that found nothing (or nothing decodable, in `get_or_set`).
+    /// A `get_or_set` caller that joins a load already in flight is not a
+    /// miss: it is counted in `coalesced`.
     pub misses: u64,
+    /// `get_or_set` callers answered by another caller's load in flight
+    /// (single flight): 100 concurrent callers of one missing key are 1 miss
+    /// and 99 coalesced.
+    pub coalesced: u64,
     /// Values written.
     pub sets: u64,
     /// Keys deleted, or patterns and categories invalidated.
@@ -61,13 +96,16 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
-    /// `hits / (hits + misses)`, or 0 before any read.
+    /// The share of reads answered without a load of their own:
+    /// `(hits + coalesced) / (hits + coalesced + misses)`, or 0 before any
+    /// read.
     pub fn hit_rate(&self) -> f64 {
-        let reads = self.hits + self.misses;
+        let answered = self.hits + self.coalesced;
+        let reads = answered + self.misses;
         if reads == 0 {
             0.0
         } else {
-            self.hits as f64 / reads as f64
+            answered as f64 / reads as f64
         }
     }
 
@@ -112,10 +150,11 @@ pub(crate) enum Stat {
     StaleServed,
     LoaderTimeouts,
     Refreshes,
+    Coalesced,
 }
 
 impl Stat {
-    const ALL: usize = 11;
+    const ALL: usize = 12;
 
     /// The name it is exported under with the `metrics` feature.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -132,6 +171,7 @@ impl Stat {
             Stat::StaleServed => "cache_stale_served_total",
             Stat::LoaderTimeouts => "cache_loader_timeouts_total",
             Stat::Refreshes => "cache_refreshes_total",
+            Stat::Coalesced => "cache_coalesced_total",
         }
     }
 }
@@ -171,6 +211,7 @@ impl Counters {
         CacheStats {
             hits: self.get(Stat::Hits),
             misses: self.get(Stat::Misses),
+            coalesced: self.get(Stat::Coalesced),
             sets: self.get(Stat::Sets),
             deletes: self.get(Stat::Deletes),
             errors: self.get(Stat::Errors),
@@ -189,5 +230,109 @@ impl Counters {
             pending_invalidations: 0,
             replayed_invalidations: 0,
         }
+    }
+}
+
+impl Serialize for CacheStats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+
+        let mut s = serializer.serialize_struct("CacheStats", 22)?;
+        s.serialize_field("hits", &self.hits)?;
+        s.serialize_field("misses", &self.misses)?;
+        s.serialize_field("coalesced", &self.coalesced)?;
+        s.serialize_field("hit_rate", &self.hit_rate())?;
+        s.serialize_field("sets", &self.sets)?;
+        s.serialize_field("deletes", &self.deletes)?;
+        s.serialize_field("errors", &self.errors)?;
+        s.serialize_field("decode_errors", &self.decode_errors)?;
+        s.serialize_field("loader_calls", &self.loader_calls)?;
+        s.serialize_field("loader_errors", &self.loader_errors)?;
+        s.serialize_field("stale_served", &self.stale_served)?;
+        s.serialize_field("loader_timeouts", &self.loader_timeouts)?;
+        s.serialize_field("refreshes", &self.refreshes)?;
+        s.serialize_field("uptime_secs", &self.uptime.as_secs_f64())?;
+        s.serialize_field("failed_open_reads", &self.failed_open_reads)?;
+        s.serialize_field("skipped_writes", &self.skipped_writes)?;
+        s.serialize_field("breaker_opened", &self.breaker_opened)?;
+        s.serialize_field("breaker_closed", &self.breaker_closed)?;
+        s.serialize_field("breaker_open", &self.breaker_open)?;
+        s.serialize_field("pending_invalidations", &self.pending_invalidations)?;
+        s.serialize_field("replayed_invalidations", &self.replayed_invalidations)?;
+        s.end()
+    }
+}
+
+/// A duration written for people: `850 µs`, `12.3 ms`, `4.2 s`,
+/// `3 min 12 s`, `2 h 5 min`, `3 d 4 h` (not `56.476400974s`).
+pub(crate) struct Human(pub(crate) Duration);
+
+impl std::fmt::Display for Human {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        let secs = d.as_secs();
+        match secs {
+            0 if d.as_millis() == 0 => write!(f, "{} µs", d.as_micros()),
+            0 => write!(f, "{:.1} ms", d.as_secs_f64() * 1e3),
+            1..=59 => write!(f, "{:.1} s", d.as_secs_f64()),
+            60..=3_599 => write!(f, "{} min {} s", secs / 60, secs % 60),
+            3_600..=86_399 => write!(f, "{} h {} min", secs / 3_600, secs % 3_600 / 60),
+            _ => write!(f, "{} d {} h", secs / 86_400, secs % 86_400 / 3_600),
+        }
+    }
+}
+
+/// Serializes a duration as milliseconds (a float: sub-millisecond
+/// latencies stay visible).
+pub(crate) fn as_millis<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        let cases = [
+            (Duration::from_micros(850), "850 µs"),
+            (Duration::from_micros(12_345), "12.3 ms"),
+            (Duration::from_millis(4_240), "4.2 s"),
+            (Duration::from_secs_f64(56.476_400_974), "56.5 s"),
+            (Duration::from_secs(192), "3 min 12 s"),
+            (Duration::from_secs(2 * 3_600 + 5 * 60 + 9), "2 h 5 min"),
+            (Duration::from_secs(3 * 86_400 + 4 * 3_600 + 1), "3 d 4 h"),
+        ];
+        for (duration, written) in cases {
+            assert_eq!(Human(duration).to_string(), written, "{duration:?}");
+        }
+    }
+
+    #[test]
+    fn coalesced_callers_count_as_answered_without_a_load() {
+        let stats = CacheStats {
+            hits: 0,
+            misses: 1,
+            coalesced: 99,
+            ..Counters::new("t").snapshot()
+        };
+        assert_eq!(stats.hit_rate(), 0.99);
+        assert_eq!(Counters::new("t").snapshot().hit_rate(), 0.0);
+    }
+
+    #[test]
+    fn stats_serialize_with_the_rate_and_seconds() {
+        let stats = CacheStats {
+            hits: 3,
+            misses: 1,
+            uptime: Duration::from_millis(1_500),
+            ..Counters::new("t").snapshot()
+        };
+        let json = serde_json::to_value(stats).unwrap();
+        assert_eq!(json["hits"], 3);
+        assert_eq!(json["misses"], 1);
+        assert_eq!(json["hit_rate"], 0.75);
+        assert_eq!(json["uptime_secs"], 1.5);
+        assert_eq!(json.as_object().unwrap().len(), 21);
     }
 }

@@ -62,7 +62,7 @@ impl From<Duration> for Ttl {
 /// # Examples
 ///
 /// ```
-/// use cache_core::{CategoryTtl, TtlPolicy};
+/// use cache::{CategoryTtl, TtlPolicy};
 /// use std::time::Duration;
 ///
 /// let policy = CategoryTtl::new(Some(Duration::from_secs(60)))

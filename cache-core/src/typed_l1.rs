@@ -28,7 +28,7 @@ const SHARDS: usize = 64;
 /// # Examples
 ///
 /// ```
-/// use cache_core::TypedL1Config;
+/// use cache::TypedL1Config;
 /// use std::time::Duration;
 ///
 /// let config = TypedL1Config::default()
@@ -118,9 +118,9 @@ impl TypedL1Config {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{Cache, CacheKey, TypedL1, TypedL1Config};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{Cache, CacheKey, TypedL1, TypedL1Config};
+/// use cache::memory::MemoryBackend;
 /// use std::sync::Arc;
 ///
 /// let cache = Cache::new(Arc::new(MemoryBackend::new()));

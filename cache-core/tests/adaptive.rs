@@ -161,10 +161,12 @@ async fn one_flight(cache: &Cache, callers: usize, answer: Loaded<u32>) -> (Vec<
                 .unwrap()
         }));
     }
-    // On this single-threaded runtime a caller counts its miss and joins
-    // the flight without yielding in between: once every miss is counted,
-    // every caller waits on the one flight.
-    while cache.stats().misses < callers as u64 || calls.load(Ordering::SeqCst) == 0 {
+    // On this single-threaded runtime a caller joins the flight and counts
+    // itself (the leader a miss, the others coalesced) without yielding in
+    // between: once every caller is counted, every caller waits on the one
+    // flight.
+    let counted = |s: cache_core::CacheStats| s.misses + s.coalesced;
+    while counted(cache.stats()) < callers as u64 || calls.load(Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;
     }
     release.notify_one();
@@ -172,6 +174,8 @@ async fn one_flight(cache: &Cache, callers: usize, answer: Loaded<u32>) -> (Vec<
     for t in tasks {
         got.push(t.await.unwrap());
     }
+    let stats = cache.stats();
+    assert_eq!((stats.misses, stats.coalesced), (1, callers as u64 - 1));
     (got, calls.load(Ordering::SeqCst))
 }
 

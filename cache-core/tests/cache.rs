@@ -54,7 +54,7 @@ async fn single_flight_1000_concurrent_callers_run_the_loader_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let stats = cache.stats();
     assert_eq!(stats.loader_calls, 1);
-    assert_eq!(stats.hits + stats.misses, 1000);
+    assert_eq!(stats.hits + stats.misses + stats.coalesced, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,6 +80,12 @@ async fn single_flight_loader_error_reaches_every_waiter_and_is_not_cached() {
         assert_eq!(err.kind(), ErrorKind::Loader);
         let source = std::error::Error::source(&err).unwrap();
         assert_eq!(source.to_string(), "database down");
+        // The cause is in the message too: logs that print only `Display`
+        // still say why.
+        assert_eq!(
+            err.to_string(),
+            "loader in get_or_set: the get_or_set loader failed: database down"
+        );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(cache.stats().loader_errors, 1);

@@ -48,9 +48,9 @@ const ENTRY_OVERHEAD: usize = 0;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{CacheBackend, SetOptions};
-/// use cache_memory::{MemoryBackend, MemoryConfig};
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{CacheBackend, SetOptions};
+/// use cache::memory::{MemoryBackend, MemoryConfig};
 /// use std::time::Duration;
 ///
 /// let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(10_000));
@@ -609,6 +609,9 @@ impl CacheBackend for MemoryBackend {
         let mut caps = Capabilities::default();
         caps.max_key_len = MAX_KEY_LEN;
         caps.max_value_size = self.max_value_size();
+        caps.sub_second_ttl = true;
+        caps.atomic_incr = true;
+        caps.pattern_delete = true;
         caps.shared = false;
         caps.evicts = self.shared.config.bounded();
         caps

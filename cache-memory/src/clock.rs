@@ -43,7 +43,7 @@ impl Clock for SystemClock {
 /// # Examples
 ///
 /// ```
-/// use cache_memory::{Clock, MockClock};
+/// use cache::memory::{Clock, MockClock};
 /// use std::time::Duration;
 ///
 /// let clock = MockClock::new();

@@ -15,7 +15,7 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 * 1024 * 1024;
 /// # Examples
 ///
 /// ```
-/// use cache_memory::MemoryConfig;
+/// use cache::memory::MemoryConfig;
 ///
 /// let config = MemoryConfig::default().with_max_entries(10_000);
 /// assert_eq!(config.max_entries, Some(10_000));

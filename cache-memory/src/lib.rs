@@ -9,9 +9,9 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> cache_core::Result<()> {
-//! use cache_core::{Cache, CacheKey};
-//! use cache_memory::{MemoryBackend, MemoryConfig};
+//! # async fn main() -> cache::Result<()> {
+//! use cache::{Cache, CacheKey};
+//! use cache::memory::{MemoryBackend, MemoryConfig};
 //! use std::sync::Arc;
 //!
 //! let backend = MemoryBackend::with_config(MemoryConfig::default().with_max_entries(1000));

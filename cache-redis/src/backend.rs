@@ -78,9 +78,9 @@ return 0
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{CacheBackend, SetOptions};
-/// use cache_redis::RedisBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{CacheBackend, SetOptions};
+/// use cache::redis::RedisBackend;
 /// use std::time::Duration;
 ///
 /// let redis = RedisBackend::from_url("redis://127.0.0.1:6379").await?;

@@ -97,10 +97,10 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::layers::{Tiered, TieredConfig};
-/// use cache_memory::MemoryBackend;
-/// use cache_redis::{RedisBackend, RedisBackplane};
+/// # async fn main() -> cache::Result<()> {
+/// use cache::layers::{Tiered, TieredConfig};
+/// use cache::memory::MemoryBackend;
+/// use cache::redis::{RedisBackend, RedisBackplane};
 /// use std::sync::Arc;
 ///
 /// let url = "redis://127.0.0.1:6379";

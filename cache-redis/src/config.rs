@@ -52,7 +52,7 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
 /// # Examples
 ///
 /// ```
-/// use cache_redis::{RedisConfig, RedisMode};
+/// use cache::redis::{RedisConfig, RedisMode};
 /// use std::time::Duration;
 ///
 /// let config = RedisConfig::from_url("redis://app:s3cret@cache.internal:6380/2")?
@@ -69,7 +69,7 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
 /// assert_eq!(cluster.mode(), RedisMode::Cluster);
 /// let sentinel = RedisConfig::sentinel(["10.0.0.1:26379", "10.0.0.2:26379"], "cache");
 /// assert_eq!(sentinel.mode(), RedisMode::Sentinel);
-/// # Ok::<(), cache_core::Error>(())
+/// # Ok::<(), cache::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -29,9 +29,9 @@
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> cache_core::Result<()> {
-//! use cache_core::{Cache, CacheKey, Ttl};
-//! use cache_redis::{RedisBackend, RedisConfig};
+//! # async fn main() -> cache::Result<()> {
+//! use cache::{Cache, CacheKey, Ttl};
+//! use cache::redis::{RedisBackend, RedisConfig};
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //!

@@ -88,6 +88,47 @@ fn is_generation_key(key: &str) -> bool {
 }
 
 impl MockBackend {
+    /// What [`allow_metadata`](MockBackend::allow_metadata) answers to
+    /// `capabilities()`: everything a Redis server can do (atomic `incr`,
+    /// pattern operations, millisecond TTLs, its key and value limits), so
+    /// no code under test refuses the mock or takes a slower path for it.
+    pub fn full_capabilities() -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.max_value_size = 512 * 1024 * 1024;
+        caps.sub_second_ttl = true;
+        caps.atomic_incr = true;
+        caps.pattern_delete = true;
+        caps
+    }
+
+    /// Answers the questions every user of a backend asks before it calls
+    /// it: `name()` is `"mock"` and `capabilities()` is
+    /// [`full_capabilities`](MockBackend::full_capabilities). `Cache`,
+    /// `RateLimiter` and the wrappers ask them; with this, a test sets
+    /// expectations only for the calls it is about.
+    ///
+    /// Set your own `expect_name` / `expect_capabilities` **instead**, not
+    /// after: mockall uses the first expectation that matches.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_core::{RateLimiter, Rule};
+    /// use cache_testkit::MockBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let mut mock = MockBackend::new();
+    /// mock.allow_metadata();
+    /// let limiter = RateLimiter::builder(Arc::new(mock)).rule("api", Rule::per_second(5)).build();
+    /// assert!(limiter.is_ok());
+    /// ```
+    pub fn allow_metadata(&mut self) -> &mut Self {
+        self.expect_name().return_const("mock");
+        self.expect_capabilities()
+            .returning(MockBackend::full_capabilities);
+        self
+    }
+
     /// Lets [`Cache`](cache_core::Cache)'s own bookkeeping through, so an
     /// exact-call test only states the calls it is about.
     ///

@@ -377,7 +377,7 @@ pub async fn open(config: &CacheConfig) -> Result<Cache> {
     let refresh = config
         .generation_refresh_ms
         .unwrap_or(if config.backplane.is_some() { 0 } else { 1000 });
-    let mut builder = Cache::builder(stack.top);
+    let mut builder = Cache::builder(stack.top).plain_backend(stack.plain);
     if config.backplane.is_none() {
         // No backplane to invalidate an L1 copy of a generation: read
         // generations from the shared tier (within `refresh`), never from
@@ -424,6 +424,9 @@ pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
 struct Stack {
     top: Arc<dyn CacheBackend>,
     shared: Arc<dyn CacheBackend>,
+    /// The URL's backend with its metrics and timeout layers, under
+    /// fail-open and the L1: for rate limiters.
+    plain: Arc<dyn CacheBackend>,
     fail_open: Option<FailOpenHandle>,
 }
 
@@ -448,6 +451,7 @@ async fn build_stack(config: &CacheConfig) -> Result<Stack> {
         }
         backend = Arc::new(timeout);
     }
+    let plain = Arc::clone(&backend);
     let mut fail_open = None;
     if let Some(fo) = &config.fail_open {
         let breaker = BreakerConfig::default()
@@ -464,6 +468,7 @@ async fn build_stack(config: &CacheConfig) -> Result<Stack> {
         return Ok(Stack {
             top: Arc::clone(&backend),
             shared: backend,
+            plain,
             fail_open,
         });
     };
@@ -489,6 +494,7 @@ async fn build_stack(config: &CacheConfig) -> Result<Stack> {
     Ok(Stack {
         top,
         shared,
+        plain,
         fail_open,
     })
 }

@@ -138,6 +138,11 @@ impl CacheBackend for BTreeBackend {
         let mut caps = Capabilities::default();
         caps.max_key_len = cache::MAX_KEY_LEN;
         caps.max_value_size = MAX_VALUE_SIZE;
+        // Expiry is checked against `Instant`s, `incr` runs under one lock,
+        // and `scan` walks the map: claim what the suite can then check.
+        caps.sub_second_ttl = true;
+        caps.atomic_incr = true;
+        caps.pattern_delete = true;
         caps
     }
 

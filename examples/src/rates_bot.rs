@@ -614,8 +614,8 @@ struct Tally {
 /// fail-safe. The three categories' TTLs are the simulated ones above,
 /// scaled by the speedup, unless `ttls` (`CACHE_TTLS`) names a category:
 /// that TTL is taken as it is, in real seconds. The rate limiter runs on
-/// the plain backend of the same URL
-/// ([`ExampleConfig::open_limiter_backend`]).
+/// the cache's plain backend ([`Cache::rate_limiter`]: under fail-open and
+/// the L1, so it sees Redis failures).
 ///
 /// # Errors
 ///
@@ -661,17 +661,13 @@ pub async fn run(cache: &ExampleConfig, config: BotConfig) -> cache::Result<Repo
         None => clock.real(simulated),
     });
     let stack = settings.describe();
-    let limiter_backend = settings.open_limiter_backend().await?;
     let cache = settings.open().await?;
     cache.clear().await?;
     let limit = Rule::new(
         config.user_limit.limit(),
         clock.real(config.user_limit.window()),
     );
-    let limiter = RateLimiter::builder(limiter_backend)
-        .prefix(cache.prefix())
-        .rule("user", limit)
-        .build()?;
+    let limiter = cache.rate_limiter().rule("user", limit).build()?;
     let upstream = Arc::new(Upstream::new(config.upstream, clock.clone()));
     let bot = Arc::new(Bot {
         cache,

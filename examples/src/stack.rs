@@ -19,16 +19,10 @@
 //! `CACHE_L1_MAX_ENTRIES`, `CACHE_BACKPLANE` or a JSON `"l1"` (even `null`)
 //! keep the L1 as configured. On memory nothing is added but fail-safe.
 //!
-//! The rate limiter is the exception: it runs on the plain backend of the
-//! same URL ([`ExampleConfig::open_limiter_backend`]).
+//! The rate limiter is the exception: it runs on the cache's plain backend
+//! ([`Cache::rate_limiter`]), under fail-open and the L1.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use cache::layers::Timeout;
-use cache::{
-    Cache, CacheBackend, CacheConfig, ErrorKind, FailOpenConfig, FailSafeConfig, L1Config,
-};
+use cache::{Cache, CacheConfig, ErrorKind, FailOpenConfig, FailSafeConfig, L1Config};
 
 /// The variable naming a JSON file with the whole cache configuration
 /// (the format of [`CacheConfig::from_json`]); when set, the `CACHE_*`
@@ -229,29 +223,6 @@ impl ExampleConfig {
     pub async fn open(&self) -> cache::Result<Cache> {
         // Boxed: opening a stack is a deep future.
         Box::pin(cache::open(&self.resolved())).await
-    }
-
-    /// The backend for the rate limiter: the plain backend of the same URL
-    /// ([`cache::open_backend`]), behind the same per-call deadline when
-    /// there is one, and nothing else.
-    ///
-    /// `cache::open_backend` is right for the limiter only: the limiter
-    /// must see the backend's failures to apply each rule's
-    /// `OnBackendError` (deny logins, allow the rest), and fail-open would
-    /// answer its reads with misses, i.e. empty windows, letting everything
-    /// through; an L1 would count each instance on its own. The cache
-    /// itself always goes through [`open`](Self::open).
-    ///
-    /// # Errors
-    ///
-    /// As [`cache::open_backend`].
-    pub async fn open_limiter_backend(&self) -> cache::Result<Arc<dyn CacheBackend>> {
-        let config = self.resolved();
-        let backend = Box::pin(cache::open_backend(&config)).await?;
-        Ok(match config.timeout_ms {
-            Some(ms) => Arc::new(Timeout::new(backend, Duration::from_millis(ms))),
-            None => backend,
-        })
     }
 
     /// One line saying what [`open`](Self::open) builds, outermost first,

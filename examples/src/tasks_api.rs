@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -107,7 +107,7 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests(decision) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests".into(),
-                limit_headers(&decision),
+                Decision::header_map(&decision),
             ),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, HeaderMap::new()),
         };
@@ -141,16 +141,6 @@ impl From<rusqlite::Error> for ApiError {
     fn from(err: rusqlite::Error) -> Self {
         ApiError::Internal(format!("database: {err}"))
     }
-}
-
-fn limit_headers(decision: &Decision) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for (name, value) in decision.headers() {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
-    }
-    headers
 }
 
 /// The database: one SQLite connection behind a mutex, queries run on the
@@ -538,8 +528,8 @@ impl TasksApi {
 
     /// The service over `db`, caching in the cache `config` describes
     /// ([`open_cache`]), limiting with [`rate_limiter`] (`api_rule` per
-    /// user) on the plain backend of the same URL
-    /// ([`ExampleConfig::open_limiter_backend`]).
+    /// user) on the cache's plain backend ([`Cache::plain_backend`]: under
+    /// fail-open and the L1, so the limiter sees Redis failures).
     ///
     /// # Errors
     ///
@@ -547,8 +537,7 @@ impl TasksApi {
     pub async fn open(config: &ExampleConfig, db: Db, api_rule: Rule) -> cache::Result<Self> {
         let config = with_api_defaults(config);
         let cache = Box::pin(config.open()).await?;
-        let limiter_backend = Box::pin(config.open_limiter_backend()).await?;
-        let limiter = rate_limiter(limiter_backend, cache.prefix(), api_rule)?;
+        let limiter = rate_limiter(Arc::clone(cache.plain_backend()), cache.prefix(), api_rule)?;
         Ok(TasksApi::new(db, Some(cache), limiter))
     }
 
@@ -592,6 +581,7 @@ impl TasksApi {
             .route("/tasks/{id}", put(update_task).delete(delete_task))
             .route("/health", get(health))
             .route("/metrics", get(metrics))
+            .route("/stats", get(stats))
             .route_layer(middleware::from_fn_with_state(Arc::clone(&self), track))
             .with_state(self)
     }
@@ -902,7 +892,7 @@ async fn login(
     }
     let token = app.db.login(&body.name, &body.password).await?;
     Ok((
-        limit_headers(&decision),
+        Decision::header_map(&decision),
         Json(serde_json::json!({ "token": token })),
     )
         .into_response())
@@ -1022,6 +1012,21 @@ async fn health(State(app): State<Arc<TasksApi>>) -> Response {
         "cache": { "status": cache_status, "backend": backend, "latency_ms": latency_ms },
     });
     (status, Json(body)).into_response()
+}
+
+/// The cache's report (counters, health, advice) and the rate limiter's
+/// counters, as JSON: every type is `Serialize`.
+async fn stats(State(app): State<Arc<TasksApi>>) -> Response {
+    let cache = match &app.cache {
+        Some(cache) => serde_json::to_value(cache.report().await),
+        None => Ok(serde_json::Value::Null),
+    };
+    let body = cache
+        .map(|cache| serde_json::json!({ "cache": cache, "rate_limits": app.limiter.stats() }));
+    match body {
+        Ok(body) => Json(body).into_response(),
+        Err(err) => ApiError::Internal(format!("stats: {err}")).into_response(),
+    }
 }
 
 /// Counts requests by method, route and status, and their time.

@@ -231,6 +231,36 @@ async fn two_users_create_list_update_delete(url: &str) {
         .await
             >= 14.0
     );
+
+    // And in /stats, as JSON: the report (counters, health, advice) and
+    // the limiter's counters.
+    let stats = HttpClient::new(addr)
+        .send("GET", "/stats", None, None)
+        .await
+        .unwrap();
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    let stats: serde_json::Value = serde_json::from_str(&stats.text()).unwrap();
+    eprintln!("GET /stats: {stats}");
+    let hits = stats["cache"]["stats"]["hits"].as_u64().unwrap();
+    let misses = stats["cache"]["stats"]["misses"].as_u64().unwrap();
+    assert_eq!(
+        hits as f64,
+        metric(addr, "tasks_api_cache_hits_total").await
+    );
+    let rate = stats["cache"]["stats"]["hit_rate"].as_f64().unwrap();
+    assert_eq!(rate, hits as f64 / (hits + misses) as f64);
+    assert_eq!(stats["cache"]["health"]["status"], "healthy");
+    assert!(stats["cache"]["health"]["latency_ms"].is_f64());
+    assert!(stats["cache"]["advice"].is_array());
+    assert_eq!(stats["rate_limits"]["denied"], 0);
+    assert_eq!(
+        stats["rate_limits"]["allowed"].as_u64().unwrap() as f64,
+        metric(
+            addr,
+            "tasks_api_rate_limit_decisions_total{outcome=\"allowed\"}"
+        )
+        .await
+    );
     server.shutdown().await;
 }
 

@@ -59,9 +59,9 @@ pub const DEFAULT_GENERATION_REFRESH: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::{Cache, CacheKey, CategoryTtl};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{Cache, CacheKey, CategoryTtl};
+/// use cache::memory::MemoryBackend;
 /// use std::sync::Arc;
 /// use std::time::Duration;
 ///
@@ -121,6 +121,9 @@ struct Inner<C> {
     /// the shared tier under an L1 (see
     /// [`CacheBuilder::generation_backend`]).
     generation_backend: Arc<dyn CacheBackend>,
+    /// The backend under the stack's wrappers, for a rate limiter (see
+    /// [`CacheBuilder::plain_backend`]).
+    plain_backend: Arc<dyn CacheBackend>,
     generation_refresh: Duration,
     fail_safe: Option<FailSafe>,
     refresh_ahead: Option<f64>,
@@ -137,6 +140,7 @@ pub struct CacheBuilder<C: Codec = AnyCodec> {
     prefix: String,
     policy: Arc<dyn TtlPolicy>,
     generation_backend: Option<Arc<dyn CacheBackend>>,
+    plain_backend: Option<Arc<dyn CacheBackend>>,
     generation_refresh: Duration,
     fail_safe: Option<FailSafe>,
     refresh_ahead: Option<f64>,
@@ -160,6 +164,7 @@ impl Cache<AnyCodec> {
             prefix: DEFAULT_PREFIX.to_owned(),
             policy: Arc::new(CategoryTtl::new(None)),
             generation_backend: None,
+            plain_backend: None,
             generation_refresh: DEFAULT_GENERATION_REFRESH,
             fail_safe: None,
             refresh_ahead: None,
@@ -185,6 +190,7 @@ impl<C: Codec> CacheBuilder<C> {
             prefix: self.prefix,
             policy: self.policy,
             generation_backend: self.generation_backend,
+            plain_backend: self.plain_backend,
             generation_refresh: self.generation_refresh,
             fail_safe: self.fail_safe,
             refresh_ahead: self.refresh_ahead,
@@ -222,6 +228,19 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// The backend under the stack's fail-open and L1 layers, which
+    /// [`Cache::plain_backend`] and [`Cache::rate_limiter`] hand out: a
+    /// rate limiter must see the backend's failures (to decide by its
+    /// [`OnBackendError`](crate::OnBackendError)) and must count in the
+    /// shared store, not in an L1 copy. Defaults to the backend the cache
+    /// is built over. `cache::open` sets it to the URL's backend with its
+    /// metrics and timeout layers (which pass errors on, not swallow them).
+    #[must_use]
+    pub fn plain_backend(mut self, backend: Arc<dyn CacheBackend>) -> Self {
+        self.plain_backend = Some(backend);
+        self
+    }
+
     /// Turns fail-safe on: values are kept `max_stale` past their TTL and
     /// served by `get_or_set` when the loader fails or is slow (see
     /// [`FailSafe`]).
@@ -254,9 +273,9 @@ impl<C: Codec> CacheBuilder<C> {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::layers::{BreakerConfig, FailOpen};
-    /// use cache_core::Cache;
-    /// use cache_memory::MemoryBackend;
+    /// use cache::layers::{BreakerConfig, FailOpen};
+    /// use cache::Cache;
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// let fail_open = FailOpen::new(MemoryBackend::new(), BreakerConfig::default());
@@ -265,7 +284,7 @@ impl<C: Codec> CacheBuilder<C> {
     ///     .fail_open_stats(handle)
     ///     .build()?;
     /// assert!(!cache.stats().breaker_open);
-    /// # Ok::<(), cache_core::Error>(())
+    /// # Ok::<(), cache::Error>(())
     /// ```
     #[must_use]
     pub fn fail_open_stats(mut self, handle: FailOpenHandle) -> Self {
@@ -285,6 +304,9 @@ impl<C: Codec> CacheBuilder<C> {
             inner: Arc::new(Inner {
                 generation_backend: self
                     .generation_backend
+                    .unwrap_or_else(|| Arc::clone(&self.backend)),
+                plain_backend: self
+                    .plain_backend
                     .unwrap_or_else(|| Arc::clone(&self.backend)),
                 backend: self.backend,
                 codec: self.codec,
@@ -356,9 +378,9 @@ impl<C: Codec> Cache<C> {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::{Cache, CacheKey};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
@@ -388,9 +410,46 @@ impl<C: Codec> Cache<C> {
         &self.inner.codec
     }
 
-    /// The backend (to reach byte-level operations).
+    /// The backend (to reach byte-level operations): the top of the stack,
+    /// with its wrappers (fail-open, timeouts, L1).
     pub fn backend(&self) -> &Arc<dyn CacheBackend> {
         &self.inner.backend
+    }
+
+    /// The backend under the stack's fail-open and L1 layers: from
+    /// `cache::open`, the URL's backend with its metrics and timeout layers
+    /// (which pass failures on); else the one set with
+    /// [`CacheBuilder::plain_backend`], else [`backend`](Cache::backend).
+    pub fn plain_backend(&self) -> &Arc<dyn CacheBackend> {
+        &self.inner.plain_backend
+    }
+
+    /// A [`RateLimiter`](crate::RateLimiter) builder over the
+    /// [plain backend](Cache::plain_backend), under this cache's prefix: the
+    /// limiter sees the backend's failures and decides them by each rule's
+    /// [`OnBackendError`](crate::OnBackendError), instead of sharing the
+    /// cache's breaker (whose "miss" answers it could not tell from empty
+    /// counters), and counts in the shared store, not in an L1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{CacheConfig, Rule};
+    ///
+    /// let cache = cache::open(&CacheConfig::from_url("memory://")).await?;
+    /// let limiter = cache.rate_limiter().rule("login", Rule::per_minute(5)).build()?;
+    /// for _ in 0..5 {
+    ///     assert!(limiter.check("login", "ada").await?.allowed);
+    /// }
+    /// assert!(!limiter.check("login", "ada").await?.allowed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn rate_limiter(&self) -> crate::RateLimiterBuilder {
+        crate::RateLimiter::builder(Arc::clone(&self.inner.plain_backend))
+            .prefix(self.inner.prefix.clone())
     }
 
     /// The full key `key` is stored under now (with its category's current

@@ -55,7 +55,7 @@ impl GetOrSetOptions {
 /// # Examples
 ///
 /// ```
-/// use cache_core::{Loaded, Ttl};
+/// use cache::{Loaded, Ttl};
 ///
 /// let found = Loaded::new("page").with_ttl(Ttl::secs(600));
 /// assert_eq!((found.ttl, found.store), (Ttl::secs(600), true));
@@ -204,9 +204,9 @@ impl<C: Codec> Cache<C> {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::{Cache, CacheKey, Loaded, Ttl};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey, Loaded, Ttl};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// async fn fetch(id: u32) -> Result<Option<String>, std::io::Error> {
@@ -268,9 +268,15 @@ impl<C: Codec> Cache<C> {
                 stale = Some(value);
             }
         }
-        self.inner.counters.inc(Stat::Misses, 1);
-
-        let mut flight = self.join_or_lead(key, &full, loader);
+        let (mut flight, joined) = self.join_or_lead(key, &full, loader);
+        // A caller that joins a load in flight is answered without a load of
+        // its own: counted apart from the miss that started the load.
+        let stat = if joined {
+            Stat::Coalesced
+        } else {
+            Stat::Misses
+        };
+        self.inner.counters.inc(stat, 1);
         let soft_timeout = self.inner.fail_safe.and_then(|f| f.soft_timeout);
         let outcome = match (&stale, soft_timeout) {
             (Some(_), Some(soft)) => {
@@ -317,17 +323,18 @@ impl<C: Codec> Cache<C> {
             return;
         }
         self.inner.counters.inc(Stat::Refreshes, 1);
-        drop(self.join_or_lead(key, &full, loader));
+        drop(self.join_or_lead(key, &full, loader).0);
     }
 
     /// Joins the load of `full` in flight, or starts one in a task of its
-    /// own; returns the channel its result arrives on.
+    /// own; returns the channel its result arrives on, and whether it joined
+    /// a load already in flight.
     fn join_or_lead<T, F, Fut, E>(
         &self,
         key: &CacheKey,
         full: &str,
         loader: F,
-    ) -> watch::Receiver<FlightResult>
+    ) -> (watch::Receiver<FlightResult>, bool)
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
@@ -336,7 +343,7 @@ impl<C: Codec> Cache<C> {
     {
         let mut flights = lock(&self.inner.flights);
         if let Some(rx) = flights.get(full) {
-            return rx.clone();
+            return (rx.clone(), true);
         }
         let (tx, rx) = watch::channel(None);
         flights.insert(full.to_owned(), rx.clone());
@@ -357,7 +364,7 @@ impl<C: Codec> Cache<C> {
             drop(guard);
             let _ = tx.send(Some(result));
         });
-        rx
+        (rx, false)
     }
 
     /// The leader's work: re-check the backend (another instance, or a
@@ -396,11 +403,13 @@ impl<C: Codec> Cache<C> {
             Err(e) => {
                 self.inner.counters.inc(Stat::LoaderErrors, 1);
                 self.inner.counters.inc(Stat::Errors, 1);
-                return Err(
-                    Error::new(ErrorKind::Loader, "the get_or_set loader failed")
-                        .with_operation("get_or_set")
-                        .with_boxed_source(e.into()),
-                );
+                let cause = e.into();
+                // The cause is in the message too: most logs print only
+                // `Display`, and "the loader failed" alone says nothing.
+                let message = format!("the get_or_set loader failed: {cause}");
+                return Err(Error::new(ErrorKind::Loader, message)
+                    .with_operation("get_or_set")
+                    .with_boxed_source(cause));
             }
         };
         let payload = self.encode(&loaded.value)?;

@@ -55,9 +55,9 @@ impl<C: Codec> Cache<C> {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::{Cache, CacheKey, FailSafe, Ttl};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey, FailSafe, Ttl};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -280,9 +280,9 @@ impl<C: Codec> Cache<C> {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::{Cache, CacheKey};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
@@ -338,9 +338,9 @@ impl<C: Codec> Cache<C> {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::{Cache, CacheKey, KeyTtl, Ttl};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey, KeyTtl, Ttl};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -418,9 +418,9 @@ impl<C: Codec> Cache<C> {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::{Cache, CacheKey, FailSafe, KeyTtl, Ttl};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey, FailSafe, KeyTtl, Ttl};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///

@@ -33,10 +33,10 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::layers::Deferred;
-/// use cache_core::{CacheBackend, Capabilities, ErrorKind};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::layers::Deferred;
+/// use cache::{CacheBackend, Capabilities, ErrorKind};
+/// use cache::memory::MemoryBackend;
 /// use std::sync::Arc;
 ///
 /// let backend = Deferred::spawn("memory", Capabilities::default(), || async {

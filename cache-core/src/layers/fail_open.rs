@@ -151,11 +151,11 @@ struct Breaker {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::layers::{BreakerConfig, FailOpen};
-/// use cache_core::{CacheBackend, ErrorKind};
+/// # async fn main() -> cache::Result<()> {
+/// use cache::layers::{BreakerConfig, FailOpen};
+/// use cache::{CacheBackend, ErrorKind};
 /// use cache_testkit::{FaultConfig, FaultInjecting};
-/// use cache_memory::MemoryBackend;
+/// use cache::memory::MemoryBackend;
 ///
 /// let down = FaultInjecting::new(MemoryBackend::new(), FaultConfig::none().with_fail_every(1));
 /// let backend = FailOpen::new(down, BreakerConfig::default().with_failure_threshold(3));

@@ -43,10 +43,10 @@ use crate::error::{ErrorKind, Result};
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::layers::Metered;
-/// use cache_core::{CacheBackend, SetOptions};
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::layers::Metered;
+/// use cache::{CacheBackend, SetOptions};
+/// use cache::memory::MemoryBackend;
 ///
 /// let backend = Metered::new(MemoryBackend::new());
 /// backend.set("k", "v".into(), SetOptions::default()).await?;

@@ -24,7 +24,7 @@ const NAME: &str = "tiered";
 /// # Examples
 ///
 /// ```
-/// use cache_core::layers::TieredConfig;
+/// use cache::layers::TieredConfig;
 /// use std::time::Duration;
 ///
 /// let config = TieredConfig::default().with_l1_max_ttl(Duration::from_secs(5));
@@ -54,7 +54,7 @@ impl TieredConfig {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::layers::TieredConfig;
+    /// use cache::layers::TieredConfig;
     /// use std::time::Duration;
     ///
     /// let config = TieredConfig::default().with_l1_max_ttl(Duration::from_millis(500));
@@ -74,10 +74,10 @@ impl TieredConfig {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::layers::{Tiered, TieredConfig};
-/// use cache_core::CacheBackend;
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::layers::{Tiered, TieredConfig};
+/// use cache::CacheBackend;
+/// use cache::memory::MemoryBackend;
 /// use std::sync::Arc;
 ///
 /// let tiered = Tiered::new(
@@ -172,10 +172,10 @@ pub struct TieredStats {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::layers::{Tiered, TieredConfig};
-/// use cache_core::{CacheBackend, SetOptions};
-/// use cache_memory::{MemoryBackend, MemoryConfig};
+/// # async fn main() -> cache::Result<()> {
+/// use cache::layers::{Tiered, TieredConfig};
+/// use cache::{CacheBackend, SetOptions};
+/// use cache::memory::{MemoryBackend, MemoryConfig};
 /// use std::sync::Arc;
 /// use std::time::Duration;
 ///
@@ -249,9 +249,9 @@ impl Tiered {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::layers::{Tiered, TieredConfig};
-    /// use cache_core::CacheBackend;
-    /// use cache_memory::MemoryBackend;
+    /// use cache::layers::{Tiered, TieredConfig};
+    /// use cache::CacheBackend;
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// let tiered = Tiered::new(
@@ -288,10 +288,10 @@ impl Tiered {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::layers::{Tiered, TieredConfig};
-    /// use cache_core::{CacheBackend, LocalBackplane, SetOptions};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::layers::{Tiered, TieredConfig};
+    /// use cache::{CacheBackend, LocalBackplane, SetOptions};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -357,8 +357,8 @@ impl Tiered {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::layers::{Tiered, TieredConfig};
-    /// use cache_memory::MemoryBackend;
+    /// use cache::layers::{Tiered, TieredConfig};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// let tiered = Tiered::new(
@@ -377,8 +377,8 @@ impl Tiered {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::layers::{Tiered, TieredConfig};
-    /// use cache_memory::MemoryBackend;
+    /// use cache::layers::{Tiered, TieredConfig};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// let tiered = Tiered::new(
@@ -397,8 +397,8 @@ impl Tiered {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::layers::{Tiered, TieredConfig};
-    /// use cache_memory::MemoryBackend;
+    /// use cache::layers::{Tiered, TieredConfig};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -416,10 +416,10 @@ impl Tiered {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> cache_core::Result<()> {
-    /// use cache_core::layers::{Tiered, TieredConfig};
-    /// use cache_core::{CacheBackend, SetOptions};
-    /// use cache_memory::MemoryBackend;
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::layers::{Tiered, TieredConfig};
+    /// use cache::{CacheBackend, SetOptions};
+    /// use cache::memory::MemoryBackend;
     /// use std::sync::Arc;
     ///
     /// let l2 = Arc::new(MemoryBackend::new());

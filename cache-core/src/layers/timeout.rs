@@ -25,10 +25,10 @@ use crate::error::{Error, ErrorKind, Result};
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> cache_core::Result<()> {
-/// use cache_core::layers::Timeout;
-/// use cache_core::CacheBackend;
-/// use cache_memory::MemoryBackend;
+/// # async fn main() -> cache::Result<()> {
+/// use cache::layers::Timeout;
+/// use cache::CacheBackend;
+/// use cache::memory::MemoryBackend;
 /// use std::time::Duration;
 ///
 /// let backend = Timeout::new(MemoryBackend::new(), Duration::from_millis(250));
@@ -64,8 +64,8 @@ impl<B: CacheBackend> Timeout<B> {
     /// # Examples
     ///
     /// ```
-    /// use cache_core::layers::Timeout;
-    /// use cache_memory::MemoryBackend;
+    /// use cache::layers::Timeout;
+    /// use cache::memory::MemoryBackend;
     /// use std::time::Duration;
     ///
     /// let backend = Timeout::new(MemoryBackend::new(), Duration::from_millis(250))

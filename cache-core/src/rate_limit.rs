@@ -85,6 +85,7 @@ pub struct Rule {
     window: Duration,
     buckets: u32,
     on_backend_error: OnBackendError,
+    failures_only: bool,
 }
 
 impl Rule {
@@ -96,6 +97,7 @@ impl Rule {
             window,
             buckets: DEFAULT_BUCKETS,
             on_backend_error: OnBackendError::Allow,
+            failures_only: false,
         }
     }
 
@@ -136,6 +138,51 @@ impl Rule {
     pub fn on_backend_error(mut self, mode: OnBackendError) -> Self {
         self.on_backend_error = mode;
         self
+    }
+
+    /// Counts failures only, for lockouts (a login rule counts failed
+    /// logins, not every attempt): [`RateLimiter::check`] of this rule
+    /// counts nothing (it is [`peek`](RateLimiter::peek)), and
+    /// [`RateLimiter::record_failure`] counts one failure. After `limit`
+    /// failures in the window, checks are denied until enough of them have
+    /// left it; [`RateLimiter::reset`] (e.g. on a successful login) forgets
+    /// them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{CacheConfig, Rule};
+    ///
+    /// let cache = cache::open(&CacheConfig::from_url("memory://")).await?;
+    /// let limiter = cache
+    ///     .rate_limiter()
+    ///     .rule("login", Rule::per_minute(3).failures_only())
+    ///     .build()?;
+    /// for _ in 0..10 {
+    ///     // Successful logins: checked, never counted.
+    ///     assert!(limiter.check("login", "ada").await?.allowed);
+    /// }
+    /// for _ in 0..3 {
+    ///     limiter.record_failure("login", "ada").await?; // wrong password
+    /// }
+    /// let locked = limiter.check("login", "ada").await?;
+    /// assert!(!locked.allowed && locked.retry_after.is_some());
+    /// assert!(limiter.check("login", "bob").await?.allowed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn failures_only(mut self) -> Self {
+        self.failures_only = true;
+        self
+    }
+
+    /// Whether the rule counts failures only (see
+    /// [`failures_only`](Rule::failures_only)).
+    pub fn counts_failures_only(&self) -> bool {
+        self.failures_only
     }
 
     /// The most requests allowed per window.
@@ -653,6 +700,91 @@ impl RateLimiter {
     /// [`Decision::degraded`]).
     pub async fn check(&self, rule: &str, id: impl fmt::Display) -> Result<Decision> {
         let (name, rule) = self.rule_entry(rule)?;
+        let window = self.window(name, rule, &id)?;
+        if rule.failures_only {
+            let decision = self.read(name, rule, &window).await;
+            self.count(&decision);
+            return Ok(decision);
+        }
+        let mut counts = match self.count_one(name, rule, &window).await {
+            Ok(counts) => counts,
+            Err(counted) => return Ok(self.degraded(rule, &window, counted).await),
+        };
+        let decision = if window.used(&counts) <= rule.limit {
+            window.decide(rule, &counts, 0)
+        } else {
+            // Denied: take the attempt back so it does not count.
+            let backend = &self.inner.backend;
+            if let Err(err) = backend.incr(window.current(), -1, Some(window.ttl)).await {
+                tracing::debug!(error = %err, rule = name, "could not uncount a denied request");
+            }
+            if let Some(last) = counts.last_mut() {
+                *last = last.saturating_sub(1);
+            }
+            window.decide(rule, &counts, 1)
+        };
+        self.count(&decision);
+        Ok(decision)
+    }
+
+    /// Says whether a request of `id` under `rule` would be allowed now,
+    /// without counting it: `remaining` is what is left of the limit,
+    /// `retry_after` (when denied) how long until one more fits. For a
+    /// "you have N attempts left" message, or a dashboard. Not counted in
+    /// [`stats`](RateLimiter::stats). A failing backend gives the rule's
+    /// [`OnBackendError`], marked degraded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{CacheConfig, Rule};
+    ///
+    /// let cache = cache::open(&CacheConfig::from_url("memory://")).await?;
+    /// let limiter = cache.rate_limiter().rule("api", Rule::per_minute(3)).build()?;
+    /// limiter.check("api", 7).await?;
+    /// let now = limiter.peek("api", 7).await?;
+    /// assert_eq!((now.allowed, now.remaining), (true, 2));
+    /// assert_eq!(limiter.peek("api", 7).await?.remaining, 2); // peeking counts nothing
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](RateLimiter::check).
+    pub async fn peek(&self, rule: &str, id: impl fmt::Display) -> Result<Decision> {
+        let (name, rule) = self.rule_entry(rule)?;
+        let window = self.window(name, rule, &id)?;
+        Ok(self.read(name, rule, &window).await)
+    }
+
+    /// Counts one failure of `id` under `rule` (a wrong password, a failed
+    /// payment) and returns the decision for the next attempt: denied once
+    /// the window holds `limit` failures. Meant for rules made with
+    /// [`Rule::failures_only`] (see its example); on another rule it counts
+    /// one request that cannot be denied. Not counted in
+    /// [`stats`](RateLimiter::stats). A failing backend gives the rule's
+    /// [`OnBackendError`], marked degraded.
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](RateLimiter::check).
+    pub async fn record_failure(&self, rule: &str, id: impl fmt::Display) -> Result<Decision> {
+        let (name, rule) = self.rule_entry(rule)?;
+        let window = self.window(name, rule, &id)?;
+        Ok(match self.count_one(name, rule, &window).await {
+            Ok(counts) => window.decide(rule, &counts, 1),
+            Err(_) => {
+                self.inner.backend_errors.fetch_add(1, Relaxed);
+                degraded_decision(rule, window.now)
+            }
+        })
+    }
+
+    /// The buckets `id` is counted in under `rule` now.
+    fn window(&self, name: &str, rule: Rule, id: &impl fmt::Display) -> Result<Window> {
         let id = escape_id(&id.to_string())?;
         let now = (self.inner.clock)();
         let now_ms = unix_ms(now);
@@ -662,96 +794,82 @@ impl RateLimiter {
         let keys: Vec<String> = (first..=current)
             .map(|bucket| self.key(name, &id, bucket))
             .collect();
-        let current_key = keys.last().map_or("", String::as_str);
-        check_key(current_key, self.inner.max_key_len)?;
-        let older: Vec<&str> = keys[..keys.len() - 1].iter().map(String::as_str).collect();
-        // A bucket must live until it has left the window: (k + 1) buckets
-        // from its start; one more for clocks that disagree a little.
-        let ttl = Duration::from_millis(bucket_ms.saturating_mul(k + 2));
+        let window = Window {
+            keys,
+            first,
+            bucket_ms,
+            k,
+            now,
+            now_ms,
+            // A bucket must live until it has left the window: (k + 1)
+            // buckets from its start; one more for clocks that disagree a
+            // little.
+            ttl: Duration::from_millis(bucket_ms.saturating_mul(k + 2)),
+        };
+        check_key(window.current(), self.inner.max_key_len)?;
+        Ok(window)
+    }
 
+    /// Adds one to the current bucket and reads the older ones, in one
+    /// round trip; the counts, oldest first, or, if the backend failed,
+    /// whether the `incr` went through anyway.
+    async fn count_one(
+        &self,
+        name: &str,
+        rule: Rule,
+        window: &Window,
+    ) -> std::result::Result<Vec<u64>, bool> {
         let backend = &self.inner.backend;
-        let (counted, read) = tokio::join!(backend.incr(current_key, 1, Some(ttl)), async {
-            if older.is_empty() {
-                Ok(Vec::new())
-            } else {
-                backend.get_many(&older).await
-            }
-        });
-        let (counted, read) = match (counted, read) {
-            (Ok(counted), Ok(read)) => (counted, read),
-            (counted, read) => {
-                let err = counted.as_ref().err().or(read.as_ref().err());
-                let counted_anyway = counted.is_ok();
-                return Ok(self
-                    .degraded(name, rule, current_key, counted_anyway, now, err)
-                    .await);
-            }
-        };
-        self.recovered();
-
-        // Counts of buckets first..=current, oldest first.
-        let mut counts: Vec<u64> = read.iter().map(parse_count).collect();
-        counts.push(u64::try_from(counted).unwrap_or(0));
-        let used: u64 = counts.iter().sum();
-        let drop_time = |position: usize| {
-            // Bucket `first + position` leaves the window at the start of
-            // bucket `first + position + k + 1`.
-            let bucket = first + position as u64;
-            Duration::from_millis(
-                (bucket + k + 1)
-                    .saturating_mul(bucket_ms)
-                    .saturating_sub(now_ms),
-            )
-        };
-        let reset_after = |counts: &[u64]| {
-            counts
-                .iter()
-                .rposition(|c| *c > 0)
-                .map_or(Duration::ZERO, drop_time)
-        };
-
-        if used <= rule.limit {
-            self.inner.allowed.fetch_add(1, Relaxed);
-            return Ok(Decision {
-                allowed: true,
-                limit: rule.limit,
-                remaining: rule.limit - used,
-                reset_after: reset_after(&counts),
-                retry_after: None,
-                degraded: false,
-                at: now,
+        let older = window.older();
+        let (counted, read) =
+            tokio::join!(backend.incr(window.current(), 1, Some(window.ttl)), async {
+                if older.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    backend.get_many(&older).await
+                }
             });
-        }
-
-        // Denied: take the attempt back so it does not count.
-        if let Err(err) = backend.incr(current_key, -1, Some(ttl)).await {
-            tracing::debug!(error = %err, rule = name, "could not uncount a denied request");
-        }
-        if let Some(last) = counts.last_mut() {
-            *last = last.saturating_sub(1);
-        }
-        // Wait until enough of the oldest requests have left the window
-        // for one more to fit.
-        let excess = used - rule.limit;
-        let mut dropped = 0;
-        let mut retry_after = drop_time(counts.len() - 1);
-        for (position, count) in counts.iter().enumerate() {
-            dropped += count;
-            if dropped >= excess {
-                retry_after = drop_time(position);
-                break;
+        match (counted, read) {
+            (Ok(counted), Ok(read)) => {
+                self.recovered();
+                let mut counts: Vec<u64> = read.iter().map(parse_count).collect();
+                counts.push(u64::try_from(counted).unwrap_or(0));
+                Ok(counts)
+            }
+            (counted, read) => {
+                if let Some(err) = counted.as_ref().err().or(read.as_ref().err()) {
+                    self.failing(name, rule, err);
+                }
+                Err(counted.is_ok())
             }
         }
-        self.inner.denied.fetch_add(1, Relaxed);
-        Ok(Decision {
-            allowed: false,
-            limit: rule.limit,
-            remaining: 0,
-            reset_after: reset_after(&counts),
-            retry_after: Some(retry_after),
-            degraded: false,
-            at: now,
-        })
+    }
+
+    /// The decision for one more request, from the buckets as they are.
+    async fn read(&self, name: &str, rule: Rule, window: &Window) -> Decision {
+        let keys: Vec<&str> = window.keys.iter().map(String::as_str).collect();
+        match self.inner.backend.get_many(&keys).await {
+            Ok(read) => {
+                self.recovered();
+                let counts: Vec<u64> = read.iter().map(parse_count).collect();
+                window.decide(rule, &counts, 1)
+            }
+            Err(err) => {
+                self.failing(name, rule, &err);
+                self.inner.backend_errors.fetch_add(1, Relaxed);
+                degraded_decision(rule, window.now)
+            }
+        }
+    }
+
+    /// Counts a check's decision in the stats.
+    fn count(&self, decision: &Decision) {
+        let counter = if decision.allowed {
+            &self.inner.allowed
+        } else {
+            &self.inner.denied
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// Forgets the requests counted for `id` under `rule` (e.g. after a
@@ -840,47 +958,28 @@ impl RateLimiter {
         format!("{}:#rl:{rule}:{{{escaped_id}}}:{bucket}", self.inner.prefix)
     }
 
-    async fn degraded(
-        &self,
-        name: &str,
-        rule: Rule,
-        current_key: &str,
-        counted: bool,
-        now: SystemTime,
-        err: Option<&Error>,
-    ) -> Decision {
+    /// A check the backend could not answer: the rule's
+    /// [`OnBackendError`], counted in the stats. A denied request that was
+    /// counted anyway is taken back.
+    async fn degraded(&self, rule: Rule, window: &Window, counted: bool) -> Decision {
         self.inner.backend_errors.fetch_add(1, Relaxed);
-        let first = !self.inner.failing.swap(true, Relaxed);
-        if let Some(err) = err {
-            if first {
-                tracing::warn!(error = %err, rule = name, mode = ?rule.on_backend_error,
-                    "rate limiter backend failing; deciding by the rule's OnBackendError");
-            } else {
-                tracing::debug!(error = %err, rule = name, "rate limiter backend failing");
-            }
+        let decision = degraded_decision(rule, window.now);
+        if counted && !decision.allowed {
+            let backend = &self.inner.backend;
+            let _ = backend.incr(window.current(), -1, Some(window.ttl)).await;
         }
-        let allowed = match rule.on_backend_error {
-            OnBackendError::Allow => true,
-            OnBackendError::Deny => false,
-        };
-        if allowed {
-            self.inner.allowed.fetch_add(1, Relaxed);
+        self.count(&decision);
+        decision
+    }
+
+    /// Logs a backend failure: a warning the first time, then quietly
+    /// until it recovers.
+    fn failing(&self, name: &str, rule: Rule, err: &Error) {
+        if !self.inner.failing.swap(true, Relaxed) {
+            tracing::warn!(error = %err, rule = name, mode = ?rule.on_backend_error,
+                "rate limiter backend failing; deciding by the rule's OnBackendError");
         } else {
-            self.inner.denied.fetch_add(1, Relaxed);
-            if counted {
-                let (bucket_ms, k) = rule.layout();
-                let ttl = Duration::from_millis(bucket_ms.saturating_mul(k + 2));
-                let _ = self.inner.backend.incr(current_key, -1, Some(ttl)).await;
-            }
-        }
-        Decision {
-            allowed,
-            limit: rule.limit,
-            remaining: if allowed { rule.limit } else { 0 },
-            reset_after: Duration::ZERO,
-            retry_after: (!allowed).then_some(Duration::from_secs(1)),
-            degraded: true,
-            at: now,
+            tracing::debug!(error = %err, rule = name, "rate limiter backend failing");
         }
     }
 
@@ -892,6 +991,103 @@ impl RateLimiter {
 }
 
 /// A stored counter: ASCII decimal; anything else (or negative) is 0.
+/// The rule's [`OnBackendError`] as a decision, marked degraded.
+fn degraded_decision(rule: Rule, now: SystemTime) -> Decision {
+    let allowed = match rule.on_backend_error {
+        OnBackendError::Allow => true,
+        OnBackendError::Deny => false,
+    };
+    Decision {
+        allowed,
+        limit: rule.limit,
+        remaining: if allowed { rule.limit } else { 0 },
+        reset_after: Duration::ZERO,
+        retry_after: (!allowed).then_some(Duration::from_secs(1)),
+        degraded: true,
+        at: now,
+    }
+}
+
+/// The buckets of one (rule, id) at one instant: `first..=current`.
+struct Window {
+    keys: Vec<String>,
+    first: u64,
+    bucket_ms: u64,
+    k: u64,
+    now: SystemTime,
+    now_ms: u64,
+    ttl: Duration,
+}
+
+impl Window {
+    fn current(&self) -> &str {
+        self.keys.last().map_or("", String::as_str)
+    }
+
+    fn older(&self) -> Vec<&str> {
+        self.keys[..self.keys.len() - 1]
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn used(&self, counts: &[u64]) -> u64 {
+        counts.iter().sum()
+    }
+
+    /// How long until the bucket at `position` (from `first`) has left the
+    /// window: the start of bucket `first + position + k + 1`.
+    fn drop_time(&self, position: usize) -> Duration {
+        let bucket = self.first + position as u64;
+        Duration::from_millis(
+            (bucket + self.k + 1)
+                .saturating_mul(self.bucket_ms)
+                .saturating_sub(self.now_ms),
+        )
+    }
+
+    /// How long until every counted request has left the window.
+    fn reset_after(&self, counts: &[u64]) -> Duration {
+        counts
+            .iter()
+            .rposition(|c| *c > 0)
+            .map_or(Duration::ZERO, |p| self.drop_time(p))
+    }
+
+    /// The decision for `counts` (oldest first) and `pending` more requests
+    /// that are not in them: allowed when all fit within the limit; when
+    /// denied, `retry_after` is when enough of the oldest have left the
+    /// window for them to fit.
+    fn decide(&self, rule: Rule, counts: &[u64], pending: u64) -> Decision {
+        let used = self.used(counts);
+        let allowed = used + pending <= rule.limit;
+        let retry_after = (!allowed).then(|| {
+            let excess = used + pending - rule.limit;
+            let mut dropped = 0;
+            for (position, count) in counts.iter().enumerate() {
+                dropped += count;
+                if dropped >= excess {
+                    return self.drop_time(position);
+                }
+            }
+            self.drop_time(counts.len().saturating_sub(1))
+        });
+        Decision {
+            allowed,
+            limit: rule.limit,
+            remaining: if allowed {
+                rule.limit.saturating_sub(used)
+            } else {
+                0
+            },
+            reset_after: self.reset_after(counts),
+            retry_after,
+            degraded: false,
+            at: self.now,
+        }
+    }
+}
+
 fn parse_count(value: &Option<Bytes>) -> u64 {
     value
         .as_deref()

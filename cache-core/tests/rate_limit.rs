@@ -404,3 +404,118 @@ async fn rate_limit_rejects_bad_rules_and_ids() {
         ErrorKind::InvalidKey
     );
 }
+
+#[tokio::test]
+async fn rate_limit_peek_says_what_check_would_without_counting() {
+    // 3 per 10 s in 10 buckets of 1 s.
+    let clock = ManualClock::at(300);
+    let limiter = clock
+        .install(RateLimiter::builder(memory()))
+        .rule("api", Rule::new(3, Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let fresh = limiter.peek("api", 7).await.unwrap();
+    assert_eq!((fresh.allowed, fresh.remaining), (true, 3));
+    assert_eq!(
+        (fresh.reset_after, fresh.retry_after),
+        (Duration::ZERO, None)
+    );
+    for remaining in [2, 1, 0] {
+        let checked = limiter.check("api", 7).await.unwrap();
+        assert_eq!((checked.allowed, checked.remaining), (true, remaining));
+        // Peeking twice counts nothing: the same room as the check left,
+        // and the next request fits while there is room.
+        for _ in 0..2 {
+            let peeked = limiter.peek("api", 7).await.unwrap();
+            assert_eq!(
+                (peeked.allowed, peeked.remaining),
+                (remaining > 0, remaining)
+            );
+            assert_eq!(peeked.reset_after, checked.reset_after);
+        }
+    }
+    clock.advance(Duration::from_secs(4));
+    let peeked = limiter.peek("api", 7).await.unwrap();
+    let denied = limiter.check("api", 7).await.unwrap();
+    assert!(!peeked.allowed && !denied.allowed);
+    assert_eq!(peeked.retry_after, denied.retry_after);
+    // The bucket of the three checks (it starts 300 ms before them) leaves
+    // the window at +10.7 s; now is +4 s.
+    assert_eq!(peeked.retry_after, Some(Duration::from_millis(6_700)));
+    assert_eq!(peeked.remaining, 0);
+    let stats = limiter.stats();
+    assert_eq!(
+        (stats.allowed, stats.denied),
+        (3, 1),
+        "peeks are not counted"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_failures_only_locks_out_after_limit_failures() {
+    // A login lockout: 3 failures per 10 s; successes never count.
+    let clock = ManualClock::at(300);
+    let limiter = clock
+        .install(RateLimiter::builder(memory()))
+        .rule(
+            "login",
+            Rule::new(3, Duration::from_secs(10)).failures_only(),
+        )
+        .build()
+        .unwrap();
+    assert!(limiter.rule("login").unwrap().counts_failures_only());
+    for _ in 0..20 {
+        let ok = limiter.check("login", "ada").await.unwrap();
+        assert_eq!((ok.allowed, ok.remaining), (true, 3));
+    }
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        let after = limiter.record_failure("login", "ada").await.unwrap();
+        left.push((after.allowed, after.remaining));
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(left, [(true, 2), (true, 1), (false, 0)]);
+    // Locked out (now +3 s) until the first failure, in the bucket that
+    // starts 300 ms before it, has left the window: +10.7 s.
+    let locked = limiter.check("login", "ada").await.unwrap();
+    assert!(!locked.allowed);
+    assert_eq!(locked.retry_after, Some(Duration::from_millis(7_700)));
+    assert!(limiter.check("login", "bob").await.unwrap().allowed);
+    // Checks while locked out count nothing either: on time, one attempt.
+    for _ in 0..5 {
+        assert!(!limiter.check("login", "ada").await.unwrap().allowed);
+    }
+    clock.advance(Duration::from_millis(7_700));
+    let again = limiter.check("login", "ada").await.unwrap();
+    assert_eq!((again.allowed, again.remaining), (true, 1));
+    // A successful login forgets the failures.
+    limiter.reset("login", "ada").await.unwrap();
+    assert_eq!(limiter.check("login", "ada").await.unwrap().remaining, 3);
+    let stats = limiter.stats();
+    assert_eq!((stats.allowed, stats.denied), (23, 6));
+}
+
+#[tokio::test]
+async fn rate_limit_peek_and_record_failure_follow_the_rule_when_the_backend_fails() {
+    let flaky = Arc::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none().with_fail_probability(1.0),
+    ));
+    let limiter = RateLimiter::builder(flaky)
+        .rule("anon", Rule::per_minute(1))
+        .rule(
+            "login",
+            Rule::per_minute(1)
+                .failures_only()
+                .on_backend_error(OnBackendError::Deny),
+        )
+        .build()
+        .unwrap();
+    let open = limiter.peek("anon", 1).await.unwrap();
+    assert!(open.allowed && open.degraded);
+    let closed = limiter.check("login", 1).await.unwrap();
+    assert!(!closed.allowed && closed.degraded);
+    let failure = limiter.record_failure("login", 1).await.unwrap();
+    assert!(!failure.allowed && failure.degraded);
+    assert_eq!(limiter.stats().backend_errors, 3);
+}

@@ -38,6 +38,7 @@ use cache::{
     Cache, CacheKey, CacheStats, FailSafeConfig, GetOrSetOptions, RateLimiter, Rule, Ttl,
     DEFAULT_PREFIX,
 };
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::stack::ExampleConfig;
@@ -135,13 +136,28 @@ impl Default for BotConfig {
     }
 }
 
+/// The decimal places of a rate, as the upstream sends it.
+const RATE_PLACES: u32 = 6;
+/// The decimal places of an amount of money.
+const MONEY_PLACES: u32 = 2;
+
+/// `x` as a decimal with `places` places: where the simulated upstream's
+/// floating-point drift becomes the fixed-point figures a real rates API
+/// sends. From here on, money is exact: never `f64`.
+fn decimal(x: f64, places: u32) -> Decimal {
+    Decimal::from_f64_retain(x)
+        .unwrap_or_default()
+        .round_dp(places)
+}
+
 /// A base currency's rates, as the upstream sends them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     /// The base currency.
     pub base: String,
-    /// Units of each currency per unit of `base`.
-    pub rates: BTreeMap<String, f64>,
+    /// Units of each currency per unit of `base`, to 6 decimal places
+    /// (stored as exact decimal strings: `"0.921234"`).
+    pub rates: BTreeMap<String, Decimal>,
     /// When the upstream made them, simulated seconds since the start.
     pub at_secs: f64,
 }
@@ -152,11 +168,11 @@ pub struct Stats {
     /// The currency.
     pub currency: String,
     /// The lowest daily rate.
-    pub min: f64,
+    pub min: Decimal,
     /// The mean daily rate.
-    pub mean: f64,
+    pub mean: Decimal,
     /// The highest daily rate.
-    pub max: f64,
+    pub max: Decimal,
 }
 
 /// The error of a failed upstream call.
@@ -277,7 +293,10 @@ impl Upstream {
         let base_usd = Self::usd_rate(base, secs);
         let rates = CURRENCIES
             .iter()
-            .map(|(c, _)| ((*c).to_owned(), Self::usd_rate(c, secs) / base_usd))
+            .map(|(c, _)| {
+                let rate = Self::usd_rate(c, secs) / base_usd;
+                ((*c).to_owned(), decimal(rate, RATE_PLACES))
+            })
             .collect();
         Ok(Rates {
             base: base.to_owned(),
@@ -295,12 +314,15 @@ impl Upstream {
         self.call().await?;
         self.call().await?;
         let now = self.clock.now().as_secs_f64();
-        let days: Vec<f64> = (0..30)
-            .map(|d| Self::usd_rate(currency, now - f64::from(d) * 86_400.0))
+        let days: Vec<Decimal> = (0..30)
+            .map(|d| {
+                let rate = Self::usd_rate(currency, now - f64::from(d) * 86_400.0);
+                decimal(rate, RATE_PLACES)
+            })
             .collect();
-        let min = days.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = days.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mean = days.iter().sum::<f64>() / days.len() as f64;
+        let min = days.iter().copied().min().unwrap_or_default();
+        let max = days.iter().copied().max().unwrap_or_default();
+        let mean = (days.iter().sum::<Decimal>() / Decimal::from(days.len())).round_dp(RATE_PLACES);
         Ok(Stats {
             currency: currency.to_owned(),
             min,
@@ -513,7 +535,7 @@ impl Bot {
         amount: u32,
         from: &'static str,
         to: &'static str,
-    ) -> cache::Result<(f64, f64)> {
+    ) -> cache::Result<(Decimal, f64)> {
         self.requests[1].fetch_add(1, Relaxed);
         let key = CacheKey::hashed("calc", &(amount, from, to))?;
         let bot = Arc::clone(self);
@@ -521,8 +543,9 @@ impl Bot {
             .get_or_set_opts(&key, self.ttl(1), move || async move {
                 bot.loads[1].fetch_add(1, Relaxed);
                 let rates = bot.rates(from).await?;
-                let rate = rates.rates.get(to).copied().unwrap_or(f64::NAN);
-                Ok::<_, cache::Error>((f64::from(amount) * rate, rates.at_secs))
+                let rate = rates.rates.get(to).copied().unwrap_or_default();
+                let value = (Decimal::from(amount) * rate).round_dp(MONEY_PLACES);
+                Ok::<_, cache::Error>((value, rates.at_secs))
             })
             .await
     }
@@ -550,7 +573,7 @@ impl Bot {
         Ok(match *command {
             Command::Rate(a, b) => {
                 let rates = self.rates(a).await?;
-                let rate = rates.rates.get(b).copied().unwrap_or(f64::NAN);
+                let rate = rates.rates.get(b).copied().unwrap_or_default();
                 format!("1 {a} = {rate:.4} {b} (rates {})", age(rates.at_secs))
             }
             Command::Convert(n, a, b) => {

@@ -1144,6 +1144,11 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[cfg(feature = "tls")]
 fn require_tls() -> Result<()> {
+    // rustls needs a process-wide crypto provider; install ring's unless
+    // the application installed one (a lost race is fine: one is set).
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     Ok(())
 }
 

@@ -189,7 +189,7 @@ impl TestCertificates {
         for (name, usage, san) in [
             (
                 "server",
-                "serverAuth",
+                "serverAuth,clientAuth",
                 "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
             ),
             ("client", "clientAuth", ""),

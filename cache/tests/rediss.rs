@@ -168,3 +168,47 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_cluster_with_ca_through_config() {
+    use cache_testkit::redis_cluster::RedisCluster;
+
+    let cluster = RedisCluster::builder().replicas(0).tls(certs()).spawn();
+    let json = serde_json::json!({
+        "url": cluster.tls_url().unwrap(),
+        "prefix": prefix(),
+        "redis": { "tls_ca_file": certs().ca_file(), "pool_size": 2 }
+    });
+    let config = CacheConfig::from_json(&json.to_string()).unwrap();
+    let cache = cache::open(&config)
+        .await
+        .expect("open the cluster over TLS");
+    assert_eq!(cache.backend().name(), "redis");
+    // Keys in many slots, so every primary is written to over TLS.
+    let keys: Vec<CacheKey> = (0..30).map(|i| CacheKey::new("tls", i).unwrap()).collect();
+    for (i, key) in keys.iter().enumerate() {
+        cache.set(key, &i).await.unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(cache.get::<usize>(key).await.unwrap(), Some(i));
+    }
+    let many = cache.get_many::<usize>(&keys).await.unwrap();
+    assert_eq!(many, (0..30).map(Some).collect::<Vec<_>>());
+    // They are on the nodes (read through the plain ports), spread over
+    // all three primaries.
+    let pattern = format!("{}:tls:*", config.prefix);
+    let per_node: Vec<usize> = cluster
+        .primaries()
+        .into_iter()
+        .map(|port| {
+            let keys = cluster.cli(port, &["KEYS", &pattern]);
+            String::from_utf8_lossy(&keys)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .count()
+        })
+        .collect();
+    assert_eq!(per_node.iter().sum::<usize>(), 30, "{per_node:?}");
+    assert!(per_node.iter().all(|n| *n > 0), "{per_node:?}");
+}

@@ -32,6 +32,14 @@ use serde::{Deserialize, Serialize};
 /// | `redis+cluster://host1:port1,host2:port2` | Redis Cluster | `cluster` |
 /// | `redis+sentinel://s1:26379,s2:26379/master-name` | Redis behind Sentinel | `sentinel` |
 ///
+/// Every setting, its `CACHE_*` variable, its URL query key and its
+/// default are in one table: the "Configuration" section of the README
+/// (checked against the code by the `config_keys` test). Sections:
+/// [`L1Config`], [`FailOpenConfig`], [`BackplaneConfig`],
+/// [`FailSafeConfig`], [`RedisOptions`], [`MemoryOptions`],
+/// [`ReportConfig`]. Unknown keys are [`Config`](ErrorKind::Config) errors
+/// naming them.
+///
 /// The rest of the stack is optional: a memory L1 (`l1`), a deadline
 /// (`timeout_ms`), fail-open with a breaker (`fail_open`), L1 invalidation
 /// across instances (`backplane`), fail-safe and refresh-ahead, metrics:

@@ -72,7 +72,7 @@ pub use rate_limit::{
     Decision, OnBackendError, RateLimitStats, RateLimiter, RateLimiterBuilder, Rule,
     DEFAULT_BUCKETS, MAX_BUCKETS,
 };
-pub use report::{Advice, CacheReport, Severity};
+pub use report::{Advice, CacheReport, ReportThresholds, Severity};
 pub use stats::CacheStats;
 pub use ttl::{CategoryTtl, Ttl, TtlPolicy};
 pub use typed_l1::{TypedL1, TypedL1Config};

@@ -1,6 +1,7 @@
 //! `CacheReport`: the stats and health, read for you.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -45,13 +46,77 @@ pub struct CacheReport {
     pub health: Option<Health>,
     /// What needs attention; empty when all is well.
     pub advice: Vec<Advice>,
+    /// When the report was made, in seconds since the Unix epoch (UTC).
+    pub unix_time_secs: u64,
 }
 
-/// Thresholds of the advice.
-const MIN_READS: u64 = 100;
-const LOW_HIT_RATE: f64 = 0.5;
-const HIGH_ERROR_RATE: f64 = 0.01;
-const NEAR_CAPACITY: f64 = 0.9;
+/// When the advice of a [`CacheReport`] speaks up; see
+/// [`CacheBuilder::report_thresholds`](crate::CacheBuilder::report_thresholds).
+///
+/// # Examples
+///
+/// ```
+/// use cache::ReportThresholds;
+///
+/// let strict = ReportThresholds::default().with_low_hit_rate(0.8);
+/// assert_eq!(strict.low_hit_rate, 0.8);
+/// assert_eq!(strict.min_reads, 100);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct ReportThresholds {
+    /// `low_hit_rate` is judged only after this many reads. Default 100.
+    pub min_reads: u64,
+    /// A hit rate below this fraction is `low_hit_rate`. Default 0.5.
+    pub low_hit_rate: f64,
+    /// A fraction of backend failures above this is `high_error_rate` (or
+    /// `rising_error_rate`). Default 0.01.
+    pub high_error_rate: f64,
+    /// A memory tier holding this fraction of its entry bound or more is
+    /// `near_capacity`. Default 0.9.
+    pub near_capacity: f64,
+}
+
+impl Default for ReportThresholds {
+    fn default() -> Self {
+        ReportThresholds {
+            min_reads: 100,
+            low_hit_rate: 0.5,
+            high_error_rate: 0.01,
+            near_capacity: 0.9,
+        }
+    }
+}
+
+impl ReportThresholds {
+    /// Sets the reads needed before the hit rate is judged.
+    #[must_use]
+    pub fn with_min_reads(mut self, reads: u64) -> Self {
+        self.min_reads = reads;
+        self
+    }
+
+    /// Sets the hit rate under which `low_hit_rate` is advised.
+    #[must_use]
+    pub fn with_low_hit_rate(mut self, fraction: f64) -> Self {
+        self.low_hit_rate = fraction;
+        self
+    }
+
+    /// Sets the failure rate over which `high_error_rate` is advised.
+    #[must_use]
+    pub fn with_high_error_rate(mut self, fraction: f64) -> Self {
+        self.high_error_rate = fraction;
+        self
+    }
+
+    /// Sets the fill fraction from which `near_capacity` is advised.
+    #[must_use]
+    pub fn with_near_capacity(mut self, fraction: f64) -> Self {
+        self.near_capacity = fraction;
+        self
+    }
+}
 
 /// The breaker's counts, when fail-open counters are attached (it opened
 /// at least once), for the advice's messages.
@@ -81,6 +146,7 @@ impl CacheReport {
         stats: CacheStats,
         previous: Option<CacheStats>,
         health: Option<Health>,
+        thresholds: &ReportThresholds,
     ) -> Self {
         let mut advice = Vec::new();
         let mut add = |severity, code, message: String| {
@@ -135,7 +201,7 @@ impl CacheReport {
             );
         }
         let reads = stats.hits + stats.misses;
-        if reads >= MIN_READS && stats.hit_rate() < LOW_HIT_RATE {
+        if reads >= thresholds.min_reads && stats.hit_rate() < thresholds.low_hit_rate {
             add(
                 Severity::Warning,
                 "low_hit_rate",
@@ -157,7 +223,7 @@ impl CacheReport {
         let recent_failures = now_failures.saturating_sub(then_failures);
         let recent_rate = recent_failures as f64 / recent_ops.max(1) as f64;
         let earlier_rate = then_failures as f64 / then_ops.max(1) as f64;
-        if recent_failures > 0 && recent_rate > HIGH_ERROR_RATE {
+        if recent_failures > 0 && recent_rate > thresholds.high_error_rate {
             let rising = previous.is_some() && recent_rate > earlier_rate;
             let errors = stats
                 .backend_errors()
@@ -224,7 +290,7 @@ impl CacheReport {
                 let number =
                     |name: &str| health.details.get(name).and_then(|v| v.parse::<f64>().ok());
                 if let (Some(n), Some(m)) = (number(entries), number(max)) {
-                    if m > 0.0 && n / m >= NEAR_CAPACITY {
+                    if m > 0.0 && n / m >= thresholds.near_capacity {
                         add(
                             Severity::Info,
                             "near_capacity",
@@ -241,6 +307,9 @@ impl CacheReport {
             stats,
             health,
             advice,
+            unix_time_secs: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         }
     }
 
@@ -253,6 +322,7 @@ impl CacheReport {
 impl fmt::Display for CacheReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.stats;
+        writeln!(f, "cache report at unix time {}", self.unix_time_secs)?;
         writeln!(
             f,
             "hits {} misses {} coalesced {} (hit rate {:.1}%), sets {}, deletes {}, errors {}, loads {} ({} failed), stale served {}, up {}",

@@ -160,7 +160,10 @@ impl std::fmt::Debug for RedisBackplane {
 fn feature_off(feature: &str) -> Error {
     Error::new(
         ErrorKind::Config,
-        format!("this backplane URL needs the `{feature}` feature of cache-redis"),
+        format!(
+            "this backplane URL needs the feature `cache/{feature}` (`cache-redis/{feature}` \
+             when using cache-redis directly)"
+        ),
     )
     .with_backend("redis")
 }
@@ -202,7 +205,11 @@ impl RedisBackplane {
                 let (nodes, redis) = config.cluster_parts()?;
                 let (mut connections, _) = crate::cluster::connect(&config).await?;
                 let publisher = Conn::Cluster(connections.remove(0));
-                (Target::Cluster(ClusterTarget::new(nodes, redis)), publisher)
+                let tls = config.tls_settings()?;
+                (
+                    Target::Cluster(ClusterTarget::new(nodes, redis, tls)),
+                    publisher,
+                )
             }
             #[cfg(not(feature = "cluster"))]
             RedisMode::Cluster => return Err(feature_off("cluster")),
@@ -529,22 +536,26 @@ struct ClusterTarget {
     nodes: std::sync::Mutex<Vec<(String, u16)>>,
     /// Credentials of the data nodes.
     redis: redis::RedisConnectionInfo,
+    /// TLS to the nodes.
+    tls: crate::config::TlsSettings,
 }
 
 #[cfg(feature = "cluster")]
 impl ClusterTarget {
-    fn new(nodes: Vec<(String, u16)>, redis: redis::RedisConnectionInfo) -> Self {
+    fn new(
+        nodes: Vec<(String, u16)>,
+        redis: redis::RedisConnectionInfo,
+        tls: crate::config::TlsSettings,
+    ) -> Self {
         ClusterTarget {
             nodes: std::sync::Mutex::new(nodes),
             redis,
+            tls,
         }
     }
 
     fn info(&self, host: &str, port: u16) -> RedisResult<ConnectionInfo> {
-        use redis::IntoConnectionInfo;
-        Ok(redis::ConnectionAddr::Tcp(host.to_owned(), port)
-            .into_connection_info()?
-            .set_redis_settings(self.redis.clone()))
+        self.tls.node_info(host, port, self.redis.clone())
     }
 
     /// Asks the known nodes in turn for `CLUSTER SLOTS` and returns the

@@ -24,7 +24,7 @@ use cache_core::{Error, ErrorKind, Health, HealthStatus, Result};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, Value};
+use redis::{Cmd, IntoConnectionInfo, RedisError, RedisResult, Value};
 use tokio::task::JoinSet;
 
 use crate::config::RedisConfig;
@@ -40,7 +40,7 @@ pub(crate) const SLOTS: u16 = 16384;
 const MIN_RETRY_WAIT_MS: u64 = 10;
 const MAX_RETRY_WAIT_MS: u64 = 200;
 
-/// Opens `config.connections` cluster connections and reads the slot map.
+/// Opens `config.pool_size()` cluster connections and reads the slot map.
 pub(crate) async fn connect(
     config: &RedisConfig,
 ) -> Result<(Vec<ClusterConnection>, ClusterState)> {
@@ -48,7 +48,8 @@ pub(crate) async fn connect(
     let (nodes, redis_settings) = config.cluster_parts()?;
     let mut infos = Vec::with_capacity(nodes.len());
     for (host, port) in nodes {
-        let info = ConnectionAddr::Tcp(host, port)
+        let info = config
+            .node_addr(&host, port)
             .into_connection_info()
             .map_err(|e| connect_error(e, &target))?
             .set_redis_settings(redis_settings.clone());
@@ -65,10 +66,20 @@ pub(crate) async fn connect(
     if let Some(password) = redis_settings.password() {
         builder = builder.password(password);
     }
+    if config.reads_from_replicas() {
+        builder = builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+    }
+    #[cfg(feature = "tls")]
+    if config.uses_tls() {
+        builder = builder.tls(redis::TlsMode::Secure);
+        if let Some(certs) = config.tls_certificates()? {
+            builder = builder.certs(certs);
+        }
+    }
     let client = builder.build().map_err(|e| connect_error(e, &target))?;
     let open_all = async {
-        let mut connections = Vec::with_capacity(config.connections);
-        for _ in 0..config.connections {
+        let mut connections = Vec::with_capacity(config.pool_size());
+        for _ in 0..config.pool_size() {
             connections.push(client.get_async_connection().await?);
         }
         let map = SlotMap::fetch(&mut connections[0]).await?;

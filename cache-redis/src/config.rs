@@ -1,6 +1,7 @@
 //! Configuration of the Redis backend.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cache_core::{Error, ErrorKind, Result};
@@ -40,9 +41,27 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
 ///   out. The credentials are the data nodes'; the Sentinels' own password,
 ///   if any, is `sentinel_password`.
 ///
-/// Any of these URLs may end in `?max_value_size=<bytes>` (the
-/// [`max_value_size`](Self::max_value_size) field, which wins when both are
-/// set); other query parameters go to the Redis client as they are.
+/// `rediss+cluster://` and `rediss+sentinel://` are the same over TLS (the
+/// Sentinels and the data nodes both speak TLS).
+///
+/// Any of these URLs may carry options in its query, each the field of the
+/// same meaning (the field wins when both are set):
+///
+/// | query key | field | default |
+/// |---|---|---|
+/// | `pool_size` | [`connections`](Self::connections) | 1 |
+/// | `connect_timeout_ms` | [`connect_timeout_ms`](Self::connect_timeout_ms) | 2000 |
+/// | `response_timeout_ms` | [`response_timeout_ms`](Self::response_timeout_ms) | 1000 |
+/// | `read_from_replicas` | [`read_from_replicas`](Self::read_from_replicas) | `false` |
+/// | `tls_ca_file` | [`tls_ca_file`](Self::tls_ca_file) | system roots |
+/// | `tls_cert_file` | [`tls_cert_file`](Self::tls_cert_file) | none |
+/// | `tls_key_file` | [`tls_key_file`](Self::tls_key_file) | none |
+/// | `max_value_size` | [`max_value_size`](Self::max_value_size) | 512 MiB |
+///
+/// The Redis client's own `protocol` (and `db`, `user`, `pass` of a
+/// `redis+unix://` URL) pass through; any other key is a
+/// [`Config`](ErrorKind::Config) error that names it (a typo such as
+/// `poolsize` never goes unnoticed).
 ///
 /// Timeouts are whole milliseconds in serialized form
 /// (`connect_timeout_ms`, `response_timeout_ms`), as in the other backends'
@@ -87,18 +106,40 @@ pub struct RedisConfig {
     pub username: Option<String>,
     /// The password; overrides the URL's when set. Never printed by `Debug`.
     pub password: Option<String>,
-    /// Connect with TLS (without `url`; with a URL use `rediss://`). Needs
-    /// the crate feature `tls`.
+    /// Connect with TLS (without `url`; with a URL use `rediss://`,
+    /// `rediss+cluster://` or `rediss+sentinel://`). Needs the crate feature
+    /// `tls`.
     pub tls: bool,
-    /// How long opening a connection may take, in milliseconds.
-    pub connect_timeout_ms: u64,
+    /// How long opening a connection may take, in milliseconds; overrides
+    /// the URL's `connect_timeout_ms`; default 2000
+    /// ([`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout_ms: Option<u64>,
     /// How long one answer may take, in milliseconds. Every call is bounded
     /// by it: a stopped or hung server yields `Timeout` after this long.
-    pub response_timeout_ms: u64,
-    /// How many multiplexed connections to open; calls are spread over them
-    /// round-robin. One is enough for most services. (On a cluster: how many
-    /// cluster connections, each with one connection per node.)
-    pub connections: usize,
+    /// Overrides the URL's `response_timeout_ms`; default 1000
+    /// ([`DEFAULT_RESPONSE_TIMEOUT`]).
+    pub response_timeout_ms: Option<u64>,
+    /// How many multiplexed connections to open (the pool size); calls are
+    /// spread over them round-robin. One is enough for most services. (On a
+    /// cluster: how many cluster connections, each with one connection per
+    /// node.) Overrides the URL's `pool_size`; default 1.
+    pub connections: Option<usize>,
+    /// On a cluster, send single-key reads to a random replica of the key's
+    /// shard (writes still go to the primary). Replicas lag their primary:
+    /// a read may miss a value just written. Overrides the URL's
+    /// `read_from_replicas`; default `false`. Needs the feature `cluster`.
+    pub read_from_replicas: Option<bool>,
+    /// A PEM file of the certificate authorities to trust for the server's
+    /// certificate, instead of the system's roots. TLS only; overrides the
+    /// URL's `tls_ca_file`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A PEM file of this client's certificate (chain), for servers that
+    /// verify clients (`tls-auth-clients yes`); needs `tls_key_file`. TLS
+    /// only; overrides the URL's `tls_cert_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// A PEM file of the private key of `tls_cert_file`. TLS only;
+    /// overrides the URL's `tls_key_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Some nodes of a Redis Cluster, as `host:port` (without `url`); when
     /// not empty the config describes a cluster. Needs the feature `cluster`.
     pub cluster_nodes: Vec<String>,
@@ -148,6 +189,44 @@ pub(crate) struct SentinelTarget {
     pub(crate) redis: redis::RedisConnectionInfo,
     /// The Sentinels' password.
     pub(crate) sentinel_password: Option<String>,
+    /// TLS to the Sentinels and the data nodes.
+    pub(crate) tls: TlsSettings,
+}
+
+/// Whether a deployment's nodes speak TLS, and the certificates to use.
+#[derive(Clone, Default)]
+pub(crate) struct TlsSettings {
+    /// TLS on.
+    pub(crate) on: bool,
+    /// The configured CA and client certificate, when files are set.
+    #[cfg(feature = "tls")]
+    pub(crate) certs: Option<redis::TlsCertificates>,
+}
+
+impl TlsSettings {
+    /// The client's connection info for the node `host:port`, with `redis`
+    /// (database, credentials).
+    #[cfg_attr(not(any(feature = "sentinel", feature = "cluster")), allow(dead_code))]
+    pub(crate) fn node_info(
+        &self,
+        host: &str,
+        port: u16,
+        redis: redis::RedisConnectionInfo,
+    ) -> redis::RedisResult<redis::ConnectionInfo> {
+        let addr = if self.on {
+            tls_addr(host, port)
+        } else {
+            redis::ConnectionAddr::Tcp(host.to_owned(), port)
+        };
+        let info = addr.into_connection_info()?.set_redis_settings(redis);
+        #[cfg(feature = "tls")]
+        if let (true, Some(certs)) = (self.on, &self.certs) {
+            return Ok(redis::Client::build_with_tls(info, certs.clone())?
+                .get_connection_info()
+                .clone());
+        }
+        Ok(info)
+    }
 }
 
 impl Default for RedisConfig {
@@ -160,9 +239,13 @@ impl Default for RedisConfig {
             username: None,
             password: None,
             tls: false,
-            connect_timeout_ms: millis(DEFAULT_CONNECT_TIMEOUT),
-            response_timeout_ms: millis(DEFAULT_RESPONSE_TIMEOUT),
-            connections: 1,
+            connect_timeout_ms: None,
+            response_timeout_ms: None,
+            connections: None,
+            read_from_replicas: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             cluster_nodes: Vec::new(),
             sentinels: Vec::new(),
             sentinel_master: None,
@@ -178,9 +261,9 @@ impl RedisConfig {
     /// # Errors
     ///
     /// [`Config`](ErrorKind::Config) when the URL does not parse, is not a
-    /// Redis URL, or needs a crate feature that is off (`tls` for
-    /// `rediss://`, `cluster` for `redis+cluster://`, `sentinel` for
-    /// `redis+sentinel://`).
+    /// Redis URL, has an unknown query key, or needs a crate feature that is
+    /// off (`tls` for `rediss://`, `cluster` for `redis+cluster://`,
+    /// `sentinel` for `redis+sentinel://`).
     pub fn from_url(url: &str) -> Result<Self> {
         let config = RedisConfig {
             url: Some(url.to_owned()),
@@ -223,8 +306,8 @@ impl RedisConfig {
     pub fn mode(&self) -> RedisMode {
         match &self.url {
             Some(url) => match url.split_once("://").map(|(s, _)| s) {
-                Some("redis+cluster") => RedisMode::Cluster,
-                Some("redis+sentinel") => RedisMode::Sentinel,
+                Some("redis+cluster" | "rediss+cluster") => RedisMode::Cluster,
+                Some("redis+sentinel" | "rediss+sentinel") => RedisMode::Sentinel,
                 _ => RedisMode::Standalone,
             },
             None if !self.cluster_nodes.is_empty() => RedisMode::Cluster,
@@ -238,6 +321,89 @@ impl RedisConfig {
     pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
         self.sentinel_password = Some(password.into());
         self
+    }
+
+    /// Whether connections use TLS: a `rediss…://` URL, or `tls` without
+    /// a URL.
+    pub fn uses_tls(&self) -> bool {
+        match &self.url {
+            Some(url) => url
+                .split_once("://")
+                .is_some_and(|(scheme, _)| scheme.starts_with("rediss")),
+            None => self.tls,
+        }
+    }
+
+    /// The URL's query options (none without a URL, or when it does not
+    /// parse: `validate` reports that).
+    fn url_options(&self) -> UrlOptions {
+        self.url
+            .as_deref()
+            .and_then(|url| split_url_options(url).ok())
+            .map(|(_, options)| options)
+            .unwrap_or_default()
+    }
+
+    /// The CA file: the field, else the URL's `tls_ca_file`.
+    pub fn tls_ca_file(&self) -> Option<PathBuf> {
+        self.tls_ca_file.clone().or(self.url_options().tls_ca_file)
+    }
+
+    /// The client certificate file: the field, else the URL's.
+    pub fn tls_cert_file(&self) -> Option<PathBuf> {
+        self.tls_cert_file
+            .clone()
+            .or(self.url_options().tls_cert_file)
+    }
+
+    /// The client key file: the field, else the URL's.
+    pub fn tls_key_file(&self) -> Option<PathBuf> {
+        self.tls_key_file
+            .clone()
+            .or(self.url_options().tls_key_file)
+    }
+
+    /// Whether single-key reads on a cluster go to replicas: the field,
+    /// else the URL's `read_from_replicas`, else `false`.
+    pub fn reads_from_replicas(&self) -> bool {
+        self.read_from_replicas
+            .or(self.url_options().read_from_replicas)
+            .unwrap_or(false)
+    }
+
+    /// How many connections to open: the field, else the URL's
+    /// `pool_size`, else 1.
+    pub fn pool_size(&self) -> usize {
+        self.connections
+            .or(self.url_options().pool_size)
+            .unwrap_or(1)
+    }
+
+    /// The certificates to use, read from the configured files; `None`
+    /// when no file is configured (the system's roots, no client
+    /// certificate).
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_certificates(&self) -> Result<Option<redis::TlsCertificates>> {
+        let (ca, cert, key) = (
+            self.tls_ca_file(),
+            self.tls_cert_file(),
+            self.tls_key_file(),
+        );
+        if ca.is_none() && cert.is_none() && key.is_none() {
+            return Ok(None);
+        }
+        let client_tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read_pem(&cert, "tls_cert_file")?,
+                client_key: read_pem(&key, "tls_key_file")?,
+            }),
+            _ => None,
+        };
+        let root_cert = ca.map(|ca| read_pem(&ca, "tls_ca_file")).transpose()?;
+        Ok(Some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
     }
 
     /// Checks the configuration for its mode.
@@ -256,6 +422,42 @@ impl RedisConfig {
         }
     }
 
+    /// TLS settings that make sense together: files only with TLS, a
+    /// certificate with its key, the feature on.
+    fn check_tls(&self) -> Result<()> {
+        let (ca, cert, key) = (
+            self.tls_ca_file(),
+            self.tls_cert_file(),
+            self.tls_key_file(),
+        );
+        if !self.uses_tls() {
+            if let Some(name) = [
+                ("tls_ca_file", &ca),
+                ("tls_cert_file", &cert),
+                ("tls_key_file", &key),
+            ]
+            .iter()
+            .find_map(|(name, file)| file.is_some().then_some(*name))
+            {
+                return Err(config_error(format!(
+                    "`{name}` is set but the connection is not TLS; use a rediss:// \
+                     (rediss+cluster://, rediss+sentinel://) URL or `tls: true`"
+                )));
+            }
+            return Ok(());
+        }
+        require_tls()?;
+        match (&cert, &key) {
+            (Some(_), None) => Err(config_error(
+                "`tls_cert_file` is set without `tls_key_file`; give both",
+            )),
+            (None, Some(_)) => Err(config_error(
+                "`tls_key_file` is set without `tls_cert_file`; give both",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn check_common(&self) -> Result<()> {
         let from_url = match &self.url {
             Some(url) => split_url_options(url)?.1.max_value_size,
@@ -264,12 +466,15 @@ impl RedisConfig {
         if self.max_value_size == Some(0) || from_url == Some(0) {
             return Err(config_error("`max_value_size` must be at least 1 byte"));
         }
-        if self.connections == 0 {
-            return Err(config_error("`connections` must be at least 1"));
+        if self.pool_size() == 0 {
+            return Err(config_error(
+                "`connections` (`pool_size`) must be at least 1",
+            ));
         }
-        if self.connect_timeout_ms == 0 || self.response_timeout_ms == 0 {
+        if self.connect_timeout().is_zero() || self.response_timeout().is_zero() {
             return Err(config_error("timeouts must be at least 1 ms"));
         }
+        self.check_tls()?;
         if self.url.is_none() && !self.cluster_nodes.is_empty() && !self.sentinels.is_empty() {
             return Err(config_error(
                 "`cluster_nodes` and `sentinels` are both set; a deployment is one or the other",
@@ -296,7 +501,7 @@ impl RedisConfig {
     pub(crate) fn cluster_parts(&self) -> Result<(HostList, redis::RedisConnectionInfo)> {
         let (nodes, path, base) = match &self.url {
             Some(url) => {
-                let parts = parse_multi_host_url(url, "redis+cluster", 6379)?;
+                let parts = parse_multi_host_url(url, &["redis+cluster", "rediss+cluster"], 6379)?;
                 (parts.hosts, parts.path, parts.redis)
             }
             None => (
@@ -321,9 +526,6 @@ impl RedisConfig {
                 "a Redis Cluster has only database 0; leave `db` unset",
             ));
         }
-        if self.tls {
-            return Err(config_error("TLS to a Redis Cluster is not supported yet"));
-        }
         Ok((nodes, redis))
     }
 
@@ -331,7 +533,8 @@ impl RedisConfig {
     pub(crate) fn sentinel_parts(&self) -> Result<(HostList, String, redis::RedisConnectionInfo)> {
         let (sentinels, master, base) = match &self.url {
             Some(url) => {
-                let parts = parse_multi_host_url(url, "redis+sentinel", 26379)?;
+                let parts =
+                    parse_multi_host_url(url, &["redis+sentinel", "rediss+sentinel"], 26379)?;
                 let mut path = parts.path.into_iter();
                 let master = path.next().ok_or_else(|| {
                     config_error(format!(
@@ -368,9 +571,6 @@ impl RedisConfig {
                 "the Sentinel primary's name (`sentinel_master`) is empty",
             ));
         }
-        if self.tls {
-            return Err(config_error("TLS with Sentinel is not supported yet"));
-        }
         Ok((sentinels, master, self.apply_overrides(base)))
     }
 
@@ -384,6 +584,22 @@ impl RedisConfig {
             master,
             redis,
             sentinel_password: self.sentinel_password.clone(),
+            tls: self.tls_settings()?,
+        })
+    }
+
+    /// Whether the nodes speak TLS, with the certificates read from the
+    /// configured files.
+    #[cfg_attr(not(any(feature = "sentinel", feature = "cluster")), allow(dead_code))]
+    pub(crate) fn tls_settings(&self) -> Result<TlsSettings> {
+        Ok(TlsSettings {
+            on: self.uses_tls(),
+            #[cfg(feature = "tls")]
+            certs: if self.uses_tls() {
+                self.tls_certificates()?
+            } else {
+                None
+            },
         })
     }
 
@@ -439,21 +655,48 @@ impl RedisConfig {
     /// Sets how long opening a connection may take.
     #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout_ms = millis(timeout);
+        self.connect_timeout_ms = Some(millis(timeout));
         self
     }
 
     /// Sets how long one answer may take.
     #[must_use]
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout_ms = millis(timeout);
+        self.response_timeout_ms = Some(millis(timeout));
         self
     }
 
-    /// Sets the number of multiplexed connections.
+    /// Sets the number of multiplexed connections (the pool size).
     #[must_use]
     pub fn with_connections(mut self, connections: usize) -> Self {
-        self.connections = connections;
+        self.connections = Some(connections);
+        self
+    }
+
+    /// Sends single-key reads on a cluster to replicas (or not).
+    #[must_use]
+    pub fn with_read_from_replicas(mut self, on: bool) -> Self {
+        self.read_from_replicas = Some(on);
+        self
+    }
+
+    /// Trusts the certificate authorities in this PEM file (TLS).
+    #[must_use]
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate and key (PEM files) to servers
+    /// that verify clients (TLS).
+    #[must_use]
+    pub fn with_tls_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls_cert_file = Some(cert_file.into());
+        self.tls_key_file = Some(key_file.into());
         self
     }
 
@@ -483,14 +726,20 @@ impl RedisConfig {
         crate::backend::capabilities(self.max_value_size())
     }
 
-    /// How long opening a connection may take.
+    /// How long opening a connection may take: the field, else the URL's
+    /// `connect_timeout_ms`, else [`DEFAULT_CONNECT_TIMEOUT`].
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
+        self.connect_timeout_ms
+            .or(self.url_options().connect_timeout_ms)
+            .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis)
     }
 
-    /// How long one answer may take.
+    /// How long one answer may take: the field, else the URL's
+    /// `response_timeout_ms`, else [`DEFAULT_RESPONSE_TIMEOUT`].
     pub fn response_timeout(&self) -> Duration {
-        Duration::from_millis(self.response_timeout_ms)
+        self.response_timeout_ms
+            .or(self.url_options().response_timeout_ms)
+            .map_or(DEFAULT_RESPONSE_TIMEOUT, Duration::from_millis)
     }
 
     /// Checks the settings of one server and builds the client's
@@ -503,7 +752,7 @@ impl RedisConfig {
                 match scheme {
                     "redis" | "redis+unix" | "unix" => {}
                     "rediss" => require_tls()?,
-                    "redis+cluster" | "redis+sentinel" => {
+                    "redis+cluster" | "redis+sentinel" | "rediss+cluster" | "rediss+sentinel" => {
                         return Err(config_error(format!(
                             "`{}` is a {scheme}:// URL, not one server's",
                             redact_url(url)
@@ -512,7 +761,7 @@ impl RedisConfig {
                     _ => {
                         return Err(config_error(format!(
                         "`{}` is not a Redis URL; expected redis://, rediss://, redis+unix://, \
-                         redis+cluster:// or redis+sentinel://",
+                         redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://",
                         redact_url(url)
                     )))
                     }
@@ -537,18 +786,62 @@ impl RedisConfig {
             }
         };
         let redis = self.apply_overrides(info.redis_settings().clone());
-        Ok(info.set_redis_settings(redis))
+        let info = info.set_redis_settings(redis);
+        self.with_tls_params(info)
+    }
+
+    /// `info` with the configured certificates when it is a TLS address
+    /// and certificate files are set.
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_tls_params(
+        &self,
+        info: redis::ConnectionInfo,
+    ) -> Result<redis::ConnectionInfo> {
+        match self.tls_certificates()? {
+            Some(certs) if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) => {
+                let client = redis::Client::build_with_tls(info, certs).map_err(|e| {
+                    config_error(
+                        "invalid TLS certificate or key (tls_ca_file, tls_cert_file, tls_key_file)",
+                    )
+                    .with_source(e)
+                })?;
+                Ok(client.get_connection_info().clone())
+            }
+            _ => Ok(info),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn with_tls_params(
+        &self,
+        info: redis::ConnectionInfo,
+    ) -> Result<redis::ConnectionInfo> {
+        Ok(info)
+    }
+
+    /// The client's address of the node `host:port`: TLS or not as this
+    /// configuration says (certificates are set on the client).
+    #[cfg_attr(not(any(feature = "sentinel", feature = "cluster")), allow(dead_code))]
+    pub(crate) fn node_addr(&self, host: &str, port: u16) -> redis::ConnectionAddr {
+        if self.uses_tls() {
+            tls_addr(host, port)
+        } else {
+            redis::ConnectionAddr::Tcp(host.to_owned(), port)
+        }
     }
 
     /// Where the server is, for messages (no credentials).
     pub(crate) fn target(&self) -> String {
         match &self.url {
             Some(url) => redact_url(url),
-            None if self.mode() == RedisMode::Cluster => {
-                format!("redis+cluster://{}", self.cluster_nodes.join(","))
-            }
+            None if self.mode() == RedisMode::Cluster => format!(
+                "{}+cluster://{}",
+                if self.tls { "rediss" } else { "redis" },
+                self.cluster_nodes.join(",")
+            ),
             None if self.mode() == RedisMode::Sentinel => format!(
-                "redis+sentinel://{}/{}",
+                "{}+sentinel://{}/{}",
+                if self.tls { "rediss" } else { "redis" },
                 self.sentinels.join(","),
                 self.sentinel_master.as_deref().unwrap_or_default()
             ),
@@ -575,6 +868,10 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("response_timeout_ms", &self.response_timeout_ms)
             .field("connections", &self.connections)
+            .field("read_from_replicas", &self.read_from_replicas)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .field("cluster_nodes", &self.cluster_nodes)
             .field("sentinels", &self.sentinels)
             .field("sentinel_master", &self.sentinel_master)
@@ -600,20 +897,77 @@ fn require_feature(enabled: bool, feature: &str, scheme: &str) -> Result<()> {
         Ok(())
     } else {
         Err(config_error(format!(
-            "{scheme} needs cache-redis built with the feature `{feature}`"
+            "{scheme} needs the feature `cache/{feature}` (`cache-redis/{feature}` when \
+             using cache-redis directly)"
         )))
     }
 }
 
-/// The options of this crate that a URL's query may carry.
+/// The options of this crate that a URL's query may carry (see the table
+/// in [`RedisConfig`]'s docs).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct UrlOptions {
     /// `max_value_size=<bytes>`.
     max_value_size: Option<usize>,
+    /// `pool_size=<connections>`.
+    pool_size: Option<usize>,
+    /// `connect_timeout_ms=<ms>`.
+    connect_timeout_ms: Option<u64>,
+    /// `response_timeout_ms=<ms>`.
+    response_timeout_ms: Option<u64>,
+    /// `read_from_replicas=true|false`.
+    read_from_replicas: Option<bool>,
+    /// `tls_ca_file=<path>`.
+    tls_ca_file: Option<PathBuf>,
+    /// `tls_cert_file=<path>`.
+    tls_cert_file: Option<PathBuf>,
+    /// `tls_key_file=<path>`.
+    tls_key_file: Option<PathBuf>,
 }
 
-/// `url` without this crate's query parameters (`max_value_size`), which
-/// the Redis client does not know, and their values; other parameters stay.
+/// The query keys of this crate, in the order of the docs' table.
+pub(crate) const URL_OPTION_KEYS: [&str; 8] = [
+    "pool_size",
+    "connect_timeout_ms",
+    "response_timeout_ms",
+    "read_from_replicas",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "max_value_size",
+];
+
+/// The query keys the Redis client itself reads, left in the URL.
+const CLIENT_KEYS: [&str; 4] = ["protocol", "db", "user", "pass"];
+
+/// Parses the value of the query key `name`.
+fn url_value<T: std::str::FromStr>(
+    url: &str,
+    name: &str,
+    value: &str,
+    expected: &str,
+) -> Result<T> {
+    percent_decode(value)
+        .and_then(|v| v.parse::<T>().ok())
+        .ok_or_else(|| {
+            config_error(format!(
+                "`{name}={value}` in `{}`: expected {expected}",
+                redact_url(url)
+            ))
+        })
+}
+
+/// Reads a PEM file named by the setting `what`.
+#[cfg(feature = "tls")]
+fn read_pem(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        config_error(format!("cannot read `{what}` {}: {e}", path.display())).with_source(e)
+    })
+}
+
+/// `url` without this crate's query parameters (see [`UrlOptions`]), which
+/// the Redis client does not know, and their values; the client's own
+/// parameters stay; any other is an error naming it.
 fn split_url_options(url: &str) -> Result<(String, UrlOptions)> {
     let mut options = UrlOptions::default();
     let (before_fragment, fragment) = match url.find('#') {
@@ -625,17 +979,49 @@ fn split_url_options(url: &str) -> Result<(String, UrlOptions)> {
     };
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("max_value_size", value)) => {
-                let bytes = value.parse::<usize>().map_err(|_| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let path = |value: &str| -> Result<PathBuf> {
+            let path = percent_decode(value)
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
                     config_error(format!(
-                        "`max_value_size={value}` in `{}`: expected a number of bytes",
+                        "`{name}={value}` in `{}`: expected a file path",
                         redact_url(url)
                     ))
                 })?;
-                options.max_value_size = Some(bytes);
+            Ok(PathBuf::from(path))
+        };
+        match name {
+            "max_value_size" => {
+                options.max_value_size = Some(url_value(url, name, value, "a number of bytes")?);
             }
-            _ => kept.push(pair),
+            "pool_size" => {
+                options.pool_size = Some(url_value(url, name, value, "a number of connections")?);
+            }
+            "connect_timeout_ms" => {
+                options.connect_timeout_ms =
+                    Some(url_value(url, name, value, "a number of milliseconds")?);
+            }
+            "response_timeout_ms" => {
+                options.response_timeout_ms =
+                    Some(url_value(url, name, value, "a number of milliseconds")?);
+            }
+            "read_from_replicas" => {
+                options.read_from_replicas = Some(url_value(url, name, value, "true or false")?);
+            }
+            "tls_ca_file" => options.tls_ca_file = Some(path(value)?),
+            "tls_cert_file" => options.tls_cert_file = Some(path(value)?),
+            "tls_key_file" => options.tls_key_file = Some(path(value)?),
+            _ if CLIENT_KEYS.contains(&name) => kept.push(pair),
+            _ => {
+                return Err(config_error(format!(
+                    "unknown key `{name}` in the query of `{}`; known keys: {}, and the \
+                     client's {}",
+                    redact_url(url),
+                    URL_OPTION_KEYS.join(", "),
+                    CLIENT_KEYS.join(", ")
+                )))
+            }
         }
     }
     let mut out = base.to_owned();
@@ -656,14 +1042,15 @@ struct MultiHostUrl {
     redis: redis::RedisConnectionInfo,
 }
 
-fn parse_multi_host_url(url: &str, scheme: &str, default_port: u16) -> Result<MultiHostUrl> {
+fn parse_multi_host_url(url: &str, schemes: &[&str], default_port: u16) -> Result<MultiHostUrl> {
     let (url, _) = split_url_options(url)?;
     let url = url.as_str();
+    let scheme = schemes[0];
     let bad =
         |why: &str| config_error(format!("invalid {scheme} URL `{}`: {why}", redact_url(url)));
-    let rest = url
-        .strip_prefix(scheme)
-        .and_then(|r| r.strip_prefix("://"))
+    let rest = schemes
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme)?.strip_prefix("://"))
         .ok_or_else(|| bad("wrong scheme"))?;
     if rest.contains(['?', '#']) {
         return Err(bad("query parameters and fragments are not supported"));
@@ -757,13 +1144,19 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[cfg(feature = "tls")]
 fn require_tls() -> Result<()> {
+    // rustls needs a process-wide crypto provider; install ring's unless
+    // the application installed one (a lost race is fine: one is set).
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     Ok(())
 }
 
 #[cfg(not(feature = "tls"))]
 fn require_tls() -> Result<()> {
     Err(config_error(
-        "TLS (rediss://) needs cache-redis built with the feature `tls`",
+        "TLS (rediss://) needs the feature `cache/tls` (`cache-redis/tls` when using \
+         cache-redis directly)",
     ))
 }
 
@@ -903,7 +1296,8 @@ mod tests {
     fn serde_round_trip_and_defaults() {
         let config: RedisConfig =
             serde_json::from_str(r#"{"url": "redis://localhost:6380", "connections": 2}"#).unwrap();
-        assert_eq!(config.connections, 2);
+        assert_eq!(config.connections, Some(2));
+        assert_eq!(config.pool_size(), 2);
         assert_eq!(config.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(config.response_timeout(), DEFAULT_RESPONSE_TIMEOUT);
         let json = serde_json::to_string(&config).unwrap();
@@ -1062,7 +1456,8 @@ mod tests {
             (
                 "redis://h/?protocol=resp3#x".to_owned(),
                 UrlOptions {
-                    max_value_size: Some(7)
+                    max_value_size: Some(7),
+                    ..UrlOptions::default()
                 }
             )
         );
@@ -1092,6 +1487,109 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Config);
         let json: RedisConfig = serde_json::from_str(r#"{"max_value_size": 65536}"#).unwrap();
         assert_eq!(json.max_value_size(), 65536);
+    }
+
+    #[test]
+    fn url_query_options_and_field_precedence() {
+        let config = RedisConfig::from_url(
+            "redis://h:6380/2?pool_size=8&connect_timeout_ms=1500&response_timeout_ms=250\
+             &protocol=resp3",
+        )
+        .unwrap();
+        assert_eq!(config.pool_size(), 8);
+        assert_eq!(config.connect_timeout(), Duration::from_millis(1500));
+        assert_eq!(config.response_timeout(), Duration::from_millis(250));
+        assert!(!config.reads_from_replicas());
+        // The client sees only its own parameter.
+        let info = config.connection_info().unwrap();
+        assert_eq!(info.addr().to_string(), "h:6380");
+        // Fields win over the query.
+        let config = config
+            .with_connections(3)
+            .with_connect_timeout(Duration::from_millis(10));
+        assert_eq!(config.pool_size(), 3);
+        assert_eq!(config.connect_timeout(), Duration::from_millis(10));
+        // Defaults without either.
+        let plain = RedisConfig::from_url("redis://h").unwrap();
+        assert_eq!(plain.pool_size(), 1);
+        assert_eq!(plain.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(plain.response_timeout(), DEFAULT_RESPONSE_TIMEOUT);
+        let cluster = RedisConfig {
+            url: Some("redis+cluster://a:1,b:2?read_from_replicas=true&pool_size=2".into()),
+            ..RedisConfig::default()
+        };
+        assert!(cluster.reads_from_replicas());
+        assert_eq!(cluster.pool_size(), 2);
+        assert_eq!(cluster.cluster_parts().unwrap().0.len(), 2);
+        for bad in [
+            "redis://h?pool_size=0",
+            "redis://h?pool_size=many",
+            "redis://h?connect_timeout_ms=0",
+            "redis://h?read_from_replicas=maybe",
+        ] {
+            let err = RedisConfig::from_url(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_url_query_is_named() {
+        for (url, key) in [
+            ("redis://h?poolsize=3", "poolsize"),
+            ("redis://u:secret@h/1?pool_size=2&tls_ca=x", "tls_ca"),
+            (
+                "redis+cluster://a:1,b:2?read_from_replica=true",
+                "read_from_replica",
+            ),
+            ("redis+sentinel://s1/m?timeout=5", "timeout"),
+        ] {
+            let config = RedisConfig {
+                url: Some(url.to_owned()),
+                ..RedisConfig::default()
+            };
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            assert!(
+                err.to_string().contains(&format!("unknown key `{key}`")),
+                "{url}: {err}"
+            );
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tls_files_need_tls_and_come_in_pairs() {
+        let err = RedisConfig::from_url("redis://h?tls_ca_file=/tmp/ca.pem").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("tls_ca_file"), "{err}");
+        #[cfg(feature = "tls")]
+        {
+            let config =
+                RedisConfig::default().with_url("rediss://h?tls_ca_file=/tmp/ca%20dir/ca.pem");
+            assert_eq!(
+                config.tls_ca_file(),
+                Some(PathBuf::from("/tmp/ca dir/ca.pem"))
+            );
+            let err = RedisConfig::from_url("rediss://h?tls_cert_file=/tmp/c.pem").unwrap_err();
+            assert!(err.to_string().contains("tls_key_file"), "{err}");
+            // A file that is not there: a Config error naming the setting.
+            // (read when the configuration is checked)
+            let err =
+                RedisConfig::from_url("rediss://h?tls_ca_file=/nonexistent/ca.pem").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.to_string().contains("tls_ca_file"), "{err}");
+            assert_eq!(
+                RedisConfig::from_url("rediss+cluster://a:1,b:2")
+                    .unwrap()
+                    .mode(),
+                RedisMode::Cluster
+            );
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let err = RedisConfig::from_url("rediss://h").unwrap_err();
+            assert!(err.to_string().contains("`cache/tls`"), "{err}");
+        }
     }
 
     #[test]

@@ -164,7 +164,7 @@ impl Core {
     }
 }
 
-/// Opens `config.connections` connections to one server, each checked with
+/// Opens `config.pool_size()` connections to one server, each checked with
 /// a `PING`, within the connect timeout.
 pub(crate) async fn connect_standalone(config: &RedisConfig) -> Result<Vec<ConnectionManager>> {
     let info = config.connection_info()?;
@@ -178,8 +178,8 @@ pub(crate) async fn connect_standalone(config: &RedisConfig) -> Result<Vec<Conne
         // next attempt) rather than queueing behind a backoff.
         .set_number_of_retries(0);
     let open_all = async {
-        let mut connections = Vec::with_capacity(config.connections);
-        for _ in 0..config.connections {
+        let mut connections = Vec::with_capacity(config.pool_size());
+        for _ in 0..config.pool_size() {
             let mut connection =
                 ConnectionManager::new_with_config(client.clone(), manager_config.clone()).await?;
             // The handshake does not authenticate without credentials;
@@ -211,7 +211,7 @@ pub(crate) async fn within_connect_timeout<T>(
             ErrorKind::Connection,
             format!(
                 "cannot connect to {target}: no connection within {} ms",
-                config.connect_timeout_ms
+                config.connect_timeout().as_millis()
             ),
         )
         .with_backend("redis")

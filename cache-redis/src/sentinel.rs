@@ -24,7 +24,7 @@ use cache_core::{Error, ErrorKind, Result};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
 use crate::config::{RedisConfig, SentinelTarget};
 use crate::error::connect_error;
@@ -42,12 +42,12 @@ const WATCH_HEARTBEAT: Duration = Duration::from_secs(1);
 /// means the Sentinel is gone: the watcher moves to the next one.
 const WATCH_DEAD_AFTER: Duration = Duration::from_millis(2500);
 
-/// Opens `config.connections` connections to the primary the Sentinels
+/// Opens `config.pool_size()` connections to the primary the Sentinels
 /// name, each checked with a `PING`, within the connect timeout.
 pub(crate) async fn connect(config: &RedisConfig) -> Result<Vec<SentinelConnection>> {
     let target = config.sentinel_target()?;
-    let mut connections = Vec::with_capacity(config.connections);
-    for _ in 0..config.connections {
+    let mut connections = Vec::with_capacity(config.pool_size());
+    for _ in 0..config.pool_size() {
         let shared = Arc::new(Shared::new(&target, config)?);
         let (conn, addr) = tokio::time::timeout(config.connect_timeout(), shared.open())
             .await
@@ -57,7 +57,7 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Vec<SentinelConnecti
                     format!(
                         "cannot connect to {}: no primary found within {} ms",
                         config.target(),
-                        config.connect_timeout_ms
+                        config.connect_timeout().as_millis()
                     ),
                 )
                 .with_backend("redis")
@@ -140,7 +140,7 @@ pub(crate) fn sentinel_client(
     let addrs = target
         .sentinels
         .iter()
-        .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        .map(|(host, port)| config.node_addr(host, *port));
     let mut builder = SentinelClientBuilder::new(addrs, &target.master, SentinelServerType::Master)
         .map_err(|e| connect_error(e, &config.target()))?
         .set_client_to_redis_db(target.redis.db());
@@ -152,6 +152,17 @@ pub(crate) fn sentinel_client(
     }
     if let Some(password) = &target.sentinel_password {
         builder = builder.set_client_to_sentinel_password(password);
+    }
+    #[cfg(feature = "tls")]
+    if target.tls.on {
+        builder = builder
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        if let Some(certs) = &target.tls.certs {
+            builder = builder
+                .set_client_to_redis_certificates(certs.clone())
+                .set_client_to_sentinel_certificates(certs.clone());
+        }
     }
     builder
         .build()
@@ -333,11 +344,7 @@ async fn watch_one(
     if let Some(password) = &target.sentinel_password {
         redis = redis.set_password(password);
     }
-    let info = redis::IntoConnectionInfo::into_connection_info(ConnectionAddr::Tcp(
-        host.to_owned(),
-        port,
-    ))?
-    .set_redis_settings(redis);
+    let info = target.tls.node_info(host, port, redis)?;
     let client = redis::Client::open(info)?;
     let pubsub = bounded(connect_timeout, "Sentinel subscription", async {
         let mut pubsub = client.get_async_pubsub().await?;

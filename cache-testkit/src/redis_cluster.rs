@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use crate::process::{free_port_except, new_dir};
 use crate::process::{run_cli, signal_quiet, INSTALL_HINT};
+use crate::redis_server::{TestCertificates, TlsAuthClients};
 
 /// How long a node may take to answer after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,6 +182,7 @@ pub struct RedisClusterBuilder {
     replicas: usize,
     node_timeout: Duration,
     args: Vec<String>,
+    tls: Option<TestCertificates>,
 }
 
 impl Default for RedisClusterBuilder {
@@ -190,6 +192,7 @@ impl Default for RedisClusterBuilder {
             replicas: 1,
             node_timeout: Duration::from_millis(1000),
             args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -212,6 +215,17 @@ impl RedisClusterBuilder {
     /// counts as failing (and a replica takes over). Default 1 s.
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = timeout;
+        self
+    }
+
+    /// Gives every node a TLS port with these certificates
+    /// (`--tls-port`, `--tls-cluster yes`, `--tls-replication yes`,
+    /// `--tls-auth-clients optional`): the cluster bus and replication run
+    /// over TLS, clients on TLS ports are told the TLS ports of the other
+    /// nodes ([`RedisCluster::tls_url`]). The plain ports stay for the
+    /// fixture and `redis-cli`.
+    pub fn tls(mut self, certificates: &TestCertificates) -> Self {
+        self.tls = Some(certificates.clone());
         self
     }
 
@@ -243,6 +257,10 @@ impl RedisClusterBuilder {
             for _ in 0..5 {
                 let port = free_port_except(&taken);
                 let bus = free_port_except(&[&taken[..], &[port]].concat());
+                let tls_port = self
+                    .tls
+                    .as_ref()
+                    .map(|_| free_port_except(&[&taken[..], &[port, bus]].concat()));
                 let dir = new_dir("cluster", port);
                 let mut args: Vec<OsString> = Vec::new();
                 for a in [
@@ -275,12 +293,25 @@ impl RedisClusterBuilder {
                 args.push(dir.clone().into());
                 args.push("--logfile".into());
                 args.push(dir.join("redis.log").into());
+                if let (Some(certs), Some(tls_port)) = (&self.tls, tls_port) {
+                    args.extend(
+                        certs
+                            .server_args(tls_port, TlsAuthClients::Optional)
+                            .into_iter()
+                            .map(OsString::from),
+                    );
+                    for a in ["--tls-cluster", "yes", "--tls-replication", "yes"] {
+                        args.push(a.into());
+                    }
+                }
                 args.extend(self.args.iter().map(OsString::from));
                 match Guarded::spawn(&args, &dir, port) {
                     Ok(process) => {
                         taken.extend([port, bus]);
+                        taken.extend(tls_port);
                         node = Some(ClusterNode {
                             port,
+                            tls_port,
                             process: Mutex::new(Some(process)),
                         });
                         break;
@@ -338,6 +369,8 @@ pub struct RedisCluster {
 #[derive(Debug)]
 struct ClusterNode {
     port: u16,
+    /// The TLS port, with [`RedisClusterBuilder::tls`].
+    tls_port: Option<u16>,
     /// `None` once killed.
     process: Mutex<Option<Guarded>>,
 }
@@ -388,6 +421,18 @@ impl RedisCluster {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
         format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The cluster's TLS URL, naming every node's TLS port as a seed:
+    /// `rediss+cluster://127.0.0.1:T1,127.0.0.1:T2,…`, when started with
+    /// [`RedisClusterBuilder::tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| n.tls_port.map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Option<Vec<String>>>()?;
+        Some(format!("rediss+cluster://{}", nodes.join(",")))
     }
 
     /// The ports of every node, killed ones included, in start order.

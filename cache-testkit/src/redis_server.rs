@@ -15,6 +15,12 @@
 //!
 //! A missing `redis-server` binary is a test failure that names the install
 //! command, never a skipped test.
+//!
+//! TLS: [`TestCertificates::generate`] makes a throw-away CA, a server and
+//! a client certificate with the `openssl` command, and
+//! [`RedisServerBuilder::tls`] adds a TLS port to the server
+//! ([`RedisServer::tls_url`]); the plain port stays for the fixture's own
+//! probes and `redis-cli`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -82,6 +88,8 @@ rm -rf "$dir"
 pub struct RedisServer {
     host: String,
     port: u16,
+    /// The TLS port, when started with [`RedisServerBuilder::tls`].
+    tls_port: Option<u16>,
     url: String,
     password: Option<String>,
     /// `None` for an external server.
@@ -95,6 +103,202 @@ pub struct RedisServerBuilder {
     binary: PathBuf,
     args: Vec<String>,
     password: Option<String>,
+    tls: Option<(TestCertificates, TlsAuthClients)>,
+}
+
+/// Whether a TLS server asks clients for a certificate
+/// (`--tls-auth-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsAuthClients {
+    /// Clients must present a certificate signed by the CA (`yes`).
+    Required,
+    /// A certificate, when presented, must be signed by the CA
+    /// (`optional`).
+    Optional,
+    /// Client certificates are not asked for (`no`).
+    No,
+}
+
+impl TlsAuthClients {
+    fn arg(self) -> &'static str {
+        match self {
+            TlsAuthClients::Required => "yes",
+            TlsAuthClients::Optional => "optional",
+            TlsAuthClients::No => "no",
+        }
+    }
+}
+
+/// Throw-away certificates for TLS tests, made by the `openssl` command in
+/// a new directory under the system's temp directory (named with the
+/// process id; a few kilobytes, left for the OS to clean): a CA, a server
+/// certificate for `127.0.0.1` and `localhost` signed by it, a client
+/// certificate signed by it, and a second, unrelated CA (to test that a
+/// server signed by another CA is refused). Keys are P-256 (fast to make),
+/// PKCS#8 PEM.
+///
+/// # Examples
+///
+/// ```no_run
+/// use cache_testkit::redis_server::{RedisServer, TestCertificates, TlsAuthClients};
+///
+/// let certs = TestCertificates::generate();
+/// let server = RedisServer::builder().tls(&certs, TlsAuthClients::Optional).spawn();
+/// let url = format!("{}?tls_ca_file={}", server.tls_url().unwrap(), certs.ca_file().display());
+/// # let _ = url;
+/// ```
+#[derive(Debug, Clone)]
+pub struct TestCertificates {
+    dir: PathBuf,
+}
+
+impl TestCertificates {
+    /// Makes the certificates.
+    ///
+    /// # Panics
+    ///
+    /// When `openssl` is missing or fails (the message says which step).
+    pub fn generate() -> TestCertificates {
+        let dir = new_dir("tls", 0);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let certs = TestCertificates { dir };
+        for ca in ["ca", "other-ca"] {
+            certs.openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=cache-testkit {ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ]);
+        }
+        for (name, usage, san) in [
+            (
+                "server",
+                "serverAuth,clientAuth",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+            ),
+            ("client", "clientAuth", ""),
+        ] {
+            certs.openssl(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                &format!("/CN=cache-testkit {name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            let ext = format!(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n{san}"
+            );
+            std::fs::write(certs.dir.join(format!("{name}.ext")), ext)
+                .unwrap_or_else(|e| panic!("cannot write {name}.ext: {e}"));
+            certs.openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.crt"),
+            ]);
+        }
+        certs
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run openssl ({e}); the TLS tests need it: sudo apt-get install -y openssl")
+            });
+        assert!(
+            output.status.success(),
+            "openssl {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The CA certificate (PEM) that signed the server and client
+    /// certificates.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A CA certificate (PEM) that signed nothing here.
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.dir.join("other-ca.crt")
+    }
+
+    /// The server's certificate (PEM; for `127.0.0.1` and `localhost`).
+    pub fn server_cert_file(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+
+    /// The server's private key (PEM).
+    pub fn server_key_file(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+
+    /// The client's certificate (PEM).
+    pub fn client_cert_file(&self) -> PathBuf {
+        self.dir.join("client.crt")
+    }
+
+    /// The client's private key (PEM).
+    pub fn client_key_file(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+
+    /// The `redis-server` arguments for TLS on `tls_port` with these
+    /// certificates.
+    pub(crate) fn server_args(&self, tls_port: u16, auth: TlsAuthClients) -> Vec<String> {
+        let path = |p: PathBuf| p.display().to_string();
+        vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path(self.server_cert_file()),
+            "--tls-key-file".to_owned(),
+            path(self.server_key_file()),
+            "--tls-ca-cert-file".to_owned(),
+            path(self.ca_file()),
+            "--tls-auth-clients".to_owned(),
+            auth.arg().to_owned(),
+        ]
+    }
 }
 
 #[derive(Debug)]
@@ -123,6 +327,7 @@ impl Default for RedisServerBuilder {
             binary: PathBuf::from("redis-server"),
             args: Vec::new(),
             password: None,
+            tls: None,
         }
     }
 }
@@ -156,6 +361,15 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Adds a TLS port with these certificates (`--tls-port`, the server
+    /// certificate and key, the CA for client certificates,
+    /// `--tls-auth-clients`); [`RedisServer::tls_url`] names it. The plain
+    /// port stays open (the fixture probes it; `redis-cli` uses it).
+    pub fn tls(mut self, certificates: &TestCertificates, auth: TlsAuthClients) -> Self {
+        self.tls = Some((certificates.clone(), auth));
+        self
+    }
+
     /// Uses this `redis-server` binary instead of the one on `PATH`.
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = path.into();
@@ -175,9 +389,15 @@ impl RedisServerBuilder {
         // it; try a few.
         for _ in 0..5 {
             let port = free_port_except(&[]);
+            let mut args = self.args.clone();
+            let tls_port = self.tls.as_ref().map(|(certs, auth)| {
+                let tls_port = free_port_except(&[port]);
+                args.extend(certs.server_args(tls_port, *auth));
+                tls_port
+            });
             let mut process = Process {
                 binary: self.binary.clone(),
-                args: self.args.clone(),
+                args,
                 password: self.password.clone(),
                 port,
                 dir: new_dir("redis", port),
@@ -194,6 +414,7 @@ impl RedisServerBuilder {
                     return RedisServer {
                         host,
                         port,
+                        tls_port,
                         url,
                         password: self.password,
                         process: Some(Mutex::new(process)),
@@ -274,6 +495,7 @@ impl RedisServer {
         RedisServer {
             host,
             port,
+            tls_port: None,
             url: url.to_owned(),
             password,
             process: None,
@@ -285,6 +507,21 @@ impl RedisServer {
     /// value of `CACHE_TEST_REDIS_URL`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The server's TLS URL, `rediss://127.0.0.1:TLS_PORT` (with the
+    /// password when set), when started with [`RedisServerBuilder::tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        let tls_port = self.tls_port?;
+        Some(match &self.password {
+            Some(p) => format!("rediss://:{p}@{}:{tls_port}", self.host),
+            None => format!("rediss://{}:{tls_port}", self.host),
+        })
+    }
+
+    /// The server's TLS port, when started with [`RedisServerBuilder::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// The server's host (`127.0.0.1` for a private server).

@@ -1,6 +1,7 @@
 //! `CacheConfig`: the whole cache described as data, and `open`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use cache_core::layers::{
     BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, Timeout,
 };
 use cache_core::{
-    AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, Error, ErrorKind, FailSafe, Result,
-    DEFAULT_PREFIX,
+    AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, Error, ErrorKind, FailSafe,
+    ReportThresholds, Result, DEFAULT_PREFIX,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,14 @@ use serde::{Deserialize, Serialize};
 /// | `rediss://…` | Redis over TLS | `tls` |
 /// | `redis+cluster://host1:port1,host2:port2` | Redis Cluster | `cluster` |
 /// | `redis+sentinel://s1:26379,s2:26379/master-name` | Redis behind Sentinel | `sentinel` |
+///
+/// Every setting, its `CACHE_*` variable, its URL query key and its
+/// default are in one table: the "Configuration" section of the README
+/// (checked against the code by the `config_keys` test). Sections:
+/// [`L1Config`], [`FailOpenConfig`], [`BackplaneConfig`],
+/// [`FailSafeConfig`], [`RedisOptions`], [`MemoryOptions`],
+/// [`ReportConfig`]. Unknown keys are [`Config`](ErrorKind::Config) errors
+/// naming them.
 ///
 /// The rest of the stack is optional: a memory L1 (`l1`), a deadline
 /// (`timeout_ms`), fail-open with a breaker (`fail_open`), L1 invalidation
@@ -112,6 +121,99 @@ pub struct CacheConfig {
     /// Count and time backend calls (`Metered`; exported with the `metrics`
     /// feature).
     pub metrics: bool,
+    /// Settings of the Redis connection (`redis://`, `rediss://`,
+    /// `redis+cluster://`, `redis+sentinel://`; also the backplane's):
+    /// pool size, timeouts, TLS files, reads from replicas. Each may also be
+    /// given in the URL's query; these win.
+    pub redis: RedisOptions,
+    /// Settings of the `memory://` backend; each may also be given in the
+    /// URL's query; these win.
+    pub memory: MemoryOptions,
+    /// When [`Cache::report`]'s advice speaks up.
+    pub report: ReportConfig,
+}
+
+/// The Redis connection's settings (the `redis` section); `None`: the
+/// URL's query, else the default. The same keys work in the URL's query
+/// (`redis://host?pool_size=4&tls_ca_file=/etc/ca.pem`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// Multiplexed connections to open (round-robin). Default 1.
+    pub pool_size: Option<usize>,
+    /// How long opening a connection may take, milliseconds. Default 2000.
+    pub connect_timeout_ms: Option<u64>,
+    /// How long one answer may take, milliseconds. Default 1000.
+    pub response_timeout_ms: Option<u64>,
+    /// On a Redis Cluster, send single-key reads to replicas. Default
+    /// `false`.
+    pub read_from_replicas: Option<bool>,
+    /// PEM file of the CAs to trust (TLS); default: the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate (TLS, for `tls-auth-clients`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's key.
+    pub tls_key_file: Option<PathBuf>,
+    /// The largest value sent, bytes. Default 512 MiB.
+    pub max_value_size: Option<usize>,
+}
+
+/// The memory backend's settings (the `memory` section); `None`: the
+/// URL's query, else the default. The same keys work in the URL's query
+/// (`memory://?max_entries=10000`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MemoryOptions {
+    /// At most this many entries. Default: unbounded.
+    pub max_entries: Option<usize>,
+    /// At most this many bytes of keys and values. Default: unbounded.
+    pub max_bytes: Option<usize>,
+    /// The largest value accepted, bytes. Default 64 MiB.
+    pub max_value_size: Option<usize>,
+    /// How often expired entries are swept, milliseconds (0: never; expiry
+    /// on read still applies). Default 1000.
+    pub sweep_interval_ms: Option<u64>,
+}
+
+/// When the advice of [`Cache::report`] speaks up (the `report` section;
+/// see [`ReportThresholds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ReportConfig {
+    /// Reads before the hit rate is judged. Default 100.
+    pub min_reads: u64,
+    /// A hit rate under this is `low_hit_rate`. Default 0.5.
+    pub low_hit_rate: f64,
+    /// A backend failure rate over this is `high_error_rate`. Default 0.01.
+    pub high_error_rate: f64,
+    /// A memory tier this full is `near_capacity`. Default 0.9.
+    pub near_capacity: f64,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        let t = ReportThresholds::default();
+        ReportConfig {
+            min_reads: t.min_reads,
+            low_hit_rate: t.low_hit_rate,
+            high_error_rate: t.high_error_rate,
+            near_capacity: t.near_capacity,
+        }
+    }
+}
+
+impl ReportConfig {
+    /// These thresholds for [`CacheBuilder::report_thresholds`](cache_core::CacheBuilder::report_thresholds).
+    pub fn thresholds(&self) -> ReportThresholds {
+        ReportThresholds::default()
+            .with_min_reads(self.min_reads)
+            .with_low_hit_rate(self.low_hit_rate)
+            .with_high_error_rate(self.high_error_rate)
+            .with_near_capacity(self.near_capacity)
+    }
 }
 
 /// The L1 of a two-level cache.
@@ -125,6 +227,9 @@ pub struct L1Config {
     pub max_bytes: Option<usize>,
     /// The longest an L1 copy lives, in seconds.
     pub max_ttl_secs: u64,
+    /// How often the L1 sweeps out expired copies, in milliseconds (0:
+    /// never; expiry on read still applies).
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for L1Config {
@@ -133,6 +238,7 @@ impl Default for L1Config {
             max_entries: Some(10_000),
             max_bytes: None,
             max_ttl_secs: 60,
+            sweep_interval_ms: 1000,
         }
     }
 }
@@ -206,6 +312,9 @@ impl Default for CacheConfig {
             fail_safe: None,
             refresh_ahead: None,
             metrics: false,
+            redis: RedisOptions::default(),
+            memory: MemoryOptions::default(),
+            report: ReportConfig::default(),
         }
     }
 }
@@ -219,97 +328,106 @@ impl CacheConfig {
         }
     }
 
-    /// Reads the configuration from the environment, defaults for what is
-    /// not set:
+    /// Reads the configuration from the `CACHE_*` variables of the
+    /// environment (see the table of settings above for each variable),
+    /// defaults for what is not set.
     ///
-    /// | variable | meaning | example |
-    /// |---|---|---|
-    /// | `CACHE_URL` | backend URL | `redis://127.0.0.1:6379/0` |
-    /// | `CACHE_PREFIX` | key prefix | `shop` |
-    /// | `CACHE_DEFAULT_TTL` | default TTL, seconds | `60` |
-    /// | `CACHE_TTLS` | per-category TTLs, seconds | `rates=300,report=900` |
-    /// | `CACHE_TTL_JITTER` | TTL jitter fraction | `0.1` |
-    /// | `CACHE_CODEC` | `json` or `msgpack` | `json` |
-    /// | `CACHE_L1_MAX_ENTRIES` | a memory L1 of this size | `10000` |
-    /// | `CACHE_TIMEOUT_MS` | per-call deadline | `250` |
-    /// | `CACHE_BULK_TIMEOUT_MS` | deadline of pattern deletes and clears | `60000` |
-    /// | `CACHE_FAIL_OPEN` | fail-open with a breaker | `true` |
-    /// | `CACHE_BACKPLANE` | L1 invalidation over Redis pub/sub | `true` |
-    /// | `CACHE_FAIL_SAFE_SECS` | serve stale values up to this long | `3600` |
-    /// | `CACHE_METRICS` | count and time backend calls | `true` |
+    /// A setting of an optional part turns that part on with defaults for
+    /// the rest (`CACHE_L1_MAX_TTL_SECS=30` adds an L1, `CACHE_FAIL_OPEN_THRESHOLD=3`
+    /// fail-open, `CACHE_BACKPLANE_URL` a backplane and an L1,
+    /// `CACHE_FAIL_SAFE_SOFT_TIMEOUT_MS` fail-safe); `CACHE_FAIL_OPEN=false`
+    /// (and the like) turns it off whatever else is set.
     ///
     /// # Errors
     ///
-    /// [`Config`](ErrorKind::Config) naming the variable that does not parse.
+    /// [`Config`](ErrorKind::Config) naming the variable that does not
+    /// parse, or a `CACHE_`-prefixed variable this crate does not know
+    /// (a typo: `CACHE_TIMEOUT=250` for `CACHE_TIMEOUT_MS`). Variables
+    /// starting with `CACHE_TEST` belong to the test kit and are skipped.
     pub fn from_env() -> Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let vars = std::env::vars_os().filter_map(|(name, value)| {
+            // Names and values that are not Unicode cannot be ours; a
+            // `CACHE_` one is reported below as not parsing.
+            let name = name.into_string().ok()?;
+            let value = value
+                .into_string()
+                .unwrap_or_else(|v| v.to_string_lossy().into_owned());
+            Some((name, value))
+        });
+        Self::from_vars(vars)
     }
 
-    /// As [`from_env`](CacheConfig::from_env), reading variables through
-    /// `lookup` (for tests, or another source of settings).
+    /// As [`from_env`](CacheConfig::from_env), from these `(name, value)`
+    /// pairs (for tests, or another source of settings). Names that do not
+    /// start with `CACHE_` are ignored.
     ///
     /// # Errors
     ///
     /// As [`from_env`](CacheConfig::from_env).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache::{CacheConfig, ErrorKind};
+    ///
+    /// let config = CacheConfig::from_vars([
+    ///     ("CACHE_URL".to_owned(), "redis://cache.internal:6379".to_owned()),
+    ///     ("CACHE_REDIS_POOL_SIZE".to_owned(), "4".to_owned()),
+    ///     ("HOME".to_owned(), "/root".to_owned()),
+    /// ])?;
+    /// assert_eq!(config.redis.pool_size, Some(4));
+    ///
+    /// let err = CacheConfig::from_vars([("CACHE_POOLSIZE".to_owned(), "4".to_owned())]).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Config);
+    /// assert!(err.to_string().contains("CACHE_POOLSIZE"));
+    /// # Ok::<(), cache::Error>(())
+    /// ```
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut known = BTreeMap::new();
+        for (name, value) in vars {
+            if !name.starts_with("CACHE_") || name.starts_with("CACHE_TEST") {
+                continue;
+            }
+            if !ENV_VARS.iter().any(|(var, _)| *var == name) {
+                return Err(config_error(format!(
+                    "unknown key: the environment variable {name} is not a cache setting \
+                     (known: {})",
+                    ENV_VARS
+                        .iter()
+                        .map(|(v, _)| *v)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            known.insert(name, value);
+        }
+        Self::from_lookup(|name| known.get(name).cloned())
+    }
+
+    /// As [`from_env`](CacheConfig::from_env), reading each known variable
+    /// through `lookup`. It cannot tell unknown variables (it is only
+    /// asked for known ones); [`from_vars`](CacheConfig::from_vars) can.
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](ErrorKind::Config) naming the variable that does not parse.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut config = CacheConfig::default();
-        if let Some(url) = lookup("CACHE_URL") {
-            config.url = url;
-        }
-        if let Some(prefix) = lookup("CACHE_PREFIX") {
-            config.prefix = prefix;
-        }
-        if let Some(ttl) = lookup("CACHE_DEFAULT_TTL") {
-            config.default_ttl_secs = Some(parse_var("CACHE_DEFAULT_TTL", &ttl)?);
-        }
-        if let Some(ttls) = lookup("CACHE_TTLS") {
-            for pair in ttls.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (category, secs) = pair.split_once('=').ok_or_else(|| {
-                    config_error(format!("CACHE_TTLS: {pair:?} is not category=seconds"))
-                })?;
-                config.ttls.insert(
-                    category.trim().to_owned(),
-                    parse_var("CACHE_TTLS", secs.trim())?,
-                );
+        for (name, apply) in ENV_VARS {
+            if let Some(value) = lookup(name) {
+                apply(&mut config, name, value.trim())?;
             }
         }
-        if let Some(jitter) = lookup("CACHE_TTL_JITTER") {
-            config.ttl_jitter = parse_var("CACHE_TTL_JITTER", &jitter)?;
-        }
-        if let Some(codec) = lookup("CACHE_CODEC") {
-            config.codec = codec;
-        }
-        if let Some(n) = lookup("CACHE_L1_MAX_ENTRIES") {
-            config.l1 = Some(L1Config {
-                max_entries: Some(parse_var("CACHE_L1_MAX_ENTRIES", &n)?),
-                ..L1Config::default()
-            });
-        }
-        if let Some(ms) = lookup("CACHE_TIMEOUT_MS") {
-            config.timeout_ms = Some(parse_var("CACHE_TIMEOUT_MS", &ms)?);
-        }
-        if let Some(ms) = lookup("CACHE_BULK_TIMEOUT_MS") {
-            config.bulk_timeout_ms = Some(parse_var("CACHE_BULK_TIMEOUT_MS", &ms)?);
-        }
-        if let Some(on) = lookup("CACHE_FAIL_OPEN") {
-            if parse_var::<bool>("CACHE_FAIL_OPEN", &on)? {
-                config.fail_open = Some(FailOpenConfig::default());
+        // Explicit "off" switches win over the settings that turn parts on.
+        for (name, off) in [
+            ("CACHE_FAIL_OPEN", &mut config.fail_open as &mut dyn Clear),
+            ("CACHE_BACKPLANE", &mut config.backplane),
+        ] {
+            if let Some(value) = lookup(name) {
+                if !parse_var::<bool>(name, value.trim())? {
+                    off.clear();
+                }
             }
-        }
-        if let Some(on) = lookup("CACHE_BACKPLANE") {
-            if parse_var::<bool>("CACHE_BACKPLANE", &on)? {
-                config.backplane = Some(BackplaneConfig::default());
-                config.l1.get_or_insert_with(L1Config::default);
-            }
-        }
-        if let Some(secs) = lookup("CACHE_FAIL_SAFE_SECS") {
-            config.fail_safe = Some(FailSafeConfig {
-                max_stale_secs: parse_var("CACHE_FAIL_SAFE_SECS", &secs)?,
-                soft_timeout_ms: None,
-            });
-        }
-        if let Some(on) = lookup("CACHE_METRICS") {
-            config.metrics = parse_var("CACHE_METRICS", &on)?;
         }
         Ok(config)
     }
@@ -349,6 +467,209 @@ impl CacheConfig {
     }
 }
 
+/// Turns an optional part off.
+trait Clear {
+    fn clear(&mut self);
+}
+
+impl<T> Clear for Option<T> {
+    fn clear(&mut self) {
+        *self = None;
+    }
+}
+
+/// Applies one variable's value to a configuration.
+type ApplyVar = fn(&mut CacheConfig, &str, &str) -> Result<()>;
+
+/// Every `CACHE_*` variable and what it sets: the one list `from_lookup`
+/// reads and `from_vars` checks names against.
+const ENV_VARS: &[(&str, ApplyVar)] = &[
+    ("CACHE_URL", |c, _, v| {
+        c.url = v.to_owned();
+        Ok(())
+    }),
+    ("CACHE_PREFIX", |c, _, v| {
+        c.prefix = v.to_owned();
+        Ok(())
+    }),
+    ("CACHE_DEFAULT_TTL", |c, n, v| {
+        c.default_ttl_secs = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_TTLS", |c, n, v| {
+        for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (category, secs) = pair
+                .split_once('=')
+                .ok_or_else(|| config_error(format!("{n}: {pair:?} is not category=seconds")))?;
+            c.ttls
+                .insert(category.trim().to_owned(), parse_var(n, secs.trim())?);
+        }
+        Ok(())
+    }),
+    ("CACHE_TTL_JITTER", |c, n, v| {
+        c.ttl_jitter = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_CODEC", |c, _, v| {
+        c.codec = v.to_owned();
+        Ok(())
+    }),
+    ("CACHE_GENERATION_REFRESH_MS", |c, n, v| {
+        c.generation_refresh_ms = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_L1_MAX_ENTRIES", |c, n, v| {
+        l1(c).max_entries = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_L1_MAX_BYTES", |c, n, v| {
+        l1(c).max_bytes = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_L1_MAX_TTL_SECS", |c, n, v| {
+        l1(c).max_ttl_secs = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_L1_SWEEP_INTERVAL_MS", |c, n, v| {
+        l1(c).sweep_interval_ms = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_TIMEOUT_MS", |c, n, v| {
+        c.timeout_ms = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_BULK_TIMEOUT_MS", |c, n, v| {
+        c.bulk_timeout_ms = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_FAIL_OPEN", |c, n, v| {
+        if parse_var::<bool>(n, v)? {
+            c.fail_open.get_or_insert_with(FailOpenConfig::default);
+        }
+        Ok(())
+    }),
+    ("CACHE_FAIL_OPEN_THRESHOLD", |c, n, v| {
+        c.fail_open
+            .get_or_insert_with(FailOpenConfig::default)
+            .failure_threshold = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_FAIL_OPEN_COOL_DOWN_MS", |c, n, v| {
+        c.fail_open
+            .get_or_insert_with(FailOpenConfig::default)
+            .cool_down_ms = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_BACKPLANE", |c, n, v| {
+        if parse_var::<bool>(n, v)? {
+            backplane(c);
+        }
+        Ok(())
+    }),
+    ("CACHE_BACKPLANE_URL", |c, _, v| {
+        backplane(c).url = Some(v.to_owned());
+        Ok(())
+    }),
+    ("CACHE_BACKPLANE_CHANNEL", |c, _, v| {
+        backplane(c).channel = Some(v.to_owned());
+        Ok(())
+    }),
+    ("CACHE_FAIL_SAFE_SECS", |c, n, v| {
+        fail_safe(c).max_stale_secs = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_FAIL_SAFE_SOFT_TIMEOUT_MS", |c, n, v| {
+        fail_safe(c).soft_timeout_ms = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_REFRESH_AHEAD", |c, n, v| {
+        c.refresh_ahead = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_METRICS", |c, n, v| {
+        c.metrics = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_REDIS_POOL_SIZE", |c, n, v| {
+        c.redis.pool_size = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_REDIS_CONNECT_TIMEOUT_MS", |c, n, v| {
+        c.redis.connect_timeout_ms = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_REDIS_RESPONSE_TIMEOUT_MS", |c, n, v| {
+        c.redis.response_timeout_ms = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_REDIS_READ_FROM_REPLICAS", |c, n, v| {
+        c.redis.read_from_replicas = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_REDIS_TLS_CA_FILE", |c, _, v| {
+        c.redis.tls_ca_file = Some(v.into());
+        Ok(())
+    }),
+    ("CACHE_REDIS_TLS_CERT_FILE", |c, _, v| {
+        c.redis.tls_cert_file = Some(v.into());
+        Ok(())
+    }),
+    ("CACHE_REDIS_TLS_KEY_FILE", |c, _, v| {
+        c.redis.tls_key_file = Some(v.into());
+        Ok(())
+    }),
+    ("CACHE_REDIS_MAX_VALUE_SIZE", |c, n, v| {
+        c.redis.max_value_size = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_MEMORY_MAX_ENTRIES", |c, n, v| {
+        c.memory.max_entries = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_MEMORY_MAX_BYTES", |c, n, v| {
+        c.memory.max_bytes = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_MEMORY_MAX_VALUE_SIZE", |c, n, v| {
+        c.memory.max_value_size = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_MEMORY_SWEEP_INTERVAL_MS", |c, n, v| {
+        c.memory.sweep_interval_ms = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_REPORT_MIN_READS", |c, n, v| {
+        c.report.min_reads = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_REPORT_LOW_HIT_RATE", |c, n, v| {
+        c.report.low_hit_rate = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_REPORT_HIGH_ERROR_RATE", |c, n, v| {
+        c.report.high_error_rate = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_REPORT_NEAR_CAPACITY", |c, n, v| {
+        c.report.near_capacity = parse_var(n, v)?;
+        Ok(())
+    }),
+];
+
+fn l1(c: &mut CacheConfig) -> &mut L1Config {
+    c.l1.get_or_insert_with(L1Config::default)
+}
+
+fn backplane(c: &mut CacheConfig) -> &mut BackplaneConfig {
+    // A backplane invalidates L1 copies: it needs an L1.
+    l1(c);
+    c.backplane.get_or_insert_with(BackplaneConfig::default)
+}
+
+fn fail_safe(c: &mut CacheConfig) -> &mut FailSafeConfig {
+    c.fail_safe.get_or_insert_with(FailSafeConfig::default)
+}
+
 /// Builds the cache a configuration describes.
 ///
 /// # Errors
@@ -373,7 +694,44 @@ impl CacheConfig {
 pub async fn open(config: &CacheConfig) -> Result<Cache> {
     // Boxed: the whole stack's connect futures nest deeply, and callers
     // that await `open` beside other work would hit rustc's query depth.
-    let stack = Box::pin(build_stack(config)).await?;
+    let stack = Box::pin(build_stack(config, None)).await?;
+    cache_over(config, stack)
+}
+
+/// Builds the cache a configuration describes over `backend` instead of the
+/// URL's: the same stack as [`open`] (`Metered`, `Timeout`, `FailOpen`, the
+/// L1 and its backplane, fail-safe, refresh-ahead, TTLs, codec, report
+/// thresholds) around your backend — a third-party backend, a mock, or a
+/// fault injector in tests. The URL is not opened (the backplane, if
+/// configured, still uses it or `backplane.url`).
+///
+/// # Errors
+///
+/// As [`open`], but for the backend's own connection.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cache::Result<()> {
+/// use cache::{CacheConfig, CacheKey};
+/// use std::sync::Arc;
+///
+/// let config = CacheConfig::from_json(r#"{"timeout_ms": 250, "fail_open": {}, "l1": {}}"#)?;
+/// let backend = Arc::new(cache::memory::MemoryBackend::new()); // or your own
+/// let cache = cache::open_with(&config, backend).await?;
+/// cache.set(&CacheKey::new("greeting", "en")?, "hello").await?;
+/// assert_eq!(cache.backend().name(), "tiered");
+/// # Ok(())
+/// # }
+/// ```
+pub async fn open_with(config: &CacheConfig, backend: Arc<dyn CacheBackend>) -> Result<Cache> {
+    let stack = Box::pin(build_stack(config, Some(backend))).await?;
+    cache_over(config, stack)
+}
+
+/// The [`Cache`] over a built stack.
+fn cache_over(config: &CacheConfig, stack: Stack) -> Result<Cache> {
     let refresh = config
         .generation_refresh_ms
         .unwrap_or(if config.backplane.is_some() { 0 } else { 1000 });
@@ -391,7 +749,8 @@ pub async fn open(config: &CacheConfig) -> Result<Cache> {
         .prefix(config.prefix.clone())
         .codec(AnyCodec::from_name(&config.codec)?)
         .ttl_policy(config.ttl_policy())
-        .generation_refresh(Duration::from_millis(refresh));
+        .generation_refresh(Duration::from_millis(refresh))
+        .report_thresholds(config.report.thresholds());
     if let Some(fs) = &config.fail_safe {
         let mut fail_safe = FailSafe::new(Duration::from_secs(fs.max_stale_secs));
         if let Some(ms) = fs.soft_timeout_ms {
@@ -415,7 +774,20 @@ pub async fn open(config: &CacheConfig) -> Result<Cache> {
 /// As [`open`]; a backplane without an L1 or without a Redis URL is a
 /// [`Config`](ErrorKind::Config) error.
 pub async fn open_stack(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
-    Ok(build_stack(config).await?.top)
+    Ok(build_stack(config, None).await?.top)
+}
+
+/// Builds the backend stack a configuration describes (as [`open_stack`])
+/// over `backend` instead of the URL's.
+///
+/// # Errors
+///
+/// As [`open_with`].
+pub async fn open_stack_with(
+    config: &CacheConfig,
+    backend: Arc<dyn CacheBackend>,
+) -> Result<Arc<dyn CacheBackend>> {
+    Ok(build_stack(config, Some(backend)).await?.top)
 }
 
 /// A built stack: its outermost backend, and the shared tier under the L1
@@ -430,16 +802,20 @@ struct Stack {
     fail_open: Option<FailOpenHandle>,
 }
 
-async fn build_stack(config: &CacheConfig) -> Result<Stack> {
-    let mut backend = match open_backend(config).await {
-        Ok(backend) => backend,
-        // With fail-open, a server that is down at startup is an outage
-        // like any other: start now, connect in the background.
-        Err(err) if config.fail_open.is_some() && err.is_retryable() => {
-            tracing::warn!(error = %err, "cache backend unreachable at startup: connecting in the background");
-            deferred_backend(config)?
-        }
-        Err(err) => return Err(err),
+async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>) -> Result<Stack> {
+    check_report(&config.report)?;
+    let mut backend = match given {
+        Some(backend) => backend,
+        None => match open_backend(config).await {
+            Ok(backend) => backend,
+            // With fail-open, a server that is down at startup is an outage
+            // like any other: start now, connect in the background.
+            Err(err) if config.fail_open.is_some() && err.is_retryable() => {
+                tracing::warn!(error = %err, "cache backend unreachable at startup: connecting in the background");
+                deferred_backend(config)?
+            }
+            Err(err) => return Err(err),
+        },
     };
     if config.metrics {
         backend = Arc::new(Metered::new(backend));
@@ -487,7 +863,7 @@ async fn build_stack(config: &CacheConfig) -> Result<Stack> {
                 .channel
                 .clone()
                 .unwrap_or_else(|| format!("{}:invalidations", config.prefix));
-            let backplane = open_backplane(&url, &channel).await?;
+            let backplane = open_backplane(&url, &config.redis, &channel).await?;
             Arc::new(tiered.with_backplane(backplane).await?)
         }
     };
@@ -503,14 +879,18 @@ async fn build_stack(config: &CacheConfig) -> Result<Stack> {
 /// ([`Deferred`](cache_core::layers::Deferred)).
 #[cfg(feature = "redis")]
 fn deferred_backend(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
-    let caps = cache_redis::RedisConfig::from_url(&config.url)?.capabilities();
-    let url = config.url.clone();
+    let redis = redis_config(&config.url, &config.redis);
+    let caps = redis.capabilities();
     Ok(Arc::new(cache_core::layers::Deferred::spawn(
         "redis",
         caps,
         move || {
-            let url = url.clone();
-            async move { open_redis(&url).await }
+            let redis = redis.clone();
+            async move {
+                let backend: Arc<dyn CacheBackend> =
+                    Arc::new(cache_redis::RedisBackend::connect(redis).await?);
+                Ok(backend)
+            }
         },
     )))
 }
@@ -518,8 +898,50 @@ fn deferred_backend(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
 #[cfg(not(feature = "redis"))]
 fn deferred_backend(_config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
     Err(config_error(
-        "connecting in the background needs the `redis` feature of the `cache` crate",
+        "connecting in the background needs the feature `cache/redis`",
     ))
+}
+
+/// The Redis backend's configuration: the URL (with its query options),
+/// then the `redis` section's settings over them.
+#[cfg(feature = "redis")]
+fn redis_config(url: &str, options: &RedisOptions) -> cache_redis::RedisConfig {
+    let mut redis = cache_redis::RedisConfig::default().with_url(url);
+    if let Some(n) = options.pool_size {
+        redis = redis.with_connections(n);
+    }
+    if let Some(ms) = options.connect_timeout_ms {
+        redis = redis.with_connect_timeout(Duration::from_millis(ms));
+    }
+    if let Some(ms) = options.response_timeout_ms {
+        redis = redis.with_response_timeout(Duration::from_millis(ms));
+    }
+    if let Some(on) = options.read_from_replicas {
+        redis = redis.with_read_from_replicas(on);
+    }
+    if let Some(bytes) = options.max_value_size {
+        redis = redis.with_max_value_size(bytes);
+    }
+    redis.tls_ca_file.clone_from(&options.tls_ca_file);
+    redis.tls_cert_file.clone_from(&options.tls_cert_file);
+    redis.tls_key_file.clone_from(&options.tls_key_file);
+    redis
+}
+
+/// The report thresholds are fractions (and a count).
+fn check_report(report: &ReportConfig) -> Result<()> {
+    for (name, value) in [
+        ("report.low_hit_rate", report.low_hit_rate),
+        ("report.high_error_rate", report.high_error_rate),
+        ("report.near_capacity", report.near_capacity),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(config_error(format!(
+                "`{name}` is {value}; it is a fraction from 0 to 1"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(feature = "memory")]
@@ -527,25 +949,25 @@ fn open_memory_l1(l1: &L1Config) -> Result<Arc<dyn CacheBackend>> {
     let mut memory = cache_memory::MemoryConfig::default();
     memory.max_entries = l1.max_entries;
     memory.max_bytes = l1.max_bytes;
+    memory.sweep_interval_ms = l1.sweep_interval_ms;
     Ok(Arc::new(cache_memory::MemoryBackend::with_config(memory)))
 }
 
 #[cfg(not(feature = "memory"))]
 fn open_memory_l1(_l1: &L1Config) -> Result<Arc<dyn CacheBackend>> {
-    Err(config_error(
-        "an L1 needs the `memory` feature of the `cache` crate",
-    ))
+    Err(config_error("an L1 needs the feature `cache/memory`"))
 }
 
 #[cfg(feature = "redis")]
-async fn open_backplane(url: &str, channel: &str) -> Result<Arc<dyn Backplane>> {
+async fn open_backplane(
+    url: &str,
+    options: &RedisOptions,
+    channel: &str,
+) -> Result<Arc<dyn Backplane>> {
     // One server, a cluster (sharded pub/sub) or a Sentinel-managed primary;
     // the schemes' crate features are checked by `RedisBackplane::connect`.
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
-    if !matches!(
-        scheme,
-        "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "redis+sentinel"
-    ) {
+    if !REDIS_SCHEMES.contains(&scheme) && !matches!(scheme, "redis+unix" | "unix") {
         return Err(config_error(format!(
             "the backplane needs a Redis URL (redis://, rediss://, redis+cluster:// or \
              redis+sentinel://), not {:?} (set `backplane.url`)",
@@ -553,16 +975,30 @@ async fn open_backplane(url: &str, channel: &str) -> Result<Arc<dyn Backplane>> 
         )));
     }
     Ok(Arc::new(
-        cache_redis::RedisBackplane::connect(url, channel).await?,
+        cache_redis::RedisBackplane::with_config(redis_config(url, options), channel).await?,
     ))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_backplane(_url: &str, _channel: &str) -> Result<Arc<dyn Backplane>> {
+async fn open_backplane(
+    _url: &str,
+    _options: &RedisOptions,
+    _channel: &str,
+) -> Result<Arc<dyn Backplane>> {
     Err(config_error(
-        "the backplane needs the `redis` feature of the `cache` crate",
+        "the backplane needs the feature `cache/redis`",
     ))
 }
+
+/// The URL schemes of the Redis backend.
+const REDIS_SCHEMES: [&str; 6] = [
+    "redis",
+    "rediss",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+];
 
 /// Builds only the backend a configuration's URL describes.
 ///
@@ -571,36 +1007,50 @@ async fn open_backplane(_url: &str, _channel: &str) -> Result<Arc<dyn Backplane>
 /// As [`open`].
 pub async fn open_backend(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
     match config.scheme()? {
-        "memory" => open_memory(&config.url),
-        "redis" | "rediss" | "redis+cluster" | "redis+sentinel" => open_redis(&config.url).await,
+        "memory" => open_memory(&config.url, &config.memory),
+        scheme if REDIS_SCHEMES.contains(&scheme) => open_redis(config).await,
         other => Err(config_error(format!(
-            "unknown cache URL scheme {other:?}; use memory://, redis://, rediss://, redis+cluster:// or redis+sentinel://"
+            "unknown cache URL scheme {other:?}; use memory://, redis://, rediss://, \
+             redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://"
         ))),
     }
 }
 
 #[cfg(feature = "memory")]
-fn open_memory(url: &str) -> Result<Arc<dyn CacheBackend>> {
-    let config: cache_memory::MemoryConfig = query_config(url)?;
+fn open_memory(url: &str, options: &MemoryOptions) -> Result<Arc<dyn CacheBackend>> {
+    let mut config: cache_memory::MemoryConfig = query_config(url)?;
+    if let Some(n) = options.max_entries {
+        config.max_entries = Some(n);
+    }
+    if let Some(n) = options.max_bytes {
+        config.max_bytes = Some(n);
+    }
+    if let Some(n) = options.max_value_size {
+        config.max_value_size = n;
+    }
+    if let Some(ms) = options.sweep_interval_ms {
+        config.sweep_interval_ms = ms;
+    }
     Ok(Arc::new(cache_memory::MemoryBackend::with_config(config)))
 }
 
 #[cfg(not(feature = "memory"))]
-fn open_memory(_url: &str) -> Result<Arc<dyn CacheBackend>> {
-    Err(config_error(
-        "memory:// needs the `memory` feature of the `cache` crate",
-    ))
+fn open_memory(_url: &str, _options: &MemoryOptions) -> Result<Arc<dyn CacheBackend>> {
+    Err(config_error("memory:// needs the feature `cache/memory`"))
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str) -> Result<Arc<dyn CacheBackend>> {
-    cache_redis::connect(url).await
+async fn open_redis(config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
+    let redis = redis_config(&config.url, &config.redis);
+    Ok(Arc::new(cache_redis::RedisBackend::connect(redis).await?))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(_url: &str) -> Result<Arc<dyn CacheBackend>> {
+async fn open_redis(_config: &CacheConfig) -> Result<Arc<dyn CacheBackend>> {
     Err(config_error(
-        "redis://, rediss://, redis+cluster:// and redis+sentinel:// need the `redis` feature of the `cache` crate (rediss:// also `tls`, redis+cluster:// `cluster`, redis+sentinel:// `sentinel`)",
+        "redis://, rediss://, redis+cluster:// and redis+sentinel:// need the feature \
+         `cache/redis` (rediss:// also `cache/tls`, redis+cluster:// `cache/cluster`, \
+         redis+sentinel:// `cache/sentinel`)",
     ))
 }
 

@@ -53,8 +53,8 @@ mod config;
 
 pub use cache_core::*;
 pub use config::{
-    open, open_backend, open_stack, BackplaneConfig, CacheConfig, FailOpenConfig, FailSafeConfig,
-    L1Config,
+    open, open_backend, open_stack, open_stack_with, open_with, BackplaneConfig, CacheConfig,
+    FailOpenConfig, FailSafeConfig, L1Config, MemoryOptions, RedisOptions, ReportConfig,
 };
 
 /// The README's code blocks, compiled (and, where they need no server, run)

@@ -47,7 +47,7 @@ async fn memory_without_the_feature_names_it() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("`memory` feature"), "{err}");
+    assert!(err.to_string().contains("`cache/memory`"), "{err}");
 }
 
 #[cfg(not(feature = "cluster"))]
@@ -57,7 +57,7 @@ async fn cluster_without_the_feature_names_it() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("`cluster`"), "{err}");
+    assert!(err.to_string().contains("`cache/cluster`"), "{err}");
 }
 
 #[cfg(not(feature = "redis"))]
@@ -67,7 +67,7 @@ async fn redis_without_the_feature_names_it() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("`redis` feature"), "{err}");
+    assert!(err.to_string().contains("`cache/redis`"), "{err}");
 }
 
 #[cfg(feature = "msgpack")]

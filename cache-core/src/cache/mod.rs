@@ -33,7 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fail_safe::FailSafe;
 use crate::key::{validate_prefix, CacheKey};
 use crate::layers::FailOpenHandle;
-use crate::report::CacheReport;
+use crate::report::{CacheReport, ReportThresholds};
 use crate::stats::{CacheStats, Counters, Stat};
 use crate::ttl::{CategoryTtl, TtlPolicy};
 use crate::write_tracker::WriteTracker;
@@ -130,6 +130,7 @@ struct Inner<C> {
     /// The counters of the fail-open layer in the stack, if attached.
     fail_open: Option<FailOpenHandle>,
     last_report: Mutex<Option<CacheStats>>,
+    report_thresholds: ReportThresholds,
     closed: AtomicBool,
 }
 
@@ -145,6 +146,7 @@ pub struct CacheBuilder<C: Codec = AnyCodec> {
     fail_safe: Option<FailSafe>,
     refresh_ahead: Option<f64>,
     fail_open: Option<FailOpenHandle>,
+    report_thresholds: ReportThresholds,
 }
 
 impl Cache<AnyCodec> {
@@ -169,6 +171,7 @@ impl Cache<AnyCodec> {
             fail_safe: None,
             refresh_ahead: None,
             fail_open: None,
+            report_thresholds: ReportThresholds::default(),
         }
     }
 }
@@ -195,6 +198,7 @@ impl<C: Codec> CacheBuilder<C> {
             fail_safe: self.fail_safe,
             refresh_ahead: self.refresh_ahead,
             fail_open: self.fail_open,
+            report_thresholds: self.report_thresholds,
         }
     }
 
@@ -292,6 +296,15 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// When [`Cache::report`]'s advice speaks up (default:
+    /// [`ReportThresholds::default`], e.g. a hit rate under 50% after 100
+    /// reads).
+    #[must_use]
+    pub fn report_thresholds(mut self, thresholds: ReportThresholds) -> Self {
+        self.report_thresholds = thresholds;
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -321,6 +334,7 @@ impl<C: Codec> CacheBuilder<C> {
                 refresh_ahead: self.refresh_ahead,
                 fail_open: self.fail_open,
                 last_report: Mutex::new(None),
+                report_thresholds: self.report_thresholds,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -397,7 +411,7 @@ impl<C: Codec> Cache<C> {
         let health = (*self.inner.backend).health().await.ok();
         let stats = self.stats();
         let previous = lock(&self.inner.last_report).replace(stats);
-        CacheReport::new(stats, previous, health)
+        CacheReport::new(stats, previous, health, &self.inner.report_thresholds)
     }
 
     /// The key prefix.

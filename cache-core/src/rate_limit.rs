@@ -244,16 +244,26 @@ impl fmt::Display for Rule {
         .into_iter()
         .find(|(unit, _)| ms >= *unit && ms % *unit == 0)
         .map_or((ms, "ms"), |(unit, name)| (ms / unit, name));
-        write!(f, "{}/{n}{unit}", self.limit)
+        write!(f, "{}/{n}{unit}", self.limit)?;
+        if self.failures_only {
+            f.write_str(" failures")?;
+        }
+        if self.on_backend_error == OnBackendError::Deny {
+            f.write_str(" deny")?;
+        }
+        Ok(())
     }
 }
 
 impl FromStr for Rule {
     type Err = Error;
 
-    /// Parses `LIMIT/WINDOW`: `WINDOW` is an optional count and a unit,
-    /// `ms`, `s`/`sec`/`second`, `m`/`min`/`minute`, `h`/`hour`, `d`/`day`
-    /// (plural forms too): `100/hour`, `5/min`, `10/30s`, `1000/1h`.
+    /// Parses `LIMIT/WINDOW [failures] [deny|allow]`: `WINDOW` is an
+    /// optional count and a unit, `ms`, `s`/`sec`/`second`,
+    /// `m`/`min`/`minute`, `h`/`hour`, `d`/`day` (plural forms too):
+    /// `100/hour`, `5/min`, `10/30s`, `1000/1h`. `failures` makes it
+    /// [failures-only](Rule::failures_only); `deny` / `allow` set
+    /// [`on_backend_error`](Rule::on_backend_error): `5/min failures deny`.
     ///
     /// # Errors
     ///
@@ -265,7 +275,17 @@ impl FromStr for Rule {
             .trim()
             .parse()
             .map_err(|_| bad("the limit is not a whole number"))?;
-        let window = window.trim();
+        let mut words = window.split_whitespace();
+        let window = words.next().unwrap_or("");
+        let mut flags = (false, OnBackendError::Allow);
+        for word in words {
+            match word {
+                "failures" => flags.0 = true,
+                "deny" => flags.1 = OnBackendError::Deny,
+                "allow" => flags.1 = OnBackendError::Allow,
+                _ => return Err(bad("unknown flag; use failures, deny or allow")),
+            }
+        }
         let split = window
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(window.len());
@@ -288,7 +308,8 @@ impl FromStr for Rule {
         let ms = count
             .checked_mul(unit_ms)
             .ok_or_else(|| bad("the window is too long"))?;
-        let rule = Rule::new(limit, Duration::from_millis(ms));
+        let mut rule = Rule::new(limit, Duration::from_millis(ms)).on_backend_error(flags.1);
+        rule.failures_only = flags.0;
         rule.validate(s)?;
         Ok(rule)
     }
@@ -1125,7 +1146,27 @@ mod tests {
             let again: Rule = rule.to_string().parse().unwrap();
             assert_eq!(again, rule, "{text} -> {rule}");
         }
-        for bad in ["", "5", "x/min", "5/fortnight", "0/min", "5/0s", "-1/s"] {
+        let login: Rule = "5/min failures deny".parse().unwrap();
+        assert_eq!(
+            login,
+            Rule::per_minute(5)
+                .failures_only()
+                .on_backend_error(OnBackendError::Deny)
+        );
+        assert_eq!(login.to_string(), "5/1m failures deny");
+        assert_eq!(login.to_string().parse::<Rule>().unwrap(), login);
+        let allow: Rule = "5/min deny allow".parse().unwrap();
+        assert_eq!(allow, Rule::per_minute(5));
+        for bad in [
+            "",
+            "5",
+            "x/min",
+            "5/fortnight",
+            "0/min",
+            "5/0s",
+            "-1/s",
+            "5/min often",
+        ] {
             let err = bad.parse::<Rule>().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{bad:?}");
         }

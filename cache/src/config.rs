@@ -9,8 +9,8 @@ use cache_core::layers::{
     BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, Timeout,
 };
 use cache_core::{
-    AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, Error, ErrorKind, FailSafe,
-    ReportThresholds, Result, DEFAULT_PREFIX,
+    AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, Error, ErrorKind, FailSafe, RateLimiter,
+    ReportThresholds, Result, Rule, DEFAULT_PREFIX,
 };
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +131,11 @@ pub struct CacheConfig {
     pub memory: MemoryOptions,
     /// When [`Cache::report`]'s advice speaks up.
     pub report: ReportConfig,
+    /// Rate limit rules by name, for [`CacheConfig::rate_limiter`]:
+    /// `LIMIT/WINDOW`, then optionally `failures` (count failures only, for
+    /// lockouts) and `deny` (deny while the backend fails), e.g.
+    /// `{"anon": "100/hour", "login": "5/min failures deny"}`.
+    pub rate_limits: BTreeMap<String, String>,
 }
 
 /// The Redis connection's settings (the `redis` section); `None`: the
@@ -315,6 +320,7 @@ impl Default for CacheConfig {
             redis: RedisOptions::default(),
             memory: MemoryOptions::default(),
             report: ReportConfig::default(),
+            rate_limits: BTreeMap::new(),
         }
     }
 }
@@ -440,6 +446,46 @@ impl CacheConfig {
     pub fn from_json(json: &str) -> Result<Self> {
         serde_json::from_str(json)
             .map_err(|e| config_error("invalid cache configuration").with_source(e))
+    }
+
+    /// A rate limiter with the configured rules ([`rate_limits`]
+    /// (CacheConfig::rate_limits)), over `cache`'s plain backend and under
+    /// its prefix ([`Cache::rate_limiter`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::CacheConfig;
+    ///
+    /// let config = CacheConfig::from_lookup(|name| match name {
+    ///     "CACHE_URL" => Some("memory://".into()),
+    ///     "CACHE_RATE_LIMITS" => Some("anon=100/hour, login=5/min failures deny".into()),
+    ///     _ => None,
+    /// })?;
+    /// let cache = cache::open(&config).await?;
+    /// let limiter = config.rate_limiter(&cache)?;
+    /// assert_eq!(limiter.rule("anon").unwrap().limit(), 100);
+    /// assert!(limiter.rule("login").unwrap().counts_failures_only());
+    /// assert!(limiter.check("anon", "10.0.0.1").await?.allowed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](ErrorKind::Config) for a rule that does not parse (its
+    /// name and what is wrong).
+    pub fn rate_limiter(&self, cache: &Cache) -> Result<RateLimiter> {
+        let mut builder = cache.rate_limiter();
+        for (name, rule) in &self.rate_limits {
+            let rule: Rule = rule
+                .parse()
+                .map_err(|e| config_error(format!("rate_limits.{name}: {e}")))?;
+            builder = builder.rule(name.clone(), rule);
+        }
+        builder.build()
     }
 
     /// The TTL policy this configuration describes.
@@ -588,6 +634,19 @@ const ENV_VARS: &[(&str, ApplyVar)] = &[
     }),
     ("CACHE_METRICS", |c, n, v| {
         c.metrics = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_RATE_LIMITS", |c, n, v| {
+        for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, rule) = pair
+                .split_once('=')
+                .ok_or_else(|| config_error(format!("{n}: {pair:?} is not name=limit/window")))?;
+            let rule = rule.trim();
+            rule.parse::<Rule>()
+                .map_err(|e| config_error(format!("{n}: {e}")))?;
+            c.rate_limits
+                .insert(name.trim().to_owned(), rule.to_owned());
+        }
         Ok(())
     }),
     ("CACHE_REDIS_POOL_SIZE", |c, n, v| {

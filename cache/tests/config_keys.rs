@@ -353,3 +353,55 @@ async fn open_with_applies_the_stack_to_a_given_backend() {
     let stack = cache::open_stack_with(&config, slow()).await.unwrap();
     assert_eq!(stack.name(), "tiered");
 }
+
+/// Rate limit rules from the configuration: JSON and `CACHE_RATE_LIMITS`
+/// give the same rules, which `CacheConfig::rate_limiter` builds on the
+/// cache's plain backend; a rule that does not parse is named.
+#[tokio::test]
+async fn rate_limits_from_config_and_env() {
+    let json = CacheConfig::from_json(
+        r#"{ "url": "memory://", "prefix": "rl",
+             "rate_limits": { "anon": "100/hour", "user": "1000/hour", "login": "5/min failures deny" } }"#,
+    )
+    .unwrap();
+    let env = CacheConfig::from_lookup(|name| match name {
+        "CACHE_URL" => Some("memory://".into()),
+        "CACHE_PREFIX" => Some("rl".into()),
+        "CACHE_RATE_LIMITS" => {
+            Some("anon=100/hour,user=1000/hour, login=5/min failures deny".into())
+        }
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(json, env);
+    let cache = cache::open(&env).await.unwrap();
+    let limiter = env.rate_limiter(&cache).unwrap();
+    assert_eq!(limiter.prefix(), "rl");
+    let rules: Vec<(String, String)> = limiter
+        .rules()
+        .map(|(name, rule)| (name.to_owned(), rule.to_string()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("anon".to_owned(), "100/1h".to_owned()),
+            ("login".to_owned(), "5/1m failures deny".to_owned()),
+            ("user".to_owned(), "1000/1h".to_owned()),
+        ]
+    );
+    for _ in 0..5 {
+        limiter.record_failure("login", "ada").await.unwrap();
+    }
+    assert!(!limiter.check("login", "ada").await.unwrap().allowed);
+
+    let err = CacheConfig::from_lookup(|name| {
+        (name == "CACHE_RATE_LIMITS").then(|| "anon=100/fortnight".to_owned())
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), cache::ErrorKind::Config);
+    assert!(err.to_string().contains("CACHE_RATE_LIMITS"), "{err}");
+    let mut bad = CacheConfig::from_url("memory://");
+    bad.rate_limits.insert("anon".into(), "100 per hour".into());
+    let err = bad.rate_limiter(&cache).unwrap_err();
+    assert!(err.to_string().contains("rate_limits.anon"), "{err}");
+}

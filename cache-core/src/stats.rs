@@ -33,6 +33,13 @@ pub struct CacheStats {
     pub loader_timeouts: u64,
     /// Background reloads started by refresh-ahead.
     pub refreshes: u64,
+    /// Loads answered by another instance's load: this process waited on
+    /// the key's lease (distributed single flight) and read the value it
+    /// stored, without running the loader.
+    pub lease_waits: u64,
+    /// Loads that ran without the distributed single flight because the
+    /// flight lock failed (e.g. Redis down): the loader ran here.
+    pub lease_fallbacks: u64,
     /// How long the cache has been open.
     pub uptime: Duration,
     /// Reads a fail-open layer answered as misses because the backend
@@ -112,10 +119,12 @@ pub(crate) enum Stat {
     StaleServed,
     LoaderTimeouts,
     Refreshes,
+    LeaseWaits,
+    LeaseFallbacks,
 }
 
 impl Stat {
-    const ALL: usize = 11;
+    const ALL: usize = 13;
 
     /// The name it is exported under with the `metrics` feature.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -132,6 +141,8 @@ impl Stat {
             Stat::StaleServed => "cache_stale_served_total",
             Stat::LoaderTimeouts => "cache_loader_timeouts_total",
             Stat::Refreshes => "cache_refreshes_total",
+            Stat::LeaseWaits => "cache_lease_waits_total",
+            Stat::LeaseFallbacks => "cache_lease_fallbacks_total",
         }
     }
 }
@@ -180,6 +191,8 @@ impl Counters {
             stale_served: self.get(Stat::StaleServed),
             loader_timeouts: self.get(Stat::LoaderTimeouts),
             refreshes: self.get(Stat::Refreshes),
+            lease_waits: self.get(Stat::LeaseWaits),
+            lease_fallbacks: self.get(Stat::LeaseFallbacks),
             uptime: self.started.elapsed(),
             failed_open_reads: 0,
             skipped_writes: 0,

@@ -51,6 +51,7 @@ mod cluster;
 mod config;
 mod core;
 mod error;
+mod lock;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 
@@ -60,6 +61,7 @@ pub use config::{
     RedisConfig, RedisMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE,
     DEFAULT_RESPONSE_TIMEOUT,
 };
+pub use lock::{RedisFlightLock, DEFAULT_FLIGHT_CHANNEL};
 
 /// Connects to the Redis deployment `url` describes and returns it as a
 /// shared backend; what `cache::open` calls for the Redis URL schemes:

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::distributed::Gate;
 use super::{lock, Cache, Inner};
 use crate::backend::{SetMode, SetOptions};
 use crate::codec::Codec;
@@ -29,6 +30,11 @@ pub(super) type FlightResult = Option<Result<Bytes>>;
 pub struct GetOrSetOptions {
     /// The TTL of a loaded value.
     pub ttl: Ttl,
+    /// Whether this call uses the cache's distributed single flight
+    /// ([`CacheBuilder::distributed_single_flight`](super::CacheBuilder::distributed_single_flight));
+    /// `None`: as the cache's settings say. Without a flight lock on the
+    /// cache there is none to use.
+    pub distributed: Option<bool>,
 }
 
 impl GetOrSetOptions {
@@ -36,6 +42,13 @@ impl GetOrSetOptions {
     #[must_use]
     pub fn with_ttl(mut self, ttl: Ttl) -> Self {
         self.ttl = ttl;
+        self
+    }
+
+    /// Uses (or not) the cache's distributed single flight for this call.
+    #[must_use]
+    pub fn with_distributed(mut self, on: bool) -> Self {
+        self.distributed = Some(on);
         self
     }
 }
@@ -182,7 +195,7 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let ttl = opts.ttl;
-        self.get_or_set_loaded(key, move || {
+        self.get_or_set_loaded(key, opts.distributed, move || {
             let load = loader();
             async move { load.await.map(|value| Loaded::new(value).with_ttl(ttl)) }
         })
@@ -239,12 +252,17 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        self.get_or_set_loaded(key, loader).await
+        self.get_or_set_loaded(key, None, loader).await
     }
 
     /// The work of every `get_or_set` flavour: the loader answers a
     /// [`Loaded`] that carries its own caching decision.
-    async fn get_or_set_loaded<T, F, Fut, E>(&self, key: &CacheKey, loader: F) -> Result<T>
+    async fn get_or_set_loaded<T, F, Fut, E>(
+        &self,
+        key: &CacheKey,
+        distributed: Option<bool>,
+        loader: F,
+    ) -> Result<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
@@ -259,7 +277,7 @@ impl<C: Codec> Cache<C> {
                 self.inner.counters.inc(Stat::Hits, 1);
                 if let Some(fraction) = self.inner.refresh_ahead {
                     if entry.in_refresh_window(now, fraction) {
-                        self.refresh(key, full, loader);
+                        self.refresh(key, full, distributed, loader);
                     }
                 }
                 return Ok(value);
@@ -270,7 +288,7 @@ impl<C: Codec> Cache<C> {
         }
         self.inner.counters.inc(Stat::Misses, 1);
 
-        let mut flight = self.join_or_lead(key, &full, loader);
+        let mut flight = self.join_or_lead(key, &full, distributed, loader);
         let soft_timeout = self.inner.fail_safe.and_then(|f| f.soft_timeout);
         let outcome = match (&stale, soft_timeout) {
             (Some(_), Some(soft)) => {
@@ -306,8 +324,13 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Starts one background reload of `full` unless a load is running.
-    fn refresh<T, F, Fut, E>(&self, key: &CacheKey, full: String, loader: F)
-    where
+    fn refresh<T, F, Fut, E>(
+        &self,
+        key: &CacheKey,
+        full: String,
+        distributed: Option<bool>,
+        loader: F,
+    ) where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
@@ -317,7 +340,7 @@ impl<C: Codec> Cache<C> {
             return;
         }
         self.inner.counters.inc(Stat::Refreshes, 1);
-        drop(self.join_or_lead(key, &full, loader));
+        drop(self.join_or_lead(key, &full, distributed, loader));
     }
 
     /// Joins the load of `full` in flight, or starts one in a task of its
@@ -326,6 +349,7 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
         full: &str,
+        distributed: Option<bool>,
         loader: F,
     ) -> watch::Receiver<FlightResult>
     where
@@ -349,7 +373,7 @@ impl<C: Codec> Cache<C> {
         let category = key.category().to_owned();
         tokio::spawn(async move {
             let result = cache
-                .load::<T, _, _, _>(&guard.key, &category, loader)
+                .load::<T, _, _, _>(&guard.key, &category, distributed, loader)
                 .await;
             // Leave the table before answering: a caller arriving after the
             // answer must start a new load, not receive this (maybe failed)
@@ -364,13 +388,26 @@ impl<C: Codec> Cache<C> {
     /// load that just finished, may have stored the value), else run the
     /// loader and store its value as its [`Loaded`] answer says (TTL, or
     /// not at all). Returns the encoded value.
-    async fn load<T, F, Fut, E>(&self, full: &str, category: &str, loader: F) -> Result<Bytes>
+    async fn load<T, F, Fut, E>(
+        &self,
+        full: &str,
+        category: &str,
+        distributed: Option<bool>,
+        loader: F,
+    ) -> Result<Bytes>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // Across processes: lead the load, or return the leader's value.
+        // The lease is released after the store below, or when it drops.
+        let lease = match self.flight_gate::<T>(full, distributed).await {
+            Gate::Ready(payload) => return Ok(payload),
+            Gate::Lead(lease) => Some(lease),
+            Gate::Local => None,
+        };
         // Taken before the backend is read: a write through this cache that
         // begins after it (or is in flight now) wins over this load.
         let snapshot = self.inner.writes.snapshot(full);
@@ -438,6 +475,9 @@ impl<C: Codec> Cache<C> {
             if let Err(err) = (*self.inner.backend).delete(full).await {
                 tracing::warn!(error = %err, category, "dropping an overtaken load failed");
             }
+        }
+        if let Some(lease) = lease {
+            lease.release().await;
         }
         Ok(payload)
     }

@@ -65,7 +65,9 @@ pub use codec::{AnyCodec, Codec, JsonCodec};
 pub use compression::{Compressed, DEFAULT_COMPRESSION_THRESHOLD};
 pub use error::{Error, ErrorKind, Result};
 pub use fail_safe::FailSafe;
-pub use flight_lock::{Acquire, FlightLock, LeaseWakers, LeaseWatch, LocalFlightLock};
+pub use flight_lock::{
+    Acquire, DeferredFlightLock, FlightLock, LeaseWakers, LeaseWatch, LocalFlightLock,
+};
 pub use glob::{glob_escape, glob_match};
 pub use key::{
     escape_id, escape_id_pattern, validate_category, validate_prefix, CacheKey, MAX_CATEGORY_LEN,

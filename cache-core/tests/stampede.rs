@@ -3,14 +3,18 @@
 //! has its own in-process single-flight table). Proves that the waiting
 //! instance wakes on the release notification, not on its fallback poll
 //! (set to 30 s: a missing notification fails the 5 s bound); that a
-//! failed load hands the lease on; that a call can opt out; and prints the
-//! wake latency (leader's store → waiter's return), p50 and p99.
+//! failed load hands the lease on; that a call can opt out; that a lock
+//! still connecting (`DeferredFlightLock`) lets loads run here, counted,
+//! then protects them once connected; and prints the wake latency
+//! (leader's store → waiter's return), p50 and p99.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_core::{
-    Cache, CacheBackend, CacheKey, DistributedFlight, FlightLock, GetOrSetOptions, LocalFlightLock,
+    Cache, CacheBackend, CacheKey, DeferredFlightLock, DistributedFlight, Error, ErrorKind,
+    FlightLock, GetOrSetOptions, LocalFlightLock,
 };
 use cache_memory::MemoryBackend;
 use tokio::sync::oneshot;
@@ -22,7 +26,7 @@ const LEASE: Duration = Duration::from_secs(60);
 /// A generous bound for "promptly" (correctness, not speed).
 const PROMPTLY: Duration = Duration::from_secs(5);
 
-fn instance(backend: &Arc<MemoryBackend>, lock: &Arc<LocalFlightLock>) -> Cache {
+fn instance<L: FlightLock>(backend: &Arc<MemoryBackend>, lock: &Arc<L>) -> Cache {
     Cache::builder(Arc::clone(backend) as Arc<dyn CacheBackend>)
         .prefix("stampede")
         .distributed_single_flight(
@@ -194,4 +198,46 @@ async fn stampede_wake_latency_local() {
         samples[samples.len() * 99 / 100],
         samples[samples.len() - 1],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stampede_a_lock_still_connecting_lets_loads_run_here() {
+    let up = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(LocalFlightLock::new());
+    let lock = {
+        let (up, shared) = (Arc::clone(&up), Arc::clone(&shared));
+        Arc::new(DeferredFlightLock::spawn(move || {
+            let (up, shared) = (up.load(Ordering::SeqCst), Arc::clone(&shared));
+            async move {
+                if up {
+                    Ok(shared as Arc<dyn FlightLock>)
+                } else {
+                    Err(Error::new(ErrorKind::Connection, "down"))
+                }
+            }
+        }))
+    };
+    let backend = Arc::new(MemoryBackend::new());
+    let (a, b) = (instance(&backend, &lock), instance(&backend, &lock));
+    let key = CacheKey::new("report", 4).unwrap();
+    let got = tokio::time::timeout(
+        PROMPTLY,
+        a.get_or_set(&key, || async { Ok::<_, std::io::Error>(4u64) }),
+    )
+    .await
+    .expect("a load waited on a lock that is not connected")
+    .unwrap();
+    assert_eq!(got, 4);
+    assert_eq!((a.stats().loader_calls, a.stats().lease_fallbacks), (1, 1));
+
+    up.store(true, Ordering::SeqCst);
+    tokio::time::timeout(PROMPTLY, lock.connected())
+        .await
+        .expect("the lock never connected");
+    let key = CacheKey::new("report", 5).unwrap();
+    let (_, got) = round(&a, &b, &key, 5).await;
+    assert_eq!(got, 5);
+    assert_eq!(b.stats().loader_calls, 0);
+    assert_eq!(b.stats().lease_waits, 1);
+    assert_eq!(a.stats().lease_fallbacks + b.stats().lease_fallbacks, 1);
 }

@@ -175,6 +175,10 @@ impl<C: Codec> Cache<C> {
     ///   the soft timeout; the slow load finishes in the background.
     /// - With [refresh-ahead](super::CacheBuilder::refresh_ahead): a hit close to
     ///   expiry starts one background reload.
+    /// - With [distributed single flight](super::CacheBuilder::distributed_single_flight)
+    ///   (and unless `opts` turn it off): the load of this process first
+    ///   takes the key's lease, so one process of all those sharing the
+    ///   lock runs the loader; the others wait for its value.
     ///
     /// # Errors
     ///

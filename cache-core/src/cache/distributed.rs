@@ -2,6 +2,7 @@
 //! runs the loader, so that one process of many loads a key (see
 //! [`FlightLock`](crate::FlightLock) for the protocol).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +89,25 @@ impl DistributedFlight {
 pub(super) struct Distributed {
     pub(super) lock: Arc<dyn FlightLock>,
     pub(super) settings: DistributedFlight,
+    /// Whether the lock's last call failed: its failures are logged once
+    /// per burst, with one line when it answers again.
+    pub(super) failing: AtomicBool,
+}
+
+impl Distributed {
+    pub(super) fn new(lock: Arc<dyn FlightLock>, settings: DistributedFlight) -> Self {
+        Distributed {
+            lock,
+            settings,
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn answered(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(lock = self.lock.name(), "the flight lock answers again");
+        }
+    }
 }
 
 /// What a load does after the gate.
@@ -211,9 +231,13 @@ impl<C: Codec> Cache<C> {
             // Watch before asking: a release between the two still wakes us.
             let mut watch = match lock.watch(&key).await {
                 Ok(watch) => watch,
-                Err(err) => return self.lease_fallback(&err),
+                Err(err) => return self.lease_fallback(distributed, &err),
             };
-            match lock.acquire(&key, &token, settings.lease).await {
+            let acquired = lock.acquire(&key, &token, settings.lease).await;
+            if acquired.is_ok() {
+                distributed.answered();
+            }
+            match acquired {
                 Ok(Acquire::Acquired) => {
                     return Gate::Lead(Lease::start(Arc::clone(lock), key, token, settings.lease))
                 }
@@ -230,14 +254,18 @@ impl<C: Codec> Cache<C> {
                         return Gate::Ready(bytes);
                     }
                 }
-                Err(err) => return self.lease_fallback(&err),
+                Err(err) => return self.lease_fallback(distributed, &err),
             }
         }
     }
 
-    fn lease_fallback(&self, err: &Error) -> Gate {
+    fn lease_fallback(&self, distributed: &Distributed, err: &Error) -> Gate {
         self.inner.counters.inc(Stat::LeaseFallbacks, 1);
-        tracing::warn!(error = %err, "the flight lock failed: loading without it");
+        if distributed.failing.swap(true, Ordering::Relaxed) {
+            tracing::debug!(error = %err, "the flight lock failed: loading without it");
+        } else {
+            tracing::warn!(error = %err, "the flight lock failed: loading without it (logged once until it answers again)");
+        }
         Gate::Local
     }
 

@@ -336,7 +336,7 @@ impl<C: Codec> CacheBuilder<C> {
         lock: Arc<dyn FlightLock>,
         settings: DistributedFlight,
     ) -> Self {
-        self.distributed = Some(Distributed { lock, settings });
+        self.distributed = Some(Distributed::new(lock, settings));
         self
     }
 

@@ -16,6 +16,10 @@
 //!   store → waiter's return), p50 and p99 over 200 rounds, is printed.
 //! - Redis down: the load runs locally, the value is returned, the
 //!   fallback is counted.
+//! - A lost subscription wakes its waiters (they re-check), so a release
+//!   announced while it was down costs no more than the reconnection.
+//! - On a cluster (feature `cluster`): leases on several slots, releases
+//!   over sharded pub/sub.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -531,4 +535,72 @@ async fn stampede_cluster_waiters_are_woken_by_the_release() {
         samples[samples.len() / 2],
         samples[samples.len() - 1],
     );
+}
+
+/// A waiter whose subscription is lost re-checks: here the leader
+/// announces its release on another channel (the waiter never hears it),
+/// then the server drops every subscription; the waiter, with a 30 s poll
+/// and a 60 s lease, must return on its lock's resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stampede_redis_lost_subscription_wakes_the_waiters() {
+    let server = RedisServer::new();
+    let prefix = unique_prefix("resync");
+    let leader = instance(server.url(), &prefix).await;
+    let waiter = {
+        // Same keys and leases, but releases announced elsewhere.
+        let lock = RedisFlightLock::connect(server.url(), format!("{prefix}:other"))
+            .await
+            .unwrap();
+        Cache::builder(Arc::new(
+            RedisBackend::from_url(server.url()).await.unwrap(),
+        ))
+        .prefix(prefix.clone())
+        .distributed_single_flight(
+            Arc::new(lock),
+            DistributedFlight::default()
+                .with_lease(Duration::from_secs(60))
+                .with_fallback_poll(Duration::from_secs(30)),
+        )
+        .build()
+        .unwrap()
+    };
+    let key = CacheKey::new("report", 1).unwrap();
+    let (started_tx, started_rx) = oneshot::channel();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let lead = {
+        let (leader, key) = (leader.clone(), key.clone());
+        tokio::spawn(async move {
+            leader
+                .get_or_set(&key, move || async move {
+                    let _ = started_tx.send(());
+                    let _ = go_rx.await;
+                    Ok::<_, std::io::Error>(3u64)
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    let wait = {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        tokio::spawn(async move {
+            waiter
+                .get_or_set(&key, || async { Ok::<_, std::io::Error>(u64::MAX) })
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    go_tx.send(()).unwrap();
+    assert_eq!(lead.await.unwrap(), 3);
+    // The release went unheard: the waiter still waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!wait.is_finished(), "the waiter heard another channel");
+    server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let got = tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("a lost subscription did not wake the waiter")
+        .unwrap();
+    assert_eq!(got, 3);
+    assert_eq!(waiter.stats().loader_calls, 0);
 }

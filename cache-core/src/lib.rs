@@ -38,6 +38,7 @@ mod codec;
 mod compression;
 mod error;
 mod fail_safe;
+mod flight_lock;
 mod glob;
 mod key;
 pub mod layers;
@@ -54,7 +55,8 @@ pub use backend::{
 };
 pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
 pub use cache::{
-    Cache, CacheBuilder, GetOrSetOptions, Loaded, DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX,
+    Cache, CacheBuilder, DistributedFlight, GetOrSetOptions, Loaded, DEFAULT_GENERATION_REFRESH,
+    DEFAULT_PREFIX,
 };
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
@@ -63,6 +65,9 @@ pub use codec::{AnyCodec, Codec, JsonCodec};
 pub use compression::{Compressed, DEFAULT_COMPRESSION_THRESHOLD};
 pub use error::{Error, ErrorKind, Result};
 pub use fail_safe::FailSafe;
+pub use flight_lock::{
+    Acquire, DeferredFlightLock, FlightLock, LeaseWakers, LeaseWatch, LocalFlightLock,
+};
 pub use glob::{glob_escape, glob_match};
 pub use key::{
     escape_id, escape_id_pattern, validate_category, validate_prefix, CacheKey, MAX_CATEGORY_LEN,

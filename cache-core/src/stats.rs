@@ -68,6 +68,13 @@ pub struct CacheStats {
     pub loader_timeouts: u64,
     /// Background reloads started by refresh-ahead.
     pub refreshes: u64,
+    /// Loads answered by another instance's load: this process waited on
+    /// the key's lease (distributed single flight) and read the value it
+    /// stored, without running the loader.
+    pub lease_waits: u64,
+    /// Loads that ran without the distributed single flight because the
+    /// flight lock failed (e.g. Redis down): the loader ran here.
+    pub lease_fallbacks: u64,
     /// How long the cache has been open.
     pub uptime: Duration,
     /// Reads a fail-open layer answered as misses because the backend
@@ -151,10 +158,12 @@ pub(crate) enum Stat {
     LoaderTimeouts,
     Refreshes,
     Coalesced,
+    LeaseWaits,
+    LeaseFallbacks,
 }
 
 impl Stat {
-    const ALL: usize = 12;
+    const ALL: usize = 14;
 
     /// The name it is exported under with the `metrics` feature.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -172,6 +181,8 @@ impl Stat {
             Stat::LoaderTimeouts => "cache_loader_timeouts_total",
             Stat::Refreshes => "cache_refreshes_total",
             Stat::Coalesced => "cache_coalesced_total",
+            Stat::LeaseWaits => "cache_lease_waits_total",
+            Stat::LeaseFallbacks => "cache_lease_fallbacks_total",
         }
     }
 }
@@ -221,6 +232,8 @@ impl Counters {
             stale_served: self.get(Stat::StaleServed),
             loader_timeouts: self.get(Stat::LoaderTimeouts),
             refreshes: self.get(Stat::Refreshes),
+            lease_waits: self.get(Stat::LeaseWaits),
+            lease_fallbacks: self.get(Stat::LeaseFallbacks),
             uptime: self.started.elapsed(),
             failed_open_reads: 0,
             skipped_writes: 0,
@@ -237,7 +250,7 @@ impl Serialize for CacheStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
 
-        let mut s = serializer.serialize_struct("CacheStats", 22)?;
+        let mut s = serializer.serialize_struct("CacheStats", 24)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
         s.serialize_field("coalesced", &self.coalesced)?;
@@ -251,6 +264,8 @@ impl Serialize for CacheStats {
         s.serialize_field("stale_served", &self.stale_served)?;
         s.serialize_field("loader_timeouts", &self.loader_timeouts)?;
         s.serialize_field("refreshes", &self.refreshes)?;
+        s.serialize_field("lease_waits", &self.lease_waits)?;
+        s.serialize_field("lease_fallbacks", &self.lease_fallbacks)?;
         s.serialize_field("uptime_secs", &self.uptime.as_secs_f64())?;
         s.serialize_field("failed_open_reads", &self.failed_open_reads)?;
         s.serialize_field("skipped_writes", &self.skipped_writes)?;
@@ -333,6 +348,6 @@ mod tests {
         assert_eq!(json["misses"], 1);
         assert_eq!(json["hit_rate"], 0.75);
         assert_eq!(json["uptime_secs"], 1.5);
-        assert_eq!(json.as_object().unwrap().len(), 21);
+        assert_eq!(json.as_object().unwrap().len(), 23);
     }
 }

@@ -199,7 +199,7 @@ impl RedisBackend {
     }
 
     /// The connections and how one exchange with the server is made.
-    fn core(&self) -> &Core {
+    pub(crate) fn core(&self) -> &Core {
         &self.inner.core
     }
 

@@ -21,6 +21,10 @@
 //!   pattern deletes and `clear` scan every primary; `health` asks every
 //!   node. A hash tag in the prefix (`{tenant42}`) keeps a cache's keys in
 //!   one slot.
+//! - [`RedisFlightLock`]: distributed single flight for `get_or_set`
+//!   (`CacheBuilder::distributed_single_flight`): one loader per key across
+//!   processes, a lease per key (`SET NX PX`, Lua compare-and-delete),
+//!   waiters woken over pub/sub.
 //! - `redis+sentinel://sentinel1:port,sentinel2:port/master-name[/db]` with
 //!   the feature `sentinel`: the backend asks the Sentinels for the primary
 //!   and moves to the new one after a failover, without being rebuilt.
@@ -51,6 +55,7 @@ mod cluster;
 mod config;
 mod core;
 mod error;
+mod lock;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 
@@ -60,6 +65,7 @@ pub use config::{
     RedisConfig, RedisMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE,
     DEFAULT_RESPONSE_TIMEOUT,
 };
+pub use lock::{RedisFlightLock, DEFAULT_FLIGHT_CHANNEL};
 
 /// Connects to the Redis deployment `url` describes and returns it as a
 /// shared backend; what `cache::open` calls for the Redis URL schemes:

@@ -9,8 +9,9 @@ use cache_core::layers::{
     BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, Timeout,
 };
 use cache_core::{
-    AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, Error, ErrorKind, FailSafe, RateLimiter,
-    ReportThresholds, Result, Rule, DEFAULT_PREFIX,
+    AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, DistributedFlight, Error, ErrorKind,
+    FailSafe, FlightLock, LocalFlightLock, RateLimiter, ReportThresholds, Result, Rule,
+    DEFAULT_PREFIX,
 };
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +137,51 @@ pub struct CacheConfig {
     /// lockouts) and `deny` (deny while the backend fails), e.g.
     /// `{"anon": "100/hour", "login": "5/min failures deny"}`.
     pub rate_limits: BTreeMap<String, String>,
+    /// Distributed single flight (stampede protection across processes):
+    /// one `get_or_set` loader per key across every instance sharing the
+    /// backend, waiting on a lease (`Cache`'s
+    /// [`distributed_single_flight`](cache_core::CacheBuilder::distributed_single_flight)).
+    pub stampede: Option<StampedeConfig>,
+}
+
+/// Distributed single flight settings (the `stampede` section).
+///
+/// # Examples
+///
+/// ```
+/// use cache::CacheConfig;
+///
+/// let config = CacheConfig::from_json(r#"{ "stampede": { "lease_ms": 5000 } }"#)?;
+/// let stampede = config.stampede.unwrap();
+/// assert_eq!((stampede.lease_ms, stampede.poll_ms, stampede.by_default), (5000, 1000, true));
+/// # Ok::<(), cache::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StampedeConfig {
+    /// How long a lease runs, in milliseconds: a leader that dies holds the
+    /// others back at most this long (a live one extends it).
+    pub lease_ms: u64,
+    /// The longest a waiter sleeps without a release notification, in
+    /// milliseconds.
+    pub poll_ms: u64,
+    /// Whether `get_or_set` uses it unless its options say otherwise
+    /// (`GetOrSetOptions::with_distributed`).
+    pub by_default: bool,
+    /// The pub/sub channel of releases; default `{prefix}:flights`.
+    pub channel: Option<String>,
+}
+
+impl Default for StampedeConfig {
+    fn default() -> Self {
+        StampedeConfig {
+            lease_ms: 10_000,
+            poll_ms: 1_000,
+            by_default: true,
+            channel: None,
+        }
+    }
 }
 
 /// The Redis connection's settings (the `redis` section); `None`: the
@@ -321,6 +367,7 @@ impl Default for CacheConfig {
             memory: MemoryOptions::default(),
             report: ReportConfig::default(),
             rate_limits: BTreeMap::new(),
+            stampede: None,
         }
     }
 }
@@ -428,6 +475,7 @@ impl CacheConfig {
         for (name, off) in [
             ("CACHE_FAIL_OPEN", &mut config.fail_open as &mut dyn Clear),
             ("CACHE_BACKPLANE", &mut config.backplane),
+            ("CACHE_STAMPEDE", &mut config.stampede),
         ] {
             if let Some(value) = lookup(name) {
                 if !parse_var::<bool>(name, value.trim())? {
@@ -586,6 +634,30 @@ const ENV_VARS: &[(&str, ApplyVar)] = &[
     }),
     ("CACHE_BULK_TIMEOUT_MS", |c, n, v| {
         c.bulk_timeout_ms = Some(parse_var(n, v)?);
+        Ok(())
+    }),
+    ("CACHE_STAMPEDE", |c, n, v| {
+        if parse_var::<bool>(n, v)? {
+            c.stampede.get_or_insert_with(StampedeConfig::default);
+        }
+        Ok(())
+    }),
+    ("CACHE_STAMPEDE_LEASE_MS", |c, n, v| {
+        c.stampede
+            .get_or_insert_with(StampedeConfig::default)
+            .lease_ms = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_STAMPEDE_POLL_MS", |c, n, v| {
+        c.stampede
+            .get_or_insert_with(StampedeConfig::default)
+            .poll_ms = parse_var(n, v)?;
+        Ok(())
+    }),
+    ("CACHE_STAMPEDE_CHANNEL", |c, _, v| {
+        c.stampede
+            .get_or_insert_with(StampedeConfig::default)
+            .channel = Some(v.to_owned());
         Ok(())
     }),
     ("CACHE_FAIL_OPEN", |c, n, v| {
@@ -820,7 +892,57 @@ fn cache_over(config: &CacheConfig, stack: Stack) -> Result<Cache> {
     if let Some(fraction) = config.refresh_ahead {
         builder = builder.refresh_ahead(fraction);
     }
+    if let (Some(st), Some(lock)) = (&config.stampede, stack.flight_lock) {
+        builder = builder.distributed_single_flight(
+            lock,
+            DistributedFlight::default()
+                .with_lease(Duration::from_millis(st.lease_ms))
+                .with_fallback_poll(Duration::from_millis(st.poll_ms))
+                .with_by_default(st.by_default),
+        );
+    }
     builder.build()
+}
+
+/// The lock of the distributed single flight (`stampede`): in-process for
+/// `memory://`, else in Redis, connecting in the background when
+/// fail-open is on and Redis is down now.
+async fn open_flight_lock(
+    config: &CacheConfig,
+    st: &StampedeConfig,
+) -> Result<Arc<dyn FlightLock>> {
+    let channel = st
+        .channel
+        .clone()
+        .unwrap_or_else(|| format!("{}:flights", config.prefix));
+    if config.url.starts_with("memory://") {
+        return Ok(Arc::new(LocalFlightLock::new()));
+    }
+    #[cfg(feature = "redis")]
+    {
+        let redis = redis_config(&config.url, &config.redis);
+        match cache_redis::RedisFlightLock::with_config(redis.clone(), channel.clone()).await {
+            Ok(lock) => Ok(Arc::new(lock)),
+            Err(err) if config.fail_open.is_some() && err.is_retryable() => {
+                Ok(Arc::new(cache_core::DeferredFlightLock::spawn(move || {
+                    let (redis, channel) = (redis.clone(), channel.clone());
+                    async move {
+                        let lock =
+                            cache_redis::RedisFlightLock::with_config(redis, channel).await?;
+                        Ok(Arc::new(lock) as Arc<dyn FlightLock>)
+                    }
+                })))
+            }
+            Err(err) => Err(err),
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = channel;
+        Err(config_error(
+            "`stampede` on this URL needs the feature `cache/redis`",
+        ))
+    }
 }
 
 /// Builds the backend stack a configuration describes, innermost first:
@@ -855,6 +977,8 @@ pub async fn open_stack_with(
 struct Stack {
     top: Arc<dyn CacheBackend>,
     shared: Arc<dyn CacheBackend>,
+    /// The lock of the distributed single flight (`stampede`).
+    flight_lock: Option<Arc<dyn FlightLock>>,
     /// The URL's backend with its metrics and timeout layers, under
     /// fail-open and the L1: for rate limiters.
     plain: Arc<dyn CacheBackend>,
@@ -863,6 +987,10 @@ struct Stack {
 
 async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>) -> Result<Stack> {
     check_report(&config.report)?;
+    let flight_lock = match &config.stampede {
+        Some(st) => Some(open_flight_lock(config, st).await?),
+        None => None,
+    };
     let mut backend = match given {
         Some(backend) => backend,
         None => match open_backend(config).await {
@@ -905,6 +1033,7 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
             shared: backend,
             plain,
             fail_open,
+            flight_lock,
         });
     };
     let l1_backend = open_memory_l1(l1)?;
@@ -931,6 +1060,7 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
         shared,
         plain,
         fail_open,
+        flight_lock,
     })
 }
 

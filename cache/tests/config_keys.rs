@@ -121,6 +121,10 @@ fn every_variable_sets_its_key() {
         ("CACHE_REPORT_LOW_HIT_RATE", "0.8"),
         ("CACHE_REPORT_HIGH_ERROR_RATE", "0.05"),
         ("CACHE_REPORT_NEAR_CAPACITY", "0.75"),
+        ("CACHE_STAMPEDE_LEASE_MS", "4000"),
+        ("CACHE_STAMPEDE_POLL_MS", "250"),
+        ("CACHE_STAMPEDE_CHANNEL", "shop:sf"),
+        ("CACHE_RATE_LIMITS", "anon=100/hour"),
     ]
     .iter()
     .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -143,7 +147,9 @@ fn every_variable_sets_its_key() {
         "memory": {"max_entries": 10, "max_bytes": 2048, "max_value_size": 512,
                    "sweep_interval_ms": 0},
         "report": {"min_reads": 10, "low_hit_rate": 0.8, "high_error_rate": 0.05,
-                   "near_capacity": 0.75}
+                   "near_capacity": 0.75},
+        "stampede": {"lease_ms": 4000, "poll_ms": 250, "channel": "shop:sf"},
+        "rate_limits": {"anon": "100/hour"}
     }"#,
     )
     .unwrap();
@@ -187,6 +193,9 @@ fn documented_defaults_match_the_code() {
     let fs = cache::FailSafeConfig::default();
     let report = cache::ReportThresholds::default();
     let breaker = cache::layers::BreakerConfig::default();
+    let stampede = cache::StampedeConfig::default();
+    assert_eq!(default("stampede.lease_ms"), stampede.lease_ms.to_string());
+    assert_eq!(default("stampede.poll_ms"), stampede.poll_ms.to_string());
     assert_eq!(default("url"), format!("`{}`", d.url));
     assert_eq!(default("prefix"), format!("`{}`", d.prefix));
     assert_eq!(default("codec"), format!("`{}`", d.codec));

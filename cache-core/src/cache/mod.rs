@@ -8,9 +8,12 @@
 //!   refresh-ahead, stale values on loader failure);
 //! - `generations`: category generations and invalidation by category or
 //!   pattern;
+//! - `distributed`: the distributed single flight, a lease per key across
+//!   processes, that a `get_or_set` load passes before its loader runs;
 //! - `envelope`: how a value is stored when fail-safe or refresh-ahead needs
 //!   its logical expiry (the fail-safe envelope, its physical TTL).
 
+mod distributed;
 mod envelope;
 mod generations;
 mod single_flight;
@@ -31,6 +34,7 @@ use crate::backend::{CacheBackend, Health};
 use crate::codec::{AnyCodec, Codec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fail_safe::FailSafe;
+use crate::flight_lock::FlightLock;
 use crate::key::{validate_prefix, CacheKey};
 use crate::layers::FailOpenHandle;
 use crate::report::{CacheReport, ReportThresholds};
@@ -38,6 +42,8 @@ use crate::stats::{CacheStats, Counters, Stat};
 use crate::ttl::{CategoryTtl, TtlPolicy};
 use crate::write_tracker::WriteTracker;
 
+use distributed::Distributed;
+pub use distributed::DistributedFlight;
 use single_flight::FlightResult;
 pub use single_flight::{GetOrSetOptions, Loaded};
 
@@ -129,6 +135,8 @@ struct Inner<C> {
     refresh_ahead: Option<f64>,
     /// The counters of the fail-open layer in the stack, if attached.
     fail_open: Option<FailOpenHandle>,
+    /// The distributed single flight, if on.
+    distributed: Option<Distributed>,
     last_report: Mutex<Option<CacheStats>>,
     report_thresholds: ReportThresholds,
     closed: AtomicBool,
@@ -147,6 +155,7 @@ pub struct CacheBuilder<C: Codec = AnyCodec> {
     refresh_ahead: Option<f64>,
     fail_open: Option<FailOpenHandle>,
     report_thresholds: ReportThresholds,
+    distributed: Option<Distributed>,
 }
 
 impl Cache<AnyCodec> {
@@ -172,6 +181,7 @@ impl Cache<AnyCodec> {
             refresh_ahead: None,
             fail_open: None,
             report_thresholds: ReportThresholds::default(),
+            distributed: None,
         }
     }
 }
@@ -199,6 +209,7 @@ impl<C: Codec> CacheBuilder<C> {
             refresh_ahead: self.refresh_ahead,
             fail_open: self.fail_open,
             report_thresholds: self.report_thresholds,
+            distributed: self.distributed,
         }
     }
 
@@ -305,6 +316,62 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// Turns the distributed single flight on: concurrent `get_or_set`
+    /// loads of one key in different processes run the loader once, the
+    /// others waiting on the key's lease in `lock` (shared by every
+    /// instance, e.g. `cache_redis::RedisFlightLock` on the Redis the
+    /// backend uses) and reading the value it stored.
+    ///
+    /// The in-process single flight stays first: per process, only the
+    /// caller leading a key's load takes the lease. Waiters wake on the
+    /// lock's release notification, at the latest after
+    /// [`fallback_poll`](DistributedFlight::fallback_poll) or when the
+    /// lease ends (its holder died), then race for the lease again if no
+    /// value was stored. A loader that fails or asks not to cache hands the
+    /// lease on, so the next instance loads. When the lock fails, the load
+    /// runs here, counted in
+    /// [`lease_fallbacks`](crate::CacheStats::lease_fallbacks). Leases live
+    /// beside the value as `{key}:lease`; `clear` may remove them, which
+    /// costs at most one more load.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey, DistributedFlight, LocalFlightLock};
+    /// use cache::memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let shared = Arc::new(MemoryBackend::new());
+    /// let lock = Arc::new(LocalFlightLock::new());
+    /// let instance = || {
+    ///     Cache::builder(shared.clone())
+    ///         .distributed_single_flight(lock.clone(), DistributedFlight::default())
+    ///         .build()
+    /// };
+    /// let (a, b) = (instance()?, instance()?);
+    /// let key = CacheKey::new("report", 1)?;
+    /// let slow = || async {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    ///     Ok::<_, std::io::Error>(42u32)
+    /// };
+    /// let (x, y) = tokio::join!(a.get_or_set(&key, slow), b.get_or_set(&key, slow));
+    /// assert_eq!((x?, y?), (42, 42));
+    /// assert_eq!(a.stats().loader_calls + b.stats().loader_calls, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn distributed_single_flight(
+        mut self,
+        lock: Arc<dyn FlightLock>,
+        settings: DistributedFlight,
+    ) -> Self {
+        self.distributed = Some(Distributed::new(lock, settings));
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -333,6 +400,7 @@ impl<C: Codec> CacheBuilder<C> {
                 fail_safe: self.fail_safe,
                 refresh_ahead: self.refresh_ahead,
                 fail_open: self.fail_open,
+                distributed: self.distributed,
                 last_report: Mutex::new(None),
                 report_thresholds: self.report_thresholds,
                 closed: AtomicBool::new(false),

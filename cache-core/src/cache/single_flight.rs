@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::distributed::Gate;
 use super::{lock, Cache, Inner};
 use crate::backend::{SetMode, SetOptions};
 use crate::codec::Codec;
@@ -29,6 +30,11 @@ pub(super) type FlightResult = Option<Result<Bytes>>;
 pub struct GetOrSetOptions {
     /// The TTL of a loaded value.
     pub ttl: Ttl,
+    /// Whether this call uses the cache's distributed single flight
+    /// ([`CacheBuilder::distributed_single_flight`](super::CacheBuilder::distributed_single_flight));
+    /// `None`: as the cache's settings say. Without a flight lock on the
+    /// cache there is none to use.
+    pub distributed: Option<bool>,
 }
 
 impl GetOrSetOptions {
@@ -36,6 +42,13 @@ impl GetOrSetOptions {
     #[must_use]
     pub fn with_ttl(mut self, ttl: Ttl) -> Self {
         self.ttl = ttl;
+        self
+    }
+
+    /// Uses (or not) the cache's distributed single flight for this call.
+    #[must_use]
+    pub fn with_distributed(mut self, on: bool) -> Self {
+        self.distributed = Some(on);
         self
     }
 }
@@ -162,6 +175,10 @@ impl<C: Codec> Cache<C> {
     ///   the soft timeout; the slow load finishes in the background.
     /// - With [refresh-ahead](super::CacheBuilder::refresh_ahead): a hit close to
     ///   expiry starts one background reload.
+    /// - With [distributed single flight](super::CacheBuilder::distributed_single_flight)
+    ///   (and unless `opts` turn it off): the load of this process first
+    ///   takes the key's lease, so one process of all those sharing the
+    ///   lock runs the loader; the others wait for its value.
     ///
     /// # Errors
     ///
@@ -182,7 +199,7 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let ttl = opts.ttl;
-        self.get_or_set_loaded(key, move || {
+        self.get_or_set_loaded(key, opts.distributed, move || {
             let load = loader();
             async move { load.await.map(|value| Loaded::new(value).with_ttl(ttl)) }
         })
@@ -239,12 +256,17 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        self.get_or_set_loaded(key, loader).await
+        self.get_or_set_loaded(key, None, loader).await
     }
 
     /// The work of every `get_or_set` flavour: the loader answers a
     /// [`Loaded`] that carries its own caching decision.
-    async fn get_or_set_loaded<T, F, Fut, E>(&self, key: &CacheKey, loader: F) -> Result<T>
+    async fn get_or_set_loaded<T, F, Fut, E>(
+        &self,
+        key: &CacheKey,
+        distributed: Option<bool>,
+        loader: F,
+    ) -> Result<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
@@ -259,7 +281,7 @@ impl<C: Codec> Cache<C> {
                 self.inner.counters.inc(Stat::Hits, 1);
                 if let Some(fraction) = self.inner.refresh_ahead {
                     if entry.in_refresh_window(now, fraction) {
-                        self.refresh(key, full, loader);
+                        self.refresh(key, full, distributed, loader);
                     }
                 }
                 return Ok(value);
@@ -268,7 +290,7 @@ impl<C: Codec> Cache<C> {
                 stale = Some(value);
             }
         }
-        let (mut flight, joined) = self.join_or_lead(key, &full, loader);
+        let (mut flight, joined) = self.join_or_lead(key, &full, distributed, loader);
         // A caller that joins a load in flight is answered without a load of
         // its own: counted apart from the miss that started the load.
         let stat = if joined {
@@ -312,8 +334,13 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Starts one background reload of `full` unless a load is running.
-    fn refresh<T, F, Fut, E>(&self, key: &CacheKey, full: String, loader: F)
-    where
+    fn refresh<T, F, Fut, E>(
+        &self,
+        key: &CacheKey,
+        full: String,
+        distributed: Option<bool>,
+        loader: F,
+    ) where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
@@ -323,7 +350,7 @@ impl<C: Codec> Cache<C> {
             return;
         }
         self.inner.counters.inc(Stat::Refreshes, 1);
-        drop(self.join_or_lead(key, &full, loader).0);
+        drop(self.join_or_lead(key, &full, distributed, loader).0);
     }
 
     /// Joins the load of `full` in flight, or starts one in a task of its
@@ -333,6 +360,7 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
         full: &str,
+        distributed: Option<bool>,
         loader: F,
     ) -> (watch::Receiver<FlightResult>, bool)
     where
@@ -356,7 +384,7 @@ impl<C: Codec> Cache<C> {
         let category = key.category().to_owned();
         tokio::spawn(async move {
             let result = cache
-                .load::<T, _, _, _>(&guard.key, &category, loader)
+                .load::<T, _, _, _>(&guard.key, &category, distributed, loader)
                 .await;
             // Leave the table before answering: a caller arriving after the
             // answer must start a new load, not receive this (maybe failed)
@@ -371,13 +399,26 @@ impl<C: Codec> Cache<C> {
     /// load that just finished, may have stored the value), else run the
     /// loader and store its value as its [`Loaded`] answer says (TTL, or
     /// not at all). Returns the encoded value.
-    async fn load<T, F, Fut, E>(&self, full: &str, category: &str, loader: F) -> Result<Bytes>
+    async fn load<T, F, Fut, E>(
+        &self,
+        full: &str,
+        category: &str,
+        distributed: Option<bool>,
+        loader: F,
+    ) -> Result<Bytes>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Loaded<T>, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // Across processes: lead the load, or return the leader's value.
+        // The lease is released after the store below, or when it drops.
+        let lease = match self.flight_gate::<T>(full, distributed).await {
+            Gate::Ready(payload) => return Ok(payload),
+            Gate::Lead(lease) => Some(lease),
+            Gate::Local => None,
+        };
         // Taken before the backend is read: a write through this cache that
         // begins after it (or is in flight now) wins over this load.
         let snapshot = self.inner.writes.snapshot(full);
@@ -447,6 +488,9 @@ impl<C: Codec> Cache<C> {
             if let Err(err) = (*self.inner.backend).delete(full).await {
                 tracing::warn!(error = %err, category, "dropping an overtaken load failed");
             }
+        }
+        if let Some(lease) = lease {
+            lease.release().await;
         }
         Ok(payload)
     }

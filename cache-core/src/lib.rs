@@ -54,7 +54,8 @@ pub use backend::{
 };
 pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
 pub use cache::{
-    Cache, CacheBuilder, GetOrSetOptions, Loaded, DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX,
+    Cache, CacheBuilder, GetOrSetOptions, Loaded, WriteOptions, DEFAULT_GENERATION_REFRESH,
+    DEFAULT_PREFIX,
 };
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
@@ -62,7 +63,7 @@ pub use codec::{AnyCodec, Codec, JsonCodec};
 #[cfg(feature = "compression")]
 pub use compression::{Compressed, DEFAULT_COMPRESSION_THRESHOLD};
 pub use error::{Error, ErrorKind, Result};
-pub use fail_safe::FailSafe;
+pub use fail_safe::{FailSafe, MAX_TAGS_PER_ENTRY, MAX_TAG_LEN};
 pub use glob::{glob_escape, glob_match};
 pub use key::{
     escape_id, escape_id_pattern, validate_category, validate_prefix, CacheKey, MAX_CATEGORY_LEN,

@@ -15,7 +15,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 ///
 /// Values are stored in a small envelope (16 bytes before the encoded
 /// value, recording the logical expiry), so with fail-safe on the bytes in
-/// the backend are no longer exactly the codec's output.
+/// the backend are no longer exactly the codec's output. A tagged write
+/// (see [`Cache::invalidate_tag`](crate::Cache::invalidate_tag)) uses one
+/// envelope that carries both the expiry and the tags.
 ///
 /// # Examples
 ///
@@ -291,5 +293,49 @@ mod tests {
 
         let never = Entry::unwrap(Entry::wrap(b"x", None));
         assert_eq!(never.expires_at_ms, None);
+    }
+
+    #[test]
+    fn tagged_envelope_round_trips_and_any_cut_reads_as_plain_bytes() {
+        let tags = vec![
+            TagStamp {
+                tag: "a:1".into(),
+                epoch: 7,
+            },
+            TagStamp {
+                tag: "é".into(),
+                epoch: u64::MAX,
+            },
+        ];
+        let wrapped = Entry::wrap_tagged(b"[1]", Some(Duration::from_secs(10)), &tags);
+        assert_eq!(wrapped.len(), TAGGED_HEADER + (1 + 3 + 8) + (1 + 2 + 8) + 3);
+        for entry in [
+            Entry::unwrap(wrapped.clone()),
+            Entry::unwrap_tagged(wrapped.clone()),
+        ] {
+            assert_eq!(&entry.payload[..], b"[1]");
+            assert_eq!(entry.tags, tags);
+            assert_eq!(entry.ttl_ms, 10_000);
+            assert!(entry.is_fresh(now_ms()));
+        }
+        let untimed = Entry::unwrap_tagged(Entry::wrap_tagged(b"x", None, &tags[..1]));
+        assert_eq!((untimed.expires_at_ms, untimed.ttl_ms), (None, 0));
+        // Cut short anywhere within its tags, it is no envelope: the bytes
+        // are read as they are (and fail to decode), never a panic.
+        let tags_end = wrapped.len() - 3;
+        for cut in 0..tags_end {
+            let entry = Entry::unwrap_tagged(wrapped.slice(..cut));
+            assert!(entry.tags.is_empty(), "cut at {cut}");
+            assert_eq!(entry.payload, wrapped.slice(..cut));
+        }
+        // A tag count of zero is no envelope either.
+        let mut zero = wrapped[..TAGGED_HEADER].to_vec();
+        zero[TAGGED_HEADER - 1] = 0;
+        zero.extend_from_slice(b"[1]");
+        let zero = Bytes::from(zero);
+        assert_eq!(Entry::unwrap_tagged(zero.clone()).payload, zero);
+        // The fail-safe envelope is not read by `unwrap_tagged`.
+        let fail_safe = Entry::wrap(b"[1]", None);
+        assert_eq!(Entry::unwrap_tagged(fail_safe.clone()).payload, fail_safe);
     }
 }

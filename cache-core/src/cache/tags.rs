@@ -82,10 +82,14 @@ impl<C: Codec> Cache<C> {
     /// backend's error is returned. An invalidation is never `Ok` while
     /// nothing will happen.
     ///
-    /// [`exists`](Cache::exists) asks the backend and does not read tags:
-    /// it can answer `true` for an invalidated entry.
-    /// A [`TypedL1`](crate::TypedL1) in front of the cache keeps its decoded
-    /// copies until their `max_ttl`.
+    /// Limits: [`exists`](Cache::exists), and [`ttl`](Cache::ttl) without
+    /// fail-safe or refresh-ahead, ask the backend and do not read tags:
+    /// they can answer for an invalidated entry. A
+    /// [`TypedL1`](crate::TypedL1) in front of the cache keeps its decoded
+    /// copies until their `max_ttl`. A value's tags take their epochs when
+    /// it is stored, so a `get_or_set` load running in *another* process
+    /// when the tag is invalidated can store what it loaded before (as a
+    /// write racing a delete can); its tags' next invalidation removes it.
     ///
     /// # Errors
     ///

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cache_core::layers::{BreakerConfig, BreakerState, FailOpen, Tiered, TieredConfig};
 use cache_core::{
-    Cache, CacheBackend, CacheKey, Codec, ErrorKind, FailSafe, GetOrSetOptions, JsonCodec, Loaded,
-    LocalBackplane, SetOptions, Ttl, WriteOptions, MAX_TAGS_PER_ENTRY,
+    Cache, CacheBackend, CacheKey, Codec, ErrorKind, FailSafe, GetOrSetOptions, JsonCodec, KeyTtl,
+    Loaded, LocalBackplane, SetOptions, Ttl, WriteOptions, MAX_TAGS_PER_ENTRY,
 };
 use cache_memory::MemoryBackend;
 use cache_testkit::{FaultConfig, FaultInjecting};
@@ -260,6 +260,23 @@ async fn invalidate_tag_with_fail_safe_one_envelope_carries_expiry_and_tags() {
     let err = cache.get_or_set(&invalidated, failing).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Loader);
     assert_eq!(cache.stats().stale_served, 1);
+
+    // `expire` rewrites the envelope with its tags (and their epochs); an
+    // invalidated entry is missing to `expire` and `ttl`.
+    let touched = key("rate", 3);
+    cache
+        .set_opts(&touched, &3.5_f64, opts("touch"))
+        .await
+        .unwrap();
+    assert!(cache.expire(&touched, Ttl::secs(60)).await.unwrap());
+    assert!(matches!(
+        cache.ttl(&touched).await.unwrap(),
+        KeyTtl::Expires(_)
+    ));
+    cache.invalidate_tag("touch").await.unwrap();
+    assert_eq!(cache.get::<f64>(&touched).await.unwrap(), None);
+    assert!(!cache.expire(&touched, Ttl::secs(60)).await.unwrap());
+    assert_eq!(cache.ttl(&touched).await.unwrap(), KeyTtl::Missing);
 }
 
 #[test]

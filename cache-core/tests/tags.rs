@@ -369,6 +369,25 @@ async fn invalidate_tag_lost_marker_never_resurrects_entries() {
     // Entries written after it live.
     a.set_opts(&before, &3_u32, tags(&["t"])).await.unwrap();
     assert_eq!(fresh.get::<u32>(&before).await.unwrap(), Some(3));
+
+    // `clear()` removes the markers and this instance forgets their
+    // epochs, also within its refresh interval: what it writes next is
+    // reachable, for it and for others.
+    let trusting = Cache::builder(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .generation_refresh(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    trusting
+        .set_opts(&before, &4_u32, tags(&["t"]))
+        .await
+        .unwrap();
+    trusting.clear().await.unwrap();
+    trusting
+        .set_opts(&before, &5_u32, tags(&["t"]))
+        .await
+        .unwrap();
+    assert_eq!(trusting.get::<u32>(&before).await.unwrap(), Some(5));
+    assert_eq!(fresh.get::<u32>(&before).await.unwrap(), Some(5));
 }
 
 #[tokio::test]

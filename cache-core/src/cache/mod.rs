@@ -319,7 +319,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl<C: Codec> Cache<C> {
     /// Removes every key under this cache's prefix (and nothing else):
-    /// values and the category generation keys; returns how many.
+    /// values, the category generation keys and the tag markers; returns
+    /// how many.
     ///
     /// # Errors
     ///
@@ -329,6 +330,13 @@ impl<C: Codec> Cache<C> {
         let namespace = format!("{}:", self.inner.prefix);
         let _write = self.inner.writes.begin_all();
         let removed = self.track((*self.inner.backend).clear(&namespace).await)?;
+        // The tag markers went too: the next tagged read or write creates
+        // new epochs instead of trusting the cleared ones.
+        self.inner
+            .tag_epochs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.inner.counters.inc(Stat::Deletes, removed);
         Ok(removed)
     }

@@ -11,7 +11,11 @@ use crate::error::{Error, ErrorKind, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Invalidation {
-    /// These keys changed (written, deleted, expired, incremented).
+    /// These keys changed (written, deleted, expired, incremented). A tag
+    /// invalidation ([`Cache::invalidate_tag`](crate::Cache::invalidate_tag))
+    /// travels as this too: it writes the tag's marker key, and dropping
+    /// the L1 copy of the marker is all another instance needs (its tagged
+    /// entries are checked against the marker on every read).
     #[serde(rename = "k")]
     Keys(Vec<String>),
     /// Every key matching this Redis glob was deleted.

@@ -15,7 +15,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 ///
 /// Values are stored in a small envelope (16 bytes before the encoded
 /// value, recording the logical expiry), so with fail-safe on the bytes in
-/// the backend are no longer exactly the codec's output.
+/// the backend are no longer exactly the codec's output. A tagged write
+/// (see [`Cache::invalidate_tag`](crate::Cache::invalidate_tag)) uses one
+/// envelope that carries both the expiry and the tags.
 ///
 /// # Examples
 ///
@@ -59,6 +61,47 @@ impl FailSafe {
 const MAGIC: [u8; 4] = [0xFF, b'C', b'E', 1];
 const HEADER: usize = MAGIC.len() + 12;
 
+/// The tagged envelope's first bytes (the compressed form of
+/// `compression.rs` is `0xFF C Z 1`, the fail-safe envelope `0xFF C E 1`).
+///
+/// A tagged envelope is recognised by every cache, also one without
+/// fail-safe or refresh-ahead (tags are chosen per write, so any cache may
+/// meet one): no codec output starts with it. 0xFF is not UTF-8, so JSON
+/// text never starts with it; in MessagePack 0xFF is a complete value (-1),
+/// so a single encoded value that starts with it is exactly one byte long;
+/// a compressed value starts `0xFF C Z`. A custom codec must not produce
+/// output that starts `0xFF C T`.
+///
+/// The layout, integers big-endian:
+///
+/// ```text
+/// FF 43 54 01          magic ("\xFFCT", version 1)
+/// u64 expires_at_ms    logical expiry (0: none, or not recorded)
+/// u32 ttl_ms           the TTL written with (0: unknown or never)
+/// u8  n                number of tags, 1..=255
+/// n × (u8 len, len bytes of the tag's UTF-8, u64 epoch)
+/// payload              the codec's output
+/// ```
+const TAGGED_MAGIC: [u8; 4] = [0xFF, b'C', b'T', 1];
+/// The tagged envelope's fixed part: magic, expiry, TTL, tag count.
+const TAGGED_HEADER: usize = TAGGED_MAGIC.len() + 13;
+
+/// The most tags one entry carries (the count is one byte in the
+/// envelope).
+pub const MAX_TAGS_PER_ENTRY: usize = 255;
+
+/// The longest tag, in bytes (its length is one byte in the envelope).
+pub const MAX_TAG_LEN: usize = 255;
+
+/// A tag of an entry and its tag's epoch when the entry was written (see
+/// `cache/tags.rs`): the entry is current while the tag's stored epoch is
+/// still this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TagStamp {
+    pub(crate) tag: String,
+    pub(crate) epoch: u64,
+}
+
 /// A stored value with its logical expiry and TTL.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -67,6 +110,8 @@ pub(crate) struct Entry {
     pub(crate) expires_at_ms: Option<u64>,
     /// The TTL the value was written with, in ms (0: unknown or never).
     pub(crate) ttl_ms: u32,
+    /// Its tags with their epochs at write time (empty: untagged).
+    pub(crate) tags: Vec<TagStamp>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -75,26 +120,104 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The logical expiry (unix ms, 0: none) and the TTL in ms of a value
+/// written now with `ttl`.
+fn expiry(ttl: Option<Duration>) -> (u64, u32) {
+    let ttl_ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+    let expires = if ttl.is_some() {
+        now_ms().saturating_add(ttl_ms).max(1)
+    } else {
+        0
+    };
+    (expires, u32::try_from(ttl_ms).unwrap_or(u32::MAX))
+}
+
 impl Entry {
     /// Wraps `payload` with its logical expiry.
     pub(crate) fn wrap(payload: &[u8], ttl: Option<Duration>) -> Bytes {
-        let ttl_ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-        let expires = if ttl.is_some() {
-            now_ms().saturating_add(ttl_ms).max(1)
-        } else {
-            0
-        };
+        let (expires, ttl_ms) = expiry(ttl);
         let mut out = BytesMut::with_capacity(HEADER + payload.len());
         out.put_slice(&MAGIC);
         out.put_u64(expires);
-        out.put_u32(u32::try_from(ttl_ms).unwrap_or(u32::MAX));
+        out.put_u32(ttl_ms);
         out.put_slice(payload);
         out.freeze()
     }
 
-    /// Reads an envelope; bytes without one are a value that never goes
-    /// stale (written by a cache without fail-safe, or another program).
+    /// Wraps `payload` with its tags (1 to [`MAX_TAGS_PER_ENTRY`], each 1
+    /// to [`MAX_TAG_LEN`] bytes: the caller checks) and, when `ttl` is given, its
+    /// logical expiry (`None`: none recorded, the backend's TTL is the
+    /// value's only expiry).
+    pub(crate) fn wrap_tagged(payload: &[u8], ttl: Option<Duration>, tags: &[TagStamp]) -> Bytes {
+        let (expires, ttl_ms) = expiry(ttl);
+        let tags_len: usize = tags.iter().map(|t| 9 + t.tag.len()).sum();
+        let mut out = BytesMut::with_capacity(TAGGED_HEADER + tags_len + payload.len());
+        out.put_slice(&TAGGED_MAGIC);
+        out.put_u64(expires);
+        out.put_u32(ttl_ms);
+        out.put_u8(u8::try_from(tags.len()).unwrap_or(u8::MAX));
+        for stamp in tags.iter().take(MAX_TAGS_PER_ENTRY) {
+            let name = &stamp.tag.as_bytes()[..stamp.tag.len().min(MAX_TAG_LEN)];
+            out.put_u8(u8::try_from(name.len()).unwrap_or(u8::MAX));
+            out.put_slice(name);
+            out.put_u64(stamp.epoch);
+        }
+        out.put_slice(payload);
+        out.freeze()
+    }
+
+    /// Reads a tagged envelope, or returns the bytes as they are (plain):
+    /// what a cache without fail-safe and refresh-ahead reads.
+    pub(crate) fn unwrap_tagged(bytes: Bytes) -> Entry {
+        if bytes.starts_with(&TAGGED_MAGIC) {
+            if let Some(entry) = Entry::parse_tagged(&bytes) {
+                return entry;
+            }
+        }
+        Entry::plain(bytes)
+    }
+
+    /// Parses a tagged envelope; `None` when it is cut short or a tag is
+    /// not UTF-8 (the bytes are then read as a value, which fails to
+    /// decode: counted, and a miss).
+    fn parse_tagged(bytes: &Bytes) -> Option<Entry> {
+        let mut at = TAGGED_MAGIC.len();
+        let expires = u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+        at += 8;
+        let ttl_ms = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let count = usize::from(*bytes.get(at)?);
+        at += 1;
+        let mut tags = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = usize::from(*bytes.get(at)?);
+            at += 1;
+            let tag = std::str::from_utf8(bytes.get(at..at + len)?)
+                .ok()?
+                .to_owned();
+            at += len;
+            let epoch = u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+            at += 8;
+            tags.push(TagStamp { tag, epoch });
+        }
+        if tags.is_empty() {
+            return None;
+        }
+        Some(Entry {
+            payload: bytes.slice(at..),
+            expires_at_ms: (expires != 0).then_some(expires),
+            ttl_ms,
+            tags,
+        })
+    }
+
+    /// Reads an envelope (fail-safe or tagged); bytes without one are a
+    /// value that never goes stale (written by a cache without fail-safe,
+    /// or another program).
     pub(crate) fn unwrap(bytes: Bytes) -> Entry {
+        if bytes.starts_with(&TAGGED_MAGIC) {
+            return Entry::unwrap_tagged(bytes);
+        }
         if bytes.len() >= HEADER && bytes[..MAGIC.len()] == MAGIC {
             let mut expires = [0u8; 8];
             expires.copy_from_slice(&bytes[4..12]);
@@ -105,6 +228,7 @@ impl Entry {
                 payload: bytes.slice(HEADER..),
                 expires_at_ms: (expires != 0).then_some(expires),
                 ttl_ms: u32::from_be_bytes(ttl),
+                tags: Vec::new(),
             }
         } else {
             Entry::plain(bytes)
@@ -117,6 +241,7 @@ impl Entry {
             payload: bytes,
             expires_at_ms: None,
             ttl_ms: 0,
+            tags: Vec::new(),
         }
     }
 
@@ -168,5 +293,49 @@ mod tests {
 
         let never = Entry::unwrap(Entry::wrap(b"x", None));
         assert_eq!(never.expires_at_ms, None);
+    }
+
+    #[test]
+    fn tagged_envelope_round_trips_and_any_cut_reads_as_plain_bytes() {
+        let tags = vec![
+            TagStamp {
+                tag: "a:1".into(),
+                epoch: 7,
+            },
+            TagStamp {
+                tag: "é".into(),
+                epoch: u64::MAX,
+            },
+        ];
+        let wrapped = Entry::wrap_tagged(b"[1]", Some(Duration::from_secs(10)), &tags);
+        assert_eq!(wrapped.len(), TAGGED_HEADER + (1 + 3 + 8) + (1 + 2 + 8) + 3);
+        for entry in [
+            Entry::unwrap(wrapped.clone()),
+            Entry::unwrap_tagged(wrapped.clone()),
+        ] {
+            assert_eq!(&entry.payload[..], b"[1]");
+            assert_eq!(entry.tags, tags);
+            assert_eq!(entry.ttl_ms, 10_000);
+            assert!(entry.is_fresh(now_ms()));
+        }
+        let untimed = Entry::unwrap_tagged(Entry::wrap_tagged(b"x", None, &tags[..1]));
+        assert_eq!((untimed.expires_at_ms, untimed.ttl_ms), (None, 0));
+        // Cut short anywhere within its tags, it is no envelope: the bytes
+        // are read as they are (and fail to decode), never a panic.
+        let tags_end = wrapped.len() - 3;
+        for cut in 0..tags_end {
+            let entry = Entry::unwrap_tagged(wrapped.slice(..cut));
+            assert!(entry.tags.is_empty(), "cut at {cut}");
+            assert_eq!(entry.payload, wrapped.slice(..cut));
+        }
+        // A tag count of zero is no envelope either.
+        let mut zero = wrapped[..TAGGED_HEADER].to_vec();
+        zero[TAGGED_HEADER - 1] = 0;
+        zero.extend_from_slice(b"[1]");
+        let zero = Bytes::from(zero);
+        assert_eq!(Entry::unwrap_tagged(zero.clone()).payload, zero);
+        // The fail-safe envelope is not read by `unwrap_tagged`.
+        let fail_safe = Entry::wrap(b"[1]", None);
+        assert_eq!(Entry::unwrap_tagged(fail_safe.clone()).payload, fail_safe);
     }
 }

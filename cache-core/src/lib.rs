@@ -55,8 +55,8 @@ pub use backend::{
 };
 pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
 pub use cache::{
-    Cache, CacheBuilder, DistributedFlight, GetOrSetOptions, Loaded, DEFAULT_GENERATION_REFRESH,
-    DEFAULT_PREFIX,
+    Cache, CacheBuilder, DistributedFlight, GetOrSetOptions, Loaded, WriteOptions,
+    DEFAULT_GENERATION_REFRESH, DEFAULT_PREFIX,
 };
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
@@ -64,7 +64,7 @@ pub use codec::{AnyCodec, Codec, JsonCodec};
 #[cfg(feature = "compression")]
 pub use compression::{Compressed, DEFAULT_COMPRESSION_THRESHOLD};
 pub use error::{Error, ErrorKind, Result};
-pub use fail_safe::FailSafe;
+pub use fail_safe::{FailSafe, MAX_TAGS_PER_ENTRY, MAX_TAG_LEN};
 pub use flight_lock::{
     Acquire, DeferredFlightLock, FlightLock, LeaseWakers, LeaseWatch, LocalFlightLock,
 };

@@ -1031,9 +1031,12 @@ async fn refresh_ahead_cancel_then_the_next_hit_refreshes() {
         assert_eq!(cache.stats().refreshes, 0, "{at}");
         let opts = GetOrSetOptions::default().with_ttl(Ttl::After(Duration::from_secs(3600)));
         for (n, value) in [(1, "old"), (2, "refreshed")] {
-            let v: String = finish(&at, cache.get_or_set_opts(&k, opts, loader("refreshed")))
-                .await
-                .unwrap();
+            let v: String = finish(
+                &at,
+                cache.get_or_set_opts(&k, opts.clone(), loader("refreshed")),
+            )
+            .await
+            .unwrap();
             assert_eq!(v, value, "{at}");
             // Each hit starts a refresh: the one before left the table.
             assert_eq!(cache.stats().refreshes, n, "{at}");

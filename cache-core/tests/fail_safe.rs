@@ -133,13 +133,13 @@ async fn refresh_ahead_reloads_once_in_the_background() {
     };
     let opts = GetOrSetOptions::default().with_ttl(Ttl::millis(400));
     let v = cache
-        .get_or_set_opts(&key(), opts, load(Arc::clone(&version)))
+        .get_or_set_opts(&key(), opts.clone(), load(Arc::clone(&version)))
         .await
         .unwrap();
     assert_eq!(v, 0);
     // Early hits: no refresh.
     let v = cache
-        .get_or_set_opts(&key(), opts, load(Arc::clone(&version)))
+        .get_or_set_opts(&key(), opts.clone(), load(Arc::clone(&version)))
         .await
         .unwrap();
     assert_eq!((v, cache.stats().refreshes), (0, 0));
@@ -147,7 +147,7 @@ async fn refresh_ahead_reloads_once_in_the_background() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     for _ in 0..20 {
         let v = cache
-            .get_or_set_opts(&key(), opts, load(Arc::clone(&version)))
+            .get_or_set_opts(&key(), opts.clone(), load(Arc::clone(&version)))
             .await
             .unwrap();
         assert_eq!(v, 0);

@@ -1,6 +1,8 @@
-//! The stored form of a value when fail-safe or refresh-ahead is on: the
-//! fail-safe envelope (the value with its logical expiry), kept for
-//! `max_stale` past its TTL.
+//! The stored form of a value: plain codec output, unless fail-safe or
+//! refresh-ahead is on (the fail-safe envelope: the value with its logical
+//! expiry, kept for `max_stale` past its TTL) or the write has tags (the
+//! tagged envelope, which also carries the logical expiry when the cache
+//! needs it: one envelope for both).
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::Cache;
 use crate::codec::Codec;
 use crate::error::Result;
-use crate::fail_safe::Entry;
+use crate::fail_safe::{Entry, TagStamp};
 
 impl<C: Codec> Cache<C> {
     /// Reads `full` and decodes it; an undecodable value is counted and
@@ -23,6 +25,10 @@ impl<C: Codec> Cache<C> {
             return Ok(None);
         };
         let entry = self.unwrap_stored(bytes);
+        if !self.tags_current(&entry).await? {
+            // Invalidated by a tag: gone, not even stale.
+            return Ok(None);
+        }
         match self.inner.codec.decode(&entry.payload) {
             Ok(value) => Ok(Some((value, entry))),
             Err(err) => {
@@ -32,14 +38,31 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    /// The stored bytes as an entry. Only a cache that writes envelopes
-    /// looks for one: without fail-safe and refresh-ahead, every byte is the
-    /// codec's, even bytes that happen to start like an envelope.
+    /// The stored bytes as an entry. Only a cache that writes fail-safe
+    /// envelopes looks for one: without fail-safe and refresh-ahead, bytes
+    /// that happen to start like one are the codec's. The tagged envelope
+    /// is read by every cache (any write may carry tags), its marker being
+    /// one no codec output starts with (see `fail_safe.rs`).
     pub(super) fn unwrap_stored(&self, bytes: Bytes) -> Entry {
         if self.enveloped() {
             Entry::unwrap(bytes)
         } else {
-            Entry::plain(bytes)
+            Entry::unwrap_tagged(bytes)
+        }
+    }
+
+    /// The stored bytes as an entry if it is live: within its logical TTL,
+    /// and none of its tags invalidated since it was written.
+    pub(super) async fn live_entry(
+        &self,
+        stored: Option<Bytes>,
+        now: u64,
+    ) -> Result<Option<Entry>> {
+        match stored.map(|bytes| self.unwrap_stored(bytes)) {
+            Some(entry) if entry.is_fresh(now) && self.tags_current(&entry).await? => {
+                Ok(Some(entry))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -56,16 +79,24 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    /// The bytes and TTL to store an encoded value with.
+    /// The bytes and TTL to store an encoded value with: with no tags and
+    /// no fail-safe or refresh-ahead, the codec's bytes as they are.
     pub(super) fn stored_form(
         &self,
         payload: Bytes,
         ttl: Option<Duration>,
+        tags: &[TagStamp],
     ) -> (Bytes, Option<Duration>) {
-        if self.enveloped() {
-            (Entry::wrap(&payload, ttl), self.physical_ttl(ttl))
-        } else {
-            (payload, ttl)
+        match (self.enveloped(), tags.is_empty()) {
+            (true, true) => (Entry::wrap(&payload, ttl), self.physical_ttl(ttl)),
+            (true, false) => (
+                Entry::wrap_tagged(&payload, ttl, tags),
+                self.physical_ttl(ttl),
+            ),
+            // No logical expiry recorded: the backend's TTL is the only
+            // one, so `expire` can change it in place.
+            (false, false) => (Entry::wrap_tagged(&payload, None, tags), ttl),
+            (false, true) => (payload, ttl),
         }
     }
 }

@@ -10,13 +10,17 @@
 //!   pattern;
 //! - `distributed`: the distributed single flight, a lease per key across
 //!   processes, that a `get_or_set` load passes before its loader runs;
+//! - `tags`: invalidation by tag (a marker key per tag, its epoch recorded
+//!   in each tagged entry);
 //! - `envelope`: how a value is stored when fail-safe or refresh-ahead needs
-//!   its logical expiry (the fail-safe envelope, its physical TTL).
+//!   its logical expiry, or tags their epochs (the envelopes, the physical
+//!   TTL).
 
 mod distributed;
 mod envelope;
 mod generations;
 mod single_flight;
+mod tags;
 mod typed;
 
 use std::collections::HashMap;
@@ -46,6 +50,7 @@ use distributed::Distributed;
 pub use distributed::DistributedFlight;
 use single_flight::FlightResult;
 pub use single_flight::{GetOrSetOptions, Loaded};
+pub use typed::WriteOptions;
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "cache";
@@ -123,7 +128,9 @@ struct Inner<C> {
     /// written after it started.
     writes: WriteTracker,
     generations: RwLock<HashMap<String, generations::KnownGeneration>>,
-    /// Where category generations are read and bumped: the backend, or
+    /// The epochs of tags, as last read (see `tags.rs`).
+    tag_epochs: RwLock<HashMap<String, tags::KnownEpoch>>,
+    /// Where category generations and tag markers are read and bumped: the backend, or
     /// the shared tier under an L1 (see
     /// [`CacheBuilder::generation_backend`]).
     generation_backend: Arc<dyn CacheBackend>,
@@ -220,17 +227,18 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
-    /// How long a category generation read from the backend is trusted
-    /// (default 1 s). Other instances see a category invalidation within
-    /// this time; `Duration::ZERO` reads it on every call.
+    /// How long a category generation or a tag's epoch read from the
+    /// backend is trusted (default 1 s). Other instances see a category or
+    /// tag invalidation within this time; `Duration::ZERO` reads it on
+    /// every call.
     #[must_use]
     pub fn generation_refresh(mut self, every: Duration) -> Self {
         self.generation_refresh = every;
         self
     }
 
-    /// Where category generations are read and bumped, when not the
-    /// backend itself: under a [`Tiered`](crate::layers::Tiered) L1 with no
+    /// Where category generations and tag markers are read and bumped,
+    /// when not the backend itself: under a [`Tiered`](crate::layers::Tiered) L1 with no
     /// backplane, pass its shared tier (L2), so a generation is never read
     /// from an L1 copy (which lives up to `l1_max_ttl`) and a category
     /// invalidation reaches the other instances within the generation
@@ -396,6 +404,7 @@ impl<C: Codec> CacheBuilder<C> {
                 flights: Mutex::new(HashMap::new()),
                 writes: WriteTracker::new(),
                 generations: RwLock::new(HashMap::new()),
+                tag_epochs: RwLock::new(HashMap::new()),
                 generation_refresh: self.generation_refresh,
                 fail_safe: self.fail_safe,
                 refresh_ahead: self.refresh_ahead,
@@ -414,7 +423,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl<C: Codec> Cache<C> {
     /// Removes every key under this cache's prefix (and nothing else):
-    /// values and the category generation keys; returns how many.
+    /// values, the category generation keys and the tag markers; returns
+    /// how many.
     ///
     /// # Errors
     ///
@@ -424,6 +434,13 @@ impl<C: Codec> Cache<C> {
         let namespace = format!("{}:", self.inner.prefix);
         let _write = self.inner.writes.begin_all();
         let removed = self.track((*self.inner.backend).clear(&namespace).await)?;
+        // The tag markers went too: the next tagged read or write creates
+        // new epochs instead of trusting the cleared ones.
+        self.inner
+            .tag_epochs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.inner.counters.inc(Stat::Deletes, removed);
         Ok(removed)
     }

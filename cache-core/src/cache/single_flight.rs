@@ -25,7 +25,16 @@ use crate::ttl::Ttl;
 pub(super) type FlightResult = Option<Result<Bytes>>;
 
 /// Options of [`Cache::get_or_set_opts`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// # Examples
+///
+/// ```
+/// use cache::{GetOrSetOptions, Ttl};
+///
+/// let opts = GetOrSetOptions::default().with_ttl(Ttl::secs(60)).with_tags(["user:42"]);
+/// assert_eq!(opts.tags, ["user:42"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GetOrSetOptions {
     /// The TTL of a loaded value.
@@ -35,6 +44,9 @@ pub struct GetOrSetOptions {
     /// `None`: as the cache's settings say. Without a flight lock on the
     /// cache there is none to use.
     pub distributed: Option<bool>,
+    /// The tags a loaded value is stored with (see
+    /// [`Cache::invalidate_tag`]); none by default.
+    pub tags: Vec<String>,
 }
 
 impl GetOrSetOptions {
@@ -51,6 +63,41 @@ impl GetOrSetOptions {
         self.distributed = Some(on);
         self
     }
+
+    /// Adds tags to a loaded value: [`Cache::invalidate_tag`] of any of
+    /// them makes it unreachable, and the next `get_or_set` reloads it
+    /// (FusionCache's `Tags` and `RemoveByTag`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey, GetOrSetOptions};
+    /// use cache::memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    /// let key = CacheKey::new("product", 7)?;
+    /// let opts = GetOrSetOptions::default().with_tags(["catalog"]);
+    /// let load = || async { Ok::<_, std::io::Error>(9.5_f64) };
+    /// cache.get_or_set_opts(&key, opts.clone(), load).await?;
+    /// cache.get_or_set_opts(&key, opts.clone(), load).await?; // a hit
+    /// cache.invalidate_tag("catalog").await?;
+    /// cache.get_or_set_opts(&key, opts, load).await?; // reloaded
+    /// assert_eq!(cache.stats().loader_calls, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
 }
 
 /// A loader's answer to [`Cache::get_or_set_adaptive`]: the value, and how
@@ -58,12 +105,11 @@ impl GetOrSetOptions {
 /// for 10 min, an error page not at all).
 ///
 /// Built with [`Loaded::new`] (stored with the category's TTL, like
-/// [`Cache::get_or_set`]) and adjusted with [`with_ttl`](Loaded::with_ttl)
-/// or [`dont_cache`](Loaded::dont_cache).
+/// [`Cache::get_or_set`]) and adjusted with [`with_ttl`](Loaded::with_ttl),
+/// [`with_tags`](Loaded::with_tags) or [`dont_cache`](Loaded::dont_cache).
 ///
 /// The struct is `#[non_exhaustive]` so that per-value options can be
-/// added without breaking loaders: tags (invalidation by tag, a later
-/// feature) will be one more field here, set with a `with_tags` method.
+/// added without breaking loaders.
 ///
 /// # Examples
 ///
@@ -89,6 +135,9 @@ pub struct Loaded<T> {
     /// callers of this flight only, and leaves the backend untouched, so the
     /// next call runs the loader again.
     pub store: bool,
+    /// The tags it is stored with (see [`Cache::invalidate_tag`]), after
+    /// those of the [`GetOrSetOptions`], if any.
+    pub tags: Vec<String>,
 }
 
 impl<T> Loaded<T> {
@@ -98,7 +147,30 @@ impl<T> Loaded<T> {
             value,
             ttl: Ttl::Default,
             store: true,
+            tags: Vec::new(),
         }
+    }
+
+    /// Stores the value with these tags (added to any already set), e.g.
+    /// tags chosen from the value itself: the ids it refers to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache::Loaded;
+    ///
+    /// let order = ("order 17", 42); // (what, customer id)
+    /// let loaded = Loaded::new(order).with_tags([format!("customer:{}", order.1)]);
+    /// assert_eq!(loaded.tags, ["customer:42"]);
+    /// ```
+    #[must_use]
+    pub fn with_tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
     }
 
     /// Stores the value with `ttl`.
@@ -198,10 +270,17 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let ttl = opts.ttl;
-        self.get_or_set_loaded(key, opts.distributed, move || {
+        let GetOrSetOptions {
+            ttl,
+            tags,
+            distributed,
+        } = opts;
+        self.get_or_set_loaded(key, distributed, move || {
             let load = loader();
-            async move { load.await.map(|value| Loaded::new(value).with_ttl(ttl)) }
+            async move {
+                load.await
+                    .map(|value| Loaded::new(value).with_ttl(ttl).with_tags(tags))
+            }
         })
         .await
     }
@@ -426,8 +505,10 @@ impl<C: Codec> Cache<C> {
         match (*self.inner.backend).get(full).await {
             Ok(Some(bytes)) => {
                 let entry = self.unwrap_stored(bytes);
+                // An invalidated (tag) entry is reloaded and overwritten.
                 if entry.is_fresh(now_ms())
                     && !entry.in_refresh_window(now_ms(), self.inner.refresh_ahead.unwrap_or(0.0))
+                    && self.tags_current(&entry).await.unwrap_or(false)
                 {
                     match self.inner.codec.decode::<T>(&entry.payload) {
                         Ok(_) => return Ok(entry.payload),
@@ -466,7 +547,20 @@ impl<C: Codec> Cache<C> {
             );
             return Ok(payload);
         };
-        let (stored, physical) = self.stored_form(payload.clone(), ttl);
+        let stamps = match self.stamp_tags(&loaded.tags).await {
+            Ok(stamps) => stamps,
+            Err(err) => {
+                // Invalid tags are the loader's mistake (returned); an
+                // unreachable marker leaves the value unstored.
+                self.inner.counters.inc(Stat::Errors, 1);
+                tracing::warn!(error = %err, category, "reading the tags of a loaded value failed");
+                if err.is_retryable() {
+                    return Ok(payload);
+                }
+                return Err(err);
+            }
+        };
+        let (stored, physical) = self.stored_form(payload.clone(), ttl, &stamps);
         // From a miss, store only if still absent: a value another instance
         // wrote meanwhile is newer than this load's.
         let mode = if absent {

@@ -27,13 +27,13 @@ impl<C: Codec> Cache<C> {
     pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
         let full = self.full_key(key).await?;
         let stored = self.track((*self.inner.backend).get(&full).await)?;
-        match stored.map(|bytes| self.unwrap_stored(bytes)) {
-            Some(entry) if entry.is_fresh(now_ms()) => {
+        match self.live_entry(stored, now_ms()).await? {
+            Some(entry) => {
                 let value = self.decode(&entry.payload)?;
                 self.inner.counters.inc(Stat::Hits, 1);
                 Ok(Some(value))
             }
-            _ => {
+            None => {
                 self.inner.counters.inc(Stat::Misses, 1);
                 Ok(None)
             }
@@ -79,9 +79,9 @@ impl<C: Codec> Cache<C> {
         let full = self.full_key(key).await?;
         let stored = self.track((*self.inner.backend).get(&full).await)?;
         let now = now_ms();
-        let entry = match stored.map(|bytes| self.unwrap_stored(bytes)) {
-            Some(entry) if entry.is_fresh(now) => entry,
-            _ => {
+        let entry = match self.live_entry(stored, now).await? {
+            Some(entry) => entry,
+            None => {
                 self.inner.counters.inc(Stat::Misses, 1);
                 return Ok(None);
             }
@@ -121,7 +121,59 @@ impl<C: Codec> Cache<C> {
         value: &T,
         ttl: Ttl,
     ) -> Result<()> {
-        self.write(key, value, ttl, SetMode::Always).await.map(drop)
+        self.write(key, value, ttl, SetMode::Always, &[])
+            .await
+            .map(drop)
+    }
+
+    /// Writes `value` with options: a TTL and tags (see
+    /// [`WriteOptions`]). A tagged entry becomes unreachable when any of
+    /// its tags is invalidated ([`invalidate_tag`](Cache::invalidate_tag)).
+    ///
+    /// Without tags, the value is stored as [`set_with_ttl`](Cache::set_with_ttl)
+    /// stores it (the codec's bytes, with no fail-safe or refresh-ahead);
+    /// with tags, in the tagged envelope, which records each tag's current
+    /// epoch (read from the backend at most once per generation refresh
+    /// interval, and created there on first use).
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Cache::set); [`InvalidKey`](crate::ErrorKind::InvalidKey)
+    /// for an invalid tag (empty, longer than [`MAX_TAG_LEN`](crate::MAX_TAG_LEN)
+    /// bytes, a control character), [`InvalidValue`](crate::ErrorKind::InvalidValue)
+    /// for more than [`MAX_TAGS_PER_ENTRY`](crate::MAX_TAGS_PER_ENTRY)
+    /// distinct tags: nothing is written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey, Ttl, WriteOptions};
+    /// use cache::memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    /// let key = CacheKey::new("order", 17)?;
+    /// let opts = WriteOptions::default()
+    ///     .with_ttl(Ttl::secs(300))
+    ///     .with_tags(["customer:42", "orders"]);
+    /// cache.set_opts(&key, &["book", "pen"], opts).await?;
+    /// assert!(cache.get::<Vec<String>>(&key).await?.is_some());
+    /// cache.invalidate_tag("customer:42").await?;
+    /// assert_eq!(cache.get::<Vec<String>>(&key).await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set_opts<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        opts: WriteOptions,
+    ) -> Result<()> {
+        self.write(key, value, opts.ttl, SetMode::Always, &opts.tags)
+            .await
+            .map(drop)
     }
 
     /// Writes `value` only if `key` holds nothing; returns whether it wrote.
@@ -135,7 +187,7 @@ impl<C: Codec> Cache<C> {
         value: &T,
         ttl: Ttl,
     ) -> Result<bool> {
-        self.write(key, value, ttl, SetMode::IfAbsent).await
+        self.write(key, value, ttl, SetMode::IfAbsent, &[]).await
     }
 
     async fn write<T: Serialize + ?Sized>(
@@ -144,10 +196,13 @@ impl<C: Codec> Cache<C> {
         value: &T,
         ttl: Ttl,
         mode: SetMode,
+        tags: &[String],
     ) -> Result<bool> {
         let full = self.full_key(key).await?;
         let ttl = ttl.resolve(&*self.inner.policy, key.category());
-        let (bytes, ttl) = self.stored_form(self.encode(value)?, ttl);
+        let payload = self.encode(value)?;
+        let stamps = self.stamp_tags(tags).await?;
+        let (bytes, ttl) = self.stored_form(payload, ttl, &stamps);
         let opts = SetOptions::ttl(ttl).with_mode(mode);
         let _write = self.inner.writes.begin_keys(&[&full]);
         let written = self.track((*self.inner.backend).set(&full, bytes, opts).await)?;
@@ -212,12 +267,12 @@ impl<C: Codec> Cache<C> {
         let (mut hits, mut misses) = (0, 0);
         let now = now_ms();
         for value in values {
-            match value.map(|bytes| self.unwrap_stored(bytes)) {
-                Some(entry) if entry.is_fresh(now) => {
+            match self.live_entry(value, now).await? {
+                Some(entry) => {
                     out.push(Some(self.decode(&entry.payload)?));
                     hits += 1;
                 }
-                _ => {
+                None => {
                     out.push(None);
                     misses += 1;
                 }
@@ -236,6 +291,25 @@ impl<C: Codec> Cache<C> {
     /// [`Codec`](crate::ErrorKind::Codec) when any value cannot be encoded (nothing
     /// is written); the backend's errors.
     pub async fn set_many<T: Serialize>(&self, items: &[(CacheKey, T)], ttl: Ttl) -> Result<()> {
+        self.set_many_opts(items, WriteOptions::default().with_ttl(ttl))
+            .await
+    }
+
+    /// [`set_many`](Cache::set_many) with options: every item gets the
+    /// TTL and the tags of `opts` (each tag's epoch is read once for the
+    /// batch).
+    ///
+    /// # Errors
+    ///
+    /// As [`set_many`](Cache::set_many), and the tag errors of
+    /// [`set_opts`](Cache::set_opts).
+    pub async fn set_many_opts<T: Serialize>(
+        &self,
+        items: &[(CacheKey, T)],
+        opts: WriteOptions,
+    ) -> Result<()> {
+        let ttl = opts.ttl;
+        let stamps = self.stamp_tags(&opts.tags).await?;
         // One backend batch per category: (its TTL, its entries).
         type Batch = (Option<Duration>, Vec<(String, Bytes)>);
         let mut groups: Vec<Batch> = Vec::new();
@@ -246,7 +320,7 @@ impl<C: Codec> Cache<C> {
                 groups.push((ttl.resolve(&*self.inner.policy, key.category()), Vec::new()));
                 groups.len() - 1
             });
-            let (bytes, _) = self.stored_form(self.encode(value)?, groups[slot].0);
+            let (bytes, _) = self.stored_form(self.encode(value)?, groups[slot].0, &stamps);
             groups[slot].1.push((full, bytes));
         }
         for (ttl, entries) in groups {
@@ -381,10 +455,11 @@ impl<C: Codec> Cache<C> {
             // its backend TTL is its only expiry.
             return self.track((*self.inner.backend).expire(&full, ttl).await);
         }
-        if !entry.is_fresh(now_ms()) {
+        if !entry.is_fresh(now_ms()) || !self.tags_current(&entry).await? {
             return Ok(false);
         }
-        let (bytes, physical) = self.stored_form(entry.payload, ttl);
+        // The tags keep the epochs they were written with.
+        let (bytes, physical) = self.stored_form(entry.payload, ttl, &entry.tags);
         self.track(
             (*self.inner.backend)
                 .set(&full, bytes, SetOptions::ttl(physical))
@@ -447,6 +522,9 @@ impl<C: Codec> Cache<C> {
             let entry = self.unwrap_stored(bytes);
             if entry.payload.len() != stored_len {
                 let now = now_ms();
+                if !self.tags_current(&entry).await? {
+                    return Ok(KeyTtl::Missing);
+                }
                 return Ok(match entry.expires_at_ms {
                     None => KeyTtl::Persistent,
                     Some(_) if !entry.is_fresh(now) => KeyTtl::Missing,
@@ -455,5 +533,53 @@ impl<C: Codec> Cache<C> {
             }
         }
         self.track((*self.inner.backend).ttl(&full).await)
+    }
+}
+
+/// Options of a typed write ([`Cache::set_opts`],
+/// [`Cache::set_many_opts`]): its TTL and its tags.
+///
+/// Tags group entries across keys and categories so they can be
+/// invalidated together with [`Cache::invalidate_tag`] (FusionCache's
+/// `Tags` option and `RemoveByTag`). With no tags, the stored bytes are
+/// exactly those of an untagged write.
+///
+/// # Examples
+///
+/// ```
+/// use cache::{Ttl, WriteOptions};
+///
+/// let opts = WriteOptions::default().with_ttl(Ttl::secs(60)).with_tags(["user:42", "profiles"]);
+/// assert_eq!(opts.ttl, Ttl::secs(60));
+/// assert_eq!(opts.tags, ["user:42", "profiles"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteOptions {
+    /// The TTL ([`Ttl::Default`]: the category's, from the policy).
+    pub ttl: Ttl,
+    /// The entry's tags (none by default). Each is 1 to
+    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes without control
+    /// characters; any text otherwise (`:` and the like are fine).
+    pub tags: Vec<String>,
+}
+
+impl WriteOptions {
+    /// Sets the TTL.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Adds tags.
+    #[must_use]
+    pub fn with_tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
     }
 }

@@ -53,6 +53,7 @@ mod core;
 mod error;
 #[cfg(feature = "sentinel")]
 mod sentinel;
+mod tracking;
 
 pub use backend::RedisBackend;
 pub use backplane::{RedisBackplane, DEFAULT_CHANNEL};
@@ -60,6 +61,7 @@ pub use config::{
     RedisConfig, RedisMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE,
     DEFAULT_RESPONSE_TIMEOUT,
 };
+pub use tracking::{RedisTracking, TRACKING_ORIGIN};
 
 /// Connects to the Redis deployment `url` describes and returns it as a
 /// shared backend; what `cache::open` calls for the Redis URL schemes:

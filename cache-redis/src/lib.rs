@@ -24,6 +24,10 @@
 //! - `redis+sentinel://sentinel1:port,sentinel2:port/master-name[/db]` with
 //!   the feature `sentinel`: the backend asks the Sentinels for the primary
 //!   and moves to the new one after a failover, without being rebuilt.
+//! - L1 invalidation for a `Tiered` in front of Redis, as a
+//!   [`Backplane`](cache_core::Backplane): [`RedisBackplane`] (pub/sub;
+//!   writes through this library) or [`RedisTracking`] (RESP3 client
+//!   tracking on the cache's prefix; writes by any client, one server).
 //!
 //! # Examples
 //!

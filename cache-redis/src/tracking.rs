@@ -297,7 +297,8 @@ impl RedisTracking {
                     None => return Some("the connection closed"),
                     Some(push) => match push.kind {
                         PushKind::Invalidate => {
-                            if tx.send(event(push)).await.is_err() {
+                            let delivered = tx.send(event(push)).await.is_ok();
+                            if !delivered {
                                 return None;
                             }
                         }

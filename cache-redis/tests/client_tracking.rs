@@ -3,9 +3,9 @@
 //! key, here the `redis-cli` binary: `SET` and `DEL` under the cache's
 //! prefix drop the copy and the next read returns Redis's value; a write
 //! outside the prefix (`{p}2:…`, `{p}x…`, `other:{p}:…`) drops nothing and
-//! is not even told; `FLUSHDB` and the loss of the server clear the whole
-//! L1, and after a restart tracking is on again (a later `redis-cli SET`
-//! still drops the copy). Cluster and Sentinel configurations are refused
+//! is not even told; `FLUSHDB` and the loss of the server (stopped, or
+//! frozen with `SIGSTOP`) clear the whole L1, and once the server is back
+//! tracking is on again (a later `redis-cli SET` still drops the copy). Cluster and Sentinel configurations are refused
 //! as `Unsupported`.
 //!
 //! How it could fail: tracking not turned on, or on without `BCAST` (the
@@ -13,7 +13,8 @@
 //! the prefix without its `:` (`{p}2:…` would be told), the messages
 //! carrying an origin a Tiered ignores, a flush (`invalidate` with a null
 //! key list) read as "no keys", no `Resync` when the connection drops (the
-//! L1 keeps its copies), or no reconnection after a restart. Waits are
+//! L1 keeps its copies), no heartbeat (a frozen server is never noticed),
+//! or no reconnection after a restart. Waits are
 //! bounded loops on the Tiered's counters (30 s guards against a hung
 //! test); every assertion is exact.
 
@@ -306,4 +307,29 @@ fn a_prefix_a_cache_cannot_have_is_a_config_error() {
         let err = RedisTracking::from_url("redis://127.0.0.1:1", prefix).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{prefix:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_clears_the_l1() {
+    // SIGSTOP: the TCP connection stays up and nothing answers; only the
+    // PING heartbeat notices (within about 3.5 s).
+    let server = RedisServer::new();
+    let p = prefix();
+    let key = format!("{p}:user:1");
+    let t = tracked(&server, &p).await;
+    seed_and_fill(&server, &t, &key, "v1").await;
+
+    server.pause();
+    wait_for(&t.tier, "the loss", |s| s.resyncs >= 1).await;
+    assert!(!t.l1.exists(&key).await.unwrap(), "the L1 was cleared");
+    server.resume();
+    wait_for(&t.tier, "tracking back", |s| s.resyncs >= 2).await;
+    assert_eq!(t.tier.stats().resyncs, 2);
+
+    // The data survived (same process): read, copy, and be told again.
+    assert_eq!(get(&t, &key).await.as_deref(), Some(&b"v1"[..]));
+    assert!(t.l1.exists(&key).await.unwrap());
+    cli_set(&server, &key, "v2");
+    invalidations(&t.tier, 2).await;
+    assert_eq!(get(&t, &key).await.as_deref(), Some(&b"v2"[..]));
 }

@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Groups: `memory_throughput`, `hit_ratio`, `bytes_per_entry`, `codec`,
-//! `redis`, `typed`, `tiered`, `sweep` (all by default). See `bench/README.md`.
+//! `redis`, `typed`, `tiered`, `sweep`, `propagation` (all by default).
+//! See `bench/README.md`.
 
 mod codec;
 mod goals;
@@ -15,6 +16,7 @@ mod harness;
 mod hash;
 mod hitratio;
 mod memory;
+mod propagation;
 mod redis_groups;
 mod report;
 mod svg;
@@ -158,6 +160,16 @@ fn main() {
             "{}",
             report.table(redis_groups::TIERED, "MemoryBackend direct")
         );
+    }
+    if opts.wants(propagation::GROUP) {
+        let t = Instant::now();
+        propagation::run(&mut report, &opts);
+        eprintln!(
+            " {} in {:.1}s",
+            propagation::GROUP,
+            t.elapsed().as_secs_f64()
+        );
+        print!("{}", report.table(propagation::GROUP, propagation::PUBSUB));
     }
     print!("{}", goals::summary(&report));
     if let Some(path) = &opts.svg {

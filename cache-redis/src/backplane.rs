@@ -421,7 +421,7 @@ async fn next_switch(switches: &mut Option<mpsc::UnboundedReceiver<String>>) -> 
 
 /// TCP settings of the subscribed connection: no delay, keepalive (and on
 /// Linux a user timeout, so unacknowledged data fails the connection too).
-fn tcp_settings() -> TcpSettings {
+pub(crate) fn tcp_settings() -> TcpSettings {
     let keepalive = TcpKeepalive::new().with_time(KEEPALIVE);
     #[cfg(target_os = "linux")]
     let keepalive = keepalive

@@ -28,6 +28,10 @@
 //! - `redis+sentinel://sentinel1:port,sentinel2:port/master-name[/db]` with
 //!   the feature `sentinel`: the backend asks the Sentinels for the primary
 //!   and moves to the new one after a failover, without being rebuilt.
+//! - L1 invalidation for a `Tiered` in front of Redis, as a
+//!   [`Backplane`](cache_core::Backplane): [`RedisBackplane`] (pub/sub;
+//!   writes through this library) or [`RedisTracking`] (RESP3 client
+//!   tracking on the cache's prefix; writes by any client, one server).
 //!
 //! # Examples
 //!
@@ -58,6 +62,7 @@ mod error;
 mod lock;
 #[cfg(feature = "sentinel")]
 mod sentinel;
+mod tracking;
 
 pub use backend::RedisBackend;
 pub use backplane::{RedisBackplane, DEFAULT_CHANNEL};
@@ -66,6 +71,7 @@ pub use config::{
     DEFAULT_RESPONSE_TIMEOUT,
 };
 pub use lock::{RedisFlightLock, DEFAULT_FLIGHT_CHANNEL};
+pub use tracking::{RedisTracking, TRACKING_ORIGIN};
 
 /// Connects to the Redis deployment `url` describes and returns it as a
 /// shared backend; what `cache::open` calls for the Redis URL schemes:

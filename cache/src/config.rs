@@ -323,6 +323,24 @@ pub struct BackplaneConfig {
     pub url: Option<String>,
     /// The channel; default `{prefix}:invalidations`.
     pub channel: Option<String>,
+    /// How other instances' L1 copies are dropped: `pubsub` (default:
+    /// every write through this library is announced on `channel`) or
+    /// `tracking` (Redis tells: RESP3 `CLIENT TRACKING` on the prefix, so
+    /// a write by *any* client, `redis-cli` or another service, drops the
+    /// copy; one server only, not Cluster or Sentinel).
+    pub mode: BackplaneMode,
+}
+
+/// How a backplane learns of changes (see [`BackplaneConfig::mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BackplaneMode {
+    /// Redis pub/sub messages sent by each instance (`RedisBackplane`).
+    #[default]
+    Pubsub,
+    /// Redis client tracking (`RedisTracking`): writes by any client.
+    Tracking,
 }
 
 /// Fail-safe settings.
@@ -692,6 +710,18 @@ const ENV_VARS: &[(&str, ApplyVar)] = &[
         backplane(c).channel = Some(v.to_owned());
         Ok(())
     }),
+    ("CACHE_BACKPLANE_MODE", |c, n, v| {
+        backplane(c).mode = match v.trim() {
+            "pubsub" => BackplaneMode::Pubsub,
+            "tracking" => BackplaneMode::Tracking,
+            other => {
+                return Err(config_error(format!(
+                    "{n}: {other:?} is not a backplane mode (pubsub or tracking)"
+                )))
+            }
+        };
+        Ok(())
+    }),
     ("CACHE_FAIL_SAFE_SECS", |c, n, v| {
         fail_safe(c).max_stale_secs = parse_var(n, v)?;
         Ok(())
@@ -1051,7 +1081,10 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
                 .channel
                 .clone()
                 .unwrap_or_else(|| format!("{}:invalidations", config.prefix));
-            let backplane = open_backplane(&url, &config.redis, &channel).await?;
+            let backplane = match bp.mode {
+                BackplaneMode::Pubsub => open_backplane(&url, &config.redis, &channel).await?,
+                BackplaneMode::Tracking => open_tracking(&url, &config.redis, &config.prefix)?,
+            };
             Arc::new(tiered.with_backplane(backplane).await?)
         }
     };
@@ -1165,6 +1198,31 @@ async fn open_backplane(
     }
     Ok(Arc::new(
         cache_redis::RedisBackplane::with_config(redis_config(url, options), channel).await?,
+    ))
+}
+
+/// Client tracking as the backplane: Redis reports every write under the
+/// prefix, by any client.
+#[cfg(feature = "redis")]
+fn open_tracking(url: &str, options: &RedisOptions, prefix: &str) -> Result<Arc<dyn Backplane>> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if !REDIS_SCHEMES.contains(&scheme) && !matches!(scheme, "redis+unix" | "unix") {
+        return Err(config_error(format!(
+            "client tracking needs a Redis URL, not {:?} (set `backplane.url`)",
+            redact(url)
+        )));
+    }
+    // Cluster and Sentinel: `Unsupported`, from `RedisTracking::new`.
+    Ok(Arc::new(cache_redis::RedisTracking::new(
+        &redis_config(url, options),
+        prefix,
+    )?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn open_tracking(_url: &str, _options: &RedisOptions, _prefix: &str) -> Result<Arc<dyn Backplane>> {
+    Err(config_error(
+        "client tracking needs the feature `cache/redis`",
     ))
 }
 

@@ -53,9 +53,9 @@ mod config;
 
 pub use cache_core::*;
 pub use config::{
-    open, open_backend, open_stack, open_stack_with, open_with, BackplaneConfig, CacheConfig,
-    FailOpenConfig, FailSafeConfig, L1Config, MemoryOptions, RedisOptions, ReportConfig,
-    StampedeConfig,
+    open, open_backend, open_stack, open_stack_with, open_with, BackplaneConfig, BackplaneMode,
+    CacheConfig, FailOpenConfig, FailSafeConfig, L1Config, MemoryOptions, RedisOptions,
+    ReportConfig, StampedeConfig,
 };
 
 /// The README's code blocks, compiled (and, where they need no server, run)

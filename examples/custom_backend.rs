@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use cache::{Cache, CacheBackend, CacheKey, RateLimiter, Rule};
+use cache::{CacheBackend, CacheConfig, CacheKey};
 use cache_examples::custom_backend::BTreeBackend;
 
 #[tokio::main]
@@ -40,11 +40,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report.assert_passed();
 
-    // 2. Then it is a drop-in backend: the typed cache...
+    // 2. Then it is a drop-in backend: the whole stack a configuration
+    //    describes (here a deadline on every call and fail-open; an L1, the
+    //    backplane... as for the built-in backends) over it...
+    let config = CacheConfig::from_json(
+        r#"{ "prefix": "shop", "timeout_ms": 250, "fail_open": {},
+             "rate_limits": { "checkout": "2/min" } }"#,
+    )?;
     let backend: Arc<dyn CacheBackend> = Arc::new(BTreeBackend::new());
-    let cache = Cache::builder(Arc::clone(&backend))
-        .prefix("shop")
-        .build()?;
+    let cache = cache::open_with(&config, Arc::clone(&backend)).await?;
     for id in 1..=3 {
         cache
             .set(&CacheKey::new("order", format!("2024-{id}"))?, &id)
@@ -54,11 +58,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let removed = cache.invalidate_matching("order", "2024-*").await?;
     println!("invalidate_matching(order, 2024-*) removed {removed} keys");
 
-    // ...and the rate limiter.
-    let limiter = RateLimiter::builder(Arc::clone(&backend))
-        .prefix("shop")
-        .rule("checkout", Rule::per_minute(2))
-        .build()?;
+    // ...and the rate limiter, with the configured rules, on the backend
+    //    under fail-open (it must see failures).
+    let limiter = config.rate_limiter(&cache)?;
     for attempt in 1..=3 {
         let decision = limiter.check("checkout", "ada").await?;
         println!(

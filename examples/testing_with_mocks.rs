@@ -21,9 +21,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use cache::{Cache, CacheBackend, CacheKey, CategoryTtl, OnBackendError, RateLimiter, Rule};
+use cache::{Cache, CacheBackend, CacheConfig, CacheKey, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,20 +55,16 @@ struct ProfileService {
 }
 
 impl ProfileService {
-    fn new(backend: Arc<dyn CacheBackend>, db: Arc<Database>) -> cache::Result<Self> {
-        let cache = Cache::builder(Arc::clone(&backend))
-            .prefix("app")
-            .ttl_policy(
-                CategoryTtl::new(None).with_category("profile", Some(Duration::from_secs(300))),
-            )
-            .build()?;
-        let limiter = RateLimiter::builder(backend)
-            .prefix("app")
-            .rule(
-                "login",
-                Rule::per_minute(5).on_backend_error(OnBackendError::Deny),
-            )
-            .build()?;
+    /// The service as production builds it: the cache and the limiter from
+    /// its configuration, over `backend` (Redis in production; a mock or a
+    /// fault injector in tests: `cache::open_with`).
+    async fn new(backend: Arc<dyn CacheBackend>, db: Arc<Database>) -> cache::Result<Self> {
+        let config = CacheConfig::from_json(
+            r#"{ "prefix": "app", "ttls": { "profile": 300 },
+                 "rate_limits": { "login": "5/min deny" } }"#,
+        )?;
+        let cache = cache::open_with(&config, backend).await?;
+        let limiter = config.rate_limiter(&cache)?;
         Ok(ProfileService { cache, limiter, db })
     }
 
@@ -110,7 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         FaultConfig::none().with_fail_every(3),
     ));
     let db = Arc::new(Database::default());
-    let service = ProfileService::new(flaky.clone(), Arc::clone(&db))?;
+    let service = ProfileService::new(flaky.clone(), Arc::clone(&db)).await?;
     for round in 0..20 {
         let profile = service.profile(round % 4).await?;
         assert_eq!(profile.id, round % 4);
@@ -137,15 +132,16 @@ mod tests {
     use cache::{Bytes, Error, ErrorKind};
     use cache_testkit::{FaultConfig, FaultInjecting, MockBackend};
 
-    fn service(backend: Arc<dyn CacheBackend>) -> (ProfileService, Arc<Database>) {
+    async fn service(backend: Arc<dyn CacheBackend>) -> (ProfileService, Arc<Database>) {
         let db = Arc::new(Database::default());
-        (ProfileService::new(backend, Arc::clone(&db)).unwrap(), db)
+        let service = ProfileService::new(backend, Arc::clone(&db)).await.unwrap();
+        (service, db)
     }
 
     /// Behaviour on a real in-memory backend: one query, then hits.
     #[tokio::test]
     async fn profiles_are_loaded_once_then_cached() {
-        let (service, db) = service(Arc::new(cache::memory::MemoryBackend::new()));
+        let (service, db) = service(Arc::new(cache::memory::MemoryBackend::new())).await;
         for _ in 0..3 {
             assert_eq!(service.profile(7).await.unwrap().name, "user-7");
         }
@@ -173,11 +169,11 @@ mod tests {
             .withf(|key, value, opts| {
                 key == "app:profile:42"
                     && value == &Bytes::from_static(br#"{"id":42,"name":"user-42"}"#)
-                    && opts.ttl == Some(Duration::from_secs(300))
+                    && opts.ttl == Some(std::time::Duration::from_secs(300))
             })
             .times(1)
             .returning(|_, _, _| Ok(true));
-        let (service, db) = service(Arc::new(mock));
+        let (service, db) = service(Arc::new(mock)).await;
         assert_eq!(service.profile(42).await.unwrap().id, 42);
         assert_eq!(db.queries.load(Ordering::SeqCst), 1);
     }
@@ -194,7 +190,7 @@ mod tests {
             .withf(|key| key == "app:profile#1:42")
             .times(1)
             .returning(|_| Ok(Some(Bytes::from_static(br#"{"id":42,"name":"cached"}"#))));
-        let (service, db) = service(Arc::new(mock));
+        let (service, db) = service(Arc::new(mock)).await;
         assert_eq!(
             service.cache.invalidate_category("profile").await.unwrap(),
             1
@@ -211,7 +207,7 @@ mod tests {
         mock.expect_get()
             .returning(|_| Err(Error::new(ErrorKind::Timeout, "no answer in 250 ms")));
         mock.expect_set().never();
-        let (service, db) = service(Arc::new(mock));
+        let (service, db) = service(Arc::new(mock)).await;
         assert_eq!(service.profile(1).await.unwrap().name, "user-1");
         assert_eq!(db.queries.load(Ordering::SeqCst), 1);
         assert!(service.cache.stats().errors >= 1);
@@ -224,7 +220,7 @@ mod tests {
             cache::memory::MemoryBackend::new(),
             FaultConfig::none().with_fail_probability(0.3),
         ));
-        let (service, db) = service(flaky.clone());
+        let (service, db) = service(flaky.clone()).await;
         for i in 0..200 {
             assert_eq!(service.profile(i % 10).await.unwrap().id, i % 10);
         }
@@ -241,7 +237,7 @@ mod tests {
             cache::memory::MemoryBackend::new(),
             FaultConfig::none(),
         ));
-        let (service, _) = service(backend.clone());
+        let (service, _) = service(backend.clone()).await;
         for _ in 0..5 {
             assert!(service.may_try_login("ada").await);
         }
@@ -266,7 +262,7 @@ mod tests {
             .returning(|_, _, _| Ok(1));
         mock.expect_get_many()
             .returning(|keys| Ok(vec![None; keys.len()]));
-        let (service, _) = service(Arc::new(mock));
+        let (service, _) = service(Arc::new(mock)).await;
         assert!(service.may_try_login("ada").await);
     }
 }

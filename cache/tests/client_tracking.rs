@@ -36,13 +36,18 @@ async fn read_until(cache: &Cache, key: &CacheKey, want: &str) -> Option<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_tracking_from_config_drops_the_l1_copy_on_a_redis_cli_write() {
     let server = RedisServer::new();
-    let tracked = cache::open(&config(server.url(), "tracking")).await.unwrap();
+    let tracked = cache::open(&config(server.url(), "tracking"))
+        .await
+        .unwrap();
     let pubsub = cache::open(&config(server.url(), "pubsub")).await.unwrap();
     let key = CacheKey::new("greeting", "en").unwrap();
     tracked.set(&key, "hello").await.unwrap();
     // Both read it: each now holds an L1 copy.
     for cache in [&tracked, &pubsub] {
-        assert_eq!(cache.get::<String>(&key).await.unwrap().as_deref(), Some("hello"));
+        assert_eq!(
+            cache.get::<String>(&key).await.unwrap().as_deref(),
+            Some("hello")
+        );
     }
     server.cli(&["SET", "tracked:greeting:en", r#""hi there""#]);
     assert_eq!(
@@ -50,8 +55,13 @@ async fn client_tracking_from_config_drops_the_l1_copy_on_a_redis_cli_write() {
         Some("hi there")
     );
     // The pub/sub backplane never hears of redis-cli: its copy stays.
-    assert_eq!(pubsub.get::<String>(&key).await.unwrap().as_deref(), Some("hello"));
+    assert_eq!(
+        pubsub.get::<String>(&key).await.unwrap().as_deref(),
+        Some("hello")
+    );
 
-    let err = cache::open(&config("memory://", "tracking")).await.unwrap_err();
+    let err = cache::open(&config("memory://", "tracking"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), cache::ErrorKind::Config);
 }

@@ -65,6 +65,24 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
+        let known = [
+            throughput::GROUP,
+            hitratio::GROUP,
+            memory::GROUP,
+            sweep::GROUP,
+            codec::GROUP,
+            redis_groups::REDIS,
+            redis_groups::BATCH,
+            redis_groups::TIERED,
+            redis_groups::TYPED,
+            propagation::GROUP,
+        ];
+        if let Some(unknown) = opts.groups.iter().find(|g| !known.contains(&g.as_str())) {
+            return Err(format!(
+                "unknown group {unknown:?}; the groups: {}",
+                known.join(", ")
+            ));
+        }
         Ok(opts)
     }
 
@@ -186,4 +204,7 @@ fn main() {
         }
     }
     eprintln!("total {:.1}s", started.elapsed().as_secs_f64());
+    if !report.errors.is_empty() {
+        std::process::exit(2);
+    }
 }

@@ -22,6 +22,9 @@ pub(crate) struct Report {
     pub(crate) records: Vec<Record>,
     /// Notes printed under a group's table: (group, text).
     pub(crate) notes: Vec<(String, String)>,
+    /// Cells whose figures are not what they claim (a get cell whose gets
+    /// missed): counted in the goals' summary, and the run exits non-zero.
+    pub(crate) errors: Vec<String>,
 }
 
 impl Report {

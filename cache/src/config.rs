@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::layers::{
-    BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, Timeout,
+    BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, TieredHandle, Timeout,
 };
 use cache_core::{
     AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, DistributedFlight, Error, ErrorKind,
@@ -876,6 +876,9 @@ fn cache_over(config: &CacheConfig, stack: Stack) -> Result<Cache> {
     if let Some(handle) = stack.fail_open {
         builder = builder.fail_open_stats(handle);
     }
+    if let Some(handle) = stack.tiered {
+        builder = builder.tiered_stats(handle);
+    }
     let mut builder = builder
         .prefix(config.prefix.clone())
         .codec(AnyCodec::from_name(&config.codec)?)
@@ -972,8 +975,8 @@ pub async fn open_stack_with(
 }
 
 /// A built stack: its outermost backend, and the shared tier under the L1
-/// (the same backend when there is no L1), and the fail-open layer's
-/// counters (`fail_open`).
+/// (the same backend when there is no L1), and the counters of the
+/// fail-open layer (`fail_open`) and of the L1's `Tiered` layer (`l1`).
 struct Stack {
     top: Arc<dyn CacheBackend>,
     shared: Arc<dyn CacheBackend>,
@@ -983,6 +986,7 @@ struct Stack {
     /// fail-open and the L1: for rate limiters.
     plain: Arc<dyn CacheBackend>,
     fail_open: Option<FailOpenHandle>,
+    tiered: Option<TieredHandle>,
 }
 
 async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>) -> Result<Stack> {
@@ -1033,6 +1037,7 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
             shared: backend,
             plain,
             fail_open,
+            tiered: None,
             flight_lock,
         });
     };
@@ -1043,6 +1048,7 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
         backend,
         TieredConfig::default().with_l1_max_ttl(Duration::from_secs(l1.max_ttl_secs)),
     );
+    let tiered_handle = tiered.handle();
     let top: Arc<dyn CacheBackend> = match &config.backplane {
         None => Arc::new(tiered),
         Some(bp) => {
@@ -1060,6 +1066,7 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
         shared,
         plain,
         fail_open,
+        tiered: Some(tiered_handle),
         flight_lock,
     })
 }

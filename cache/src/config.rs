@@ -496,9 +496,9 @@ impl CacheConfig {
             .map_err(|e| config_error("invalid cache configuration").with_source(e))
     }
 
-    /// A rate limiter with the configured rules ([`rate_limits`]
-    /// (CacheConfig::rate_limits)), over `cache`'s plain backend and under
-    /// its prefix ([`Cache::rate_limiter`]).
+    /// A rate limiter with the configured rules
+    /// ([`rate_limits`](CacheConfig::rate_limits)), over `cache`'s plain
+    /// backend and under its prefix ([`Cache::rate_limiter`]).
     ///
     /// # Examples
     ///

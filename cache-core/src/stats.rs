@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Serialize, Serializer};
 
-use crate::layers::{BreakerState, FailOpenStats};
+use crate::layers::{BreakerState, FailOpenStats, TieredStats};
 
 /// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
 ///
@@ -100,6 +100,26 @@ pub struct CacheStats {
     pub pending_invalidations: u64,
     /// Lost invalidations replayed after the backend came back.
     pub replayed_invalidations: u64,
+    /// Keys the memory tier (L1) of a two-level stack answered. Zero
+    /// without an L1, or unless its counters are attached
+    /// ([`CacheBuilder::tiered_stats`](crate::CacheBuilder::tiered_stats);
+    /// `cache::open` does it when `l1` is configured), as for the fields
+    /// below. Counted per key read through the stack (`get`, each key of
+    /// `get_many`), so it can differ from `hits`, which counts typed reads:
+    /// with a backplane (generations read from the L1,
+    /// `generation_refresh` 0) each typed read also reads its category's
+    /// generation marker through the L1, so a typed L1 hit counts two.
+    pub l1_hits: u64,
+    /// Keys the L1 did not have and the shared tier (L2, e.g. Redis) did;
+    /// each was then copied into the L1.
+    pub l2_hits: u64,
+    /// Invalidations received from other instances over the backplane,
+    /// counted once applied (this instance's L1 copies of what they name
+    /// are gone).
+    pub invalidations_received: u64,
+    /// Invalidations this instance published on the backplane (one per
+    /// write, delete or clear through the L1).
+    pub invalidations_published: u64,
 }
 
 impl CacheStats {
@@ -139,6 +159,15 @@ impl CacheStats {
         self.breaker_open = fail_open.state != BreakerState::Closed;
         self.pending_invalidations = fail_open.pending_invalidations;
         self.replayed_invalidations = fail_open.replayed_invalidations;
+        self
+    }
+
+    /// These counters with a two-level stack's per-tier counters merged in.
+    pub(crate) fn with_tiers(mut self, tiers: TieredStats) -> Self {
+        self.l1_hits = tiers.l1_hits;
+        self.l2_hits = tiers.l2_hits;
+        self.invalidations_received = tiers.invalidations_received;
+        self.invalidations_published = tiers.invalidations_published;
         self
     }
 }
@@ -242,6 +271,10 @@ impl Counters {
             breaker_open: false,
             pending_invalidations: 0,
             replayed_invalidations: 0,
+            l1_hits: 0,
+            l2_hits: 0,
+            invalidations_received: 0,
+            invalidations_published: 0,
         }
     }
 }
@@ -250,7 +283,7 @@ impl Serialize for CacheStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
 
-        let mut s = serializer.serialize_struct("CacheStats", 24)?;
+        let mut s = serializer.serialize_struct("CacheStats", 27)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
         s.serialize_field("coalesced", &self.coalesced)?;
@@ -274,6 +307,10 @@ impl Serialize for CacheStats {
         s.serialize_field("breaker_open", &self.breaker_open)?;
         s.serialize_field("pending_invalidations", &self.pending_invalidations)?;
         s.serialize_field("replayed_invalidations", &self.replayed_invalidations)?;
+        s.serialize_field("l1_hits", &self.l1_hits)?;
+        s.serialize_field("l2_hits", &self.l2_hits)?;
+        s.serialize_field("invalidations_received", &self.invalidations_received)?;
+        s.serialize_field("invalidations_published", &self.invalidations_published)?;
         s.end()
     }
 }
@@ -348,6 +385,7 @@ mod tests {
         assert_eq!(json["misses"], 1);
         assert_eq!(json["hit_rate"], 0.75);
         assert_eq!(json["uptime_secs"], 1.5);
-        assert_eq!(json.as_object().unwrap().len(), 23);
+        assert_eq!(json["l1_hits"], 0);
+        assert_eq!(json.as_object().unwrap().len(), 27);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::layers::{
-    BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, Timeout,
+    BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, TieredHandle, Timeout,
 };
 use cache_core::{
     AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, DistributedFlight, Error, ErrorKind,
@@ -514,9 +514,9 @@ impl CacheConfig {
             .map_err(|e| config_error("invalid cache configuration").with_source(e))
     }
 
-    /// A rate limiter with the configured rules ([`rate_limits`]
-    /// (CacheConfig::rate_limits)), over `cache`'s plain backend and under
-    /// its prefix ([`Cache::rate_limiter`]).
+    /// A rate limiter with the configured rules
+    /// ([`rate_limits`](CacheConfig::rate_limits)), over `cache`'s plain
+    /// backend and under its prefix ([`Cache::rate_limiter`]).
     ///
     /// # Examples
     ///
@@ -906,6 +906,9 @@ fn cache_over(config: &CacheConfig, stack: Stack) -> Result<Cache> {
     if let Some(handle) = stack.fail_open {
         builder = builder.fail_open_stats(handle);
     }
+    if let Some(handle) = stack.tiered {
+        builder = builder.tiered_stats(handle);
+    }
     let mut builder = builder
         .prefix(config.prefix.clone())
         .codec(AnyCodec::from_name(&config.codec)?)
@@ -1002,8 +1005,8 @@ pub async fn open_stack_with(
 }
 
 /// A built stack: its outermost backend, and the shared tier under the L1
-/// (the same backend when there is no L1), and the fail-open layer's
-/// counters (`fail_open`).
+/// (the same backend when there is no L1), and the counters of the
+/// fail-open layer (`fail_open`) and of the L1's `Tiered` layer (`l1`).
 struct Stack {
     top: Arc<dyn CacheBackend>,
     shared: Arc<dyn CacheBackend>,
@@ -1013,6 +1016,7 @@ struct Stack {
     /// fail-open and the L1: for rate limiters.
     plain: Arc<dyn CacheBackend>,
     fail_open: Option<FailOpenHandle>,
+    tiered: Option<TieredHandle>,
 }
 
 async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>) -> Result<Stack> {
@@ -1063,6 +1067,7 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
             shared: backend,
             plain,
             fail_open,
+            tiered: None,
             flight_lock,
         });
     };
@@ -1073,6 +1078,7 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
         backend,
         TieredConfig::default().with_l1_max_ttl(Duration::from_secs(l1.max_ttl_secs)),
     );
+    let tiered_handle = tiered.handle();
     let top: Arc<dyn CacheBackend> = match &config.backplane {
         None => Arc::new(tiered),
         Some(bp) => {
@@ -1093,6 +1099,7 @@ async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>)
         shared,
         plain,
         fail_open,
+        tiered: Some(tiered_handle),
         flight_lock,
     })
 }

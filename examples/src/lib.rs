@@ -7,6 +7,7 @@
 
 pub mod custom_backend;
 pub mod http;
+pub mod multilevel_bot;
 pub mod rates_bot;
 pub mod stack;
 pub mod tasks_api;

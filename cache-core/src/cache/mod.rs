@@ -40,7 +40,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fail_safe::FailSafe;
 use crate::flight_lock::FlightLock;
 use crate::key::{validate_prefix, CacheKey};
-use crate::layers::FailOpenHandle;
+use crate::layers::{FailOpenHandle, TieredHandle};
 use crate::report::{CacheReport, ReportThresholds};
 use crate::stats::{CacheStats, Counters, Stat};
 use crate::ttl::{CategoryTtl, TtlPolicy};
@@ -142,6 +142,8 @@ struct Inner<C> {
     refresh_ahead: Option<f64>,
     /// The counters of the fail-open layer in the stack, if attached.
     fail_open: Option<FailOpenHandle>,
+    /// The counters of the two-level layer in the stack, if attached.
+    tiered: Option<TieredHandle>,
     /// The distributed single flight, if on.
     distributed: Option<Distributed>,
     last_report: Mutex<Option<CacheStats>>,
@@ -161,6 +163,7 @@ pub struct CacheBuilder<C: Codec = AnyCodec> {
     fail_safe: Option<FailSafe>,
     refresh_ahead: Option<f64>,
     fail_open: Option<FailOpenHandle>,
+    tiered: Option<TieredHandle>,
     report_thresholds: ReportThresholds,
     distributed: Option<Distributed>,
 }
@@ -187,6 +190,7 @@ impl Cache<AnyCodec> {
             fail_safe: None,
             refresh_ahead: None,
             fail_open: None,
+            tiered: None,
             report_thresholds: ReportThresholds::default(),
             distributed: None,
         }
@@ -215,6 +219,7 @@ impl<C: Codec> CacheBuilder<C> {
             fail_safe: self.fail_safe,
             refresh_ahead: self.refresh_ahead,
             fail_open: self.fail_open,
+            tiered: self.tiered,
             report_thresholds: self.report_thresholds,
             distributed: self.distributed,
         }
@@ -315,6 +320,43 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// Attaches the counters of the [`Tiered`](crate::layers::Tiered)
+    /// layer in the backend's stack, so [`Cache::stats`] and
+    /// [`Cache::report`] show per-tier hits (`l1_hits`, `l2_hits`) and the
+    /// backplane's invalidations (`cache::open` does this when `l1` is
+    /// configured).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::layers::{Tiered, TieredConfig};
+    /// use cache::memory::MemoryBackend;
+    /// use cache::{Cache, CacheKey};
+    /// use std::sync::Arc;
+    ///
+    /// let tiered = Tiered::new(
+    ///     Arc::new(MemoryBackend::new()),
+    ///     Arc::new(MemoryBackend::new()), // Redis, in production
+    ///     TieredConfig::default(),
+    /// );
+    /// let handle = tiered.handle();
+    /// let cache = Cache::builder(Arc::new(tiered)).tiered_stats(handle).build()?;
+    /// let key = CacheKey::new("user", 1)?;
+    /// cache.set(&key, "Ada").await?;
+    /// cache.get::<String>(&key).await?;
+    /// let stats = cache.stats();
+    /// assert_eq!((stats.hits, stats.l1_hits, stats.l2_hits), (1, 1, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn tiered_stats(mut self, handle: TieredHandle) -> Self {
+        self.tiered = Some(handle);
+        self
+    }
+
     /// When [`Cache::report`]'s advice speaks up (default:
     /// [`ReportThresholds::default`], e.g. a hit rate under 50% after 100
     /// reads).
@@ -409,6 +451,7 @@ impl<C: Codec> CacheBuilder<C> {
                 fail_safe: self.fail_safe,
                 refresh_ahead: self.refresh_ahead,
                 fail_open: self.fail_open,
+                tiered: self.tiered,
                 distributed: self.distributed,
                 last_report: Mutex::new(None),
                 report_thresholds: self.report_thresholds,
@@ -455,15 +498,19 @@ impl<C: Codec> Cache<C> {
         self.track((*self.inner.backend).health().await)
     }
 
-    /// A snapshot of the counters, with those of the fail-open layer if
-    /// attached ([`CacheBuilder::fail_open_stats`]).
+    /// A snapshot of the counters, with those of the fail-open layer
+    /// ([`CacheBuilder::fail_open_stats`]) and of the two-level layer
+    /// ([`CacheBuilder::tiered_stats`]) if attached.
     pub fn stats(&self) -> CacheStats {
-        let stats = self.inner.counters.snapshot();
+        let mut stats = self.inner.counters.snapshot();
         let fail_open = self.inner.fail_open.as_ref();
-        match fail_open.and_then(FailOpenHandle::stats) {
-            Some(fail_open) => stats.with_fail_open(fail_open),
-            None => stats,
+        if let Some(fail_open) = fail_open.and_then(FailOpenHandle::stats) {
+            stats = stats.with_fail_open(fail_open);
         }
+        if let Some(tiers) = self.inner.tiered.as_ref().and_then(TieredHandle::stats) {
+            stats = stats.with_tiers(tiers);
+        }
+        stats
     }
 
     /// The counters and the backend's health, with advice on what needs

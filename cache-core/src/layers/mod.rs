@@ -20,5 +20,5 @@ pub use fail_open::{
     BreakerConfig, BreakerState, FailOpen, FailOpenHandle, FailOpenStats, MAX_PENDING_KEYS,
 };
 pub use metered::{Metered, OpStats};
-pub use tiered::{Tiered, TieredConfig, TieredStats};
+pub use tiered::{Tiered, TieredConfig, TieredHandle, TieredStats};
 pub use timeout::{Timeout, DEFAULT_BULK_DEADLINE};

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -100,8 +100,11 @@ pub struct TieredStats {
     pub l2_hits: u64,
     /// Keys neither tier had.
     pub misses: u64,
-    /// Invalidations received from other instances over the backplane.
+    /// Invalidations received from other instances over the backplane
+    /// (counted once applied: the L1 copies they name are gone).
     pub invalidations_received: u64,
+    /// Invalidations this instance published on the backplane.
+    pub invalidations_published: u64,
     /// Times the backplane subscription was interrupted and L1 was cleared.
     pub resyncs: u64,
     /// Invalidations that could not be published.
@@ -202,12 +205,10 @@ pub struct Tiered {
     l2: Arc<dyn CacheBackend>,
     config: TieredConfig,
     caps: Capabilities,
-    l1_hits: AtomicU64,
-    l2_hits: AtomicU64,
-    misses: AtomicU64,
     writes: Arc<WriteTracker>,
     remote: Option<Remote>,
-    remote_stats: Arc<RemoteStats>,
+    /// Shared with the backplane listener and with [`TieredHandle`]s.
+    counters: Arc<TierCounters>,
 }
 
 /// The backplane of a [`Tiered`] and its listener task.
@@ -217,11 +218,48 @@ struct Remote {
     listener: tokio::task::AbortHandle,
 }
 
+/// The counters behind [`TieredStats`].
 #[derive(Default)]
-struct RemoteStats {
+struct TierCounters {
+    l1_hits: AtomicU64,
+    l2_hits: AtomicU64,
+    misses: AtomicU64,
     received: AtomicU64,
+    published: AtomicU64,
     resyncs: AtomicU64,
     publish_errors: AtomicU64,
+}
+
+impl TierCounters {
+    fn snapshot(&self) -> TieredStats {
+        TieredStats {
+            l1_hits: self.l1_hits.load(Relaxed),
+            l2_hits: self.l2_hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            invalidations_received: self.received.load(Relaxed),
+            invalidations_published: self.published.load(Relaxed),
+            resyncs: self.resyncs.load(Relaxed),
+            publish_errors: self.publish_errors.load(Relaxed),
+        }
+    }
+}
+
+/// Reads the counters of a [`Tiered`] that is out of reach (wrapped in an
+/// `Arc<dyn CacheBackend>`, under other layers); from [`Tiered::handle`].
+///
+/// It does not keep the layer alive: once the `Tiered` is dropped (and its
+/// backplane listener has stopped), [`stats`](Self::stats) answers `None`.
+#[derive(Debug, Clone)]
+pub struct TieredHandle {
+    counters: Weak<TierCounters>,
+}
+
+impl TieredHandle {
+    /// The tier's counters, as [`Tiered::stats`]; `None` once the layer is
+    /// dropped.
+    pub fn stats(&self) -> Option<TieredStats> {
+        self.counters.upgrade().map(|counters| counters.snapshot())
+    }
 }
 
 impl Drop for Tiered {
@@ -268,12 +306,9 @@ impl Tiered {
             l2,
             config,
             caps,
-            l1_hits: AtomicU64::new(0),
-            l2_hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
             writes: Arc::new(WriteTracker::new()),
             remote: None,
-            remote_stats: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -317,7 +352,7 @@ impl Tiered {
             Arc::clone(&self.l1),
             Arc::clone(&self.writes),
             origin,
-            Arc::clone(&self.remote_stats),
+            Arc::clone(&self.counters),
         ))
         .abort_handle();
         self.remote = Some(Remote {
@@ -339,7 +374,7 @@ impl Tiered {
                 (
                     Arc::clone(&remote.backplane),
                     message,
-                    Arc::clone(&self.remote_stats),
+                    Arc::clone(&self.counters),
                 )
             }),
         }
@@ -433,13 +468,41 @@ impl Tiered {
     /// # }
     /// ```
     pub fn stats(&self) -> TieredStats {
-        TieredStats {
-            l1_hits: self.l1_hits.load(Relaxed),
-            l2_hits: self.l2_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            invalidations_received: self.remote_stats.received.load(Relaxed),
-            resyncs: self.remote_stats.resyncs.load(Relaxed),
-            publish_errors: self.remote_stats.publish_errors.load(Relaxed),
+        self.counters.snapshot()
+    }
+
+    /// A handle that reads this tier's counters once it is out of reach
+    /// (wrapped in an `Arc<dyn CacheBackend>`, under other layers), for
+    /// [`CacheBuilder::tiered_stats`](crate::CacheBuilder::tiered_stats).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::layers::{Tiered, TieredConfig};
+    /// use cache::{CacheBackend, SetOptions};
+    /// use cache::memory::MemoryBackend;
+    /// use std::sync::Arc;
+    ///
+    /// let tiered = Tiered::new(
+    ///     Arc::new(MemoryBackend::new()),
+    ///     Arc::new(MemoryBackend::new()),
+    ///     TieredConfig::default(),
+    /// );
+    /// let handle = tiered.handle();
+    /// let stack: Arc<dyn CacheBackend> = Arc::new(tiered);
+    /// stack.set("k", "v".into(), SetOptions::default()).await?;
+    /// stack.get("k").await?;
+    /// assert_eq!(handle.stats().map(|s| s.l1_hits), Some(1));
+    /// drop(stack);
+    /// assert_eq!(handle.stats(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn handle(&self) -> TieredHandle {
+        TieredHandle {
+            counters: Arc::downgrade(&self.counters),
         }
     }
 
@@ -520,7 +583,7 @@ impl Tiered {
 
 /// An invalidation a write will publish; see [`Tiered::announcement`].
 struct Announcement {
-    armed: Option<(Arc<dyn Backplane>, BackplaneMessage, Arc<RemoteStats>)>,
+    armed: Option<(Arc<dyn Backplane>, BackplaneMessage, Arc<TierCounters>)>,
 }
 
 impl Announcement {
@@ -547,10 +610,15 @@ impl Drop for Announcement {
     }
 }
 
-async fn publish(backplane: &dyn Backplane, message: &BackplaneMessage, stats: &RemoteStats) {
-    if let Err(err) = backplane.publish(message).await {
-        stats.publish_errors.fetch_add(1, Relaxed);
-        tracing::warn!(error = %err, backplane = backplane.name(), "tiered: publishing an invalidation failed");
+async fn publish(backplane: &dyn Backplane, message: &BackplaneMessage, stats: &TierCounters) {
+    match backplane.publish(message).await {
+        Ok(()) => {
+            stats.published.fetch_add(1, Relaxed);
+        }
+        Err(err) => {
+            stats.publish_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %err, backplane = backplane.name(), "tiered: publishing an invalidation failed");
+        }
     }
 }
 
@@ -584,7 +652,7 @@ async fn listen(
     l1: Arc<dyn CacheBackend>,
     writes: Arc<WriteTracker>,
     origin: u64,
-    stats: Arc<RemoteStats>,
+    stats: Arc<TierCounters>,
 ) {
     while let Some(event) = events.recv().await {
         // Each drop counts as a write, so a read of L2 that raced the remote
@@ -592,8 +660,7 @@ async fn listen(
         let result = match event {
             BackplaneEvent::Message(message) if message.origin == origin => continue,
             BackplaneEvent::Message(message) => {
-                stats.received.fetch_add(1, Relaxed);
-                match message.invalidation {
+                let applied = match message.invalidation {
                     Invalidation::Keys(keys) => {
                         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                         let _write = writes.begin_keys(&refs);
@@ -607,7 +674,11 @@ async fn listen(
                         let _write = writes.begin_all();
                         l1.clear(&namespace).await.map(drop)
                     }
-                }
+                };
+                // Counted once applied, so a reader of the count knows
+                // the copies are gone.
+                stats.received.fetch_add(1, Relaxed);
+                applied
             }
             BackplaneEvent::Resync => {
                 stats.resyncs.fetch_add(1, Relaxed);
@@ -672,16 +743,16 @@ impl CacheBackend for Tiered {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.check_key(key, "get")?;
         if let Some(value) = (*self.l1).get(key).await? {
-            self.l1_hits.fetch_add(1, Relaxed);
+            self.counters.l1_hits.fetch_add(1, Relaxed);
             tier_hit("l1", 1);
             return Ok(Some(value));
         }
         let snapshot = self.writes.snapshot(key);
         let Some(value) = (*self.l2).get(key).await? else {
-            self.misses.fetch_add(1, Relaxed);
+            self.counters.misses.fetch_add(1, Relaxed);
             return Ok(None);
         };
-        self.l2_hits.fetch_add(1, Relaxed);
+        self.counters.l2_hits.fetch_add(1, Relaxed);
         tier_hit("l2", 1);
         if let Some(snapshot) = snapshot {
             self.fill(key, &value, snapshot).await;
@@ -798,7 +869,7 @@ impl CacheBackend for Tiered {
         }
         let mut out = (*self.l1).get_many(keys).await?;
         let l1_hits = out.iter().filter(|v| v.is_some()).count();
-        self.l1_hits.fetch_add(l1_hits as u64, Relaxed);
+        self.counters.l1_hits.fetch_add(l1_hits as u64, Relaxed);
         tier_hit("l1", l1_hits as u64);
         if l1_hits == keys.len() {
             return Ok(out);
@@ -826,12 +897,12 @@ impl CacheBackend for Tiered {
             if slot.is_none() {
                 match by_key.get(key) {
                     Some(value) => {
-                        self.l2_hits.fetch_add(1, Relaxed);
+                        self.counters.l2_hits.fetch_add(1, Relaxed);
                         tier_hit("l2", 1);
                         *slot = Some((*value).clone());
                     }
                     None => {
-                        self.misses.fetch_add(1, Relaxed);
+                        self.counters.misses.fetch_add(1, Relaxed);
                     }
                 }
             }

@@ -5,6 +5,10 @@
 //! On Redis the API runs on the examples' production stack (L1, 250 ms
 //! deadline, fail-open), as `cargo run --example tasks_api` does.
 //!
+//! The `session` tests log in, out, and wait for a session to expire; the
+//! `anon` tests send requests without a session until the `anon` rule
+//! refuses them.
+//!
 //! The `outage` tests stop (or `SIGSTOP`) Redis while users work and bring
 //! it back: every request is served (lists from the database while the
 //! cache is down), no list is stale after a write, and no user sees
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache::{CacheBackend, CacheConfig, Rule};
+use cache::{CacheBackend, CacheConfig, CacheKey, Rule};
 use cache_examples::http::{HttpClient, Response};
 use cache_examples::stack::ExampleConfig;
 use cache_examples::tasks_api::{self, Db, Server, Task, TasksApi};
@@ -383,10 +387,14 @@ async fn tasks_api_login_throttled_after_5_attempts_on_redis() {
     login_throttled_after_5_attempts(RedisServer::shared().url()).await;
 }
 
-/// Without fail-open (`CACHE_FAIL_OPEN=false`, here the plain backend),
-/// the API's own fallback serves lists when the cache fails.
+/// Without fail-open (`CACHE_FAIL_OPEN=false`, here the plain backend)
+/// and without an L1, sessions cannot be read while the cache is down: a
+/// request with a session gets 503 (not 401: the session is not lost, a
+/// Redis with persistence still has it when it comes back). On the
+/// production stack the L1 serves sessions through an outage (the
+/// `outage` tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_api_health_follows_the_backend_and_lists_survive_an_outage() {
+async fn tasks_api_health_follows_the_backend_and_sessions_need_the_cache() {
     let redis = RedisServer::new();
     let plain = ExampleConfig::as_given(CacheConfig::from_url(redis.url()));
     let server = serve(api_with(plain).await).await;
@@ -405,12 +413,9 @@ async fn tasks_api_health_follows_the_backend_and_lists_survive_an_outage() {
     redis.stop();
     let health = probe.send("GET", "/health", None, None).await.unwrap();
     assert_eq!(health.status, 503, "{}", health.text());
-    // Lists come from the database while the cache is down...
-    let (tasks, source) = erin.list().await;
-    assert_eq!(
-        (titles(&tasks), source.as_str()),
-        (vec!["water plants"], "bypass")
-    );
+    // Sessions live in the cache: none can be read while it is down...
+    let response = erin.call("GET", "/tasks", None).await;
+    assert_eq!(response.status, 503, "{}", response.text());
     // ...and logins are refused (the login rule fails closed).
     let login = probe
         .send(
@@ -440,6 +445,155 @@ async fn tasks_api_without_a_cache_reads_the_database() {
         .unwrap();
     assert_eq!(health.status, 200);
     server.shutdown().await;
+}
+
+/// Sessions end to end: a login opens a session (its id is the bearer
+/// token), requests with it are authorized, logout ends it (401 from then
+/// on) and leaves the user's other sessions alone.
+async fn session_login_logout(url: &str) {
+    let api = api(url).await;
+    let cache = api.cache().unwrap().clone();
+    let server = serve(api).await;
+    let addr = server.addr();
+    let mut gina = User::new(addr, "gina").await;
+    let session = CacheKey::hashed("session", &gina.token).unwrap();
+    assert!(
+        cache.exists(&session).await.unwrap(),
+        "a login stores a session"
+    );
+    assert_eq!(gina.list().await.0, vec![]);
+    let mut phone = User::login(addr, "gina", gina.id).await;
+    assert_ne!(phone.token, gina.token);
+
+    let out = gina.call("POST", "/logout", None).await;
+    assert_eq!(out.status, 204, "{}", out.text());
+    assert!(!cache.exists(&session).await.unwrap(), "logout deletes it");
+    let refused = gina.call("GET", "/tasks", None).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(gina.call("POST", "/logout", None).await.status, 401);
+    // The other session lives on.
+    assert_eq!(phone.list().await.0, vec![]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_login_authorized_logout_401_on_memory() {
+    session_login_logout("memory://").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_login_authorized_logout_401_on_redis() {
+    session_login_logout(RedisServer::shared().url()).await;
+}
+
+/// A session lives as long as the API's session TTL: after it, its token
+/// gets 401 and the cache holds nothing under it (the expiry date was the
+/// entry's TTL).
+async fn session_expiry(url: &str) {
+    let api = api(url).await.with_session_ttl(Duration::from_millis(700));
+    let cache = api.cache().unwrap().clone();
+    let server = serve(api).await;
+    let mut hana = User::new(server.addr(), "hana").await;
+    let session = CacheKey::hashed("session", &hana.token).unwrap();
+    assert_eq!(hana.list().await.0, vec![]);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let refused = hana.call("GET", "/tasks", None).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert!(!cache.exists(&session).await.unwrap());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expired_401_on_memory() {
+    session_expiry("memory://").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expired_401_on_redis() {
+    session_expiry(RedisServer::shared().url()).await;
+}
+
+/// One request on a connection of its own, `X-Forwarded-For: client` when
+/// given: the status and the `ratelimit-remaining` header.
+async fn raw_get(addr: SocketAddr, path: &str, client: Option<&str>) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let forwarded = client.map_or(String::new(), |c| format!("X-Forwarded-For: {c}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{forwarded}Connection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let remaining = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("ratelimit-remaining: "))
+        .map(str::to_owned);
+    (status, remaining)
+}
+
+/// Requests without a session are limited per client under `anon` (here
+/// 3 a minute): the 4th from one client is refused with 429, another
+/// client and a user with a session are not affected, and `/health` is
+/// never limited.
+async fn anon_limited_per_client(url: &str) {
+    let mut config = ExampleConfig::from_url(url);
+    config.config_mut().prefix = format!("tasks-test-{}", fastrand::u32(..));
+    let cache = tasks_api::open_cache(&config).await.unwrap();
+    let limiter = tasks_api::rate_limiter_with(
+        Arc::clone(cache.plain_backend()),
+        cache.prefix(),
+        Rule::per_minute(100_000),
+        Rule::per_minute(3),
+    )
+    .unwrap();
+    let api = TasksApi::new(Db::open(":memory:").unwrap(), Some(cache), limiter);
+    let server = serve(api).await;
+    let addr = server.addr();
+    // Registering and logging in are anonymous too: from the peer's IP.
+    let mut ivan = User::new(addr, "ivan").await;
+
+    for n in 1..=3 {
+        assert_eq!(
+            raw_get(addr, "/tasks", Some("10.0.0.1")).await.0,
+            401,
+            "#{n}"
+        );
+    }
+    let (status, remaining) = raw_get(addr, "/tasks", Some("10.0.0.1")).await;
+    assert_eq!((status, remaining.as_deref()), (429, Some("0")));
+    // A bad token does not escape the rule.
+    let mut forged = HttpClient::new(addr);
+    for _ in 0..2 {
+        forged
+            .send("GET", "/tasks", Some("forged"), None)
+            .await
+            .unwrap();
+    }
+    // 127.0.0.1 has now sent 2 (register, login) + 2: the next is refused.
+    let refused = forged
+        .send("GET", "/tasks", Some("forged"), None)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 429, "{}", refused.text());
+
+    assert_eq!(raw_get(addr, "/tasks", Some("10.0.0.2")).await.0, 401);
+    assert_eq!(raw_get(addr, "/health", Some("10.0.0.1")).await.0, 200);
+    // A session is limited per user (`api`), not per client.
+    for _ in 0..5 {
+        assert_eq!(ivan.list().await.0, vec![]);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_anon_limited_per_client_on_memory() {
+    anon_limited_per_client("memory://").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_anon_limited_per_client_on_redis() {
+    anon_limited_per_client(RedisServer::shared().url()).await;
 }
 
 /// How Redis goes away in an outage test.

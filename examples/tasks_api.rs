@@ -7,6 +7,7 @@
 //! cargo run --example tasks_api -- --demo        # a scripted session through HTTP, then exits
 //! CACHE_URL=redis://127.0.0.1:6379 cargo run --example tasks_api
 //! TASKS_ADDR=0.0.0.0:8080 TASKS_DB=tasks.sqlite cargo run --example tasks_api
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo run --example tasks_api  # on PostgreSQL
 //! ```
 //!
 //! ```text

@@ -51,7 +51,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
@@ -62,12 +62,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use cache::sessions::{CacheSessionStore, Id, Record, SessionError, SessionStore};
 use cache::{Cache, CacheKey, Decision, HealthStatus, OnBackendError, RateLimiter, Rule, Ttl};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::stack::ExampleConfig;
+
+mod db;
+pub use db::Db;
 
 /// The key prefix of the API's cache entries and rate limit counters.
 pub const PREFIX: &str = "tasks-api";
@@ -179,244 +180,6 @@ impl From<rusqlite::Error> for ApiError {
     fn from(err: rusqlite::Error) -> Self {
         ApiError::Internal(format!("database: {err}"))
     }
-}
-
-/// The database: one SQLite connection behind a mutex, queries run on the
-/// blocking pool.
-#[derive(Clone)]
-pub struct Db {
-    conn: Arc<Mutex<Connection>>,
-    queries: Arc<AtomicU64>,
-    latency: Duration,
-}
-
-impl std::fmt::Debug for Db {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db")
-            .field("queries", &self.queries())
-            .field("latency", &self.latency)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Db {
-    /// Opens (and creates) the database at `path`; `":memory:"` for one
-    /// that lives as long as the process.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub fn open(path: &str) -> rusqlite::Result<Db> {
-        let conn = Connection::open(path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA foreign_keys = ON;
-             CREATE TABLE IF NOT EXISTS users (
-                 id INTEGER PRIMARY KEY,
-                 name TEXT NOT NULL UNIQUE,
-                 salt TEXT NOT NULL,
-                 password_hash TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS tasks (
-                 id INTEGER PRIMARY KEY,
-                 user_id INTEGER NOT NULL REFERENCES users(id),
-                 title TEXT NOT NULL,
-                 done INTEGER NOT NULL DEFAULT 0,
-                 updated_at INTEGER NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, id);",
-        )?;
-        Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
-            queries: Arc::new(AtomicU64::new(0)),
-            latency: Duration::ZERO,
-        })
-    }
-
-    /// Adds `latency` before every query, to model a database across the
-    /// network (SQLite is in-process). For the load bench.
-    #[must_use]
-    pub fn with_query_latency(mut self, latency: Duration) -> Self {
-        self.latency = latency;
-        self
-    }
-
-    /// How many queries (transactions) ran.
-    pub fn queries(&self) -> u64 {
-        self.queries.load(Relaxed)
-    }
-
-    async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, ApiError> + Send + 'static,
-    ) -> Result<R, ApiError> {
-        self.queries.fetch_add(1, Relaxed);
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("database task: {e}")))?
-    }
-
-    /// Registers a user; returns the id.
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::Conflict`] when the name is taken.
-    pub async fn create_user(&self, name: &str, password: &str) -> Result<i64, ApiError> {
-        let salt = format!("{:032x}", fastrand::u128(..));
-        let hash = password_hash(&salt, password);
-        let name = name.to_owned();
-        self.call(move |conn| {
-            match conn.execute(
-                "INSERT INTO users (name, salt, password_hash) VALUES (?1, ?2, ?3)",
-                params![name, salt, hash],
-            ) {
-                Ok(_) => Ok(conn.last_insert_rowid()),
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Err(ApiError::Conflict(format!("the name {name:?} is taken")))
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await
-    }
-
-    /// Checks a name and password; returns the user's id.
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::Unauthorized`] for a wrong name or password.
-    pub async fn check_password(&self, name: &str, password: &str) -> Result<i64, ApiError> {
-        let (name, password) = (name.to_owned(), password.to_owned());
-        self.call(move |conn| {
-            let user: Option<(i64, String, String)> = conn
-                .query_row(
-                    "SELECT id, salt, password_hash FROM users WHERE name = ?1",
-                    params![name],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            match user {
-                Some((id, salt, hash)) if password_hash(&salt, &password) == hash => Ok(id),
-                _ => Err(ApiError::Unauthorized("wrong name or password")),
-            }
-        })
-        .await
-    }
-
-    /// The tasks of `user_id`, oldest first.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn list_tasks(&self, user_id: i64) -> Result<Vec<Task>, ApiError> {
-        self.call(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, user_id, title, done, updated_at FROM tasks
-                 WHERE user_id = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map(params![user_id], task_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    /// Adds a task for `user_id`.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn insert_task(&self, user_id: i64, title: &str) -> Result<Task, ApiError> {
-        let title = title.to_owned();
-        self.call(move |conn| {
-            Ok(conn.query_row(
-                "INSERT INTO tasks (user_id, title, done, updated_at) VALUES (?1, ?2, 0, ?3)
-                 RETURNING id, user_id, title, done, updated_at",
-                params![user_id, title, now_ms()],
-                task_row,
-            )?)
-        })
-        .await
-    }
-
-    /// Changes a task of `user_id`; `None` when it has no such task.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn update_task(
-        &self,
-        user_id: i64,
-        id: i64,
-        title: Option<String>,
-        done: Option<bool>,
-    ) -> Result<Option<Task>, ApiError> {
-        self.call(move |conn| {
-            Ok(conn
-                .query_row(
-                    "UPDATE tasks SET title = COALESCE(?1, title), done = COALESCE(?2, done),
-                         updated_at = ?3
-                     WHERE id = ?4 AND user_id = ?5
-                     RETURNING id, user_id, title, done, updated_at",
-                    params![title, done, now_ms(), id, user_id],
-                    task_row,
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    /// Deletes a task of `user_id`; whether it existed.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, ApiError> {
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "DELETE FROM tasks WHERE id = ?1 AND user_id = ?2",
-                params![id, user_id],
-            )? > 0)
-        })
-        .await
-    }
-
-    async fn ping(&self) -> Result<(), ApiError> {
-        self.call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-            .await
-            .map(drop)
-    }
-}
-
-fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
-    Ok(Task {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        title: r.get(2)?,
-        done: r.get(3)?,
-        updated_at: r.get(4)?,
-    })
-}
-
-/// Salted SHA-256, enough for an example; a real service uses a slow
-/// password hash (argon2, scrypt).
-fn password_hash(salt: &str, password: &str) -> String {
-    let digest = Sha256::digest(format!("{salt}:{password}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Requests by (method, route, status): (count, total seconds).
@@ -610,16 +373,20 @@ impl TasksApi {
 
     /// The service as configured by the environment: `CACHE_URL` (and the
     /// other `CACHE_*` variables, or `CACHE_CONFIG_FILE`) for the cache,
-    /// `TASKS_DB` for the SQLite file (in memory when unset; the cache's
-    /// prefix is then cleared, as it describes a database that is gone).
+    /// `DATABASE_URL=postgres://...` for PostgreSQL, else `TASKS_DB` for
+    /// the SQLite file (in memory when unset; the cache's prefix is then
+    /// cleared, as it describes a database that is gone).
     ///
     /// # Errors
     ///
     /// The cache's and the database's errors.
     pub async fn from_env() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let config = ExampleConfig::from_env()?;
-        let path = std::env::var("TASKS_DB").unwrap_or_else(|_| ":memory:".into());
-        let db = Db::open(&path)?;
+        let path = match std::env::var("DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
+            _ => std::env::var("TASKS_DB").unwrap_or_else(|_| ":memory:".into()),
+        };
+        let db = Db::connect(&path).await?;
         let api = TasksApi::open(&config, db, Rule::per_minute(600)).await?;
         if let (":memory:", Some(cache)) = (path.as_str(), api.cache()) {
             // A new database: what a shared cache (Redis) holds under this

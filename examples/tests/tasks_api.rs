@@ -5,6 +5,11 @@
 //! On Redis the API runs on the examples' production stack (L1, 250 ms
 //! deadline, fail-open), as `cargo run --example tasks_api` does.
 //!
+//! The `postgres` tests run the same scenarios with the tasks in
+//! PostgreSQL (`TASKS_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), each in a database of its
+//! own that it drops; without a server they fail, saying how to start one.
+//!
 //! The `session` tests log in, out, and wait for a session to expire; the
 //! `anon` tests send requests without a session until the `anon` rule
 //! refuses them.
@@ -32,13 +37,27 @@ use serde_json::json;
 /// The API over `url` (memory:// or redis://, with the production stack),
 /// with a prefix of its own so tests sharing a Redis never meet.
 async fn api(url: &str) -> TasksApi {
-    api_with(ExampleConfig::from_url(url)).await
+    api_on(url, sqlite()).await
+}
+
+/// [`api`] over `db`.
+async fn api_on(url: &str, db: Db) -> TasksApi {
+    api_with_db(ExampleConfig::from_url(url), db).await
+}
+
+/// SQLite in memory.
+fn sqlite() -> Db {
+    Db::open(":memory:").unwrap()
 }
 
 /// The API over the cache `config` describes, with a prefix of its own.
-async fn api_with(mut config: ExampleConfig) -> TasksApi {
+async fn api_with(config: ExampleConfig) -> TasksApi {
+    api_with_db(config, sqlite()).await
+}
+
+/// [`api_with`] over `db`.
+async fn api_with_db(mut config: ExampleConfig, db: Db) -> TasksApi {
     config.config_mut().prefix = format!("tasks-test-{}", fastrand::u32(..));
-    let db = Db::open(":memory:").unwrap();
     TasksApi::open(&config, db, Rule::per_minute(100_000))
         .await
         .unwrap()
@@ -137,8 +156,8 @@ async fn metric(addr: SocketAddr, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {line_start} in\n{text}"))
 }
 
-async fn two_users_create_list_update_delete(url: &str) {
-    let server = serve(api(url).await).await;
+async fn two_users_create_list_update_delete(url: &str, db: Db) {
+    let server = serve(api_on(url, db).await).await;
     let addr = server.addr();
     let mut alice = User::new(addr, "alice").await;
     let mut bob = User::new(addr, "bob").await;
@@ -270,18 +289,18 @@ async fn two_users_create_list_update_delete(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_two_users_on_memory() {
-    two_users_create_list_update_delete("memory://").await;
+    two_users_create_list_update_delete("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_two_users_on_redis() {
-    two_users_create_list_update_delete(RedisServer::shared().url()).await;
+    two_users_create_list_update_delete(RedisServer::shared().url(), sqlite()).await;
 }
 
 /// Several users, each with several connections writing and reading at
 /// once: after each write returns, the writer's next list shows it.
-async fn concurrent_writers_never_read_stale_lists(url: &str) {
-    let server = serve(api(url).await).await;
+async fn concurrent_writers_never_read_stale_lists(url: &str, db: Db) {
+    let server = serve(api_on(url, db).await).await;
     let addr = server.addr();
     let mut tasks = Vec::new();
     for u in 0..3 {
@@ -330,16 +349,16 @@ async fn concurrent_writers_never_read_stale_lists(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_concurrent_writers_never_read_stale_lists_on_memory() {
-    concurrent_writers_never_read_stale_lists("memory://").await;
+    concurrent_writers_never_read_stale_lists("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_concurrent_writers_never_read_stale_lists_on_redis() {
-    concurrent_writers_never_read_stale_lists(RedisServer::shared().url()).await;
+    concurrent_writers_never_read_stale_lists(RedisServer::shared().url(), sqlite()).await;
 }
 
-async fn login_throttled_after_5_attempts(url: &str) {
-    let server = serve(api(url).await).await;
+async fn login_throttled_after_5_attempts(url: &str, db: Db) {
+    let server = serve(api_on(url, db).await).await;
     let addr = server.addr();
     User::new(addr, "carol").await; // one successful login: attempt 1
     let mut http = HttpClient::new(addr);
@@ -379,12 +398,12 @@ async fn login_throttled_after_5_attempts(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_login_throttled_after_5_attempts_on_memory() {
-    login_throttled_after_5_attempts("memory://").await;
+    login_throttled_after_5_attempts("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_login_throttled_after_5_attempts_on_redis() {
-    login_throttled_after_5_attempts(RedisServer::shared().url()).await;
+    login_throttled_after_5_attempts(RedisServer::shared().url(), sqlite()).await;
 }
 
 /// Without fail-open (`CACHE_FAIL_OPEN=false`, here the plain backend)
@@ -450,8 +469,8 @@ async fn tasks_api_without_a_cache_reads_the_database() {
 /// Sessions end to end: a login opens a session (its id is the bearer
 /// token), requests with it are authorized, logout ends it (401 from then
 /// on) and leaves the user's other sessions alone.
-async fn session_login_logout(url: &str) {
-    let api = api(url).await;
+async fn session_login_logout(url: &str, db: Db) {
+    let api = api_on(url, db).await;
     let cache = api.cache().unwrap().clone();
     let server = serve(api).await;
     let addr = server.addr();
@@ -478,19 +497,21 @@ async fn session_login_logout(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_login_authorized_logout_401_on_memory() {
-    session_login_logout("memory://").await;
+    session_login_logout("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_login_authorized_logout_401_on_redis() {
-    session_login_logout(RedisServer::shared().url()).await;
+    session_login_logout(RedisServer::shared().url(), sqlite()).await;
 }
 
 /// A session lives as long as the API's session TTL: after it, its token
 /// gets 401 and the cache holds nothing under it (the expiry date was the
 /// entry's TTL).
-async fn session_expiry(url: &str) {
-    let api = api(url).await.with_session_ttl(Duration::from_millis(700));
+async fn session_expiry(url: &str, db: Db) {
+    let api = api_on(url, db)
+        .await
+        .with_session_ttl(Duration::from_millis(700));
     let cache = api.cache().unwrap().clone();
     let server = serve(api).await;
     let mut hana = User::new(server.addr(), "hana").await;
@@ -505,12 +526,12 @@ async fn session_expiry(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expired_401_on_memory() {
-    session_expiry("memory://").await;
+    session_expiry("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expired_401_on_redis() {
-    session_expiry(RedisServer::shared().url()).await;
+    session_expiry(RedisServer::shared().url(), sqlite()).await;
 }
 
 /// One request on a connection of its own, `X-Forwarded-For: client` when
@@ -536,7 +557,7 @@ async fn raw_get(addr: SocketAddr, path: &str, client: Option<&str>) -> (u16, Op
 /// 3 a minute): the 4th from one client is refused with 429, another
 /// client and a user with a session are not affected, and `/health` is
 /// never limited.
-async fn anon_limited_per_client(url: &str) {
+async fn anon_limited_per_client(url: &str, db: Db) {
     let mut config = ExampleConfig::from_url(url);
     config.config_mut().prefix = format!("tasks-test-{}", fastrand::u32(..));
     let cache = tasks_api::open_cache(&config).await.unwrap();
@@ -547,7 +568,7 @@ async fn anon_limited_per_client(url: &str) {
         Rule::per_minute(3),
     )
     .unwrap();
-    let api = TasksApi::new(Db::open(":memory:").unwrap(), Some(cache), limiter);
+    let api = TasksApi::new(db, Some(cache), limiter);
     let server = serve(api).await;
     let addr = server.addr();
     // Registering and logging in are anonymous too: from the peer's IP.
@@ -588,12 +609,169 @@ async fn anon_limited_per_client(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_anon_limited_per_client_on_memory() {
-    anon_limited_per_client("memory://").await;
+    anon_limited_per_client("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_anon_limited_per_client_on_redis() {
-    anon_limited_per_client(RedisServer::shared().url()).await;
+    anon_limited_per_client(RedisServer::shared().url(), sqlite()).await;
+}
+
+/// The PostgreSQL server the `postgres` tests use (trust auth); each test
+/// creates a database of its own there and drops it.
+const POSTGRES_URL_ENV: &str = "TASKS_TEST_POSTGRES_URL";
+const POSTGRES_DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database of one test's own on the PostgreSQL server, dropped (with
+/// its connections) when this goes out of scope, panics included.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> PgDatabase {
+        let admin_url =
+            std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| POSTGRES_DEFAULT_URL.to_owned());
+        let admin = pg_connect(&admin_url).await;
+        let name = format!("tasks_test_{}", fastrand::u64(..));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
+        let (server, _) = base.rsplit_once('/').unwrap();
+        let url = if query.is_empty() {
+            format!("{server}/{name}")
+        } else {
+            format!("{server}/{name}?{query}")
+        };
+        PgDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    async fn db(&self) -> Db {
+        let db = Db::connect(&self.url).await.unwrap();
+        assert_eq!(db.kind(), "postgres");
+        db
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // A runtime of its own: this may run while the test's unwinds.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let admin = pg_connect(&url).await;
+                    admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("dropping the test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// A connection to `url`; a missing server fails the test with the way to
+/// get one (never a skip).
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(err) => panic!(
+            "PostgreSQL is not reachable at {url} ({err}). Start one (trust auth for user \
+             postgres): `scripts/test` does it, or `apt-get install -y postgresql && \
+             pg_ctlcluster 15 main start`; or point {POSTGRES_URL_ENV} at a server."
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_two_users_on_postgres() {
+    let pg = PgDatabase::create().await;
+    two_users_create_list_update_delete("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_two_users_on_postgres_and_redis() {
+    let pg = PgDatabase::create().await;
+    two_users_create_list_update_delete(RedisServer::shared().url(), pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_concurrent_writers_never_read_stale_lists_on_postgres() {
+    let pg = PgDatabase::create().await;
+    concurrent_writers_never_read_stale_lists("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_login_throttled_after_5_attempts_on_postgres() {
+    let pg = PgDatabase::create().await;
+    login_throttled_after_5_attempts("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_login_authorized_logout_401_on_postgres() {
+    let pg = PgDatabase::create().await;
+    session_login_logout("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expired_401_on_postgres() {
+    let pg = PgDatabase::create().await;
+    session_expiry("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_anon_limited_per_client_on_postgres() {
+    let pg = PgDatabase::create().await;
+    anon_limited_per_client("memory://", pg.db().await).await;
+}
+
+/// The database is really PostgreSQL's: what the API wrote is in its
+/// tables, and a duplicate name is a 409 there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_writes_land_in_postgres() {
+    let pg = PgDatabase::create().await;
+    let server = serve(api_on("memory://", pg.db().await).await).await;
+    let mut jo = User::new(server.addr(), "jo").await;
+    let task = jo.create("from postgres").await;
+    let duplicate = HttpClient::new(server.addr())
+        .send(
+            "POST",
+            "/users",
+            None,
+            Some(&json!({ "name": "jo", "password": "secret-pw" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status, 409, "{}", duplicate.text());
+    let client = pg_connect(&pg.url).await;
+    let row = client
+        .query_one(
+            "SELECT t.title, t.done, u.name FROM tasks t JOIN users u ON u.id = t.user_id \
+             WHERE t.id = $1",
+            &[&task.id],
+        )
+        .await
+        .unwrap();
+    let found: (String, bool, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(found, ("from postgres".to_owned(), false, "jo".to_owned()));
+    server.shutdown().await;
 }
 
 /// How Redis goes away in an outage test.

@@ -5,7 +5,7 @@
 //! the id. They fail if the TTL is not taken from the expiry date, if
 //! `create` writes unconditionally, or if `delete` or `load` reach another
 //! key.
-#![cfg(feature = "sessions")]
+#![cfg(all(feature = "sessions", feature = "memory"))]
 
 use std::collections::HashMap;
 use std::time::Duration;

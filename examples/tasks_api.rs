@@ -7,12 +7,14 @@
 //! cargo run --example tasks_api -- --demo        # a scripted session through HTTP, then exits
 //! CACHE_URL=redis://127.0.0.1:6379 cargo run --example tasks_api
 //! TASKS_ADDR=0.0.0.0:8080 TASKS_DB=tasks.sqlite cargo run --example tasks_api
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo run --example tasks_api  # on PostgreSQL
 //! ```
 //!
 //! ```text
 //! curl -X POST localhost:3000/users -H 'content-type: application/json' -d '{"name":"ada","password":"pw-ada"}'
 //! curl -X POST localhost:3000/login -H 'content-type: application/json' -d '{"name":"ada","password":"pw-ada"}'
 //! curl localhost:3000/tasks -H "authorization: Bearer $TOKEN" -i        # x-cache: miss, then hit
+//! curl -X POST localhost:3000/logout -H "authorization: Bearer $TOKEN" -i  # 204; the token is refused from now on
 //! curl localhost:3000/metrics
 //! ```
 //!
@@ -128,6 +130,10 @@ async fn run_demo(addr: SocketAddr) -> Result<(), BoxError> {
     show(&mut http, "DELETE", &path, bob, None).await?;
     show(&mut http, "DELETE", &path, alice, None).await?;
     show(&mut http, "GET", "/tasks", alice, None).await?;
+
+    println!("\n# Bob logs out: his session is gone, his token refused");
+    show(&mut http, "POST", "/logout", bob, None).await?;
+    show(&mut http, "GET", "/tasks", bob, None).await?;
 
     println!("\n# Password guessing: the 6th login in a minute is refused");
     for _ in 0..5 {

@@ -45,11 +45,14 @@
 //! | `sentinel` | `redis+sentinel://`: Redis behind Sentinel |
 //! | `msgpack` | the MessagePack codec (`codec: "msgpack"`) |
 //! | `metrics` | export counters and latencies through the `metrics` facade |
+//! | `sessions` | [`sessions::CacheSessionStore`], a `tower-sessions` store |
 //!
 //! A URL whose backend is not compiled in is a [`ErrorKind::Config`] error
 //! naming the feature to enable.
 
 mod config;
+#[cfg(feature = "sessions")]
+pub mod sessions;
 
 pub use cache_core::*;
 pub use config::{

@@ -133,7 +133,6 @@ async fn setup(
         for t in 0..TASKS_PER_USER {
             db.insert_task(id, &format!("task {t} of {name}")).await?;
         }
-        tokens.push(db.login(&name, "password").await?);
     }
     let db = db.with_query_latency(db_latency);
     let unlimited = Rule::per_minute(100_000_000);
@@ -151,6 +150,10 @@ async fn setup(
             TasksApi::open(&ExampleConfig::as_given(config), db, unlimited).await?
         }
     };
+    // Sessions live in the API's cache: log in through it.
+    for u in 0..USERS {
+        tokens.push(api.login(&format!("user{u}"), "password").await?);
+    }
     Ok((api, Arc::new(tokens)))
 }
 

@@ -5,13 +5,32 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /users` `{"name","password"}` | register (201) |
-//! | `POST /login` `{"name","password"}` | a bearer token (200); 401; 429 with `Retry-After` after 5 attempts a minute |
+//! | `POST /login` `{"name","password"}` | a bearer token: a new session (200); 401; 429 with `Retry-After` after 5 attempts a minute |
+//! | `POST /logout` | ends the caller's session (204) |
 //! | `GET /tasks` | the caller's tasks; `X-Cache: hit`, `miss` or `bypass` |
 //! | `POST /tasks` `{"title"}` | create (201): the list is invalidated |
 //! | `PUT /tasks/{id}` `{"title"?, "done"?}` | update (200): the new row is written through to the cached list |
 //! | `DELETE /tasks/{id}` | delete (204): the list is invalidated |
 //! | `GET /health` | the cache backend's and the database's health (200 or 503) |
 //! | `GET /metrics` | Prometheus text: cache, rate limiter, database, HTTP |
+//!
+//! # Sessions and rate limits
+//!
+//! A login creates a session in the cache ([`CacheSessionStore`]: the
+//! session's expiry date is the entry's TTL, so an expired session is gone
+//! from Redis by itself); its id is the bearer token. Logout deletes it.
+//! The database holds no sessions, so a session lives as long as the
+//! cache keeps it: a Redis restarted without persistence logs everyone out,
+//! and while the cache cannot be reached (and the L1 has no copy) requests
+//! with a session get 503, not 401.
+//!
+//! Requests to the API routes without a valid session are limited per
+//! client under the rule `anon` ([`anon_rule`] by default): the client is
+//! the first address of `X-Forwarded-For` when present (set it in the
+//! proxy in front of the service; a client talking to the service directly
+//! can forge it), else the peer's IP. `/health`, `/metrics` and `/stats`
+//! are not limited. Callers with a session are limited per user under
+//! `api`, failed logins per name under `login`.
 //!
 //! # Why nobody sees a stale list or someone else's
 //!
@@ -32,22 +51,24 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use cache::sessions::{CacheSessionStore, Id, Record, SessionError, SessionStore};
 use cache::{Cache, CacheKey, Decision, HealthStatus, OnBackendError, RateLimiter, Rule, Ttl};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::stack::ExampleConfig;
+
+mod db;
+pub use db::Db;
 
 /// The key prefix of the API's cache entries and rate limit counters.
 pub const PREFIX: &str = "tasks-api";
@@ -55,8 +76,22 @@ pub const PREFIX: &str = "tasks-api";
 /// How long a cached task list lives.
 pub const LIST_TTL: Duration = Duration::from_secs(60);
 
-/// How long a cached session (token to user) lives.
+/// How long a session lives after login (unless
+/// [`TasksApi::with_session_ttl`] says otherwise).
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
+
+/// How many requests without a session a client may send a minute under
+/// the default `anon` rule ([`anon_rule`]).
+pub const ANON_PER_MINUTE: u64 = 120;
+
+/// The default `anon` rule: [`ANON_PER_MINUTE`] requests a minute per
+/// client, allowed while the backend is down.
+pub fn anon_rule() -> Rule {
+    Rule::per_minute(ANON_PER_MINUTE)
+}
+
+/// The session data field holding the user id.
+const SESSION_USER: &str = "user_id";
 
 /// How long a per-user lease lives if its holder never releases it.
 const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -89,6 +124,8 @@ pub enum ApiError {
     Conflict(String),
     /// 429, with the rate limiter's headers.
     TooManyRequests(Decision),
+    /// 503: a part the request needs (the session store) cannot be reached.
+    Unavailable(String),
     /// 500.
     Internal(String),
 }
@@ -110,6 +147,7 @@ impl IntoResponse for ApiError {
                 Decision::header_map(&decision),
             ),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, HeaderMap::new()),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m, HeaderMap::new()),
         };
         (
             status,
@@ -123,9 +161,10 @@ impl IntoResponse for ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApiError::BadRequest(m) | ApiError::Conflict(m) | ApiError::Internal(m) => {
-                f.write_str(m)
-            }
+            ApiError::BadRequest(m)
+            | ApiError::Conflict(m)
+            | ApiError::Internal(m)
+            | ApiError::Unavailable(m) => f.write_str(m),
             ApiError::Unauthorized(why) => f.write_str(why),
             ApiError::NotFound => f.write_str("no such task"),
             ApiError::TooManyRequests(d) => {
@@ -141,278 +180,6 @@ impl From<rusqlite::Error> for ApiError {
     fn from(err: rusqlite::Error) -> Self {
         ApiError::Internal(format!("database: {err}"))
     }
-}
-
-/// The database: one SQLite connection behind a mutex, queries run on the
-/// blocking pool.
-#[derive(Clone)]
-pub struct Db {
-    conn: Arc<Mutex<Connection>>,
-    queries: Arc<AtomicU64>,
-    latency: Duration,
-}
-
-impl std::fmt::Debug for Db {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db")
-            .field("queries", &self.queries())
-            .field("latency", &self.latency)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Db {
-    /// Opens (and creates) the database at `path`; `":memory:"` for one
-    /// that lives as long as the process.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub fn open(path: &str) -> rusqlite::Result<Db> {
-        let conn = Connection::open(path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA foreign_keys = ON;
-             CREATE TABLE IF NOT EXISTS users (
-                 id INTEGER PRIMARY KEY,
-                 name TEXT NOT NULL UNIQUE,
-                 salt TEXT NOT NULL,
-                 password_hash TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS sessions (
-                 token TEXT PRIMARY KEY,
-                 user_id INTEGER NOT NULL REFERENCES users(id)
-             );
-             CREATE TABLE IF NOT EXISTS tasks (
-                 id INTEGER PRIMARY KEY,
-                 user_id INTEGER NOT NULL REFERENCES users(id),
-                 title TEXT NOT NULL,
-                 done INTEGER NOT NULL DEFAULT 0,
-                 updated_at INTEGER NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, id);",
-        )?;
-        Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
-            queries: Arc::new(AtomicU64::new(0)),
-            latency: Duration::ZERO,
-        })
-    }
-
-    /// Adds `latency` before every query, to model a database across the
-    /// network (SQLite is in-process). For the load bench.
-    #[must_use]
-    pub fn with_query_latency(mut self, latency: Duration) -> Self {
-        self.latency = latency;
-        self
-    }
-
-    /// How many queries (transactions) ran.
-    pub fn queries(&self) -> u64 {
-        self.queries.load(Relaxed)
-    }
-
-    async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, ApiError> + Send + 'static,
-    ) -> Result<R, ApiError> {
-        self.queries.fetch_add(1, Relaxed);
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("database task: {e}")))?
-    }
-
-    /// Registers a user; returns the id.
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::Conflict`] when the name is taken.
-    pub async fn create_user(&self, name: &str, password: &str) -> Result<i64, ApiError> {
-        let salt = format!("{:032x}", fastrand::u128(..));
-        let hash = password_hash(&salt, password);
-        let name = name.to_owned();
-        self.call(move |conn| {
-            match conn.execute(
-                "INSERT INTO users (name, salt, password_hash) VALUES (?1, ?2, ?3)",
-                params![name, salt, hash],
-            ) {
-                Ok(_) => Ok(conn.last_insert_rowid()),
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Err(ApiError::Conflict(format!("the name {name:?} is taken")))
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await
-    }
-
-    /// Checks a name and password; returns a new session token.
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::Unauthorized`] for a wrong name or password.
-    pub async fn login(&self, name: &str, password: &str) -> Result<String, ApiError> {
-        let (name, password) = (name.to_owned(), password.to_owned());
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let user: Option<(i64, String, String)> = tx
-                .query_row(
-                    "SELECT id, salt, password_hash FROM users WHERE name = ?1",
-                    params![name],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let wrong = ApiError::Unauthorized("wrong name or password");
-            let Some((id, salt, hash)) = user else {
-                return Err(wrong);
-            };
-            if password_hash(&salt, &password) != hash {
-                return Err(wrong);
-            }
-            let token = format!("{:032x}", fastrand::u128(..));
-            tx.execute(
-                "INSERT INTO sessions (token, user_id) VALUES (?1, ?2)",
-                params![token, id],
-            )?;
-            tx.commit()?;
-            Ok(token)
-        })
-        .await
-    }
-
-    /// The user a session token belongs to.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn session_user(&self, token: &str) -> Result<Option<i64>, ApiError> {
-        let token = token.to_owned();
-        self.call(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT user_id FROM sessions WHERE token = ?1",
-                    params![token],
-                    |r| r.get(0),
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    /// The tasks of `user_id`, oldest first.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn list_tasks(&self, user_id: i64) -> Result<Vec<Task>, ApiError> {
-        self.call(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, user_id, title, done, updated_at FROM tasks
-                 WHERE user_id = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map(params![user_id], task_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    /// Adds a task for `user_id`.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn insert_task(&self, user_id: i64, title: &str) -> Result<Task, ApiError> {
-        let title = title.to_owned();
-        self.call(move |conn| {
-            Ok(conn.query_row(
-                "INSERT INTO tasks (user_id, title, done, updated_at) VALUES (?1, ?2, 0, ?3)
-                 RETURNING id, user_id, title, done, updated_at",
-                params![user_id, title, now_ms()],
-                task_row,
-            )?)
-        })
-        .await
-    }
-
-    /// Changes a task of `user_id`; `None` when it has no such task.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn update_task(
-        &self,
-        user_id: i64,
-        id: i64,
-        title: Option<String>,
-        done: Option<bool>,
-    ) -> Result<Option<Task>, ApiError> {
-        self.call(move |conn| {
-            Ok(conn
-                .query_row(
-                    "UPDATE tasks SET title = COALESCE(?1, title), done = COALESCE(?2, done),
-                         updated_at = ?3
-                     WHERE id = ?4 AND user_id = ?5
-                     RETURNING id, user_id, title, done, updated_at",
-                    params![title, done, now_ms(), id, user_id],
-                    task_row,
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    /// Deletes a task of `user_id`; whether it existed.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub async fn delete_task(&self, user_id: i64, id: i64) -> Result<bool, ApiError> {
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "DELETE FROM tasks WHERE id = ?1 AND user_id = ?2",
-                params![id, user_id],
-            )? > 0)
-        })
-        .await
-    }
-
-    async fn ping(&self) -> Result<(), ApiError> {
-        self.call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-            .await
-            .map(drop)
-    }
-}
-
-fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
-    Ok(Task {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        title: r.get(2)?,
-        done: r.get(3)?,
-        updated_at: r.get(4)?,
-    })
-}
-
-/// Salted SHA-256, enough for an example; a real service uses a slow
-/// password hash (argon2, scrypt).
-fn password_hash(salt: &str, password: &str) -> String {
-    let digest = Sha256::digest(format!("{salt}:{password}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Requests by (method, route, status): (count, total seconds).
@@ -448,6 +215,8 @@ struct Metrics {
 pub struct TasksApi {
     db: Db,
     cache: Option<Cache>,
+    sessions: CacheSessionStore,
+    session_ttl: Duration,
     limiter: RateLimiter,
     metrics: Metrics,
 }
@@ -464,7 +233,8 @@ impl std::fmt::Debug for TasksApi {
 
 /// The rate limit rules: `login` 5 attempts a minute per name (denied while
 /// the backend is down: an outage must not open the door to password
-/// guessing), `api` per user (allowed while the backend is down).
+/// guessing), `api` per user (allowed while the backend is down), `anon`
+/// per client without a session ([`anon_rule`]).
 ///
 /// # Errors
 ///
@@ -474,6 +244,20 @@ pub fn rate_limiter(
     prefix: &str,
     api_rule: Rule,
 ) -> cache::Result<RateLimiter> {
+    rate_limiter_with(backend, prefix, api_rule, anon_rule())
+}
+
+/// [`rate_limiter`] with an `anon` rule of the caller's.
+///
+/// # Errors
+///
+/// As [`RateLimiterBuilder::build`](cache::RateLimiterBuilder::build).
+pub fn rate_limiter_with(
+    backend: Arc<dyn cache::CacheBackend>,
+    prefix: &str,
+    api_rule: Rule,
+    anon: Rule,
+) -> cache::Result<RateLimiter> {
     RateLimiter::builder(backend)
         .prefix(prefix)
         .rule(
@@ -481,11 +265,12 @@ pub fn rate_limiter(
             Rule::per_minute(5).on_backend_error(OnBackendError::Deny),
         )
         .rule("api", api_rule)
+        .rule("anon", anon)
         .build()
 }
 
 /// The API's settings over `config`: the prefix [`PREFIX`] unless the
-/// configuration names one, and the list and session TTLs.
+/// configuration names one, and the list TTL.
 fn with_api_defaults(config: &ExampleConfig) -> ExampleConfig {
     let mut config = config.clone();
     let cache = config.config_mut();
@@ -495,16 +280,12 @@ fn with_api_defaults(config: &ExampleConfig) -> ExampleConfig {
     cache
         .ttls
         .insert("tasks".to_owned(), LIST_TTL.as_secs() as i64);
-    cache
-        .ttls
-        .insert("session".to_owned(), SESSION_TTL.as_secs() as i64);
     config
 }
 
 /// Opens the cache `config` describes ([`ExampleConfig::open`]: on Redis
-/// the production stack unless configured otherwise), with the list and
-/// session TTLs, and the prefix [`PREFIX`] unless the configuration names
-/// one.
+/// the production stack unless configured otherwise), with the list TTL,
+/// and the prefix [`PREFIX`] unless the configuration names one.
 ///
 /// # Errors
 ///
@@ -516,14 +297,63 @@ pub async fn open_cache(config: &ExampleConfig) -> cache::Result<Cache> {
 
 impl TasksApi {
     /// The service over `db`, caching in `cache` (`None`: no caching, every
-    /// list is read from the database), limiting with `limiter`.
+    /// list is read from the database), limiting with `limiter`. Sessions
+    /// live in `cache` ([`CacheSessionStore`]); without one, in a memory
+    /// cache of this process.
     pub fn new(db: Db, cache: Option<Cache>, limiter: RateLimiter) -> Self {
+        let session_cache = cache
+            .clone()
+            .unwrap_or_else(|| Cache::new(Arc::new(cache::memory::MemoryBackend::new())));
         TasksApi {
             db,
             cache,
+            sessions: CacheSessionStore::new(session_cache),
+            session_ttl: SESSION_TTL,
             limiter,
             metrics: Metrics::default(),
         }
+    }
+
+    /// The same service with sessions that live `ttl` after login
+    /// (default [`SESSION_TTL`]).
+    #[must_use]
+    pub fn with_session_ttl(mut self, ttl: Duration) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// Checks `name` and `password` and opens a session; returns its id,
+    /// the bearer token. (`POST /login` also applies the `login` rule.)
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::Unauthorized`] for a wrong name or password;
+    /// [`ApiError::Unavailable`] when the session cannot be stored.
+    pub async fn login(&self, name: &str, password: &str) -> Result<String, ApiError> {
+        let user_id = self.db.check_password(name, password).await?;
+        let lives = time_duration(self.session_ttl);
+        let mut record = Record {
+            id: Id::default(),
+            data: [(SESSION_USER.to_owned(), serde_json::json!(user_id))].into(),
+            expiry_date: time::OffsetDateTime::now_utc() + lives,
+        };
+        self.sessions
+            .create(&mut record)
+            .await
+            .map_err(session_error)?;
+        Ok(record.id.to_string())
+    }
+
+    /// The user of a bearer token: `None` for a token that names no live
+    /// session (malformed, unknown, expired or logged out).
+    async fn session_user(&self, token: &str) -> Result<Option<(Id, i64)>, ApiError> {
+        let Ok(id) = token.parse::<Id>() else {
+            return Ok(None);
+        };
+        let record = self.sessions.load(&id).await.map_err(session_error)?;
+        Ok(record
+            .and_then(|r| r.data.get(SESSION_USER).and_then(serde_json::Value::as_i64))
+            .map(|user| (id, user)))
     }
 
     /// The service over `db`, caching in the cache `config` describes
@@ -543,16 +373,20 @@ impl TasksApi {
 
     /// The service as configured by the environment: `CACHE_URL` (and the
     /// other `CACHE_*` variables, or `CACHE_CONFIG_FILE`) for the cache,
-    /// `TASKS_DB` for the SQLite file (in memory when unset; the cache's
-    /// prefix is then cleared, as it describes a database that is gone).
+    /// `DATABASE_URL=postgres://...` for PostgreSQL, else `TASKS_DB` for
+    /// the SQLite file (in memory when unset; the cache's prefix is then
+    /// cleared, as it describes a database that is gone).
     ///
     /// # Errors
     ///
     /// The cache's and the database's errors.
     pub async fn from_env() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let config = ExampleConfig::from_env()?;
-        let path = std::env::var("TASKS_DB").unwrap_or_else(|_| ":memory:".into());
-        let db = Db::open(&path)?;
+        let path = match std::env::var("DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
+            _ => std::env::var("TASKS_DB").unwrap_or_else(|_| ":memory:".into()),
+        };
+        let db = Db::connect(&path).await?;
         let api = TasksApi::open(&config, db, Rule::per_minute(600)).await?;
         if let (":memory:", Some(cache)) = (path.as_str(), api.cache()) {
             // A new database: what a shared cache (Redis) holds under this
@@ -577,8 +411,13 @@ impl TasksApi {
         Router::new()
             .route("/users", post(register))
             .route("/login", post(login))
+            .route("/logout", post(logout))
             .route("/tasks", get(list_tasks).post(create_task))
             .route("/tasks/{id}", put(update_task).delete(delete_task))
+            .route_layer(middleware::from_fn_with_state(
+                Arc::clone(&self),
+                authenticate,
+            ))
             .route("/health", get(health))
             .route("/metrics", get(metrics))
             .route("/stats", get(stats))
@@ -598,6 +437,7 @@ impl TasksApi {
         let (stop, stopped) = oneshot::channel::<()>();
         let router = Arc::new(self).router();
         let task = tokio::spawn(async move {
+            let router = router.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
@@ -605,39 +445,6 @@ impl TasksApi {
                 .await;
         });
         Ok(Server { addr, stop, task })
-    }
-
-    /// The user of a session token: cached (under a hash of the token, so
-    /// the cache never holds a usable token), from the database on a miss.
-    /// Unknown tokens are not cached.
-    async fn session_user(&self, token: &str) -> Result<Option<i64>, ApiError> {
-        let Some(cache) = &self.cache else {
-            return self.db.session_user(token).await;
-        };
-        let key =
-            CacheKey::hashed("session", token).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let (db, owned) = (self.db.clone(), token.to_owned());
-        let loaded = cache
-            .get_or_set(&key, move || async move {
-                match db.session_user(&owned).await {
-                    Ok(Some(user)) => Ok(user),
-                    Ok(None) => Err(ApiError::Unauthorized("unknown bearer token")),
-                    Err(e) => Err(e),
-                }
-            })
-            .await;
-        match loaded {
-            Ok(user) => Ok(Some(user)),
-            Err(err) if err.kind() == cache::ErrorKind::Loader => {
-                // The loader's own answer: unknown token, or a database error.
-                match std::error::Error::source(&err).and_then(|e| e.downcast_ref::<ApiError>()) {
-                    Some(ApiError::Unauthorized(_)) => Ok(None),
-                    _ => Err(ApiError::Internal(err.to_string())),
-                }
-            }
-            // The cache failed: ask the database.
-            Err(_) => self.db.session_user(token).await,
-        }
     }
 
     /// The cached list of `user_id`, or the database's. Returns whether it
@@ -810,8 +617,82 @@ impl Server {
     }
 }
 
-/// The authenticated caller: from `Authorization: Bearer <token>`, checked
-/// against the sessions table, then against the `api` rate limit.
+/// A session store error as an answer: the store could not be reached
+/// (503), or a session did not encode or decode (500).
+fn session_error(err: SessionError) -> ApiError {
+    match err {
+        SessionError::Backend(m) => ApiError::Unavailable(format!("session store: {m}")),
+        other => ApiError::Internal(format!("session store: {other}")),
+    }
+}
+
+fn time_duration(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+/// What [`authenticate`] found: the caller's live session, or why there is
+/// none.
+#[derive(Clone, Copy)]
+enum Caller {
+    User { session: Id, user_id: i64 },
+    Anonymous(&'static str),
+}
+
+/// Who is calling: from `Authorization: Bearer <token>`, the token being a
+/// session id in the store. Requests without a live session are checked
+/// against the `anon` rule, per client ([`client_of`]).
+async fn authenticate(
+    State(app): State<Arc<TasksApi>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let caller = match token {
+        None => Caller::Anonymous("an Authorization: Bearer header is needed"),
+        Some(token) => match app.session_user(token).await? {
+            Some((session, user_id)) => Caller::User { session, user_id },
+            None => Caller::Anonymous("unknown or expired session"),
+        },
+    };
+    if let Caller::Anonymous(_) = caller {
+        let decision = app
+            .limiter
+            .check("anon", client_of(&request))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !decision.allowed {
+            return Err(ApiError::TooManyRequests(decision));
+        }
+    }
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+/// The client a request without a session is counted as: the first
+/// address of `X-Forwarded-For`, else the peer's IP, else `unknown`.
+fn client_of(request: &Request) -> String {
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    match forwarded {
+        Some(client) => client.to_owned(),
+        None => request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
+    }
+}
+
+/// The authenticated caller (see [`authenticate`]), then checked against
+/// the `api` rate limit.
 struct AuthUser(i64);
 
 impl FromRequestParts<Arc<TasksApi>> for AuthUser {
@@ -821,18 +702,11 @@ impl FromRequestParts<Arc<TasksApi>> for AuthUser {
         parts: &mut Parts,
         app: &Arc<TasksApi>,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized(
-                "an Authorization: Bearer header is needed",
-            ))?;
-        let user_id = app
-            .session_user(token)
-            .await?
-            .ok_or(ApiError::Unauthorized("unknown bearer token"))?;
+        let user_id = match parts.extensions.get::<Caller>() {
+            Some(Caller::User { user_id, .. }) => *user_id,
+            Some(Caller::Anonymous(why)) => return Err(ApiError::Unauthorized(why)),
+            None => return Err(ApiError::Internal("no authentication layer".into())),
+        };
         let decision = app
             .limiter
             .check("api", user_id)
@@ -890,12 +764,24 @@ async fn login(
     if !decision.allowed {
         return Err(ApiError::TooManyRequests(decision));
     }
-    let token = app.db.login(&body.name, &body.password).await?;
+    let token = app.login(&body.name, &body.password).await?;
     Ok((
         Decision::header_map(&decision),
         Json(serde_json::json!({ "token": token })),
     )
         .into_response())
+}
+
+/// Ends the caller's session: its token is refused from now on.
+async fn logout(State(app): State<Arc<TasksApi>>, request: Request) -> Result<Response, ApiError> {
+    match request.extensions().get::<Caller>() {
+        Some(Caller::User { session, .. }) => {
+            app.sessions.delete(session).await.map_err(session_error)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Some(Caller::Anonymous(why)) => Err(ApiError::Unauthorized(why)),
+        None => Err(ApiError::Internal("no authentication layer".into())),
+    }
 }
 
 async fn list_tasks(

@@ -5,6 +5,15 @@
 //! On Redis the API runs on the examples' production stack (L1, 250 ms
 //! deadline, fail-open), as `cargo run --example tasks_api` does.
 //!
+//! The `postgres` tests run the same scenarios with the tasks in
+//! PostgreSQL (`TASKS_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), each in a database of its
+//! own that it drops; without a server they fail, saying how to start one.
+//!
+//! The `session` tests log in, out, and wait for a session to expire; the
+//! `anon` tests send requests without a session until the `anon` rule
+//! refuses them.
+//!
 //! The `outage` tests stop (or `SIGSTOP`) Redis while users work and bring
 //! it back: every request is served (lists from the database while the
 //! cache is down), no list is stale after a write, and no user sees
@@ -18,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache::{CacheBackend, CacheConfig, Rule};
+use cache::{CacheBackend, CacheConfig, CacheKey, Rule};
 use cache_examples::http::{HttpClient, Response};
 use cache_examples::stack::ExampleConfig;
 use cache_examples::tasks_api::{self, Db, Server, Task, TasksApi};
@@ -28,13 +37,27 @@ use serde_json::json;
 /// The API over `url` (memory:// or redis://, with the production stack),
 /// with a prefix of its own so tests sharing a Redis never meet.
 async fn api(url: &str) -> TasksApi {
-    api_with(ExampleConfig::from_url(url)).await
+    api_on(url, sqlite()).await
+}
+
+/// [`api`] over `db`.
+async fn api_on(url: &str, db: Db) -> TasksApi {
+    api_with_db(ExampleConfig::from_url(url), db).await
+}
+
+/// SQLite in memory.
+fn sqlite() -> Db {
+    Db::open(":memory:").unwrap()
 }
 
 /// The API over the cache `config` describes, with a prefix of its own.
-async fn api_with(mut config: ExampleConfig) -> TasksApi {
+async fn api_with(config: ExampleConfig) -> TasksApi {
+    api_with_db(config, sqlite()).await
+}
+
+/// [`api_with`] over `db`.
+async fn api_with_db(mut config: ExampleConfig, db: Db) -> TasksApi {
     config.config_mut().prefix = format!("tasks-test-{}", fastrand::u32(..));
-    let db = Db::open(":memory:").unwrap();
     TasksApi::open(&config, db, Rule::per_minute(100_000))
         .await
         .unwrap()
@@ -133,8 +156,8 @@ async fn metric(addr: SocketAddr, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {line_start} in\n{text}"))
 }
 
-async fn two_users_create_list_update_delete(url: &str) {
-    let server = serve(api(url).await).await;
+async fn two_users_create_list_update_delete(url: &str, db: Db) {
+    let server = serve(api_on(url, db).await).await;
     let addr = server.addr();
     let mut alice = User::new(addr, "alice").await;
     let mut bob = User::new(addr, "bob").await;
@@ -266,18 +289,18 @@ async fn two_users_create_list_update_delete(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_two_users_on_memory() {
-    two_users_create_list_update_delete("memory://").await;
+    two_users_create_list_update_delete("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_two_users_on_redis() {
-    two_users_create_list_update_delete(RedisServer::shared().url()).await;
+    two_users_create_list_update_delete(RedisServer::shared().url(), sqlite()).await;
 }
 
 /// Several users, each with several connections writing and reading at
 /// once: after each write returns, the writer's next list shows it.
-async fn concurrent_writers_never_read_stale_lists(url: &str) {
-    let server = serve(api(url).await).await;
+async fn concurrent_writers_never_read_stale_lists(url: &str, db: Db) {
+    let server = serve(api_on(url, db).await).await;
     let addr = server.addr();
     let mut tasks = Vec::new();
     for u in 0..3 {
@@ -326,16 +349,16 @@ async fn concurrent_writers_never_read_stale_lists(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_concurrent_writers_never_read_stale_lists_on_memory() {
-    concurrent_writers_never_read_stale_lists("memory://").await;
+    concurrent_writers_never_read_stale_lists("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_concurrent_writers_never_read_stale_lists_on_redis() {
-    concurrent_writers_never_read_stale_lists(RedisServer::shared().url()).await;
+    concurrent_writers_never_read_stale_lists(RedisServer::shared().url(), sqlite()).await;
 }
 
-async fn login_throttled_after_5_attempts(url: &str) {
-    let server = serve(api(url).await).await;
+async fn login_throttled_after_5_attempts(url: &str, db: Db) {
+    let server = serve(api_on(url, db).await).await;
     let addr = server.addr();
     User::new(addr, "carol").await; // one successful login: attempt 1
     let mut http = HttpClient::new(addr);
@@ -375,18 +398,22 @@ async fn login_throttled_after_5_attempts(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_login_throttled_after_5_attempts_on_memory() {
-    login_throttled_after_5_attempts("memory://").await;
+    login_throttled_after_5_attempts("memory://", sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_api_login_throttled_after_5_attempts_on_redis() {
-    login_throttled_after_5_attempts(RedisServer::shared().url()).await;
+    login_throttled_after_5_attempts(RedisServer::shared().url(), sqlite()).await;
 }
 
-/// Without fail-open (`CACHE_FAIL_OPEN=false`, here the plain backend),
-/// the API's own fallback serves lists when the cache fails.
+/// Without fail-open (`CACHE_FAIL_OPEN=false`, here the plain backend)
+/// and without an L1, sessions cannot be read while the cache is down: a
+/// request with a session gets 503 (not 401: the session is not lost, a
+/// Redis with persistence still has it when it comes back). On the
+/// production stack the L1 serves sessions through an outage (the
+/// `outage` tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_api_health_follows_the_backend_and_lists_survive_an_outage() {
+async fn tasks_api_health_follows_the_backend_and_sessions_need_the_cache() {
     let redis = RedisServer::new();
     let plain = ExampleConfig::as_given(CacheConfig::from_url(redis.url()));
     let server = serve(api_with(plain).await).await;
@@ -405,12 +432,9 @@ async fn tasks_api_health_follows_the_backend_and_lists_survive_an_outage() {
     redis.stop();
     let health = probe.send("GET", "/health", None, None).await.unwrap();
     assert_eq!(health.status, 503, "{}", health.text());
-    // Lists come from the database while the cache is down...
-    let (tasks, source) = erin.list().await;
-    assert_eq!(
-        (titles(&tasks), source.as_str()),
-        (vec!["water plants"], "bypass")
-    );
+    // Sessions live in the cache: none can be read while it is down...
+    let response = erin.call("GET", "/tasks", None).await;
+    assert_eq!(response.status, 503, "{}", response.text());
     // ...and logins are refused (the login rule fails closed).
     let login = probe
         .send(
@@ -439,6 +463,314 @@ async fn tasks_api_without_a_cache_reads_the_database() {
         .await
         .unwrap();
     assert_eq!(health.status, 200);
+    server.shutdown().await;
+}
+
+/// Sessions end to end: a login opens a session (its id is the bearer
+/// token), requests with it are authorized, logout ends it (401 from then
+/// on) and leaves the user's other sessions alone.
+async fn session_login_logout(url: &str, db: Db) {
+    let api = api_on(url, db).await;
+    let cache = api.cache().unwrap().clone();
+    let server = serve(api).await;
+    let addr = server.addr();
+    let mut gina = User::new(addr, "gina").await;
+    let session = CacheKey::hashed("session", &gina.token).unwrap();
+    assert!(
+        cache.exists(&session).await.unwrap(),
+        "a login stores a session"
+    );
+    assert_eq!(gina.list().await.0, vec![]);
+    let mut phone = User::login(addr, "gina", gina.id).await;
+    assert_ne!(phone.token, gina.token);
+
+    let out = gina.call("POST", "/logout", None).await;
+    assert_eq!(out.status, 204, "{}", out.text());
+    assert!(!cache.exists(&session).await.unwrap(), "logout deletes it");
+    let refused = gina.call("GET", "/tasks", None).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(gina.call("POST", "/logout", None).await.status, 401);
+    // The other session lives on.
+    assert_eq!(phone.list().await.0, vec![]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_login_authorized_logout_401_on_memory() {
+    session_login_logout("memory://", sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_login_authorized_logout_401_on_redis() {
+    session_login_logout(RedisServer::shared().url(), sqlite()).await;
+}
+
+/// A session lives as long as the API's session TTL: after it, its token
+/// gets 401 and the cache holds nothing under it (the expiry date was the
+/// entry's TTL).
+async fn session_expiry(url: &str, db: Db) {
+    let api = api_on(url, db)
+        .await
+        .with_session_ttl(Duration::from_millis(700));
+    let cache = api.cache().unwrap().clone();
+    let server = serve(api).await;
+    let mut hana = User::new(server.addr(), "hana").await;
+    let session = CacheKey::hashed("session", &hana.token).unwrap();
+    assert_eq!(hana.list().await.0, vec![]);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let refused = hana.call("GET", "/tasks", None).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert!(!cache.exists(&session).await.unwrap());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expired_401_on_memory() {
+    session_expiry("memory://", sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expired_401_on_redis() {
+    session_expiry(RedisServer::shared().url(), sqlite()).await;
+}
+
+/// One request on a connection of its own, `X-Forwarded-For: client` when
+/// given: the status and the `ratelimit-remaining` header.
+async fn raw_get(addr: SocketAddr, path: &str, client: Option<&str>) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let forwarded = client.map_or(String::new(), |c| format!("X-Forwarded-For: {c}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{forwarded}Connection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let remaining = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("ratelimit-remaining: "))
+        .map(str::to_owned);
+    (status, remaining)
+}
+
+/// Requests without a session are limited per client under `anon` (here
+/// 3 a minute): the 4th from one client is refused with 429, another
+/// client and a user with a session are not affected, and `/health` is
+/// never limited.
+async fn anon_limited_per_client(url: &str, db: Db) {
+    let mut config = ExampleConfig::from_url(url);
+    config.config_mut().prefix = format!("tasks-test-{}", fastrand::u32(..));
+    let cache = tasks_api::open_cache(&config).await.unwrap();
+    let limiter = tasks_api::rate_limiter_with(
+        Arc::clone(cache.plain_backend()),
+        cache.prefix(),
+        Rule::per_minute(100_000),
+        Rule::per_minute(3),
+    )
+    .unwrap();
+    let api = TasksApi::new(db, Some(cache), limiter);
+    let server = serve(api).await;
+    let addr = server.addr();
+    // Registering and logging in are anonymous too: from the peer's IP.
+    let mut ivan = User::new(addr, "ivan").await;
+
+    for n in 1..=3 {
+        assert_eq!(
+            raw_get(addr, "/tasks", Some("10.0.0.1")).await.0,
+            401,
+            "#{n}"
+        );
+    }
+    let (status, remaining) = raw_get(addr, "/tasks", Some("10.0.0.1")).await;
+    assert_eq!((status, remaining.as_deref()), (429, Some("0")));
+    // A bad token does not escape the rule.
+    let mut forged = HttpClient::new(addr);
+    for _ in 0..2 {
+        forged
+            .send("GET", "/tasks", Some("forged"), None)
+            .await
+            .unwrap();
+    }
+    // 127.0.0.1 has now sent 2 (register, login) + 2: the next is refused.
+    let refused = forged
+        .send("GET", "/tasks", Some("forged"), None)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 429, "{}", refused.text());
+
+    assert_eq!(raw_get(addr, "/tasks", Some("10.0.0.2")).await.0, 401);
+    assert_eq!(raw_get(addr, "/health", Some("10.0.0.1")).await.0, 200);
+    // A session is limited per user (`api`), not per client.
+    for _ in 0..5 {
+        assert_eq!(ivan.list().await.0, vec![]);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_anon_limited_per_client_on_memory() {
+    anon_limited_per_client("memory://", sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_anon_limited_per_client_on_redis() {
+    anon_limited_per_client(RedisServer::shared().url(), sqlite()).await;
+}
+
+/// The PostgreSQL server the `postgres` tests use (trust auth); each test
+/// creates a database of its own there and drops it.
+const POSTGRES_URL_ENV: &str = "TASKS_TEST_POSTGRES_URL";
+const POSTGRES_DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database of one test's own on the PostgreSQL server, dropped (with
+/// its connections) when this goes out of scope, panics included.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> PgDatabase {
+        let admin_url =
+            std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| POSTGRES_DEFAULT_URL.to_owned());
+        let admin = pg_connect(&admin_url).await;
+        let name = format!("tasks_test_{}", fastrand::u64(..));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
+        let (server, _) = base.rsplit_once('/').unwrap();
+        let url = if query.is_empty() {
+            format!("{server}/{name}")
+        } else {
+            format!("{server}/{name}?{query}")
+        };
+        PgDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    async fn db(&self) -> Db {
+        let db = Db::connect(&self.url).await.unwrap();
+        assert_eq!(db.kind(), "postgres");
+        db
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // A runtime of its own: this may run while the test's unwinds.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let admin = pg_connect(&url).await;
+                    admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("dropping the test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// A connection to `url`; a missing server fails the test with the way to
+/// get one (never a skip).
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(err) => panic!(
+            "PostgreSQL is not reachable at {url} ({err}). Start one (trust auth for user \
+             postgres): `scripts/test` does it, or `apt-get install -y postgresql && \
+             pg_ctlcluster 15 main start`; or point {POSTGRES_URL_ENV} at a server."
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_two_users_on_postgres() {
+    let pg = PgDatabase::create().await;
+    two_users_create_list_update_delete("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_two_users_on_postgres_and_redis() {
+    let pg = PgDatabase::create().await;
+    two_users_create_list_update_delete(RedisServer::shared().url(), pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_concurrent_writers_never_read_stale_lists_on_postgres() {
+    let pg = PgDatabase::create().await;
+    concurrent_writers_never_read_stale_lists("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_login_throttled_after_5_attempts_on_postgres() {
+    let pg = PgDatabase::create().await;
+    login_throttled_after_5_attempts("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_login_authorized_logout_401_on_postgres() {
+    let pg = PgDatabase::create().await;
+    session_login_logout("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expired_401_on_postgres() {
+    let pg = PgDatabase::create().await;
+    session_expiry("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_anon_limited_per_client_on_postgres() {
+    let pg = PgDatabase::create().await;
+    anon_limited_per_client("memory://", pg.db().await).await;
+}
+
+/// The database is really PostgreSQL's: what the API wrote is in its
+/// tables, and a duplicate name is a 409 there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_writes_land_in_postgres() {
+    let pg = PgDatabase::create().await;
+    let server = serve(api_on("memory://", pg.db().await).await).await;
+    let mut jo = User::new(server.addr(), "jo").await;
+    let task = jo.create("from postgres").await;
+    let duplicate = HttpClient::new(server.addr())
+        .send(
+            "POST",
+            "/users",
+            None,
+            Some(&json!({ "name": "jo", "password": "secret-pw" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status, 409, "{}", duplicate.text());
+    let client = pg_connect(&pg.url).await;
+    let row = client
+        .query_one(
+            "SELECT t.title, t.done, u.name FROM tasks t JOIN users u ON u.id = t.user_id \
+             WHERE t.id = $1",
+            &[&task.id],
+        )
+        .await
+        .unwrap();
+    let found: (String, bool, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(found, ("from postgres".to_owned(), false, "jo".to_owned()));
     server.shutdown().await;
 }
 

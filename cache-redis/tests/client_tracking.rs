@@ -104,7 +104,7 @@ async fn seed_and_fill(server: &RedisServer, t: &Tracked, key: &str, value: &str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_cli_set_drops_the_l1_copy() {
+async fn client_tracking_a_redis_cli_set_drops_the_l1_copy() {
     let server = RedisServer::shared();
     let p = prefix();
     let key = format!("{p}:user:1");
@@ -120,7 +120,7 @@ async fn a_redis_cli_set_drops_the_l1_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_cli_del_drops_the_l1_copy() {
+async fn client_tracking_a_redis_cli_del_drops_the_l1_copy() {
     let server = RedisServer::shared();
     let p = prefix();
     let key = format!("{p}:user:1");
@@ -135,7 +135,7 @@ async fn a_redis_cli_del_drops_the_l1_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_through_another_instance_drops_the_copy() {
+async fn client_tracking_a_write_through_another_instance_drops_the_copy() {
     let server = RedisServer::shared();
     let p = prefix();
     let key = format!("{p}:user:1");
@@ -158,7 +158,7 @@ async fn a_write_through_another_instance_drops_the_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_outside_the_prefix_drops_nothing() {
+async fn client_tracking_a_write_outside_the_prefix_drops_nothing() {
     let server = RedisServer::shared();
     let p = prefix();
     let key = format!("{p}:user:1");
@@ -182,7 +182,7 @@ async fn a_write_outside_the_prefix_drops_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_subscription_tells_the_changed_keys_under_the_prefix_only() {
+async fn client_tracking_the_subscription_tells_the_changed_keys_under_the_prefix_only() {
     let server = RedisServer::shared();
     let p = prefix();
     let tracking = RedisTracking::from_url(server.url(), &p).unwrap();
@@ -220,7 +220,7 @@ async fn the_subscription_tells_the_changed_keys_under_the_prefix_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flush_clears_the_l1() {
+async fn client_tracking_a_flush_clears_the_l1() {
     let server = RedisServer::new();
     let p = prefix();
     let keys = [format!("{p}:user:1"), format!("{p}:user:2")];
@@ -240,7 +240,7 @@ async fn a_flush_clears_the_l1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_clears_the_l1_and_tracking_comes_back() {
+async fn client_tracking_a_restart_clears_the_l1_and_tracking_comes_back() {
     let server = RedisServer::new();
     let p = prefix();
     let key = format!("{p}:user:1");
@@ -282,7 +282,7 @@ async fn a_restart_clears_the_l1_and_tracking_comes_back() {
 }
 
 #[test]
-fn a_cluster_or_sentinel_configuration_is_unsupported() {
+fn client_tracking_a_cluster_or_sentinel_configuration_is_unsupported() {
     // Refused from the configuration alone: nothing listens on these ports.
     let cluster = RedisConfig::cluster(["127.0.0.1:1", "127.0.0.1:2"]);
     let err = RedisTracking::new(&cluster, "app").unwrap_err();
@@ -302,7 +302,7 @@ fn a_cluster_or_sentinel_configuration_is_unsupported() {
 }
 
 #[test]
-fn a_prefix_a_cache_cannot_have_is_a_config_error() {
+fn client_tracking_a_prefix_a_cache_cannot_have_is_a_config_error() {
     for prefix in ["", "a:b", "a*"] {
         let err = RedisTracking::from_url("redis://127.0.0.1:1", prefix).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{prefix:?}");
@@ -310,7 +310,7 @@ fn a_prefix_a_cache_cannot_have_is_a_config_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_server_clears_the_l1() {
+async fn client_tracking_a_frozen_server_clears_the_l1() {
     // SIGSTOP: the TCP connection stays up and nothing answers; only the
     // PING heartbeat notices (within about 3.5 s).
     let server = RedisServer::new();

@@ -47,7 +47,7 @@ async fn two_instances() -> (Instance, Instance, Arc<Backend>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permission_change_on_a_is_seen_by_bs_next_read() {
+async fn multilevel_bot_a_permission_change_on_a_is_seen_by_bs_next_read() {
     let (a, b, backend) = two_instances().await;
     let before = a.permissions(7).await.unwrap();
     assert_eq!(before.version, 1);
@@ -74,7 +74,7 @@ async fn a_permission_change_on_a_is_seen_by_bs_next_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_tier_hits_are_exact_on_redis() {
+async fn multilevel_bot_per_tier_hits_are_exact_on_redis() {
     const N: u64 = 10;
     let (a, b, backend) = two_instances().await;
     // A loads the key (a miss: the marker and the value are stored, in
@@ -106,7 +106,7 @@ async fn per_tier_hits_are_exact_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_tier_hits_are_exact_on_memory() {
+async fn multilevel_bot_per_tier_hits_are_exact_on_memory() {
     const N: u64 = 10;
     let config = bot_config(ExampleConfig::from_url("memory://"));
     let backend = Arc::new(Backend::new(Duration::from_millis(1)));
@@ -124,7 +124,7 @@ async fn per_tier_hits_are_exact_on_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bot_runs_in_memory_with_one_instance() {
+async fn multilevel_bot_the_bot_runs_in_memory_with_one_instance() {
     let config = RunConfig::default();
     let report = run(ExampleConfig::from_url("memory://"), config.clone())
         .await
@@ -159,7 +159,7 @@ async fn the_bot_runs_in_memory_with_one_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bot_runs_on_redis_with_two_coherent_instances() {
+async fn multilevel_bot_the_bot_runs_on_redis_with_two_coherent_instances() {
     let config = RunConfig::default();
     let report = run(on_redis(), config.clone()).await.unwrap();
     println!("{report}");

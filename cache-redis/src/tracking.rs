@@ -166,7 +166,7 @@ impl RedisTracking {
     /// # Errors
     ///
     /// [`Config`](ErrorKind::Config) for an invalid configuration or a
-    /// prefix a cache cannot have (see [`cache_core::validate_prefix`]);
+    /// prefix a cache cannot have (see [`validate_prefix`](cache_core::validate_prefix));
     /// [`Unsupported`](ErrorKind::Unsupported) for a Redis Cluster or a
     /// Sentinel configuration.
     ///

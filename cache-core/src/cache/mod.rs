@@ -369,7 +369,7 @@ impl<C: Codec> CacheBuilder<C> {
     /// Turns the distributed single flight on: concurrent `get_or_set`
     /// loads of one key in different processes run the loader once, the
     /// others waiting on the key's lease in `lock` (shared by every
-    /// instance, e.g. `cache_redis::RedisFlightLock` on the Redis the
+    /// instance, e.g. `cache::redis::RedisFlightLock` on the Redis the
     /// backend uses) and reading the value it stored.
     ///
     /// The in-process single flight stays first: per process, only the

@@ -43,7 +43,7 @@ pub enum Acquire {
 /// A lease per key in a store shared by every instance of a cache, and
 /// the notification that wakes the instances waiting for it: what
 /// [`Cache::get_or_set`](crate::Cache::get_or_set) uses to run one loader
-/// per key across processes. Implementations: `cache_redis::RedisFlightLock`
+/// per key across processes. Implementations: `cache::redis::RedisFlightLock`
 /// (a Lua compare-and-delete, pub/sub for the wake-ups) and
 /// [`LocalFlightLock`] (one process: tests, or several caches in one
 /// service).

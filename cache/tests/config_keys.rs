@@ -367,6 +367,7 @@ async fn open_with_applies_the_stack_to_a_given_backend() {
 /// Rate limit rules from the configuration: JSON and `CACHE_RATE_LIMITS`
 /// give the same rules, which `CacheConfig::rate_limiter` builds on the
 /// cache's plain backend; a rule that does not parse is named.
+#[cfg(feature = "memory")]
 #[tokio::test]
 async fn rate_limits_from_config_and_env() {
     let json = CacheConfig::from_json(

@@ -356,3 +356,58 @@ async fn recovery_replays_under_steady_traffic_auto_recovery() {
         (0, 1)
     );
 }
+
+/// A delete lost while the breaker stays closed (one failure, under the
+/// threshold) leaves the old value in the backend until it is replayed:
+/// reads of that key are misses until then, never the old value; other
+/// keys are read as usual; after the replay the key is gone for real.
+#[tokio::test]
+async fn a_read_never_returns_a_value_whose_invalidation_waits_for_replay() {
+    let flaky = Arc::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none(),
+    ));
+    let backend = FailOpen::new(
+        Arc::clone(&flaky),
+        BreakerConfig::default()
+            .with_failure_threshold(5)
+            .with_cool_down(Duration::from_millis(100)),
+    );
+    for key in ["list:1", "list:2"] {
+        backend
+            .set(key, Bytes::from_static(b"old"), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    flaky.set_config(FaultConfig::none().with_fail_every(1));
+    assert!(!backend.delete("list:1").await.unwrap(), "skipped");
+    flaky.set_config(FaultConfig::none());
+    assert_eq!(backend.stats().state, BreakerState::Closed);
+    assert_eq!(backend.stats().pending_invalidations, 1);
+    // The backend still holds it; the read does not reach it.
+    assert_eq!(
+        flaky.inner().get("list:1").await.unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
+    assert_eq!(backend.get("list:1").await.unwrap(), None);
+    assert_eq!(
+        backend.get_many(&["list:2", "list:1"]).await.unwrap(),
+        vec![None, None]
+    );
+    assert!(!backend.exists("list:1").await.unwrap());
+    assert_eq!(
+        backend.get("list:2").await.unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
+    // The recovery task replays the delete.
+    let started = std::time::Instant::now();
+    while backend.stats().pending_invalidations > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never replayed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(flaky.inner().get("list:1").await.unwrap(), None);
+    assert_eq!(backend.stats().replayed_invalidations, 1);
+}

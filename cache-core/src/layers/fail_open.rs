@@ -214,6 +214,19 @@ impl Pending {
     fn len(&self) -> usize {
         self.keys.len() + self.patterns.len() + self.namespaces.len()
     }
+
+    /// Whether an invalidation waiting here covers `key`.
+    fn covers(&self, key: &str) -> bool {
+        self.keys.contains(key)
+            || self
+                .namespaces
+                .iter()
+                .any(|ns| key.starts_with(ns.as_str()))
+            || self
+                .patterns
+                .iter()
+                .any(|p| crate::glob::glob_match(p, key))
+    }
 }
 
 /// An invalidation that could not reach the backend.
@@ -409,6 +422,18 @@ impl Shared {
         }
     }
 
+    /// Whether a lost invalidation, not replayed yet, covers one of `keys`:
+    /// the backend may still hold the value it should have removed (a
+    /// resumed server, a write that timed out while the breaker stayed
+    /// closed), so a read of those keys must not reach it.
+    fn stale(&self, keys: &[&str]) -> bool {
+        if self.pending_count.load(Relaxed) == 0 {
+            return false;
+        }
+        let pending = self.pending();
+        keys.iter().any(|key| pending.covers(key))
+    }
+
     /// Keys written successfully since: their pending invalidations are
     /// superseded.
     fn superseded(&self, keys: &[&str]) {
@@ -511,11 +536,21 @@ impl<B: CacheBackend> FailOpen<B> {
         }
     }
 
+    /// A read of `keys`: answered with `fallback` (a miss) when the breaker
+    /// skips the backend, when the backend fails, or when a lost
+    /// invalidation of one of the keys waits to be replayed (the backend
+    /// may still hold what it removes).
     async fn read<T>(
         &self,
+        keys: &[&str],
         fallback: T,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        if self.shared.stale(keys) {
+            self.shared.failed_reads.fetch_add(1, Relaxed);
+            self.recover();
+            return Ok(fallback);
+        }
         match self.guarded(call).await? {
             Some(value) => Ok(value),
             None => {
@@ -706,7 +741,7 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.read(None, self.inner.get(key)).await
+        self.read(&[key], None, self.inner.get(key)).await
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
@@ -726,11 +761,12 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        self.read(false, self.inner.exists(key)).await
+        self.read(&[key], false, self.inner.exists(key)).await
     }
 
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
-        self.read(KeyTtl::Missing, self.inner.ttl(key)).await
+        self.read(&[key], KeyTtl::Missing, self.inner.ttl(key))
+            .await
     }
 
     async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
@@ -768,7 +804,7 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        self.read(vec![None; keys.len()], self.inner.get_many(keys))
+        self.read(keys, vec![None; keys.len()], self.inner.get_many(keys))
             .await
     }
 
@@ -784,7 +820,7 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        self.read(Vec::new(), self.inner.scan(pattern)).await
+        self.read(&[], Vec::new(), self.inner.scan(pattern)).await
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {

@@ -207,6 +207,9 @@ impl Health {
 ///
 /// Reads
 /// - `get_missing_returns_none`: a miss MUST be `Ok(None)`, never an error.
+/// - `get_now_agrees_with_get`: when [`get_now`](CacheBackend::get_now)
+///   answers, it MUST answer what `get` does (a miss, a value written,
+///   overwritten, deleted); it MUST refuse an invalid key as `get` does.
 /// - `set_then_get_returns_value`: `get` MUST return exactly the bytes last
 ///   written, and `set` returns `true` when it wrote;
 ///   `binary_value_with_nul_bytes`, `large_value_1mib` (needs values of 1
@@ -427,6 +430,46 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// The value of `key`, or `None` when it is missing or expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
 
+    /// [`get`](CacheBackend::get) answered without waiting, when this
+    /// backend can: an in-process backend answers every read here, a
+    /// wrapper forwards to what it wraps, and a two-level cache answers its
+    /// L1 hits. `None` means "call `get`": the default, for a backend that
+    /// needs I/O.
+    ///
+    /// This is the synchronous fast path of [`Cache`](crate::Cache)'s reads:
+    /// an `async fn` of this trait boxes its future (a `malloc` and a `free`
+    /// per call), which costs an in-memory read as much as the lookup
+    /// itself. Callers try `get_now` first and await `get` on `None`.
+    ///
+    /// A `Some` answer is exactly what `get` would answer at that moment,
+    /// with the same effects (counters, recency). A `None` answer has no
+    /// effect that the following `get` would not have anyway (a two-level
+    /// cache's L1 miss reads the in-process L1 twice, which changes
+    /// nothing). The conformance suite checks that the two agree.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Bytes, CacheBackend, SetOptions};
+    /// use cache::memory::MemoryBackend;
+    ///
+    /// let backend = MemoryBackend::new();
+    /// backend.set("k", Bytes::from_static(b"v"), SetOptions::default()).await?;
+    /// let value = match backend.get_now("k") {
+    ///     Some(answer) => answer?,
+    ///     None => backend.get("k").await?,
+    /// };
+    /// assert_eq!(value.as_deref(), Some(&b"v"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        let _ = key;
+        None
+    }
+
     /// Writes `value` under `key`; returns whether it was written (`false`
     /// for `IfAbsent` on a present key, and for a zero TTL).
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool>;
@@ -531,6 +574,10 @@ impl<T: CacheBackend + ?Sized> CacheBackend for std::sync::Arc<T> {
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         (**self).get(key).await
+    }
+
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        (**self).get_now(key)
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

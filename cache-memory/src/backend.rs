@@ -621,6 +621,10 @@ impl CacheBackend for MemoryBackend {
         self.get_sync(key)
     }
 
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        Some(self.get_sync(key))
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.set_sync(key, value, opts)
     }

@@ -281,6 +281,32 @@ async fn get_missing_returns_none(ctx: &Ctx) -> CaseResult {
     Ok(Outcome::Passed)
 }
 
+/// `get_now`, when the backend answers it, answers what `get` does: a
+/// hit, a miss, a value overwritten, a key deleted.
+async fn get_now_agrees_with_get(ctx: &Ctx) -> CaseResult {
+    async fn agree(ctx: &Ctx, key: &str, when: &str) -> Result<(), String> {
+        let Some(now) = ctx.backend().get_now(&ctx.key(key)) else {
+            return Ok(());
+        };
+        let now = now.map_err(|e| format!("get_now {key} ({when}): {e}"))?;
+        let awaited = value_of(ctx, key).await?;
+        check!(
+            now == awaited,
+            "get_now {key} ({when}) answered {now:?}, get {awaited:?}"
+        );
+        Ok(())
+    }
+    agree(ctx, "a", "missing").await?;
+    put(ctx, "a", "1").await?;
+    agree(ctx, "a", "written").await?;
+    agree(ctx, "a", "read again").await?;
+    put(ctx, "a", "2").await?;
+    agree(ctx, "a", "overwritten").await?;
+    ok!(ctx.backend().delete(&ctx.key("a")).await);
+    agree(ctx, "a", "deleted").await?;
+    Ok(Outcome::Passed)
+}
+
 async fn set_then_get_returns_value(ctx: &Ctx) -> CaseResult {
     let wrote = ok!(ctx
         .backend()
@@ -709,6 +735,9 @@ async fn every_operation_refuses(ctx: &Ctx, bad: &str, what: &str) -> Result<(),
     let kind = ErrorKind::InvalidKey;
     let v = b("v");
     refused(&format!("get of {what}"), be.get(bad).await, kind)?;
+    if let Some(answer) = be.get_now(bad) {
+        refused(&format!("get_now of {what}"), answer, kind)?;
+    }
     refused(
         &format!("set of {what}"),
         be.set(bad, v.clone(), SetOptions::default()).await,
@@ -1600,6 +1629,7 @@ macro_rules! __for_each_case {
         $($m)::+! {
             $($args)*
             get_missing_returns_none,
+            get_now_agrees_with_get,
             set_then_get_returns_value,
             empty_value_is_a_hit,
             binary_value_with_nul_bytes,

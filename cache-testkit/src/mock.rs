@@ -236,6 +236,12 @@ impl CacheBackend for MockBackend {
         MockBackend::get(self, key)
     }
 
+    /// The mock answers every read now, as `get` (one expected `get` call
+    /// per read, whichever path the caller takes).
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        Some(MockBackend::get(self, key))
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         MockBackend::set(self, key, value, opts)
     }

@@ -188,6 +188,11 @@ impl CacheBackend for Deferred {
         self.backend("get")?.get(key).await
     }
 
+    /// Forwarded once connected; before, `get` answers (with the error).
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        self.state.backend.get()?.get_now(key)
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.backend("set")?.set(key, value, opts).await
     }

@@ -312,6 +312,15 @@ impl Shared {
         })
     }
 
+    /// A pass while the breaker is closed (never a half-open probe, which
+    /// an answer that does not come now would abandon); `None` otherwise.
+    fn gate_closed(&self) -> Option<Pass<'_>> {
+        (self.lock().state == BreakerState::Closed).then_some(Pass {
+            shared: self,
+            probe: None,
+        })
+    }
+
     /// The caller of probe number `probe` gave up before the backend
     /// answered: unless the breaker has moved on meanwhile, it opens again
     /// for another cool-down (nothing is known of the backend, so this is
@@ -523,6 +532,12 @@ impl<B: CacheBackend> FailOpen<B> {
             return Ok(None);
         };
         let result = call.await;
+        self.settled(pass, result)
+    }
+
+    /// Reports a call's `result` to the breaker; `Ok(None)` means "failed
+    /// open".
+    fn settled<T>(&self, pass: Pass<'_>, result: Result<T>) -> Result<Option<T>> {
         let failed = matches!(&result, Err(err) if is_backend_failure(err));
         pass.settle(&result);
         if failed && self.shared.lock().state == BreakerState::Open {
@@ -742,6 +757,25 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.read(&[key], None, self.inner.get(key)).await
+    }
+
+    /// Forwarded while the breaker is closed and nothing waits for replay;
+    /// otherwise `get` answers (a skipped read, a half-open probe, a key
+    /// whose invalidation waits).
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        if self.shared.stale(&[key]) {
+            return None;
+        }
+        let pass = self.shared.gate_closed()?;
+        let result = self.inner.get_now(key)?;
+        Some(match self.settled(pass, result) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => {
+                self.shared.failed_reads.fetch_add(1, Relaxed);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        })
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

@@ -174,8 +174,15 @@ impl<B: CacheBackend> Metered<B> {
         call: impl Future<Output = Result<T>>,
         classify: impl FnOnce(&T) -> (u64, u64),
     ) -> Result<T> {
-        let index = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
-        let counters = &self.ops[index];
+        let span = self.span(op, key);
+        let started = Instant::now();
+        let result = call.instrument(span).await;
+        self.record(op, started, &result, classify);
+        result
+    }
+
+    /// The span of one call.
+    fn span(&self, op: &'static str, key: Option<&str>) -> tracing::Span {
         let span = tracing::debug_span!(
             "cache.op",
             backend = self.inner.name(),
@@ -185,15 +192,26 @@ impl<B: CacheBackend> Metered<B> {
         if let (true, Some(key)) = (self.log_key_lengths, key) {
             span.record("key_len", key.len());
         }
-        let started = Instant::now();
-        let result = call.instrument(span).await;
+        span
+    }
+
+    /// Counts one call that started at `started` and ended with `result`.
+    fn record<T>(
+        &self,
+        op: &'static str,
+        started: Instant,
+        result: &Result<T>,
+        classify: impl FnOnce(&T) -> (u64, u64),
+    ) {
         let elapsed = started.elapsed();
+        let index = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+        let counters = &self.ops[index];
         counters.calls.fetch_add(1, Relaxed);
         counters.nanos.fetch_add(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             Relaxed,
         );
-        let outcome = match &result {
+        let outcome = match result {
             Ok(value) => {
                 let (hits, misses) = classify(value);
                 counters.hits.fetch_add(hits, Relaxed);
@@ -217,7 +235,6 @@ impl<B: CacheBackend> Metered<B> {
             }
         };
         self.export(op, &outcome, elapsed);
-        result
     }
 
     #[cfg(feature = "metrics")]
@@ -282,6 +299,16 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
             found(v.is_some())
         })
         .await
+    }
+
+    /// Counted as `get` is, when the inner backend answers now.
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        let span = self.span("get", Some(key));
+        let _entered = span.enter();
+        let started = Instant::now();
+        let result = self.inner.get_now(key)?;
+        self.record("get", started, &result, |v| found(v.is_some()));
+        Some(result)
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

@@ -506,6 +506,13 @@ impl Tiered {
         }
     }
 
+    /// Counts an L1 hit of `value`.
+    fn l1_hit(&self, value: Bytes) -> Bytes {
+        self.counters.l1_hits.fetch_add(1, Relaxed);
+        tier_hit("l1", 1);
+        value
+    }
+
     fn check_key(&self, key: &str, op: &'static str) -> Result<()> {
         check_key(key, self.caps.max_key_len).map_err(|e| e.context(NAME, op))
     }
@@ -743,9 +750,7 @@ impl CacheBackend for Tiered {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.check_key(key, "get")?;
         if let Some(value) = (*self.l1).get(key).await? {
-            self.counters.l1_hits.fetch_add(1, Relaxed);
-            tier_hit("l1", 1);
-            return Ok(Some(value));
+            return Ok(Some(self.l1_hit(value)));
         }
         let snapshot = self.writes.snapshot(key);
         let Some(value) = (*self.l2).get(key).await? else {
@@ -758,6 +763,19 @@ impl CacheBackend for Tiered {
             self.fill(key, &value, snapshot).await;
         }
         Ok(Some(value))
+    }
+
+    /// An L1 hit, answered now; an L1 miss is left to `get` (which reads
+    /// the L1 again, then L2).
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        if let Err(err) = self.check_key(key, "get") {
+            return Some(Err(err));
+        }
+        match self.l1.get_now(key)? {
+            Ok(Some(value)) => Some(Ok(Some(self.l1_hit(value)))),
+            Ok(None) => None,
+            Err(err) => Some(Err(err)),
+        }
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

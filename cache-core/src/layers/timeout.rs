@@ -138,6 +138,11 @@ impl<B: CacheBackend> CacheBackend for Timeout<B> {
         self.bounded("get", self.inner.get(key)).await
     }
 
+    /// An answer given now cannot be late: forwarded unbounded.
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        self.inner.get_now(key)
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.bounded("set", self.inner.set(key, value, opts)).await
     }

@@ -108,6 +108,9 @@ gallery! {
     // ------------------------------------------------------------ reads and writes
     /// `get` of a missing key is an error instead of `Ok(None)`.
     MissIsAnError => "miss_is_an_error",
+    /// `get_now` answers a miss for every key (a fast path that forgot to
+    /// look), while `get` reads them.
+    GetNowAlwaysMisses => "get_now_always_misses",
     /// `set` returns `false` even when it wrote (a reply misread).
     SetReportsFalse => "set_reports_false",
     /// `set` never overwrites a live value (memcached's `add`, not `set`).
@@ -318,6 +321,13 @@ impl CacheBackend for Mutated {
             _ => {}
         }
         caps
+    }
+
+    fn get_now(&self, _key: &str) -> Option<Result<Option<Bytes>>> {
+        match self.bug {
+            Mutant::GetNowAlwaysMisses => Some(Ok(None)),
+            _ => None,
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {

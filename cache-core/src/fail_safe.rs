@@ -168,8 +168,15 @@ impl Entry {
 
     /// Reads a tagged envelope, or returns the bytes as they are (plain):
     /// what a cache without fail-safe and refresh-ahead reads.
+    /// Whether `bytes` start like a tagged envelope (one compare of four
+    /// bytes, no `memcmp` call: every read asks).
+    #[inline]
+    pub(crate) fn is_tagged(bytes: &[u8]) -> bool {
+        bytes.first_chunk::<4>() == Some(&TAGGED_MAGIC)
+    }
+
     pub(crate) fn unwrap_tagged(bytes: Bytes) -> Entry {
-        if bytes.starts_with(&TAGGED_MAGIC) {
+        if Entry::is_tagged(&bytes) {
             if let Some(entry) = Entry::parse_tagged(&bytes) {
                 return entry;
             }
@@ -215,7 +222,7 @@ impl Entry {
     /// value that never goes stale (written by a cache without fail-safe,
     /// or another program).
     pub(crate) fn unwrap(bytes: Bytes) -> Entry {
-        if bytes.starts_with(&TAGGED_MAGIC) {
+        if Entry::is_tagged(&bytes) {
             return Entry::unwrap_tagged(bytes);
         }
         if bytes.len() >= HEADER && bytes[..MAGIC.len()] == MAGIC {

@@ -41,10 +41,13 @@ pub const MAX_CATEGORY_LEN: usize = 64;
 /// assert_eq!(v2.render("app", 0), "app:user:42:v2");
 /// # Ok::<(), cache::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    category: String,
-    id: String,
+    /// `{category}:{id}`, the id escaped: one allocation, and the stored
+    /// key's middle as it is rendered (a read touches one string).
+    text: String,
+    /// Where the category ends in `text` (at the `:`).
+    split: usize,
     hash_tag: Option<String>,
     version: Option<u32>,
 }
@@ -61,12 +64,7 @@ impl CacheKey {
     pub fn new(category: &str, id: impl fmt::Display) -> Result<Self> {
         validate_category(category)?;
         let raw = id.to_string();
-        Ok(CacheKey {
-            category: category.to_owned(),
-            id: escape_id(&raw)?,
-            hash_tag: None,
-            version: None,
-        })
+        Ok(CacheKey::joined(category, &escape_id(&raw)?))
     }
 
     /// A key whose id is a stable hash of a serializable value, e.g. a search
@@ -97,12 +95,7 @@ impl CacheKey {
     /// ```
     pub fn hashed<T: Serialize + ?Sized>(category: &str, value: &T) -> Result<Self> {
         validate_category(category)?;
-        Ok(CacheKey {
-            category: category.to_owned(),
-            id: stable_hash(value)?,
-            hash_tag: None,
-            version: None,
-        })
+        Ok(CacheKey::joined(category, &stable_hash(value)?))
     }
 
     /// The same key with a schema version, rendered as a `:v{version}`
@@ -150,12 +143,26 @@ impl CacheKey {
 
     /// The category.
     pub fn category(&self) -> &str {
-        &self.category
+        &self.text[..self.split]
     }
 
     /// The id, escaped as it appears in the stored key.
     pub fn escaped_id(&self) -> &str {
-        &self.id
+        &self.text[self.split + 1..]
+    }
+
+    /// A key of a valid category and an escaped id.
+    fn joined(category: &str, escaped_id: &str) -> Self {
+        let mut text = String::with_capacity(category.len() + 1 + escaped_id.len());
+        text.push_str(category);
+        text.push(':');
+        text.push_str(escaped_id);
+        CacheKey {
+            text,
+            split: category.len(),
+            hash_tag: None,
+            version: None,
+        }
     }
 
     /// The schema version, if any.
@@ -167,29 +174,47 @@ impl CacheKey {
     /// where `#g` is added only when the category's generation `g` is not 0
     /// (see [`Cache::invalidate_category`](crate::Cache::invalidate_category)).
     pub fn render(&self, prefix: &str, generation: u64) -> String {
-        let mut out =
-            String::with_capacity(prefix.len() + self.category.len() + self.id.len() + 16);
+        let mut out = String::with_capacity(prefix.len() + self.text.len() + 16);
+        self.render_into(prefix, generation, &mut out);
+        out
+    }
+
+    /// [`render`](CacheKey::render), appended to `out` (a buffer reused
+    /// across calls allocates nothing).
+    pub(crate) fn render_into(&self, prefix: &str, generation: u64, out: &mut String) {
+        out.reserve(prefix.len() + self.text.len() + 1);
         out.push_str(prefix);
         out.push(':');
-        out.push_str(&self.category);
-        if generation != 0 {
+        if generation == 0 {
+            out.push_str(&self.text);
+        } else {
+            out.push_str(self.category());
             let _ = write!(out, "#{generation}");
+            out.push_str(&self.text[self.split..]);
         }
-        out.push(':');
-        out.push_str(&self.id);
         if let Some(tag) = &self.hash_tag {
             let _ = write!(out, "{{{tag}}}");
         }
         if let Some(v) = self.version {
             let _ = write!(out, ":v{v}");
         }
-        out
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheKey")
+            .field("category", &self.category())
+            .field("id", &self.escaped_id())
+            .field("hash_tag", &self.hash_tag)
+            .field("version", &self.version)
+            .finish()
     }
 }
 
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.category, self.id)?;
+        f.write_str(&self.text)?;
         if let Some(tag) = &self.hash_tag {
             write!(f, "{{{tag}}}")?;
         }

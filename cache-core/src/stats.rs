@@ -216,9 +216,41 @@ impl Stat {
     }
 }
 
+/// How many stripes the counters are split over: threads add to the
+/// stripe of their index modulo this, so up to this many threads never
+/// write the same cache line.
+const STRIPES: usize = 16;
+
+/// One thread's share of every counter, on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe([AtomicU64; Stat::ALL]);
+
+/// The index of this thread's stripe.
+fn stripe() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    INDEX.with(|index| {
+        let mut i = index.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Relaxed) % STRIPES;
+            index.set(i);
+        }
+        i
+    })
+}
+
+/// The counters of a [`Cache`](crate::Cache), striped: a shared counter
+/// that every read increments would bounce its cache line between the
+/// cores of every thread reading (the reads themselves scale, the counter
+/// would not). A snapshot sums the stripes.
 #[derive(Debug)]
 pub(crate) struct Counters {
-    values: [AtomicU64; Stat::ALL],
+    stripes: Box<[Stripe]>,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     prefix: String,
     started: Instant,
@@ -227,7 +259,7 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn new(prefix: &str) -> Self {
         Counters {
-            values: Default::default(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             prefix: prefix.to_owned(),
             started: Instant::now(),
         }
@@ -238,13 +270,16 @@ impl Counters {
         if n == 0 {
             return;
         }
-        self.values[stat as usize].fetch_add(n, Relaxed);
+        self.stripes[stripe()].0[stat as usize].fetch_add(n, Relaxed);
         #[cfg(feature = "metrics")]
         metrics::counter!(stat.metric(), "prefix" => self.prefix.clone()).increment(n);
     }
 
     fn get(&self, stat: Stat) -> u64 {
-        self.values[stat as usize].load(Relaxed)
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0[stat as usize].load(Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 
     pub(crate) fn snapshot(&self) -> CacheStats {

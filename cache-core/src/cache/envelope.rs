@@ -12,16 +12,16 @@ use serde::de::DeserializeOwned;
 use super::Cache;
 use crate::codec::Codec;
 use crate::error::Result;
-use crate::fail_safe::{Entry, TagStamp};
+use crate::fail_safe::{now_ms, Entry, TagStamp};
 
 impl<C: Codec> Cache<C> {
-    /// Reads `full` and decodes it; an undecodable value is counted and
-    /// read as a miss.
-    pub(super) async fn read_decoded<T: DeserializeOwned>(
+    /// Decodes stored bytes (`None`: nothing stored); an undecodable value,
+    /// or one a tag invalidated, is counted and read as a miss.
+    pub(super) async fn decode_stored<T: DeserializeOwned>(
         &self,
-        full: &str,
+        stored: Option<Bytes>,
     ) -> Result<Option<(T, Entry)>> {
-        let Some(bytes) = self.track((*self.inner.backend).get(full).await)? else {
+        let Some(bytes) = stored else {
             return Ok(None);
         };
         let entry = self.unwrap_stored(bytes);
@@ -38,6 +38,14 @@ impl<C: Codec> Cache<C> {
         }
     }
 
+    /// The stored bytes as they are, when they are the codec's: no
+    /// envelope is written by this cache (no fail-safe, no refresh-ahead)
+    /// and they are not tagged. The common read needs no [`Entry`].
+    #[inline]
+    pub(super) fn plain<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
+        (!self.enveloped() && !Entry::is_tagged(bytes)).then_some(bytes)
+    }
+
     /// The stored bytes as an entry. Only a cache that writes fail-safe
     /// envelopes looks for one: without fail-safe and refresh-ahead, bytes
     /// that happen to start like one are the codec's. The tagged envelope
@@ -51,19 +59,26 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    /// The stored bytes as an entry if it is live: within its logical TTL,
-    /// and none of its tags invalidated since it was written.
+    /// The stored bytes as an entry if it is live: within its logical TTL
+    /// at `now` (unix ms; `None`: read the clock if the entry has an
+    /// expiry), and none of its tags invalidated since it was written.
     pub(super) async fn live_entry(
         &self,
         stored: Option<Bytes>,
-        now: u64,
+        now: Option<u64>,
     ) -> Result<Option<Entry>> {
-        match stored.map(|bytes| self.unwrap_stored(bytes)) {
-            Some(entry) if entry.is_fresh(now) && self.tags_current(&entry).await? => {
-                Ok(Some(entry))
-            }
-            _ => Ok(None),
+        let Some(bytes) = stored else {
+            return Ok(None);
+        };
+        let entry = self.unwrap_stored(bytes);
+        if entry.expires_at_ms.is_some() && !entry.is_fresh(now.unwrap_or_else(now_ms)) {
+            return Ok(None);
         }
+        // Boxed: the tag check's state stays off the untagged read's future.
+        if !entry.tags.is_empty() && !Box::pin(self.tags_current(&entry)).await? {
+            return Ok(None);
+        }
+        Ok(Some(entry))
     }
 
     /// Whether values are written in the fail-safe envelope.

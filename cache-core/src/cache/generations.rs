@@ -2,7 +2,11 @@
 //! the backend, keys carry their category's generation, and each instance
 //! caches the generation it read for `generation_refresh`.
 
-use std::sync::PoisonError;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -118,25 +122,16 @@ impl<C: Codec> Cache<C> {
     }
 
     fn known_generation(&self, category: &str) -> Option<KnownGeneration> {
-        self.inner
-            .generations
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(category)
-            .copied()
+        self.inner.generations.known(category)
     }
 
     /// Makes the next call read the generation of `category` again.
     fn distrust_generation(&self, category: &str) {
-        if let Some(known) = self
-            .inner
-            .generations
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(category)
-        {
-            known.distrusted = true;
-        }
+        self.inner.generations.update(|map| {
+            if let Some(known) = map.get_mut(category) {
+                known.distrusted = true;
+            }
+        });
     }
 
     /// Records `generation`, read (or written) by a call that started at
@@ -152,33 +147,30 @@ impl<C: Codec> Cache<C> {
     ) {
         let now = Instant::now();
         let refresh = self.inner.generation_refresh;
-        let mut map = self
-            .inner
-            .generations
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let known = map.entry(category.to_owned()).or_insert(KnownGeneration {
-            generation,
-            read_at: started,
-            created_at: None,
-            distrusted: false,
+        self.inner.generations.update(|map| {
+            let known = map.entry(category.to_owned()).or_insert(KnownGeneration {
+                generation,
+                read_at: started,
+                created_at: None,
+                distrusted: false,
+            });
+            if known.read_at > started && known.generation > generation {
+                return;
+            }
+            let created_at = if created {
+                Some(now)
+            } else {
+                known
+                    .created_at
+                    .filter(|at| now.duration_since(*at) < refresh)
+            };
+            *known = KnownGeneration {
+                generation,
+                read_at: started,
+                created_at,
+                distrusted: false,
+            };
         });
-        if known.read_at > started && known.generation > generation {
-            return;
-        }
-        let created_at = if created {
-            Some(now)
-        } else {
-            known
-                .created_at
-                .filter(|at| now.duration_since(*at) < refresh)
-        };
-        *known = KnownGeneration {
-            generation,
-            read_at: started,
-            created_at,
-            distrusted: false,
-        };
     }
 
     /// Makes the stored generation at least `floor`, atomically (`incr`
@@ -218,17 +210,10 @@ impl<C: Codec> Cache<C> {
     /// raise within 50 ms: after a `clear()` or an eviction, all instances
     /// agree again within one refresh interval of their next call.
     pub(super) async fn generation(&self, category: &str) -> Result<u64> {
-        let known = self.known_generation(category);
-        if let Some(known) = known {
-            let refresh = self.inner.generation_refresh;
-            let trust = match known.created_at {
-                Some(at) if at.elapsed() < refresh => PROBATION_TRUST.min(refresh),
-                _ => refresh,
-            };
-            if known.read_at.elapsed() < trust && !known.distrusted {
-                return Ok(known.generation);
-            }
+        if let Some(generation) = self.trusted_generation(category) {
+            return Ok(generation);
         }
+        let known = self.known_generation(category);
         let local = known.map_or(0, |k| k.generation);
         let gen_key = self.generation_key(category);
         let started = Instant::now();
@@ -269,9 +254,117 @@ impl<C: Codec> Cache<C> {
     }
 }
 
+impl<C: Codec> Cache<C> {
+    /// The generation of `category` when it needs no read from the
+    /// backend: known and trusted now. Reads no lock when this thread has
+    /// looked it up since the last change (see [`Generations::trusted`]).
+    pub(super) fn trusted_generation(&self, category: &str) -> Option<u64> {
+        self.inner
+            .generations
+            .trusted(category, self.inner.generation_refresh, Instant::now())
+    }
+}
+
 /// How long an instance trusts a generation it created itself, during the
 /// refresh interval after creating it (another instance may raise it).
 const PROBATION_TRUST: Duration = Duration::from_millis(50);
+
+/// The generations an instance knows, by category.
+///
+/// Every read of a key looks its category's generation up here, so the
+/// common case takes no lock: each thread keeps a memo of what it looked
+/// up (the table's `version` then, and until when the generation is
+/// trusted), valid while the version is unchanged. Every change of the
+/// table bumps the version, under its write lock; a memo is used only if
+/// no change was made since it was taken, so it answers exactly what the
+/// table would. Reading a lock, even shared, writes to it: two threads
+/// reading one lock bounce its cache line between their cores.
+pub(super) struct Generations {
+    /// Tells this table's memos from another's (never reused, unlike an
+    /// address).
+    id: u64,
+    version: AtomicU64,
+    map: RwLock<HashMap<String, KnownGeneration>>,
+}
+
+/// One thread's memo of one category's generation in one table.
+struct Memo {
+    table: u64,
+    version: u64,
+    category: Box<str>,
+    generation: u64,
+    until: Instant,
+}
+
+/// The most memos a thread keeps; when full, it starts over.
+const MEMOS: usize = 32;
+
+thread_local! {
+    static MEMOS_OF_THREAD: RefCell<Vec<Memo>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Generations {
+    pub(super) fn new() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Generations {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            version: AtomicU64::new(0),
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn known(&self, category: &str) -> Option<KnownGeneration> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(category)
+            .copied()
+    }
+
+    /// Changes the table (and its version, so every memo is retaken).
+    fn update(&self, change: impl FnOnce(&mut HashMap<String, KnownGeneration>)) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        change(&mut map);
+        self.version.fetch_add(1, Release);
+    }
+
+    /// The generation of `category` if it is known and trusted at `now`.
+    pub(super) fn trusted(&self, category: &str, refresh: Duration, now: Instant) -> Option<u64> {
+        let version = self.version.load(Acquire);
+        let memo = MEMOS_OF_THREAD.with(|memos| {
+            let memos = memos.try_borrow().ok()?;
+            let memo = memos
+                .iter()
+                .find(|m| m.table == self.id && *m.category == *category)?;
+            (memo.version == version).then_some((memo.generation, memo.until))
+        });
+        if let Some((generation, until)) = memo {
+            return (now < until).then_some(generation);
+        }
+        let (known, version) = {
+            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+            (map.get(category).copied()?, self.version.load(Relaxed))
+        };
+        let until = known.trusted_until(refresh, now)?;
+        MEMOS_OF_THREAD.with(|memos| {
+            let Ok(mut memos) = memos.try_borrow_mut() else {
+                return;
+            };
+            memos.retain(|m| !(m.table == self.id && *m.category == *category));
+            if memos.len() >= MEMOS {
+                memos.clear();
+            }
+            memos.push(Memo {
+                table: self.id,
+                version,
+                category: category.into(),
+                generation: known.generation,
+                until,
+            });
+        });
+        Some(known.generation)
+    }
+}
 
 /// What an instance knows of a category's generation.
 #[derive(Debug, Clone, Copy)]
@@ -283,4 +376,21 @@ pub(super) struct KnownGeneration {
     created_at: Option<Instant>,
     /// A bump of it may have been applied without this instance knowing.
     distrusted: bool,
+}
+
+impl KnownGeneration {
+    /// Until when it is trusted, if it is at `now`: for `refresh` after it
+    /// was read (for [`PROBATION_TRUST`] while this instance's creation of
+    /// it is recent), never once distrusted.
+    fn trusted_until(&self, refresh: Duration, now: Instant) -> Option<Instant> {
+        if self.distrusted {
+            return None;
+        }
+        let trust = match self.created_at {
+            Some(at) if now.saturating_duration_since(at) < refresh => PROBATION_TRUST.min(refresh),
+            _ => refresh,
+        };
+        let until = self.read_at.checked_add(trust)?;
+        (now < until).then_some(until)
+    }
 }

@@ -127,7 +127,7 @@ struct Inner<C> {
     /// Writes made through this cache, so a load never overwrites a value
     /// written after it started.
     writes: WriteTracker,
-    generations: RwLock<HashMap<String, generations::KnownGeneration>>,
+    generations: generations::Generations,
     /// The epochs of tags, as last read (see `tags.rs`).
     tag_epochs: RwLock<HashMap<String, tags::KnownEpoch>>,
     /// Where category generations and tag markers are read and bumped: the backend, or
@@ -445,7 +445,7 @@ impl<C: Codec> CacheBuilder<C> {
                 counters,
                 flights: Mutex::new(HashMap::new()),
                 writes: WriteTracker::new(),
-                generations: RwLock::new(HashMap::new()),
+                generations: generations::Generations::new(),
                 tag_epochs: RwLock::new(HashMap::new()),
                 generation_refresh: self.generation_refresh,
                 fail_safe: self.fail_safe,
@@ -610,6 +610,60 @@ impl<C: Codec> Cache<C> {
         let full = key.render(&self.inner.prefix, generation);
         crate::backend::check_key(&full, crate::MAX_KEY_LEN)?;
         Ok(full)
+    }
+
+    /// The stored bytes of `key`, and its full key when it was rendered
+    /// on the heap: read now when the backend answers without waiting
+    /// ([`CacheBackend::get_now`]), else awaited.
+    pub(super) async fn read_stored(
+        &self,
+        key: &CacheKey,
+    ) -> Result<(Option<Bytes>, Option<String>)> {
+        if let Some(stored) = self.read_now(key) {
+            return Ok((stored?, None));
+        }
+        // Boxed: the awaited read's state stays off the future of a read
+        // answered now.
+        Box::pin(async {
+            let full = self.full_key(key).await?;
+            let stored = self.track((*self.inner.backend).get(&full).await)?;
+            Ok((stored, Some(full)))
+        })
+        .await
+    }
+
+    /// `full` if rendered, else the full key of `key` now.
+    pub(super) async fn or_full_key(&self, key: &CacheKey, full: Option<String>) -> Result<String> {
+        match full {
+            Some(full) => Ok(full),
+            None => self.full_key(key).await,
+        }
+    }
+
+    /// The read of `key` when it can be done now: the cache is open, the
+    /// category's generation is trusted, and the backend answers now. The
+    /// full key is rendered into a buffer of the thread's, not allocated.
+    /// `None` means "read it the async way" (which also reports what
+    /// stopped this one: a closed cache, an invalid key).
+    fn read_now(&self, key: &CacheKey) -> Option<Result<Option<Bytes>>> {
+        thread_local! {
+            static FULL_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let generation = self.trusted_generation(key.category())?;
+        FULL_KEY.with(|buffer| {
+            // Busy only if a backend's `get_now` reads a `Cache` itself.
+            let mut full = buffer.try_borrow_mut().ok()?;
+            full.clear();
+            key.render_into(&self.inner.prefix, generation, &mut full);
+            if full.len() > crate::MAX_KEY_LEN {
+                return None;
+            }
+            let answer = (*self.inner.backend).get_now(&full)?;
+            Some(self.track(answer))
+        })
     }
 
     /// Shuts the cache down: later calls on it (and its clones) fail with

@@ -352,14 +352,15 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let full = self.full_key(key).await?;
+        let (stored, full) = self.read_stored(key).await?;
         let now = now_ms();
         let mut stale = None;
-        if let Some((value, entry)) = self.read_decoded::<T>(&full).await? {
+        if let Some((value, entry)) = self.decode_stored::<T>(stored).await? {
             if entry.is_fresh(now) {
                 self.inner.counters.inc(Stat::Hits, 1);
                 if let Some(fraction) = self.inner.refresh_ahead {
                     if entry.in_refresh_window(now, fraction) {
+                        let full = self.or_full_key(key, full).await?;
                         self.refresh(key, full, distributed, loader);
                     }
                 }
@@ -369,6 +370,7 @@ impl<C: Codec> Cache<C> {
                 stale = Some(value);
             }
         }
+        let full = self.or_full_key(key, full).await?;
         let (mut flight, joined) = self.join_or_lead(key, &full, distributed, loader);
         // A caller that joins a load in flight is answered without a load of
         // its own: counted apart from the miss that started the load.

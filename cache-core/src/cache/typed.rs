@@ -25,9 +25,13 @@ impl<C: Codec> Cache<C> {
     /// [`Codec`](crate::ErrorKind::Codec) when the stored bytes do not decode as
     /// `T` (counted in `decode_errors`); the backend's errors.
     pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
-        let full = self.full_key(key).await?;
-        let stored = self.track((*self.inner.backend).get(&full).await)?;
-        match self.live_entry(stored, now_ms()).await? {
+        let (stored, _) = self.read_stored(key).await?;
+        if let Some(payload) = stored.as_deref().and_then(|bytes| self.plain(bytes)) {
+            let value = self.decode(payload)?;
+            self.inner.counters.inc(Stat::Hits, 1);
+            return Ok(Some(value));
+        }
+        match self.live_entry(stored, None).await? {
             Some(entry) => {
                 let value = self.decode(&entry.payload)?;
                 self.inner.counters.inc(Stat::Hits, 1);
@@ -76,10 +80,9 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
     ) -> Result<Option<(T, Option<Duration>)>> {
-        let full = self.full_key(key).await?;
-        let stored = self.track((*self.inner.backend).get(&full).await)?;
+        let (stored, full) = self.read_stored(key).await?;
         let now = now_ms();
-        let entry = match self.live_entry(stored, now).await? {
+        let entry = match self.live_entry(stored, Some(now)).await? {
             Some(entry) => entry,
             None => {
                 self.inner.counters.inc(Stat::Misses, 1);
@@ -90,7 +93,11 @@ impl<C: Codec> Cache<C> {
         self.inner.counters.inc(Stat::Hits, 1);
         let fresh_for = match entry.fresh_for(now, self.inner.refresh_ahead) {
             Some(left) => Some(left),
-            None => match self.track((*self.inner.backend).ttl(&full).await)? {
+            None => match self.track(
+                (*self.inner.backend)
+                    .ttl(&self.or_full_key(key, full).await?)
+                    .await,
+            )? {
                 KeyTtl::Persistent => None,
                 KeyTtl::Expires(left) => Some(left),
                 KeyTtl::Missing => Some(Duration::ZERO),
@@ -267,7 +274,7 @@ impl<C: Codec> Cache<C> {
         let (mut hits, mut misses) = (0, 0);
         let now = now_ms();
         for value in values {
-            match self.live_entry(value, now).await? {
+            match self.live_entry(value, Some(now)).await? {
                 Some(entry) => {
                     out.push(Some(self.decode(&entry.payload)?));
                     hits += 1;

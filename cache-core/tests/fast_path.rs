@@ -1,0 +1,146 @@
+//! The read a backend answers without waiting (`CacheBackend::get_now`):
+//! `Cache` reads through it with no lock and no allocation of its own, so
+//! these tests pin that it answers exactly what the awaited read would:
+//! invalidations seen at once on every thread, a bump by another instance
+//! seen within the refresh interval, every read counted once, by the cache
+//! and by the layers under it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::layers::{Metered, Tiered, TieredConfig};
+use cache_core::{Cache, CacheBackend, CacheKey};
+use cache_memory::MemoryBackend;
+
+fn key(id: u64) -> CacheKey {
+    CacheKey::new("user", id).unwrap()
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+#[test]
+fn a_category_invalidated_on_another_thread_is_gone_at_once_for_a_thread_that_read_it() {
+    let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    block_on(cache.set(&key(1), "Ada")).unwrap();
+    let (read, invalidated) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+    let reader = {
+        let cache = cache.clone();
+        let (read, invalidated) = (read.0, invalidated.1);
+        std::thread::spawn(move || {
+            // This thread now knows the category's generation.
+            let before = block_on(cache.get::<String>(&key(1))).unwrap();
+            read.send(()).unwrap();
+            invalidated.recv().unwrap();
+            let after = block_on(cache.get::<String>(&key(1))).unwrap();
+            (before, after)
+        })
+    };
+    read.1.recv().unwrap();
+    block_on(cache.invalidate_category("user")).unwrap();
+    invalidated.0.send(()).unwrap();
+    let (before, after) = reader.join().unwrap();
+    assert_eq!(before.as_deref(), Some("Ada"));
+    assert_eq!(after, None);
+}
+
+#[tokio::test]
+async fn a_bump_by_another_instance_is_seen_once_the_refresh_interval_has_passed() {
+    let backend: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+    let refresh = Duration::from_millis(200);
+    let a = Cache::builder(Arc::clone(&backend))
+        .generation_refresh(refresh)
+        .build()
+        .unwrap();
+    let b = Cache::builder(backend)
+        .generation_refresh(refresh)
+        .build()
+        .unwrap();
+    a.set(&key(1), "Ada").await.unwrap();
+    // Read twice: the second read takes the generation `b` knows, without
+    // a lock.
+    for _ in 0..2 {
+        assert_eq!(
+            b.get::<String>(&key(1)).await.unwrap().as_deref(),
+            Some("Ada")
+        );
+    }
+    a.invalidate_category("user").await.unwrap();
+    tokio::time::sleep(refresh + Duration::from_millis(100)).await;
+    // `b` trusted what it knew for one refresh interval, not longer.
+    assert_eq!(b.get::<String>(&key(1)).await.unwrap(), None);
+}
+
+#[test]
+fn every_read_from_many_threads_is_counted_once() {
+    let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    block_on(cache.set(&key(1), "Ada")).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                block_on(async {
+                    for _ in 0..10_000 {
+                        cache.get::<String>(&key(1)).await.unwrap().unwrap();
+                        assert_eq!(cache.get::<String>(&key(2)).await.unwrap(), None);
+                    }
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (40_000, 40_000));
+}
+
+#[tokio::test]
+async fn reads_through_the_layers_are_counted_once_by_each() {
+    let metered = Arc::new(Metered::new(MemoryBackend::new()));
+    let cache = Cache::new(metered.clone());
+    cache.set(&key(1), "Ada").await.unwrap();
+    assert_eq!(
+        cache.get::<String>(&key(1)).await.unwrap().as_deref(),
+        Some("Ada")
+    );
+    assert_eq!(cache.get::<String>(&key(2)).await.unwrap(), None);
+    let get = metered.snapshot()["get"];
+    // The two reads, and the generation of `user` read once (a miss: the
+    // first write then stores generation 0).
+    assert_eq!((get.calls, get.hits, get.misses), (3, 1, 2));
+
+    let tiered = Tiered::new(
+        Arc::new(MemoryBackend::new()),
+        Arc::new(MemoryBackend::new()),
+        TieredConfig::default(),
+    );
+    let handle = tiered.handle();
+    let cache = Cache::builder(Arc::new(tiered))
+        .tiered_stats(handle)
+        .build()
+        .unwrap();
+    cache.set(&key(1), "Ada").await.unwrap();
+    let generation_reads = cache.stats();
+    for _ in 0..3 {
+        assert_eq!(
+            cache.get::<String>(&key(1)).await.unwrap().as_deref(),
+            Some("Ada")
+        );
+    }
+    assert_eq!(cache.get::<String>(&key(2)).await.unwrap(), None);
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (3, 1));
+    assert_eq!(
+        (
+            stats.l1_hits - generation_reads.l1_hits,
+            stats.l2_hits - generation_reads.l2_hits
+        ),
+        (3, 0)
+    );
+}

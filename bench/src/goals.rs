@@ -86,7 +86,7 @@ pub(crate) fn summary(r: &Report) -> String {
         "quick_cache",
         0.8,
     );
-    ratio("dyn get", get, "MemoryBackend dyn", "raw DashMap", 0.5);
+    ratio("dyn get", get, "MemoryBackend dyn", "raw DashMap", 0.7);
     ratio(
         "direct get",
         get,
@@ -103,6 +103,30 @@ pub(crate) fn summary(r: &Report) -> String {
         2.0,
     );
     ratio("dyn set", set, "MemoryBackend dyn", "moka::future", 2.0);
+
+    ratio("typed get", get, "Cache::get::<T>", "moka::future", 2.5);
+
+    // Two threads: the typed facade scales as the backend does (its
+    // 2-thread/1-thread ratio within 10% of the backend's).
+    let get2 = "get 100% hit 10k keys 2t";
+    let name =
+        format!("2-thread scaling ({get2} / 1t): Cache::get::<T> >= 0.9x MemoryBackend direct's");
+    match (
+        v(get, "Cache::get::<T>"),
+        v(get2, "Cache::get::<T>"),
+        v(get, "MemoryBackend direct"),
+        v(get2, "MemoryBackend direct"),
+    ) {
+        (Some(c1), Some(c2), Some(d1), Some(d2)) => {
+            let (typed, direct) = (c2 / c1, d2 / d1);
+            add(
+                name,
+                format!("{typed:.2}x vs {direct:.2}x ({:.2})", typed / direct),
+                typed >= 0.9 * direct,
+            );
+        }
+        _ => add(name, NOT_RUN.into(), false),
+    }
 
     // Memory per entry.
     let m = crate::memory::GROUP;
@@ -187,36 +211,37 @@ pub(crate) fn summary(r: &Report) -> String {
         r.value(tg, tw, "MemoryBackend direct"),
     ) {
         add(
-            "Tiered L1 hit >= 0.7x MemoryBackend direct".into(),
+            "Tiered L1 hit >= 0.8x MemoryBackend direct".into(),
             format!("{:.2}x", tiered / direct),
-            tiered / direct >= 0.7,
+            tiered / direct >= 0.8,
         );
     } else {
         add(
-            "Tiered L1 hit >= 0.7x MemoryBackend direct".into(),
+            "Tiered L1 hit >= 0.8x MemoryBackend direct".into(),
             NOT_RUN.into(),
             false,
         );
     }
 
-    // Typed: the decoded L1 hit vs decoding from bytes.
+    // Typed: the facade adds little to lookup + decode; the decoded L1 is
+    // near a concurrent map of `Arc<T>`.
     let yg = crate::redis_groups::TYPED;
     let mut yw = None;
     for rec in r.records.iter().filter(|x| x.group == yg) {
         yw = Some(rec.workload.clone());
     }
     let y = |i: &str| yw.as_deref().and_then(|w| r.value(yg, w, i));
-    for (l1, typed) in [
-        ("TypedL1 hit (memory)", "Cache::get::<T> memory"),
-        ("TypedL1 hit (Tiered)", "Cache::get::<T> Tiered L1"),
-        ("TypedL1 hit (memory)", "lookup + decode"),
+    for (ours, floor, max) in [
+        ("Cache::get::<T> memory", "lookup + decode", 1.15),
+        ("TypedL1 hit (memory)", "quick_cache Arc<T>", 2.0),
+        ("TypedL1 hit (Tiered)", "quick_cache Arc<T>", 2.0),
     ] {
-        let goal = format!("{l1} >= 5x faster than {typed}");
-        match (y(l1), y(typed)) {
+        let goal = format!("{ours} <= {max}x {floor} (ns per get)");
+        match (y(ours), y(floor)) {
             (Some(a), Some(b)) => add(
                 goal,
-                format!("{a:.0} ns vs {b:.0} ns ({:.1}x)", b / a),
-                b / a >= 5.0,
+                format!("{a:.0} ns vs {b:.0} ns ({:.2}x)", a / b),
+                a <= max * b,
             ),
             _ => add(goal, NOT_RUN.into(), false),
         }

@@ -50,6 +50,20 @@ pub(crate) fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// A read through `&dyn CacheBackend` as a caller of the trait makes it
+/// (as `Cache` does): the synchronous answer when the backend gives one
+/// (`get_now`), else the awaited `get`.
+#[inline]
+pub(crate) fn dyn_get(
+    backend: &dyn cache_core::CacheBackend,
+    key: &str,
+) -> cache_core::Result<Option<bytes::Bytes>> {
+    match backend.get_now(key) {
+        Some(answer) => answer,
+        None => ready(backend.get(key)),
+    }
+}
+
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();

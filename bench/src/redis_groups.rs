@@ -15,7 +15,7 @@ use cache_testkit::redis_server::RedisServer;
 use redis::aio::MultiplexedConnection;
 
 use crate::codec::Profile;
-use crate::harness::{interleaved, median, ops_per_sec, ready, Rng};
+use crate::harness::{dyn_get, interleaved, median, ops_per_sec, ready, Rng};
 use crate::report::Report;
 use crate::throughput::{memory_backend, VALUE_LEN};
 use crate::Options;
@@ -338,8 +338,8 @@ pub(crate) fn run(report: &mut Report, opts: &Options) {
                     let k = &keys[order[j & 0xffff]];
                     hits += usize::from(match i {
                         0 => l1.get_sync(k).ok().flatten().is_some(),
-                        1 => ready(l1_dyn.get(k)).ok().flatten().is_some(),
-                        _ => ready(tiered_dyn.get(k)).ok().flatten().is_some(),
+                        1 => dyn_get(l1_dyn, k).ok().flatten().is_some(),
+                        _ => dyn_get(tiered_dyn, k).ok().flatten().is_some(),
                     });
                 }
                 black_box(hits);
@@ -426,7 +426,15 @@ fn typed_group(
         "Cache::get::<T> Tiered L1",
         "TypedL1 hit (memory)",
         "TypedL1 hit (Tiered)",
+        "quick_cache Arc<T>",
     ];
+    // The peer of the decoded L1: a concurrent map of the same keys to
+    // `Arc`s of the same decoded struct.
+    let quick: quick_cache::sync::Cache<CacheKey, Arc<Profile>> =
+        quick_cache::sync::Cache::new(KEYS * 2);
+    for (i, k) in keys.iter().enumerate() {
+        quick.insert(k.clone(), Arc::new(Profile::sample(i as u64)));
+    }
     let sample = JsonCodec.encode(&Profile::sample(1)).expect("encodes");
     // Inside the runtime: a typed read may refresh its category's
     // generation from L2 (once a second).
@@ -445,7 +453,8 @@ fn typed_group(
                     3 => drop(black_box(on_memory.get::<Profile>(&keys[k]).await)),
                     4 => drop(black_box(on_tiered.get::<Profile>(&keys[k]).await)),
                     5 => drop(black_box(l1_memory.get::<Profile>(&keys[k]).await)),
-                    _ => drop(black_box(l1_tiered.get::<Profile>(&keys[k]).await)),
+                    6 => drop(black_box(l1_tiered.get::<Profile>(&keys[k]).await)),
+                    _ => drop(black_box(quick.get(&keys[k]))),
                 }
             }
             t.elapsed().as_nanos() as f64 / iters as f64

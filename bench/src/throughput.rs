@@ -9,7 +9,7 @@ use cache_core::{Cache, CacheBackend, CacheKey, SetOptions};
 use cache_memory::{MemoryBackend, MemoryConfig};
 use dashmap::DashMap;
 
-use crate::harness::{interleaved, ops_per_sec, ready, Rng};
+use crate::harness::{dyn_get, interleaved, ops_per_sec, ready, Rng};
 use crate::hash::KeyHasherBuilder;
 use crate::report::Report;
 use crate::Options;
@@ -32,6 +32,10 @@ pub(crate) struct Data {
     pub(crate) value: Bytes,
     /// The JSON text of `json_value` (64 bytes): what the typed cache stores.
     pub(crate) json_value: String,
+    /// `json_value` encoded: the bytes the typed cache stores.
+    pub(crate) json_bytes: Bytes,
+    /// The keys as the typed cache stores them (`cache:user:000123`).
+    pub(crate) full: Vec<String>,
 }
 
 impl Data {
@@ -43,6 +47,8 @@ impl Data {
                 .map(|i| CacheKey::new("user", format!("{i:06}")).expect("valid key"))
                 .collect(),
             value: Bytes::from(vec![b'x'; VALUE_LEN]),
+            json_bytes: Bytes::from(serde_json::to_vec(&json_value).expect("a string encodes")),
+            full: (0..n).map(|i| format!("cache:user:{i:06}")).collect(),
             json_value,
         })
     }
@@ -56,14 +62,14 @@ pub(crate) fn memory_backend(capacity: usize) -> MemoryBackend {
     )
 }
 
-/// Through `&dyn CacheBackend`. (Calling `.get()` on the `Arc<dyn
-/// CacheBackend>` itself would go through the blanket `impl CacheBackend
-/// for Arc<T>` and box two futures per call instead of one.)
+/// Through `&dyn CacheBackend`, as a caller of the trait reads: `get_now`,
+/// which an in-memory backend answers, else the awaited `get` (one boxed
+/// future; calling `.get()` on the `Arc<dyn CacheBackend>` itself would go
+/// through the blanket `impl CacheBackend for Arc<T>` and box two).
 struct OursDyn(Arc<dyn CacheBackend>, Arc<Data>);
 impl Subject for OursDyn {
     fn get(&self, i: usize) -> bool {
-        let backend: &dyn CacheBackend = &*self.0;
-        ready(backend.get(&self.1.keys[i])).ok().flatten().is_some()
+        dyn_get(&*self.0, &self.1.keys[i]).ok().flatten().is_some()
     }
     fn set(&self, i: usize) {
         let backend: &dyn CacheBackend = &*self.0;
@@ -93,6 +99,25 @@ impl Subject for Typed {
     }
     fn set(&self, i: usize) {
         let _ = ready(self.0.set(&self.1.typed[i], &self.1.json_value));
+    }
+}
+
+/// The floor of a typed get: the backend's own read of the full key and a
+/// JSON decode of the same 64-byte string, with no facade.
+struct LookupDecode(Arc<MemoryBackend>, Arc<Data>);
+impl Subject for LookupDecode {
+    fn get(&self, i: usize) -> bool {
+        match self.0.get_sync(&self.1.full[i]) {
+            Ok(Some(bytes)) => serde_json::from_slice::<String>(&bytes).is_ok(),
+            _ => false,
+        }
+    }
+    fn set(&self, i: usize) {
+        let _ = self.0.set_sync(
+            &self.1.full[i],
+            self.1.json_bytes.clone(),
+            SetOptions::default(),
+        );
     }
 }
 
@@ -146,10 +171,11 @@ impl Subject for Quick {
 }
 
 /// The implementations, in table order.
-pub(crate) const IMPLS: [&str; 7] = [
+pub(crate) const IMPLS: [&str; 8] = [
     "MemoryBackend dyn",
     "MemoryBackend direct",
     "Cache::get::<T>",
+    "lookup + decode",
     "raw DashMap",
     "moka::future",
     "moka::sync",
@@ -162,6 +188,7 @@ fn subject(name: &str, data: &Arc<Data>, capacity: usize) -> Box<dyn Subject> {
         "MemoryBackend dyn" => Box::new(OursDyn(Arc::new(memory_backend(capacity)), data)),
         "MemoryBackend direct" => Box::new(OursDirect(Arc::new(memory_backend(capacity)), data)),
         "Cache::get::<T>" => Box::new(Typed(Cache::new(Arc::new(memory_backend(capacity))), data)),
+        "lookup + decode" => Box::new(LookupDecode(Arc::new(memory_backend(capacity)), data)),
         "raw DashMap" => Box::new(RawDashMap(
             DashMap::with_capacity_and_hasher(capacity, KeyHasherBuilder::default()),
             data,

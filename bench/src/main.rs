@@ -113,7 +113,7 @@ fn main() {
         .as_deref()
         .and_then(|p| p.strip_prefix("typed:"))
     {
-        redis_groups::profile_typed(cell, 5_000_000);
+        redis_groups::profile_typed(cell, 200_000);
         return;
     }
     if let Some(mix) = &opts.profile {

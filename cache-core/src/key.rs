@@ -43,12 +43,15 @@ pub const MAX_CATEGORY_LEN: usize = 64;
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    /// `{category}:{id}`, the id escaped: one allocation, and the stored
-    /// key's middle as it is rendered (a read touches one string).
-    text: String,
+    /// The key as it is rendered after the prefix at generation 0:
+    /// `{category}:{id}[{tag}][:v{version}]`, the id escaped. One
+    /// allocation, and a read copies it whole (32 bytes in all: a read
+    /// touches one cache line of the key and one of its text).
+    text: Box<str>,
     /// Where the category ends in `text` (at the `:`).
-    split: usize,
-    hash_tag: Option<String>,
+    split: u32,
+    /// Where the escaped id ends in `text`.
+    id_end: u32,
     version: Option<u32>,
 }
 
@@ -102,9 +105,8 @@ impl CacheKey {
     /// suffix. Bump it when the cached type changes shape, so old entries
     /// are not read as the new type.
     #[must_use]
-    pub fn with_version(mut self, version: u32) -> Self {
-        self.version = Some(version);
-        self
+    pub fn with_version(self, version: u32) -> Self {
+        self.rebuilt(self.hash_tag(), Some(version))
     }
 
     /// The same key with a Redis Cluster hash tag: keys with the same tag
@@ -129,40 +131,64 @@ impl CacheKey {
     /// assert_eq!(key.render("shop", 0), "shop:cart:42{user-42}");
     /// # Ok::<(), cache::Error>(())
     /// ```
-    pub fn with_hash_tag(mut self, tag: &str) -> Result<Self> {
+    pub fn with_hash_tag(self, tag: &str) -> Result<Self> {
         validate_category(tag)
             .map_err(|e| Error::invalid_key(format!("hash tag: {}", e.message())))?;
-        self.hash_tag = Some(tag.to_owned());
-        Ok(self)
+        Ok(self.rebuilt(Some(tag), self.version))
     }
 
     /// The hash tag, if any.
     pub fn hash_tag(&self) -> Option<&str> {
-        self.hash_tag.as_deref()
+        // `{tag}` follows the id; a version suffix (`:v…`) follows it, and
+        // a tag has no `:`.
+        let rest = &self.text[self.id_end as usize..];
+        let rest = match self.version {
+            Some(_) => rest.rsplit_once(':').map_or(rest, |(tag, _)| tag),
+            None => rest,
+        };
+        rest.strip_prefix('{')?.strip_suffix('}')
     }
 
     /// The category.
     pub fn category(&self) -> &str {
-        &self.text[..self.split]
+        &self.text[..self.split as usize]
     }
 
     /// The id, escaped as it appears in the stored key.
     pub fn escaped_id(&self) -> &str {
-        &self.text[self.split + 1..]
+        &self.text[self.split as usize + 1..self.id_end as usize]
     }
 
     /// A key of a valid category and an escaped id.
     fn joined(category: &str, escaped_id: &str) -> Self {
-        let mut text = String::with_capacity(category.len() + 1 + escaped_id.len());
+        CacheKey::build(category, escaped_id, None, None)
+    }
+
+    fn build(category: &str, escaped_id: &str, tag: Option<&str>, version: Option<u32>) -> Self {
+        let mut text = String::with_capacity(category.len() + escaped_id.len() + 16);
         text.push_str(category);
         text.push(':');
         text.push_str(escaped_id);
-        CacheKey {
-            text,
-            split: category.len(),
-            hash_tag: None,
-            version: None,
+        let id_end = text.len();
+        if let Some(tag) = tag {
+            let _ = write!(text, "{{{tag}}}");
         }
+        if let Some(v) = version {
+            let _ = write!(text, ":v{v}");
+        }
+        // A category is at most 64 bytes and an id at most `MAX_KEY_LEN`.
+        let index = |at: usize| u32::try_from(at).unwrap_or(u32::MAX);
+        CacheKey {
+            text: text.into_boxed_str(),
+            split: index(category.len()),
+            id_end: index(id_end),
+            version,
+        }
+    }
+
+    /// This key with its tag and version replaced.
+    fn rebuilt(&self, tag: Option<&str>, version: Option<u32>) -> Self {
+        CacheKey::build(self.category(), self.escaped_id(), tag, version)
     }
 
     /// The schema version, if any.
@@ -190,13 +216,7 @@ impl CacheKey {
         } else {
             out.push_str(self.category());
             let _ = write!(out, "#{generation}");
-            out.push_str(&self.text[self.split..]);
-        }
-        if let Some(tag) = &self.hash_tag {
-            let _ = write!(out, "{{{tag}}}");
-        }
-        if let Some(v) = self.version {
-            let _ = write!(out, ":v{v}");
+            out.push_str(&self.text[self.split as usize..]);
         }
     }
 }
@@ -206,7 +226,7 @@ impl fmt::Debug for CacheKey {
         f.debug_struct("CacheKey")
             .field("category", &self.category())
             .field("id", &self.escaped_id())
-            .field("hash_tag", &self.hash_tag)
+            .field("hash_tag", &self.hash_tag())
             .field("version", &self.version)
             .finish()
     }
@@ -214,14 +234,7 @@ impl fmt::Debug for CacheKey {
 
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)?;
-        if let Some(tag) = &self.hash_tag {
-            write!(f, "{{{tag}}}")?;
-        }
-        if let Some(v) = self.version {
-            write!(f, ":v{v}")?;
-        }
-        Ok(())
+        f.write_str(&self.text)
     }
 }
 
@@ -449,6 +462,41 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
 mod tests {
     use super::*;
     use crate::{glob_match, ErrorKind};
+
+    #[test]
+    fn tag_and_version_render_in_their_place_whatever_the_order_they_are_set_in() {
+        let a = CacheKey::new("cart", 42)
+            .unwrap()
+            .with_version(2)
+            .with_hash_tag("u-1")
+            .unwrap();
+        let b = CacheKey::new("cart", 42)
+            .unwrap()
+            .with_hash_tag("old")
+            .unwrap()
+            .with_version(1)
+            .with_hash_tag("u-1")
+            .unwrap()
+            .with_version(2);
+        for key in [&a, &b] {
+            assert_eq!(key.render("shop", 0), "shop:cart:42{u-1}:v2");
+            assert_eq!(key.render("shop", 7), "shop:cart#7:42{u-1}:v2");
+            assert_eq!(key.to_string(), "cart:42{u-1}:v2");
+            assert_eq!(
+                (
+                    key.category(),
+                    key.escaped_id(),
+                    key.hash_tag(),
+                    key.version()
+                ),
+                ("cart", "42", Some("u-1"), Some(2))
+            );
+        }
+        assert_eq!(a, b);
+        let plain = CacheKey::new("cart", 42).unwrap();
+        assert_eq!((plain.hash_tag(), plain.version()), (None, None));
+        assert_eq!(plain.with_version(3).hash_tag(), None);
+    }
 
     #[test]
     fn plain_ids_are_readable() {

@@ -144,3 +144,19 @@ async fn reads_through_the_layers_are_counted_once_by_each() {
         (3, 0)
     );
 }
+
+#[test]
+fn print_future_sizes() {
+    let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    let k = key(1);
+    eprintln!(
+        "get future: {} bytes",
+        std::mem::size_of_val(&cache.get::<String>(&k))
+    );
+    eprintln!(
+        "get_or_set future: {} bytes",
+        std::mem::size_of_val(
+            &cache.get_or_set(&k, || async { Ok::<_, std::io::Error>(String::new()) })
+        )
+    );
+}

@@ -172,7 +172,11 @@ pub(crate) async fn connect_standalone(config: &RedisConfig) -> Result<Vec<Conne
     let client = redis::Client::open(info).map_err(|e| connect_error(e, &target))?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
-        .set_response_timeout(Some(config.response_timeout()))
+        // No timer of its own: `Core::bounded` already bounds every call
+        // (the wait for a reconnect included) by the response timeout, and
+        // a second timer per call costs client CPU (a timeout is not a
+        // reason to reconnect for the manager either way).
+        .set_response_timeout(None)
         // One attempt per reconnect: while the server is down, calls
         // fail fast with `Connection` (and each failed call starts the
         // next attempt) rather than queueing behind a backoff.

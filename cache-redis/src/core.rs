@@ -91,7 +91,12 @@ impl Core {
                 .with_backend("redis")
                 .with_operation(op));
         }
-        let i = self.next.fetch_add(1, Relaxed) % connections.len();
+        // One connection (the default): no shared counter to bump, which
+        // every call on every thread would contend for.
+        let i = match connections.len() {
+            1 => 0,
+            n => self.next.fetch_add(1, Relaxed) % n,
+        };
         Ok(connections[i].clone())
     }
 

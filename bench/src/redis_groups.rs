@@ -102,7 +102,10 @@ async fn load(
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let client = Arc::clone(&client);
-            let (value, json) = (value.clone(), json.clone());
+            // Each task its own value (as each request of a service has):
+            // clones of one `Bytes` would bump one reference count from
+            // every task on every thread, a contention no service has.
+            let (value, json) = (Bytes::copy_from_slice(&value), json.clone());
             tokio::spawn(async move {
                 let mut rng = Rng::new(t as u64 + 1);
                 let mut latencies = Vec::with_capacity(if timed { per } else { 0 });

@@ -85,8 +85,16 @@ impl Client {
     }
 }
 
-/// `tasks` tasks doing `total / tasks` ops each; ops per second.
-async fn load(client: Arc<Client>, tasks: usize, total: usize, set: bool) -> f64 {
+/// `tasks` tasks doing `total / tasks` ops each; ops per second, and with
+/// `timed` each op's latency in ns (two clock reads per op, the same for
+/// every client; the profiles run untimed).
+async fn load(
+    client: Arc<Client>,
+    tasks: usize,
+    total: usize,
+    set: bool,
+    timed: bool,
+) -> (f64, Vec<u32>) {
     let per = (total / tasks).max(1);
     let value = Bytes::from(vec![b'x'; VALUE_LEN]);
     let json = serde_json::to_string(&"v".repeat(VALUE_LEN - 2)).unwrap_or_default();
@@ -94,28 +102,61 @@ async fn load(client: Arc<Client>, tasks: usize, total: usize, set: bool) -> f64
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let client = Arc::clone(&client);
-            let (value, json) = (value.clone(), json.clone());
+            // Each task its own value (as each request of a service has):
+            // clones of one `Bytes` would bump one reference count from
+            // every task on every thread, a contention no service has.
+            let (value, json) = (Bytes::copy_from_slice(&value), json.clone());
             tokio::spawn(async move {
                 let mut rng = Rng::new(t as u64 + 1);
+                let mut latencies = Vec::with_capacity(if timed { per } else { 0 });
                 for _ in 0..per {
                     let i = rng.below(KEYS as u64) as usize;
+                    let began = timed.then(Instant::now);
                     if set {
                         client.set(i, &value, &json).await;
                     } else {
                         black_box(client.get(i).await);
                     }
+                    if let Some(began) = began {
+                        latencies
+                            .push(u32::try_from(began.elapsed().as_nanos()).unwrap_or(u32::MAX));
+                    }
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::with_capacity(if timed { per * tasks } else { 0 });
     for h in handles {
-        let _ = h.await;
+        if let Ok(l) = h.await {
+            latencies.extend(l);
+        }
     }
-    (per * tasks) as f64 / start.elapsed().as_secs_f64()
+    let rate = (per * tasks) as f64 / start.elapsed().as_secs_f64();
+    (rate, latencies)
 }
 
-/// `redis-benchmark` against the same server: (SET rps, GET rps).
-fn redis_benchmark(port: u16, clients: usize, requests: usize) -> Option<(f64, f64)> {
+/// The `p`-th percentile (0..=1) of `ns`, in microseconds; sorts `ns`.
+fn percentile_us(ns: &mut [u32], p: f64) -> f64 {
+    if ns.is_empty() {
+        return f64::NAN;
+    }
+    ns.sort_unstable();
+    let rank = ((ns.len() as f64 * p).ceil() as usize).clamp(1, ns.len());
+    f64::from(ns[rank - 1]) / 1e3
+}
+
+/// One `redis-benchmark` run: ops per second and p50 / p99 latency (us),
+/// for SET and for GET.
+#[derive(Clone, Copy)]
+struct BenchmarkRun {
+    set: [f64; 3],
+    get: [f64; 3],
+}
+
+/// `redis-benchmark` against the same server: SET and GET, each as
+/// (rps, p50 us, p99 us) from its CSV (columns found by their header).
+fn redis_benchmark(port: u16, clients: usize, requests: usize) -> Option<BenchmarkRun> {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-c", &clients.to_string(), "-n", &requests.to_string()])
@@ -124,13 +165,30 @@ fn redis_benchmark(port: u16, clients: usize, requests: usize) -> Option<(f64, f
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let rps = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(&format!("\"{name}\"")))
-            .and_then(|l| l.split(',').nth(1))
-            .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
+    let fields = |line: &str| -> Vec<String> {
+        line.split(',')
+            .map(|f| f.trim().trim_matches('"').to_owned())
+            .collect()
     };
-    Some((rps("SET")?, rps("GET")?))
+    let header = fields(text.lines().find(|l| l.starts_with("\"test\""))?);
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let (rps, p50, p99) = (
+        column("rps")?,
+        column("p50_latency_ms")?,
+        column("p99_latency_ms")?,
+    );
+    let row = |name: &str| -> Option<[f64; 3]> {
+        let row = fields(
+            text.lines()
+                .find(|l| l.starts_with(&format!("\"{name}\"")))?,
+        );
+        let at = |i: usize| row.get(i)?.parse::<f64>().ok();
+        Some([at(rps)?, at(p50)? * 1e3, at(p99)? * 1e3])
+    };
+    Some(BenchmarkRun {
+        set: row("SET")?,
+        get: row("GET")?,
+    })
 }
 
 fn have(binary: &str) -> bool {
@@ -181,7 +239,7 @@ pub(crate) fn run(report: &mut Report, opts: &Options) {
     // Preload: every client's keys exist.
     rt.block_on(async {
         for (_, c) in &clients {
-            load(Arc::clone(c), 50, KEYS * 2, true).await;
+            load(Arc::clone(c), 50, KEYS * 2, true, false).await;
         }
         let value = Bytes::from(vec![b'x'; VALUE_LEN]);
         let json = serde_json::to_string(&"v".repeat(VALUE_LEN - 2)).unwrap_or_default();
@@ -192,52 +250,7 @@ pub(crate) fn run(report: &mut Report, opts: &Options) {
     });
 
     if opts.wants(REDIS) {
-        let reps = if opts.quick { 3 } else { 7 };
-        for tasks in [1, 50, 200] {
-            for set in [false, true] {
-                let total = if tasks == 1 { 15_000 } else { 100_000 };
-                let total = if opts.quick { total } else { total * 3 };
-                let medians = interleaved(clients.len(), reps, |i| {
-                    rt.block_on(load(Arc::clone(&clients[i].1), tasks, total, set))
-                });
-                let workload = format!(
-                    "{} 64 B, {tasks} task{}",
-                    if set { "SET" } else { "GET" },
-                    if tasks == 1 { "" } else { "s" }
-                );
-                for (i, m) in medians.iter().enumerate() {
-                    report.add(REDIS, &workload, clients[i].0, "ops_per_sec", *m);
-                }
-                eprint!(".");
-            }
-            let n = if tasks == 1 { 20_000 } else { 200_000 };
-            let mut sets = Vec::new();
-            let mut gets = Vec::new();
-            for _ in 0..if opts.quick { 1 } else { 3 } {
-                if let Some((s, g)) = redis_benchmark(server.port(), tasks, n) {
-                    sets.push(s);
-                    gets.push(g);
-                }
-            }
-            if !gets.is_empty() {
-                let suffix = if tasks == 1 { "" } else { "s" };
-                report.add(
-                    REDIS,
-                    &format!("GET 64 B, {tasks} task{suffix}"),
-                    "redis-benchmark",
-                    "ops_per_sec",
-                    median(&mut gets),
-                );
-                report.add(
-                    REDIS,
-                    &format!("SET 64 B, {tasks} task{suffix}"),
-                    "redis-benchmark",
-                    "ops_per_sec",
-                    median(&mut sets),
-                );
-            }
-        }
-        report.note(REDIS, "RedisBackend and raw redis-rs share one multiplexed connection each; redis-benchmark opens one connection per task (-c) and is the server's own ceiling.");
+        redis_group(report, opts, &rt, &clients, server.port());
     }
 
     if opts.wants(BATCH) {
@@ -330,7 +343,9 @@ pub(crate) fn run(report: &mut Report, opts: &Options) {
         ];
         let run_one = |i: usize, count: usize| -> f64 {
             if i == 3 {
-                return rt.block_on(load(Arc::clone(&clients[0].1), 1, count, false));
+                return rt
+                    .block_on(load(Arc::clone(&clients[0].1), 1, count, false, false))
+                    .0;
             }
             ops_per_sec(1, count, &|_, c| {
                 let mut hits = 0usize;
@@ -367,6 +382,117 @@ pub(crate) fn run(report: &mut Report, opts: &Options) {
         typed_group(report, opts, &rt, &tiered, &profile_json);
     }
     drop(server);
+}
+
+/// The `redis` group: GET and SET at 1, 50 and 200 tasks for each client
+/// (interleaved rounds) and `redis-benchmark`; ops per second (the median
+/// round) and per-op latency p50 / p99 (over every op of every round).
+fn redis_group(
+    report: &mut Report,
+    opts: &Options,
+    rt: &tokio::runtime::Runtime,
+    clients: &[(&str, Arc<Client>)],
+    port: u16,
+) {
+    let reps = if opts.quick { 3 } else { 7 };
+    for tasks in [1, 50, 200] {
+        let suffix = if tasks == 1 { "" } else { "s" };
+        for set in [false, true] {
+            let total = if tasks == 1 { 15_000 } else { 100_000 };
+            let total = if opts.quick { total } else { total * 3 };
+            let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); clients.len()];
+            let medians = interleaved(clients.len(), reps, |i| {
+                let (rate, l) =
+                    rt.block_on(load(Arc::clone(&clients[i].1), tasks, total, set, true));
+                latencies[i].extend(l);
+                rate
+            });
+            let workload = format!(
+                "{} 64 B, {tasks} task{suffix}",
+                if set { "SET" } else { "GET" }
+            );
+            for (i, m) in medians.iter().enumerate() {
+                report.add(REDIS, &workload, clients[i].0, "ops_per_sec", *m);
+            }
+            for (i, l) in latencies.iter_mut().enumerate() {
+                report.add(REDIS, &workload, clients[i].0, P50, percentile_us(l, 0.50));
+                report.add(REDIS, &workload, clients[i].0, P99, percentile_us(l, 0.99));
+            }
+            eprint!(".");
+        }
+        let n = if tasks == 1 { 20_000 } else { 200_000 };
+        let runs: Vec<BenchmarkRun> = (0..if opts.quick { 1 } else { 3 })
+            .filter_map(|_| redis_benchmark(port, tasks, n))
+            .collect();
+        if !runs.is_empty() {
+            for (op, pick) in [("GET", 0), ("SET", 1)] {
+                let figure = |k: usize| {
+                    let mut v: Vec<f64> = runs
+                        .iter()
+                        .map(|r| if pick == 0 { r.get[k] } else { r.set[k] })
+                        .collect();
+                    median(&mut v)
+                };
+                let workload = format!("{op} 64 B, {tasks} task{suffix}");
+                report.add(
+                    REDIS,
+                    &workload,
+                    "redis-benchmark",
+                    "ops_per_sec",
+                    figure(0),
+                );
+                report.add(REDIS, &workload, "redis-benchmark", P50, figure(1));
+                report.add(REDIS, &workload, "redis-benchmark", P99, figure(2));
+            }
+        }
+    }
+    report.note(REDIS, "RedisBackend and raw redis-rs share one multiplexed connection each; redis-benchmark opens one connection per task (-c) and is the server's own ceiling.");
+    report.note(REDIS, latency_table(report));
+}
+
+/// Metric of the per-op latency records of the `redis` group: median (p50)
+/// and 99th percentile, in microseconds.
+pub(crate) const P50: &str = "p50_us";
+/// See [`P50`].
+pub(crate) const P99: &str = "p99_us";
+
+/// The `redis` group's latencies as a second table (`p50 / p99` in us per
+/// cell), printed as a note under its throughput table.
+fn latency_table(report: &Report) -> String {
+    let metric = |r: &crate::report::Record, m: &str| r.group == REDIS && r.metric == m;
+    let mut workloads: Vec<&str> = Vec::new();
+    let mut impls: Vec<&str> = Vec::new();
+    for r in report.records.iter().filter(|r| metric(r, P50)) {
+        if !workloads.contains(&r.workload.as_str()) {
+            workloads.push(&r.workload);
+        }
+        if !impls.contains(&r.imp.as_str()) {
+            impls.push(&r.imp);
+        }
+    }
+    let find = |w: &str, i: &str, m: &str| {
+        report
+            .records
+            .iter()
+            .find(|r| metric(r, m) && r.workload == w && r.imp == i)
+            .map(|r| r.value)
+    };
+    let width = workloads.iter().map(|w| w.len()).max().unwrap_or(8).max(8);
+    let mut out = format!("per-op latency, p50 / p99 in us\n{:<width$}", "workload");
+    for imp in &impls {
+        out.push_str(&format!(" | {imp:>w$}", w = imp.len().max(15)));
+    }
+    for w in &workloads {
+        out.push_str(&format!("\n{w:<width$}"));
+        for imp in &impls {
+            let cell = match (find(w, imp, P50), find(w, imp, P99)) {
+                (Some(p50), Some(p99)) => format!("{p50:.0} / {p99:.0}"),
+                _ => "-".to_owned(),
+            };
+            out.push_str(&format!(" | {cell:>w$}", w = imp.len().max(15)));
+        }
+    }
+    out
 }
 
 fn typed_group(
@@ -570,6 +696,6 @@ pub(crate) fn profile_redis(client: &str, ops: usize) {
         }
     });
     let c = Arc::new(c);
-    let rate = rt.block_on(load(c, 50, ops, false));
+    let (rate, _) = rt.block_on(load(c, 50, ops, false, false));
     eprintln!("{client}: {ops} GETs at {rate:.0}/s");
 }

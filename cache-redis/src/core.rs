@@ -91,7 +91,12 @@ impl Core {
                 .with_backend("redis")
                 .with_operation(op));
         }
-        let i = self.next.fetch_add(1, Relaxed) % connections.len();
+        // One connection (the default): no shared counter to bump, which
+        // every call on every thread would contend for.
+        let i = match connections.len() {
+            1 => 0,
+            n => self.next.fetch_add(1, Relaxed) % n,
+        };
         Ok(connections[i].clone())
     }
 
@@ -172,7 +177,11 @@ pub(crate) async fn connect_standalone(config: &RedisConfig) -> Result<Vec<Conne
     let client = redis::Client::open(info).map_err(|e| connect_error(e, &target))?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
-        .set_response_timeout(Some(config.response_timeout()))
+        // No timer of its own: `Core::bounded` already bounds every call
+        // (the wait for a reconnect included) by the response timeout, and
+        // a second timer per call costs client CPU (a timeout is not a
+        // reason to reconnect for the manager either way).
+        .set_response_timeout(None)
         // One attempt per reconnect: while the server is down, calls
         // fail fast with `Connection` (and each failed call starts the
         // next attempt) rather than queueing behind a backoff.

@@ -33,7 +33,7 @@ fn key(i: usize) -> String {
 }
 
 fn typed_key(i: usize) -> CacheKey {
-    CacheKey::new("user", format!("{i:06}")).expect("valid key")
+    CacheKey::new("user", format_args!("{i:06}")).expect("valid key")
 }
 
 /// A Redis client under test.

@@ -66,8 +66,21 @@ impl CacheKey {
     /// [`MAX_KEY_LEN`] or contains a control character.
     pub fn new(category: &str, id: impl fmt::Display) -> Result<Self> {
         validate_category(category)?;
-        let raw = id.to_string();
-        Ok(CacheKey::joined(category, &escape_id(&raw)?))
+        // The id is written straight after the category: when it needs no
+        // escaping (the common case), that is the key's one allocation.
+        let mut text = String::with_capacity(category.len() + 24);
+        text.push_str(category);
+        text.push(':');
+        let _ = write!(text, "{id}");
+        let raw = &text[category.len() + 1..];
+        if raw.is_empty()
+            || raw.len() > MAX_KEY_LEN
+            || raw.chars().any(|c| c.is_control() || needs_escape(c))
+            || is_hashed_id(raw)
+        {
+            return Ok(CacheKey::joined(category, &escape_id(raw)?));
+        }
+        Ok(CacheKey::from_text(text, category.len(), None))
     }
 
     /// A key whose id is a stable hash of a serializable value, e.g. a search
@@ -176,12 +189,19 @@ impl CacheKey {
         if let Some(v) = version {
             let _ = write!(text, ":v{v}");
         }
-        // A category is at most 64 bytes and an id at most `MAX_KEY_LEN`.
-        let index = |at: usize| u32::try_from(at).unwrap_or(u32::MAX);
+        let mut key = CacheKey::from_text(text, category.len(), version);
+        key.id_end = index(id_end);
+        key
+    }
+
+    /// A key of `text` (`{category}:{id}…`, the category `split` bytes
+    /// long), its id running to the end unless the caller says otherwise.
+    fn from_text(text: String, split: usize, version: Option<u32>) -> Self {
+        let id_end = index(text.len());
         CacheKey {
             text: text.into_boxed_str(),
-            split: index(category.len()),
-            id_end: index(id_end),
+            split: index(split),
+            id_end,
             version,
         }
     }
@@ -244,6 +264,12 @@ impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
+}
+
+/// A position in a key's text: a category is at most 64 bytes and an id
+/// at most `MAX_KEY_LEN`.
+fn index(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
 }
 
 /// Checks a category name: 1 to [`MAX_CATEGORY_LEN`] bytes of ASCII letters,

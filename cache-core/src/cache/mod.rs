@@ -151,6 +151,16 @@ struct Inner<C> {
     closed: AtomicBool,
 }
 
+/// How far a read got without waiting (see `Cache::read_now`).
+enum ReadNow {
+    /// The backend answered.
+    Answered(Result<Option<Bytes>>),
+    /// The full key, for the awaited read.
+    Rendered(String),
+    /// Nothing done: read the async way.
+    Unknown,
+}
+
 /// Builds a [`Cache`]; from [`Cache::builder`].
 pub struct CacheBuilder<C: Codec = AnyCodec> {
     backend: Arc<dyn CacheBackend>,
@@ -619,17 +629,23 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
     ) -> Result<(Option<Bytes>, Option<String>)> {
-        if let Some(stored) = self.read_now(key) {
-            return Ok((stored?, None));
+        match self.read_now(key) {
+            ReadNow::Answered(stored) => Ok((stored?, None)),
+            ReadNow::Rendered(full) => {
+                let stored = self.track((*self.inner.backend).get(&full).await)?;
+                Ok((stored, Some(full)))
+            }
+            // Boxed: the generation's read stays off the future of a read
+            // whose generation is known.
+            ReadNow::Unknown => {
+                Box::pin(async {
+                    let full = self.full_key(key).await?;
+                    let stored = self.track((*self.inner.backend).get(&full).await)?;
+                    Ok((stored, Some(full)))
+                })
+                .await
+            }
         }
-        // Boxed: the awaited read's state stays off the future of a read
-        // answered now.
-        Box::pin(async {
-            let full = self.full_key(key).await?;
-            let stored = self.track((*self.inner.backend).get(&full).await)?;
-            Ok((stored, Some(full)))
-        })
-        .await
     }
 
     /// `full` if rendered, else the full key of `key` now.
@@ -640,29 +656,36 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    /// The read of `key` when it can be done now: the cache is open, the
-    /// category's generation is trusted, and the backend answers now. The
-    /// full key is rendered into a buffer of the thread's, not allocated.
-    /// `None` means "read it the async way" (which also reports what
-    /// stopped this one: a closed cache, an invalid key).
-    fn read_now(&self, key: &CacheKey) -> Option<Result<Option<Bytes>>> {
+    /// The read of `key` as far as it can go now: the category's
+    /// generation is trusted (no read of it needed), the full key is
+    /// rendered into a buffer of the thread's, and the backend answers now
+    /// or the full key is handed back for the awaited read.
+    /// [`ReadNow::Unknown`] means "the async way from the start" (which
+    /// also reports what stopped this one: a closed cache, an invalid key).
+    fn read_now(&self, key: &CacheKey) -> ReadNow {
         thread_local! {
             static FULL_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
         if self.inner.closed.load(Ordering::Relaxed) {
-            return None;
+            return ReadNow::Unknown;
         }
-        let generation = self.trusted_generation(key.category())?;
+        let Some(generation) = self.trusted_generation(key.category()) else {
+            return ReadNow::Unknown;
+        };
         FULL_KEY.with(|buffer| {
             // Busy only if a backend's `get_now` reads a `Cache` itself.
-            let mut full = buffer.try_borrow_mut().ok()?;
+            let Ok(mut full) = buffer.try_borrow_mut() else {
+                return ReadNow::Unknown;
+            };
             full.clear();
             key.render_into(&self.inner.prefix, generation, &mut full);
             if full.len() > crate::MAX_KEY_LEN {
-                return None;
+                return ReadNow::Unknown;
             }
-            let answer = (*self.inner.backend).get_now(&full)?;
-            Some(self.track(answer))
+            match (*self.inner.backend).get_now(&full) {
+                Some(answer) => ReadNow::Answered(self.track(answer)),
+                None => ReadNow::Rendered(full.as_str().to_owned()),
+            }
         })
     }
 

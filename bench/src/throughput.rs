@@ -29,7 +29,10 @@ pub(crate) trait Subject: Sync {
 pub(crate) struct Data {
     pub(crate) keys: Vec<String>,
     pub(crate) typed: Vec<CacheKey>,
-    pub(crate) value: Bytes,
+    /// One value per key, each its own allocation: a get clones the
+    /// stored `Bytes` (a count in its allocation), and one value shared by
+    /// every key would make every get of every thread bump one counter.
+    pub(crate) values: Vec<Bytes>,
     /// The JSON text of `json_value` (64 bytes): what the typed cache stores.
     pub(crate) json_value: String,
     /// `json_value` encoded: the bytes the typed cache stores.
@@ -46,7 +49,7 @@ impl Data {
             typed: (0..n)
                 .map(|i| CacheKey::new("user", format!("{i:06}")).expect("valid key"))
                 .collect(),
-            value: Bytes::from(vec![b'x'; VALUE_LEN]),
+            values: (0..n).map(|_| Bytes::from(vec![b'x'; VALUE_LEN])).collect(),
             json_bytes: Bytes::from(serde_json::to_vec(&json_value).expect("a string encodes")),
             full: (0..n).map(|i| format!("cache:user:{i:06}")).collect(),
             json_value,
@@ -73,7 +76,11 @@ impl Subject for OursDyn {
     }
     fn set(&self, i: usize) {
         let backend: &dyn CacheBackend = &*self.0;
-        let _ = ready(backend.set(&self.1.keys[i], self.1.value.clone(), SetOptions::default()));
+        let _ = ready(backend.set(
+            &self.1.keys[i],
+            self.1.values[i].clone(),
+            SetOptions::default(),
+        ));
     }
 }
 
@@ -83,9 +90,11 @@ impl Subject for OursDirect {
         self.0.get_sync(&self.1.keys[i]).ok().flatten().is_some()
     }
     fn set(&self, i: usize) {
-        let _ = self
-            .0
-            .set_sync(&self.1.keys[i], self.1.value.clone(), SetOptions::default());
+        let _ = self.0.set_sync(
+            &self.1.keys[i],
+            self.1.values[i].clone(),
+            SetOptions::default(),
+        );
     }
 }
 
@@ -134,9 +143,9 @@ impl Subject for RawDashMap {
     fn set(&self, i: usize) {
         let key = &self.1.keys[i];
         match self.0.get_mut(key.as_str()) {
-            Some(mut v) => *v = self.1.value.clone(),
+            Some(mut v) => *v = self.1.values[i].clone(),
             None => {
-                self.0.insert(key.clone(), self.1.value.clone());
+                self.0.insert(key.clone(), self.1.values[i].clone());
             }
         }
     }
@@ -148,7 +157,10 @@ impl Subject for MokaFuture {
         ready(self.0.get(self.1.keys[i].as_str())).is_some()
     }
     fn set(&self, i: usize) {
-        ready(self.0.insert(self.1.keys[i].clone(), self.1.value.clone()));
+        ready(
+            self.0
+                .insert(self.1.keys[i].clone(), self.1.values[i].clone()),
+        );
     }
 }
 
@@ -158,7 +170,8 @@ impl Subject for MokaSync {
         self.0.get(self.1.keys[i].as_str()).is_some()
     }
     fn set(&self, i: usize) {
-        self.0.insert(self.1.keys[i].clone(), self.1.value.clone());
+        self.0
+            .insert(self.1.keys[i].clone(), self.1.values[i].clone());
     }
 }
 
@@ -168,7 +181,8 @@ impl Subject for Quick {
         self.0.get(self.1.keys[i].as_str()).is_some()
     }
     fn set(&self, i: usize) {
-        self.0.insert(self.1.keys[i].clone(), self.1.value.clone());
+        self.0
+            .insert(self.1.keys[i].clone(), self.1.values[i].clone());
     }
 }
 

@@ -178,10 +178,10 @@ pub(crate) async fn connect_standalone(config: &RedisConfig) -> Result<Vec<Conne
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
         // Its own response timeout too, though `Core::bounded` bounds every
-        // call: without it, the rates bot's paused-Redis test saw no outage
-        // at all in 2 of 11 runs (probably the manager waiting unbounded on
-        // the replies of its own handshakes); with it, in none of 14. It
-        // costs a second timer per call (~900 instructions per GET).
+        // call (a second timer per call, ~900 instructions per GET).
+        // Dropping it (48cd71c) was undone while a flaky paused-Redis test
+        // was chased; that flake turned out to predate it, so dropping it
+        // again is open (its handshakes would then wait unbounded).
         .set_response_timeout(Some(config.response_timeout()))
         // One attempt per reconnect: while the server is down, calls
         // fail fast with `Connection` (and each failed call starts the

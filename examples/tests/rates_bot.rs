@@ -111,8 +111,9 @@ fn schedule(
 }
 
 /// A default run (30 simulated minutes, about 4.5 s) on a private Redis
-/// that goes away 1.5 s in and comes back 1.5 s later.
-async fn bot_through_a_redis_outage(fault: Fault) {
+/// that goes away 1.5 s in and comes back 1.5 s later; whether Redis was
+/// back before the run ended (else the run proves nothing).
+async fn one_run_through_an_outage(fault: Fault) -> (Report, bool) {
     let redis = Arc::new(RedisServer::new());
     let config = ExampleConfig::from_url(redis.url());
     let back = Arc::new(AtomicBool::new(false));
@@ -124,9 +125,29 @@ async fn bot_through_a_redis_outage(fault: Fault) {
         Arc::clone(&back),
     );
     let report = run(&config, BotConfig::default()).await.unwrap();
-    // The run must have outlived the outage, or it proves nothing.
     let back_before_the_end = back.load(SeqCst);
     faults.join().unwrap();
+    (report, back_before_the_end)
+}
+
+/// The bot through a Redis outage: every message past the limiter
+/// answered, and the limiter saw the outage.
+async fn bot_through_a_redis_outage(fault: Fault) {
+    // A run the outage did not reach (no limiter check failed: seen about
+    // once in eight runs of this binary, its four tests at once, before
+    // and after issue 15) proves nothing either way: it is run again, at
+    // most three times, and the last run is judged.
+    let mut attempt = 1;
+    let (report, back_before_the_end) = loop {
+        let (report, back) = one_run_through_an_outage(fault).await;
+        if report.limiter_backend_errors > 0 || attempt == 3 {
+            break (report, back);
+        }
+        eprintln!(
+            "OUTAGE RUN {attempt} ({fault:?}): the outage did not reach the run (no limiter check failed); running it again"
+        );
+        attempt += 1;
+    };
     println!("{report}");
     let (asked, rate) = answer_rate(&report);
     println!(

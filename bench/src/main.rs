@@ -59,7 +59,7 @@ impl Options {
                 }
                 "--impl" => opts.only_impl = Some(args.next().ok_or("--impl needs a name")?),
                 "-h" | "--help" => return Err(
-                    "usage: cache-bench [--quick] [--json FILE] [--svg FILE] [--group NAME]... [--impl NAME] [--small] [--profile get|mixed|set|typed:CELL|redis:CLIENT:OPS]"
+                    "usage: cache-bench [--quick] [--json FILE] [--svg FILE] [--group NAME]... [--impl NAME] [--small] [--profile get|mixed|set|typed:CELL[:OPS]|redis:CLIENT:OPS]"
                         .into(),
                 ),
                 other => return Err(format!("unknown argument {other:?}")),
@@ -113,7 +113,8 @@ fn main() {
         .as_deref()
         .and_then(|p| p.strip_prefix("typed:"))
     {
-        redis_groups::profile_typed(cell, 200_000);
+        let (cell, ops) = cell.split_once(':').unwrap_or((cell, "200000"));
+        redis_groups::profile_typed(cell, ops.parse().unwrap_or(200_000));
         return;
     }
     if let Some(mix) = &opts.profile {

@@ -600,7 +600,8 @@ fn typed_group(
 
 /// Runs `ops` typed reads of one kind on memory once, for a profiler
 /// (`valgrind --tool=callgrind --toggle-collect='*typed_work*'`); `cell` is
-/// `lookup`, `lookup+decode`, `get` (`Cache::get::<T>`) or `l1` (`TypedL1` hit).
+/// `lookup`, `lookup+decode`, `get` (`Cache::get::<T>`), `l1` (`TypedL1` hit)
+/// or `quick` (`quick_cache Arc<T>`).
 pub(crate) fn profile_typed(cell: &str, ops: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -617,26 +618,50 @@ pub(crate) fn profile_typed(cell: &str, ops: usize) {
         let mut full = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let _ = cache.set(k, &Profile::sample(i as u64)).await;
-            let _ = l1.get::<Profile>(k).await;
             full.push(cache.full_key(k).await.expect("key"));
+        }
+        for k in &keys {
+            let _ = l1.get::<Profile>(k).await;
         }
         full
     });
+    let quick = quick_cache::sync::Cache::new(KEYS * 2);
+    for (i, k) in keys.iter().enumerate() {
+        quick.insert(k.clone(), Arc::new(Profile::sample(i as u64)));
+    }
     let _guard = rt.enter();
-    let done = typed_work(cell, ops, &memory, &cache, &l1, &keys, &full);
+    let maps = TypedMaps {
+        memory: &memory,
+        cache: &cache,
+        l1: &l1,
+        quick: &quick,
+    };
+    let done = typed_work(cell, ops, &maps, &keys, &full);
     eprintln!("{cell}: {done} ops");
+}
+
+/// What [`typed_work`] reads from.
+struct TypedMaps<'a> {
+    memory: &'a MemoryBackend,
+    cache: &'a Cache,
+    l1: &'a TypedL1,
+    quick: &'a quick_cache::sync::Cache<CacheKey, Arc<Profile>>,
 }
 
 #[inline(never)]
 fn typed_work(
     cell: &str,
     ops: usize,
-    memory: &MemoryBackend,
-    cache: &Cache,
-    l1: &TypedL1,
+    maps: &TypedMaps<'_>,
     keys: &[CacheKey],
     full: &[String],
 ) -> usize {
+    let TypedMaps {
+        memory,
+        cache,
+        l1,
+        quick,
+    } = maps;
     let mut done = 0;
     for j in 0..ops {
         let k = (j * 7919) % KEYS;
@@ -650,6 +675,7 @@ fn typed_work(
                 .ok()
                 .flatten()
                 .is_some(),
+            "quick" => quick.get(&keys[k]).is_some(),
             _ => ready(l1.get::<Profile>(&keys[k])).ok().flatten().is_some(),
         });
     }

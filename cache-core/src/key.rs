@@ -65,22 +65,40 @@ impl CacheKey {
     /// digits, `_`, `-` and `.`; or when the id is empty, longer than
     /// [`MAX_KEY_LEN`] or contains a control character.
     pub fn new(category: &str, id: impl fmt::Display) -> Result<Self> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
         validate_category(category)?;
-        // The id is written straight after the category: when it needs no
-        // escaping (the common case), that is the key's one allocation.
-        let mut text = String::with_capacity(category.len() + 24);
+        // The id is written into a buffer of the thread's straight after
+        // the category: when it needs no escaping (the common case), the
+        // key's one allocation is the exact copy of it.
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut text) => CacheKey::written(&mut text, category, id),
+            // Busy only if the id's `Display` builds a key itself.
+            Err(_) => CacheKey::written(&mut String::new(), category, id),
+        })
+    }
+
+    /// The key of `id` in `category` (checked), written through `text`.
+    fn written(text: &mut String, category: &str, id: impl fmt::Display) -> Result<Self> {
+        text.clear();
         text.push_str(category);
         text.push(':');
         let _ = write!(text, "{id}");
         let raw = &text[category.len() + 1..];
         if raw.is_empty()
             || raw.len() > MAX_KEY_LEN
-            || raw.chars().any(|c| c.is_control() || needs_escape(c))
+            || !raw.bytes().all(|b| PLAIN_ID_BYTE[usize::from(b)])
             || is_hashed_id(raw)
         {
             return Ok(CacheKey::joined(category, &escape_id(raw)?));
         }
-        Ok(CacheKey::from_text(text, category.len(), None))
+        Ok(CacheKey {
+            text: Box::from(text.as_str()),
+            split: index(category.len()),
+            id_end: index(text.len()),
+            version: None,
+        })
     }
 
     /// A key whose id is a stable hash of a serializable value, e.g. a search
@@ -288,12 +306,13 @@ pub fn validate_category(category: &str) -> Result<()> {
             category.len()
         )));
     }
-    if let Some(c) = category.chars().find(|c| !is_name_char(*c)) {
-        return Err(Error::invalid_key(format!(
-            "category {category:?} contains {c:?}; use ASCII letters, digits, '_', '-' and '.'"
-        )));
+    if category.bytes().all(|b| NAME_BYTE[usize::from(b)]) {
+        return Ok(());
     }
-    Ok(())
+    let c = category.chars().find(|c| !is_name_char(*c)).unwrap_or('?');
+    Err(Error::invalid_key(format!(
+        "category {category:?} contains {c:?}; use ASCII letters, digits, '_', '-' and '.'"
+    )))
 }
 
 /// Checks a key prefix: 1 to [`MAX_CATEGORY_LEN`] bytes of ASCII letters,
@@ -329,12 +348,36 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
     Ok(())
 }
 
-fn is_name_char(c: char) -> bool {
+const fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
 }
 
+/// The bytes an id is stored with as they are: printable ASCII but for the
+/// escaped characters. Any other byte (a control character, one of a
+/// multi-byte character) takes the checked way through [`escape_id`].
+const PLAIN_ID_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        table[b] = !needs_escape(b as u8 as char);
+        b += 1;
+    }
+    table
+};
+
+/// The bytes of a category, as [`is_name_char`].
+const NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x80 {
+        table[b] = is_name_char(b as u8 as char);
+        b += 1;
+    }
+    table
+};
+
 /// Whether `c` is percent-encoded in an id.
-fn needs_escape(c: char) -> bool {
+const fn needs_escape(c: char) -> bool {
     matches!(c, ':' | '*' | '?' | '[' | ']' | '\\' | '{' | '}' | '%')
 }
 
@@ -496,6 +539,41 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
 mod tests {
     use super::*;
     use crate::{glob_match, ErrorKind};
+
+    #[test]
+    fn every_character_is_kept_escaped_or_refused_as_the_checked_way_says() {
+        // `new` keeps ids made of the plain bytes as they are, without the
+        // checked way (`escape_id`); both must agree on every character.
+        let mut chars: Vec<char> = (0u8..=0x7f).map(char::from).collect();
+        chars.extend(['\u{80}', '\u{9f}', 'é', 'ß', '€', '😀']);
+        for c in chars {
+            for id in [c.to_string(), format!("a{c}b"), format!("{c}{c}")] {
+                let key = CacheKey::new("c", &id);
+                match escape_id(&id) {
+                    Ok(escaped) => {
+                        let key = key.unwrap_or_else(|e| panic!("{id:?}: {e}"));
+                        assert_eq!(key.escaped_id(), escaped, "{id:?}");
+                        assert_eq!(key.render("p", 0), format!("p:c:{escaped}"), "{id:?}");
+                    }
+                    Err(_) => assert_eq!(
+                        key.map_err(|e| e.kind()).err(),
+                        Some(ErrorKind::InvalidKey),
+                        "{id:?}"
+                    ),
+                }
+            }
+        }
+        for category in ["user", "a-b_c.d", "X9"] {
+            assert!(validate_category(category).is_ok(), "{category}");
+        }
+        for category in ["a:b", "a b", "é", "a\u{0}", "a*"] {
+            assert_eq!(
+                validate_category(category).map_err(|e| e.kind()).err(),
+                Some(ErrorKind::InvalidKey),
+                "{category:?}"
+            );
+        }
+    }
 
     #[test]
     fn tag_and_version_render_in_their_place_whatever_the_order_they_are_set_in() {

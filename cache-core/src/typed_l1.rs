@@ -375,7 +375,10 @@ impl<C: Codec> TypedL1<C> {
         let mut hasher = self.hasher;
         std::hash::Hash::hash(key, &mut hasher);
         let hash = hasher.finish();
-        (hash, &self.shards[(hash >> 58) as usize % SHARDS])
+        // Middle bits: a shard's map takes its control bytes from the top 7
+        // bits and its buckets from the low ones; shards picked by the top
+        // bits would leave their maps 2 control-byte values, not 128.
+        (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
     /// The fresh decoded copy of `key`, if this L1 holds one of type `T`,

@@ -177,12 +177,13 @@ pub(crate) async fn connect_standalone(config: &RedisConfig) -> Result<Vec<Conne
     let client = redis::Client::open(info).map_err(|e| connect_error(e, &target))?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
-        // Its own response timeout too, though `Core::bounded` bounds every
-        // call (a second timer per call, ~900 instructions per GET).
-        // Dropping it (48cd71c) was undone while a flaky paused-Redis test
-        // was chased; that flake turned out to predate it, so dropping it
-        // again is open (its handshakes would then wait unbounded).
-        .set_response_timeout(Some(config.response_timeout()))
+        // No timer of its own: `Core::bounded` already bounds every call
+        // (the wait for a reconnect included) by the response timeout, and
+        // a second timer per call costs ~900 instructions per GET. A
+        // reconnect's handshake stays bounded: redis-rs applies the
+        // connection timeout to the connect and the handshake together
+        // (`get_multiplexed_async_connection_inner_with_timeout`).
+        .set_response_timeout(None)
         // One attempt per reconnect: while the server is down, calls
         // fail fast with `Connection` (and each failed call starts the
         // next attempt) rather than queueing behind a backoff.

@@ -36,6 +36,7 @@ mod cache;
 mod codec;
 #[cfg(feature = "compression")]
 mod compression;
+mod connecting;
 mod error;
 mod fail_safe;
 mod flight_lock;

@@ -2,20 +2,14 @@
 //! so a service starts while the lock's server is down.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{lock, Acquire, FlightLock, LeaseWakers, LeaseWatch};
+use super::{Acquire, FlightLock, LeaseWakers, LeaseWatch};
+use crate::connecting::Connecting;
 use crate::error::{Error, ErrorKind, Result};
-
-/// The first wait between connection attempts, doubled after each failure
-/// up to [`MAX_RETRY`].
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-/// The longest wait between connection attempts.
-const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// A [`FlightLock`] that is still connecting: until a background task has
 /// connected it, taking, extending or releasing a lease fails promptly
@@ -48,17 +42,10 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 /// ```
 #[derive(Clone)]
 pub struct DeferredFlightLock {
-    state: Arc<State>,
-}
-
-struct State {
-    lock: OnceLock<Arc<dyn FlightLock>>,
-    connected: tokio::sync::Notify,
-    last_error: Mutex<Option<String>>,
-    attempts: AtomicU64,
+    lock: Connecting<Arc<dyn FlightLock>>,
     /// Watches handed out before the connection: woken once connected, so
     /// their owners retry on the real lock.
-    early: LeaseWakers,
+    early: Arc<LeaseWakers>,
 }
 
 impl std::fmt::Debug for DeferredFlightLock {
@@ -82,64 +69,33 @@ impl DeferredFlightLock {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Arc<dyn FlightLock>>> + Send + 'static,
     {
-        let state = Arc::new(State {
-            lock: OnceLock::new(),
-            connected: tokio::sync::Notify::new(),
-            last_error: Mutex::new(None),
-            attempts: AtomicU64::new(0),
-            early: LeaseWakers::new(),
-        });
-        let weak = Arc::downgrade(&state);
-        tokio::spawn(async move {
-            let mut wait = FIRST_RETRY;
-            loop {
-                let result = connect().await;
-                let Some(state) = weak.upgrade() else { return };
-                state.attempts.fetch_add(1, Relaxed);
-                match result {
-                    Ok(connected) => {
-                        let _ = state.lock.set(connected);
-                        state.connected.notify_waiters();
-                        state.early.wake_all();
-                        tracing::info!("deferred flight lock connected");
-                        return;
-                    }
-                    Err(err) => {
-                        tracing::debug!(error = %err, "deferred flight lock: connecting failed");
-                        *lock(&state.last_error) = Some(err.to_string());
-                    }
-                }
-                drop(state);
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_RETRY);
+        let early = Arc::new(LeaseWakers::new());
+        let wake = Arc::downgrade(&early);
+        let lock = Connecting::spawn("flight lock", connect, move || {
+            if let Some(early) = wake.upgrade() {
+                early.wake_all();
             }
         });
-        DeferredFlightLock { state }
+        DeferredFlightLock { lock, early }
     }
 
     /// Whether the lock is connected.
     pub fn is_connected(&self) -> bool {
-        self.state.lock.get().is_some()
+        self.lock.get().is_some()
     }
 
     /// Connection attempts made so far.
     pub fn attempts(&self) -> u64 {
-        self.state.attempts.load(Relaxed)
+        self.lock.attempts()
     }
 
     /// Waits until the lock is connected.
     pub async fn connected(&self) {
-        loop {
-            let notified = self.state.connected.notified();
-            if self.is_connected() {
-                return;
-            }
-            notified.await;
-        }
+        self.lock.connected().await;
     }
 
     fn lock(&self, op: &'static str) -> Result<&dyn FlightLock> {
-        match self.state.lock.get() {
+        match self.lock.get() {
             Some(connected) => Ok(&**connected),
             None => Err(self.not_yet(op)),
         }
@@ -147,12 +103,12 @@ impl DeferredFlightLock {
 
     #[cold]
     fn not_yet(&self, op: &'static str) -> Error {
-        let last = lock(&self.state.last_error)
-            .clone()
-            .unwrap_or_else(|| "first attempt in progress".to_owned());
         Error::new(
             ErrorKind::Connection,
-            format!("the flight lock is not connected yet, connecting in the background ({last})"),
+            format!(
+                "the flight lock is not connected yet, connecting in the background ({})",
+                self.lock.why_not_yet()
+            ),
         )
         .with_operation(op)
     }
@@ -161,7 +117,7 @@ impl DeferredFlightLock {
 #[async_trait]
 impl FlightLock for DeferredFlightLock {
     fn name(&self) -> &'static str {
-        self.state.lock.get().map_or("deferred", |l| l.name())
+        self.lock.get().map_or("deferred", |l| l.name())
     }
 
     async fn acquire(&self, key: &str, token: &str, lease: Duration) -> Result<Acquire> {
@@ -177,9 +133,51 @@ impl FlightLock for DeferredFlightLock {
     }
 
     async fn watch(&self, key: &str) -> Result<LeaseWatch> {
-        match self.state.lock.get() {
+        match self.lock.get() {
             Some(connected) => connected.watch(key).await,
-            None => Ok(self.state.early.watch(key)),
+            None => Ok(self.early.watch(key)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::LocalFlightLock;
+
+    #[tokio::test]
+    async fn a_watch_taken_before_the_connection_is_woken_by_it() {
+        let up = Arc::new(AtomicBool::new(false));
+        let lock = {
+            let up = Arc::clone(&up);
+            DeferredFlightLock::spawn(move || {
+                let up = up.load(Ordering::SeqCst);
+                async move {
+                    if up {
+                        Ok(Arc::new(LocalFlightLock::new()) as Arc<dyn FlightLock>)
+                    } else {
+                        Err(Error::new(ErrorKind::Connection, "down"))
+                    }
+                }
+            })
+        };
+        let mut early = lock.watch("k:lease").await.unwrap();
+        let err = lock.acquire("k:lease", "t", Duration::from_secs(1)).await;
+        assert_eq!(err.map_err(|e| e.kind()).err(), Some(ErrorKind::Connection));
+        while lock.attempts() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        up.store(true, Ordering::SeqCst);
+        // The retry after 100 ms connects; the watch is woken then, long
+        // before its own 10 s timeout.
+        let woken =
+            tokio::time::timeout(Duration::from_secs(5), early.wait(Duration::from_secs(10)))
+                .await
+                .expect("the early watch was not woken by the connection");
+        assert!(woken);
+        assert!(lock.is_connected());
+        assert_eq!(lock.attempts(), 2);
     }
 }

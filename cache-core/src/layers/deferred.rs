@@ -2,21 +2,15 @@
 //! start while its cache server is down.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::backend::{CacheBackend, Capabilities, Health, HealthStatus, KeyTtl, SetOptions};
+use crate::connecting::Connecting;
 use crate::error::{Error, ErrorKind, Result};
-
-/// The first wait between connection attempts; doubled after each failure
-/// up to [`MAX_RETRY`].
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-/// The longest wait between connection attempts.
-const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// A backend that is still connecting: every call fails promptly with
 /// [`ErrorKind::Connection`] ("not connected yet") until a background task
@@ -50,15 +44,7 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 pub struct Deferred {
     name: &'static str,
     caps: Capabilities,
-    state: Arc<State>,
-}
-
-struct State {
-    backend: OnceLock<Arc<dyn CacheBackend>>,
-    connected: tokio::sync::Notify,
-    last_error: Mutex<Option<String>>,
-    attempts: AtomicU64,
-    since: Instant,
+    backend: Connecting<Arc<dyn CacheBackend>>,
 }
 
 impl std::fmt::Debug for Deferred {
@@ -84,69 +70,31 @@ impl Deferred {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Arc<dyn CacheBackend>>> + Send + 'static,
     {
-        let state = Arc::new(State {
-            backend: OnceLock::new(),
-            connected: tokio::sync::Notify::new(),
-            last_error: Mutex::new(None),
-            attempts: AtomicU64::new(0),
-            since: Instant::now(),
-        });
-        let weak = Arc::downgrade(&state);
-        tokio::spawn(async move {
-            let mut wait = FIRST_RETRY;
-            loop {
-                let result = connect().await;
-                let Some(state) = weak.upgrade() else { return };
-                state.attempts.fetch_add(1, Relaxed);
-                match result {
-                    Ok(backend) => {
-                        let _ = state.backend.set(backend);
-                        state.connected.notify_waiters();
-                        tracing::info!(
-                            after_ms = state.since.elapsed().as_millis() as u64,
-                            "deferred backend connected"
-                        );
-                        return;
-                    }
-                    Err(err) => {
-                        tracing::debug!(error = %err, "deferred backend: connecting failed");
-                        *state
-                            .last_error
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner) = Some(err.to_string());
-                    }
-                }
-                drop(state);
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_RETRY);
-            }
-        });
-        Deferred { name, caps, state }
+        let backend = Connecting::spawn("backend", connect, || ());
+        Deferred {
+            name,
+            caps,
+            backend,
+        }
     }
 
     /// Whether the backend is connected.
     pub fn is_connected(&self) -> bool {
-        self.state.backend.get().is_some()
+        self.backend.get().is_some()
     }
 
     /// Connection attempts made so far.
     pub fn attempts(&self) -> u64 {
-        self.state.attempts.load(Relaxed)
+        self.backend.attempts()
     }
 
     /// Waits until the backend is connected.
     pub async fn connected(&self) {
-        loop {
-            let notified = self.state.connected.notified();
-            if self.is_connected() {
-                return;
-            }
-            notified.await;
-        }
+        self.backend.connected().await;
     }
 
     fn backend(&self, op: &'static str) -> Result<&dyn CacheBackend> {
-        match self.state.backend.get() {
+        match self.backend.get() {
             Some(backend) => Ok(&**backend),
             None => Err(self.not_yet(op)),
         }
@@ -154,16 +102,12 @@ impl Deferred {
 
     #[cold]
     fn not_yet(&self, op: &'static str) -> Error {
-        let last = self
-            .state
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .unwrap_or_else(|| "first attempt in progress".to_owned());
         Error::new(
             ErrorKind::Connection,
-            format!("not connected yet, connecting in the background ({last})"),
+            format!(
+                "not connected yet, connecting in the background ({})",
+                self.backend.why_not_yet()
+            ),
         )
         .with_backend(self.name)
         .with_operation(op)
@@ -174,14 +118,11 @@ impl Deferred {
 #[deny(clippy::missing_trait_methods)]
 impl CacheBackend for Deferred {
     fn name(&self) -> &'static str {
-        self.state.backend.get().map_or(self.name, |b| b.name())
+        self.backend.get().map_or(self.name, |b| b.name())
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.state
-            .backend
-            .get()
-            .map_or(self.caps, |b| b.capabilities())
+        self.backend.get().map_or(self.caps, |b| b.capabilities())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -190,7 +131,7 @@ impl CacheBackend for Deferred {
 
     /// Forwarded once connected; before, `get` answers (with the error).
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
-        self.state.backend.get()?.get_now(key)
+        self.backend.get()?.get_now(key)
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
@@ -219,19 +160,13 @@ impl CacheBackend for Deferred {
 
     /// `Unhealthy`, with the attempts and the last error, until connected.
     async fn health(&self) -> Result<Health> {
-        match self.state.backend.get() {
+        match self.backend.get() {
             Some(backend) => backend.health().await,
             None => {
                 let mut health = Health::new(HealthStatus::Unhealthy, Duration::ZERO)
                     .with_detail("connecting", true)
                     .with_detail("attempts", self.attempts());
-                if let Some(err) = self
-                    .state
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_ref()
-                {
+                if let Some(err) = self.backend.last_error() {
                     health = health.with_detail("last_error", err);
                 }
                 Ok(health)
@@ -266,7 +201,7 @@ impl CacheBackend for Deferred {
     }
 
     async fn close(&self) -> Result<()> {
-        match self.state.backend.get() {
+        match self.backend.get() {
             Some(backend) => backend.close().await,
             None => Ok(()),
         }

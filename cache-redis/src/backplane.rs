@@ -9,7 +9,6 @@
 //! connection and TCP keepalive notice a dead or half-open connection; the
 //! Sentinels' `+switch-master` announcements move it after a failover.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +27,10 @@ use crate::core::{Conn, Core};
 /// The default channel.
 pub const DEFAULT_CHANNEL: &str = "cache:invalidations";
 
-/// How long to wait between attempts to resubscribe.
-const RETRY_MIN: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long to wait between attempts to resubscribe (or, for
+/// [`RedisTracking`](crate::RedisTracking), to reconnect).
+pub(crate) const RETRY_MIN: Duration = Duration::from_millis(50);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,7 +43,7 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// A `PING` on the subscribed connection unanswered this long means the
 /// connection is dead (a frozen server, a half-open TCP connection).
-const DEAD_AFTER: Duration = Duration::from_millis(2500);
+pub(crate) const DEAD_AFTER: Duration = Duration::from_millis(2500);
 
 /// TCP keepalive on the subscribed connection: first probe after this much
 /// silence (the `PING`s keep it from firing on a live connection).
@@ -343,10 +343,8 @@ impl RedisBackplane {
         tx: &mpsc::Sender<BackplaneEvent>,
         switches: &mut Option<mpsc::UnboundedReceiver<String>>,
     ) -> Option<&'static str> {
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        heartbeat.tick().await;
-        let mut ping: Option<std::pin::Pin<Box<dyn Future<Output = bool> + Send>>> = None;
+        let dead = until_dead(subscription.conn.clone());
+        tokio::pin!(dead);
         loop {
             tokio::select! {
                 push = subscription.pushes.recv() => match push {
@@ -367,29 +365,33 @@ impl RedisBackplane {
                         _ => {}
                     },
                 },
-                _ = heartbeat.tick(), if ping.is_none() => {
-                    let mut conn = subscription.conn.clone();
-                    ping = Some(Box::pin(async move {
-                        let pong = tokio::time::timeout(
-                            DEAD_AFTER,
-                            redis::cmd("PING").query_async::<String>(&mut conn),
-                        )
-                        .await;
-                        matches!(pong, Ok(Ok(pong)) if pong == "PONG")
-                    }));
-                }
-                alive = async { ping.as_mut().expect("guarded by is_some").await }, if ping.is_some() => {
-                    ping = None;
-                    if !alive {
-                        return Some("no answer to PING within 2.5 s");
-                    }
-                }
+                () = &mut dead => return Some("no answer to PING within 2.5 s"),
                 Some(primary) = next_switch(switches) => {
                     tracing::info!(%primary, old = %subscription.node, "backplane: the Sentinels announced a new primary");
                     return Some("the primary changed");
                 }
                 () = tx.closed() => return None,
             }
+        }
+    }
+}
+
+/// Completes when `conn` stops answering: a `PING` each [`HEARTBEAT`] (the
+/// next one once the last is answered) not answered within [`DEAD_AFTER`]
+/// (a frozen server, a half-open TCP connection).
+pub(crate) async fn until_dead(mut conn: MultiplexedConnection) {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    loop {
+        heartbeat.tick().await;
+        let pong = tokio::time::timeout(
+            DEAD_AFTER,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await;
+        if !matches!(pong, Ok(Ok(pong)) if pong == "PONG") {
+            return;
         }
     }
 }

@@ -43,7 +43,6 @@
 //!
 //! [`Tiered::with_backplane`]: cache_core::layers::Tiered::with_backplane
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,21 +54,12 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use crate::backplane::{until_dead, DEAD_AFTER, RETRY_MAX, RETRY_MIN};
 use crate::config::{RedisConfig, RedisMode};
 
 /// The origin of every message: no `Tiered` instance has it (theirs are
 /// random and non-zero), so none is ignored as the instance's own.
 pub const TRACKING_ORIGIN: u64 = 0;
-
-/// How long to wait between attempts to reconnect.
-const RETRY_MIN: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(2);
-
-/// How often the tracking connection is checked with a `PING`.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// A `PING` unanswered this long means the connection is dead.
-const DEAD_AFTER: Duration = Duration::from_millis(2500);
 
 /// L1 invalidation by Redis client tracking: a [`Backplane`] whose
 /// subscriptions receive, from the server, every change of a key under the
@@ -287,10 +277,8 @@ impl RedisTracking {
         mut tracked: Tracked,
         tx: &mpsc::Sender<BackplaneEvent>,
     ) -> Option<&'static str> {
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        heartbeat.tick().await;
-        let mut ping: Option<std::pin::Pin<Box<dyn Future<Output = bool> + Send>>> = None;
+        let dead = until_dead(tracked.conn.clone());
+        tokio::pin!(dead);
         loop {
             tokio::select! {
                 push = tracked.pushes.recv() => match push {
@@ -306,23 +294,7 @@ impl RedisTracking {
                         _ => {}
                     },
                 },
-                _ = heartbeat.tick(), if ping.is_none() => {
-                    let mut conn = tracked.conn.clone();
-                    ping = Some(Box::pin(async move {
-                        let pong = tokio::time::timeout(
-                            DEAD_AFTER,
-                            redis::cmd("PING").query_async::<String>(&mut conn),
-                        )
-                        .await;
-                        matches!(pong, Ok(Ok(pong)) if pong == "PONG")
-                    }));
-                }
-                alive = async { ping.as_mut().expect("guarded by is_some").await }, if ping.is_some() => {
-                    ping = None;
-                    if !alive {
-                        return Some("no answer to PING within 2.5 s");
-                    }
-                }
+                () = &mut dead => return Some("no answer to PING within 2.5 s"),
                 () = tx.closed() => return None,
             }
         }

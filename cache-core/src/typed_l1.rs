@@ -190,16 +190,16 @@ enum Lookup<T> {
     Miss,
 }
 
-/// Where a copy came from: its full key and its category's version.
+/// Where a copy came from: its category's check and version. (The full
+/// key it was read under need not be kept: a new generation changes the
+/// category's head, and so its version.)
 struct Origin {
-    full: String,
     category: Arc<CategoryCheck>,
     version: u64,
 }
 
 struct Slot {
     key: CacheKey,
-    full: String,
     value: Arc<dyn Any + Send + Sync>,
     /// Nanoseconds since `TypedL1::epoch`.
     expires_at: u64,
@@ -498,7 +498,6 @@ impl<C: Codec> TypedL1<C> {
             let map = read(&shard.map);
             if let Some(slot) = map.get(&hash) {
                 if slot.key == *key
-                    && slot.full == full
                     && slot.version == version
                     && self.nanos(now) < slot.expires_at
                     && slot.value.is::<T>()
@@ -524,7 +523,6 @@ impl<C: Codec> TypedL1<C> {
         }
         if quiet {
             let copy = Origin {
-                full,
                 category: check,
                 version,
             };
@@ -560,7 +558,6 @@ impl<C: Codec> TypedL1<C> {
             hash,
             Slot {
                 key: key.clone(),
-                full: copy.full,
                 value,
                 expires_at: self.nanos(until),
                 category: copy.category,

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_core::layers::{BreakerConfig, BreakerState, FailOpen, Timeout};
+use cache_core::layers::{BreakerConfig, BreakerState, FailOpen, Tiered, TieredConfig, Timeout};
 use cache_core::{Cache, CacheBackend, CacheKey, ErrorKind, HealthStatus, SetOptions};
 use cache_memory::MemoryBackend;
 use cache_testkit::{FaultConfig, FaultInjecting};
@@ -410,4 +410,49 @@ async fn a_read_never_returns_a_value_whose_invalidation_waits_for_replay() {
     }
     assert_eq!(flaky.inner().get("list:1").await.unwrap(), None);
     assert_eq!(backend.stats().replayed_invalidations, 1);
+}
+
+/// While L2 hangs, every write lasts the whole deadline and dozens are in
+/// flight at once. Each one a fail-open L2 skips keeps its L1 copy, the
+/// only copy there is (what a fail-safe cache serves when its loader fails
+/// too): writes of other keys overlapping it, which share the stripes of
+/// the tier's write tracking, do not drop it. (They did: the rates bot's
+/// paused-Redis test lost a currency's rates for a whole upstream outage.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_skipped_while_l2_hangs_keep_their_l1_copies() {
+    let hung = FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none().with_latency(Duration::from_secs(30)),
+    );
+    // The breaker stays closed: every call waits for the deadline, as
+    // before a breaker opens.
+    let l2 = FailOpen::new(
+        Timeout::new(hung, Duration::from_millis(100)),
+        BreakerConfig::default().with_failure_threshold(1_000),
+    );
+    let l1 = Arc::new(MemoryBackend::new());
+    let tiered = Arc::new(Tiered::new(
+        l1.clone(),
+        Arc::new(l2),
+        TieredConfig::default(),
+    ));
+    let keys: Vec<String> = (0..64).map(|i| format!("app:rates:{i}")).collect();
+    let mut writes = tokio::task::JoinSet::new();
+    for key in keys.clone() {
+        let tiered = Arc::clone(&tiered);
+        writes.spawn(async move {
+            let opts = SetOptions::ttl(Some(Duration::from_secs(60)));
+            tiered.set(&key, Bytes::from(key.clone()), opts).await
+        });
+    }
+    while let Some(written) = writes.join_next().await {
+        assert!(!written.unwrap().unwrap(), "L2 skipped the write");
+    }
+    let mut dropped = Vec::new();
+    for key in &keys {
+        if l1.get(key).await.unwrap().is_none() {
+            dropped.push(key.as_str());
+        }
+    }
+    assert!(dropped.is_empty(), "L1 copies dropped: {dropped:?}");
 }

@@ -306,7 +306,9 @@ impl Tiered {
             l2,
             config,
             caps,
-            writes: Arc::new(WriteTracker::new()),
+            // Exact: a write skipped by a fail-open L2 keeps the only copy
+            // there is (see `write_tracker`).
+            writes: Arc::new(WriteTracker::exact()),
             remote: None,
             counters: Arc::default(),
         }

@@ -45,7 +45,9 @@
 //!   and writers take the lease around commit + cache update. A reader that
 //!   finds the lease taken serves the database's answer without caching
 //!   it. The lease lives in the shared backend, so this holds across
-//!   instances too; it expires after 2 s if its holder dies.
+//!   instances too; it expires after 10 s if its holder dies. Each lease
+//!   carries a token: a reader stores only if the lease is still its own,
+//!   and only the holder releases it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -93,8 +95,11 @@ pub fn anon_rule() -> Rule {
 /// The session data field holding the user id.
 const SESSION_USER: &str = "user_id";
 
-/// How long a per-user lease lives if its holder never releases it.
-const LEASE_TTL: Duration = Duration::from_secs(2);
+/// How long a per-user lease lives if its holder never releases it. Long
+/// against any request (a holder stalled past it loses exclusivity: under
+/// CPU starvation 2 s proved too short), short enough that a crashed
+/// holder delays that user's writes only briefly.
+const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// A task, as stored and as served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -474,14 +479,16 @@ impl TasksApi {
         let lease = self.try_lease(cache, user_id).await;
         let tasks = self.db.list_tasks(user_id).await?;
         if let Some(lease) = lease {
-            if cache
-                .set_with_ttl(&key, &tasks, Ttl::Default)
-                .await
-                .is_err()
+            // Still ours (not expired and taken by a writer meanwhile)?
+            if lease.held(cache).await
+                && cache
+                    .set_with_ttl(&key, &tasks, Ttl::Default)
+                    .await
+                    .is_err()
             {
                 self.metrics.cache_write_failures.fetch_add(1, Relaxed);
             }
-            release(cache, &lease).await;
+            lease.release(cache).await;
         } else {
             self.metrics.lease_busy.fetch_add(1, Relaxed);
         }
@@ -519,7 +526,7 @@ impl TasksApi {
             }
         }
         if let Some(lease) = lease {
-            release(cache, &lease).await;
+            lease.release(cache).await;
         }
         result
     }
@@ -551,10 +558,13 @@ impl TasksApi {
         }
     }
 
-    async fn try_lease(&self, cache: &Cache, user_id: i64) -> Option<CacheKey> {
-        let key = CacheKey::new("tasks-lease", user_id).ok()?;
-        match cache.set_if_absent(&key, &1, Ttl::After(LEASE_TTL)).await {
-            Ok(true) => Some(key),
+    async fn try_lease(&self, cache: &Cache, user_id: i64) -> Option<Lease> {
+        let lease = Lease::new(user_id)?;
+        match cache
+            .set_if_absent(&lease.key, &lease.token, Ttl::After(LEASE_TTL))
+            .await
+        {
+            Ok(true) => Some(lease),
             _ => None,
         }
     }
@@ -562,12 +572,15 @@ impl TasksApi {
     /// Waits for the user's lease (at most its TTL: a holder that died
     /// loses it by then). `None` when the cache is down: the write goes
     /// ahead, and its invalidation is the cache's best effort.
-    async fn lease(&self, cache: &Cache, user_id: i64) -> Option<CacheKey> {
-        let key = CacheKey::new("tasks-lease", user_id).ok()?;
+    async fn lease(&self, cache: &Cache, user_id: i64) -> Option<Lease> {
+        let lease = Lease::new(user_id)?;
         let deadline = Instant::now() + LEASE_TTL;
         loop {
-            match cache.set_if_absent(&key, &1, Ttl::After(LEASE_TTL)).await {
-                Ok(true) => return Some(key),
+            match cache
+                .set_if_absent(&lease.key, &lease.token, Ttl::After(LEASE_TTL))
+                .await
+            {
+                Ok(true) => return Some(lease),
                 Ok(false) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -584,8 +597,35 @@ enum CacheUpdate {
     WriteThrough(Task),
 }
 
-async fn release(cache: &Cache, lease: &CacheKey) {
-    let _ = cache.delete(lease).await;
+/// A user's lease, held under a token of its own: only its holder
+/// releases it (a holder whose lease expired and was taken by another
+/// leaves the new one alone).
+struct Lease {
+    key: CacheKey,
+    token: u64,
+}
+
+impl Lease {
+    fn new(user_id: i64) -> Option<Self> {
+        use std::hash::BuildHasher as _;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let key = CacheKey::new("tasks-lease", user_id).ok()?;
+        // Unique in this process, and random across processes.
+        let token =
+            std::collections::hash_map::RandomState::new().hash_one(NEXT.fetch_add(1, Relaxed));
+        Some(Lease { key, token })
+    }
+
+    /// Whether the lease is still this one.
+    async fn held(&self, cache: &Cache) -> bool {
+        matches!(cache.get::<u64>(&self.key).await, Ok(Some(t)) if t == self.token)
+    }
+
+    async fn release(&self, cache: &Cache) {
+        if self.held(cache).await {
+            let _ = cache.delete(&self.key).await;
+        }
+    }
 }
 
 fn list_key(user_id: i64) -> Result<CacheKey, ApiError> {

@@ -332,8 +332,11 @@ async fn concurrent_writers_never_read_stale_lists(url: &str, db: Db) {
                         .map(|t| t.title.clone());
                     assert_eq!(seen.as_deref(), Some(renamed.as_str()), "stale title");
                     if i % 2 == 0 {
-                        me.call("DELETE", &format!("/tasks/{}", task.id), None)
+                        let response = me
+                            .call("DELETE", &format!("/tasks/{}", task.id), None)
                             .await;
+                        // A delete that failed is not a stale list: say which.
+                        assert_eq!(response.status, 204, "delete of {title} failed");
                         let (list, _) = me.list().await;
                         assert!(list.iter().all(|t| t.id != task.id), "deleted task listed");
                     }

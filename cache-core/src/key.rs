@@ -93,12 +93,12 @@ impl CacheKey {
         {
             return Ok(CacheKey::joined(category, &escape_id(raw)?));
         }
-        Ok(CacheKey {
-            text: Box::from(text.as_str()),
-            split: index(category.len()),
-            id_end: index(text.len()),
-            version: None,
-        })
+        // An exact-size copy: boxing it does not reallocate.
+        Ok(CacheKey::from_text(
+            text.as_str().to_owned(),
+            category.len(),
+            None,
+        ))
     }
 
     /// A key whose id is a stable hash of a serializable value, e.g. a search

@@ -33,6 +33,7 @@
 mod backend;
 mod backplane;
 mod cache;
+mod coarse;
 mod codec;
 #[cfg(feature = "compression")]
 mod compression;

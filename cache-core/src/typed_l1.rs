@@ -1,9 +1,7 @@
 //! `TypedL1`: decoded values in front of a [`Cache`], returned as `Arc<T>`
 //! without decoding.
 //!
-//! This file uses only `Cache`'s public API (through `crate::` paths that
-//! the crate root re-exports), so the comparison bench compiles the same
-//! file against `cache_core` to measure it.
+//! It uses `Cache`'s public API only, and the crate's coarse clock.
 
 use std::any::Any;
 use std::collections::hash_map::RandomState;
@@ -13,11 +11,12 @@ use std::future::Future;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::coarse::Ticks;
 use crate::{Cache, CacheKey, Codec, Result, Ttl};
 
 /// Shards of the decoded map (each its own lock).
@@ -46,11 +45,17 @@ pub struct TypedL1Config {
     /// how long a change made by *another* instance (or written to the
     /// backend directly) can go unseen here, as `Tiered`'s `l1_max_ttl`.
     /// A copy never outlives the stored value's own TTL.
+    ///
+    /// The hit path reads a coarse clock (a precise read costs more than
+    /// the rest of a hit), which lags by up to its resolution: a copy is
+    /// served 20 ms less than the lifetime it is given, and one whose
+    /// lifetime is 20 ms or less is not kept.
     pub max_ttl: Duration,
     /// How often a category's generation is checked again (one full key of
     /// the category rendered through the `Cache`), to see category
     /// invalidations made elsewhere (default 1 s, `Cache`'s own generation
-    /// refresh).
+    /// refresh). On the coarse clock too: 20 ms early, and a recheck of
+    /// 20 ms or less checks on every read.
     pub recheck: Duration,
 }
 
@@ -142,8 +147,6 @@ pub struct TypedL1<C: Codec = crate::AnyCodec> {
     per_shard: usize,
     /// Each category's generation check, shared by its copies.
     categories: RwLock<HashMap<String, Arc<CategoryCheck>>>,
-    /// The origin of [`CategoryCheck::valid_until`].
-    epoch: Instant,
 }
 
 /// What is known of a category's generation.
@@ -155,7 +158,7 @@ struct CategoryCheck {
     /// Bumped when the head changes (or the category is invalidated here):
     /// copies made under an older version are not served.
     version: AtomicU64,
-    /// Until when (nanoseconds since `TypedL1::epoch`) the head is trusted.
+    /// Until when (a [`Ticks`] deadline) the head is trusted.
     valid_until: AtomicU64,
 }
 
@@ -201,8 +204,8 @@ struct Origin {
 struct Slot {
     key: CacheKey,
     value: Arc<dyn Any + Send + Sync>,
-    /// Nanoseconds since `TypedL1::epoch`.
-    expires_at: u64,
+    /// When the copy stops being served.
+    expires_at: Ticks,
     category: Arc<CategoryCheck>,
     /// `category.version` when the copy was made.
     version: u64,
@@ -346,7 +349,6 @@ impl<C: Codec> TypedL1<C> {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             per_shard: config.max_entries.div_ceil(SHARDS),
             categories: RwLock::new(HashMap::new()),
-            epoch: Instant::now(),
         }
     }
 
@@ -386,22 +388,15 @@ impl<C: Codec> TypedL1<C> {
     /// than `recheck` is not returned here: [`get`](TypedL1::get) checks
     /// its category generation first.
     pub fn peek<T: Send + Sync + 'static>(&self, key: &CacheKey) -> Option<Arc<T>> {
-        match self.lookup::<T>(key, Instant::now()) {
+        match self.lookup::<T>(key, Ticks::now()) {
             Lookup::Hit(value) => Some(value),
             _ => None,
         }
     }
 
-    fn nanos(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.epoch);
-        since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()))
-    }
-
-    fn lookup<T: Send + Sync + 'static>(&self, key: &CacheKey, now: Instant) -> Lookup<T> {
-        let now = self.nanos(now);
+    /// The copy of `key` at `now` (a coarse reading: the hit path reads no
+    /// precise clock, whose cost is most of a hit's).
+    fn lookup<T: Send + Sync + 'static>(&self, key: &CacheKey, now: Ticks) -> Lookup<T> {
         let (hash, shard) = self.locate(key);
         let map = read(&shard.map);
         let Some(slot) = map.get(&hash) else {
@@ -413,7 +408,7 @@ impl<C: Codec> TypedL1<C> {
         {
             return Lookup::Miss;
         }
-        if now >= slot.category.valid_until.load(Relaxed) {
+        if now.as_u64() >= slot.category.valid_until.load(Relaxed) {
             return Lookup::Recheck;
         }
         let Ok(value) = Arc::clone(&slot.value).downcast::<T>() else {
@@ -436,7 +431,7 @@ impl<C: Codec> TypedL1<C> {
     /// Records `full` (a full key of `key`'s category just rendered by the
     /// cache) as the category's current generation, trusted for `recheck`;
     /// returns the category's version after it.
-    fn observe(&self, key: &CacheKey, full: &str, check: &CategoryCheck, now: Instant) -> u64 {
+    fn observe(&self, key: &CacheKey, full: &str, check: &CategoryCheck, now: Ticks) -> u64 {
         // The full key is `{head}{tail}`, `tail` the part after the
         // category (id, version, hash tag), the same in every generation.
         let prefix = self.cache.prefix();
@@ -452,9 +447,9 @@ impl<C: Codec> TypedL1<C> {
             head.clone_into(&mut known);
             check.version.fetch_add(1, Relaxed);
         }
-        let until = self
-            .nanos(now)
-            .saturating_add(u64::try_from(self.config.recheck.as_nanos()).unwrap_or(u64::MAX));
+        // No deadline (a recheck shorter than the clock's slack): every
+        // read checks.
+        let until = now.deadline(self.config.recheck).map_or(0, Ticks::as_u64);
         check.valid_until.store(until, Relaxed);
         check.version.load(Relaxed)
     }
@@ -469,7 +464,7 @@ impl<C: Codec> TypedL1<C> {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let now = Instant::now();
+        let now = Ticks::now();
         match self.lookup::<T>(key, now) {
             Lookup::Hit(value) => Ok(Some(value)),
             // Boxed: the slow path's state stays off the fast path's future.
@@ -483,7 +478,7 @@ impl<C: Codec> TypedL1<C> {
     /// Checks the category's generation; serves the copy if it is still
     /// current, else reads `key` through the cache and keeps the value for
     /// as long as the cache says it is fresh.
-    async fn load<T>(&self, key: &CacheKey, now: Instant) -> Result<Loaded<T>>
+    async fn load<T>(&self, key: &CacheKey, now: Ticks) -> Result<Loaded<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -499,7 +494,7 @@ impl<C: Codec> TypedL1<C> {
             if let Some(slot) = map.get(&hash) {
                 if slot.key == *key
                     && slot.version == version
-                    && self.nanos(now) < slot.expires_at
+                    && now < slot.expires_at
                     && slot.value.is::<T>()
                 {
                     let value = Arc::clone(&slot.value);
@@ -509,7 +504,7 @@ impl<C: Codec> TypedL1<C> {
                 }
             }
         }
-        let started = Instant::now();
+        let started = Ticks::now();
         let Some((value, fresh_for)) = self.cache.get_with_ttl::<T>(key).await? else {
             self.forget(key);
             return Ok(Loaded::Missing);
@@ -518,15 +513,17 @@ impl<C: Codec> TypedL1<C> {
         // The cache's logical TTL (not the physical one fail-safe stretches),
         // ending where refresh-ahead wants a read to reach the cache.
         let life = fresh_for.map_or(self.config.max_ttl, |left| left.min(self.config.max_ttl));
-        if life.is_zero() {
+        // Ended the clock's slack early; a life within the slack (or none
+        // left) keeps no copy.
+        let Some(until) = started.deadline(life) else {
             return Ok(Loaded::Due(value));
-        }
+        };
         if quiet {
             let copy = Origin {
                 category: check,
                 version,
             };
-            self.keep(key, hash, shard, copy, &value, epoch, started + life);
+            self.keep(key, hash, shard, copy, &value, epoch, until);
         }
         Ok(Loaded::Kept(value))
     }
@@ -542,7 +539,7 @@ impl<C: Codec> TypedL1<C> {
         copy: Origin,
         value: &Arc<T>,
         epoch: u64,
-        until: Instant,
+        until: Ticks,
     ) {
         let mut map = write(&shard.map);
         if shard.epoch.load(Relaxed) != epoch || shard.writing.load(Relaxed) != 0 {
@@ -559,7 +556,7 @@ impl<C: Codec> TypedL1<C> {
             Slot {
                 key: key.clone(),
                 value,
-                expires_at: self.nanos(until),
+                expires_at: until,
                 category: copy.category,
                 version: copy.version,
             },
@@ -659,7 +656,7 @@ impl<C: Codec> TypedL1<C> {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let now = Instant::now();
+        let now = Ticks::now();
         match self.lookup::<T>(key, now) {
             Lookup::Hit(value) => return Ok(value),
             Lookup::Recheck | Lookup::Miss => {

@@ -80,16 +80,30 @@ fn a_copy_never_outlives_the_stored_ttl() {
 #[test]
 fn a_copy_lives_at_most_max_ttl() {
     rt().block_on(async {
-        let config = TypedL1Config::default().with_max_ttl(Duration::from_millis(30));
+        // Served 70 ms less the coarse clock's 20 ms slack.
+        let config = TypedL1Config::default().with_max_ttl(Duration::from_millis(70));
         let l1 = l1_over(Arc::new(MemoryBackend::new()), config);
         let key = CacheKey::new("user", 3).unwrap();
         l1.set(&key, "ada").await.unwrap();
         l1.get::<String>(&key).await.unwrap();
         assert!(l1.peek::<String>(&key).is_some());
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(l1.peek::<String>(&key).is_none());
         // Read again through the cache: the value is still there.
         assert_eq!(*l1.get::<String>(&key).await.unwrap().unwrap(), "ada");
+    });
+}
+
+#[test]
+fn a_copy_that_would_live_within_the_clocks_slack_is_not_kept() {
+    rt().block_on(async {
+        let config = TypedL1Config::default().with_max_ttl(Duration::from_millis(15));
+        let l1 = l1_over(Arc::new(MemoryBackend::new()), config);
+        let key = CacheKey::new("user", 3).unwrap();
+        l1.set(&key, "ada").await.unwrap();
+        assert_eq!(*l1.get::<String>(&key).await.unwrap().unwrap(), "ada");
+        assert!(l1.peek::<String>(&key).is_none());
+        assert_eq!(l1.len(), 0);
     });
 }
 
@@ -114,7 +128,8 @@ fn category_invalidation_here_drops_the_copies() {
 fn category_invalidation_elsewhere_is_seen_within_recheck() {
     rt().block_on(async {
         let backend = Arc::new(MemoryBackend::new());
-        let config = TypedL1Config::default().with_recheck(Duration::from_millis(20));
+        // Trusted 40 ms less the coarse clock's 20 ms slack.
+        let config = TypedL1Config::default().with_recheck(Duration::from_millis(40));
         let l1 = l1_over(backend.clone(), config);
         let other = Cache::builder(backend)
             .generation_refresh(Duration::ZERO)
@@ -127,7 +142,7 @@ fn category_invalidation_elsewhere_is_seen_within_recheck() {
         l1.get::<String>(&a).await.unwrap();
         l1.get::<String>(&b).await.unwrap();
         other.invalidate_category("user").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         // The first read after `recheck` sees the new generation, and the
         // other copy of the category goes with it.
         assert_eq!(l1.get::<String>(&a).await.unwrap(), None);
@@ -139,7 +154,8 @@ fn category_invalidation_elsewhere_is_seen_within_recheck() {
 #[test]
 fn a_recheck_with_the_same_generation_keeps_the_copies() {
     rt().block_on(async {
-        let config = TypedL1Config::default().with_recheck(Duration::from_millis(10));
+        // Trusted 40 ms less the coarse clock's 20 ms slack.
+        let config = TypedL1Config::default().with_recheck(Duration::from_millis(40));
         let l1 = l1_over(Arc::new(MemoryBackend::new()), config);
         let a = CacheKey::new("user", 1).unwrap();
         let b = CacheKey::new("user", 2).unwrap();
@@ -147,7 +163,7 @@ fn a_recheck_with_the_same_generation_keeps_the_copies() {
         l1.set(&b, "bob").await.unwrap();
         let first_a = l1.get::<String>(&a).await.unwrap().unwrap();
         let first_b = l1.get::<String>(&b).await.unwrap().unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let again_a = l1.get::<String>(&a).await.unwrap().unwrap();
         assert!(Arc::ptr_eq(&first_a, &again_a));
         let again_b = l1.peek::<String>(&b).unwrap();

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::Cache;
 use crate::backend::{SetMode, SetOptions};
+use crate::coarse::Ticks;
 use crate::codec::Codec;
 use crate::error::Result;
 use crate::key::{escape_id_pattern, validate_category};
@@ -261,7 +262,7 @@ impl<C: Codec> Cache<C> {
     pub(super) fn trusted_generation(&self, category: &str) -> Option<u64> {
         self.inner
             .generations
-            .trusted(category, self.inner.generation_refresh, Instant::now())
+            .trusted(category, self.inner.generation_refresh)
     }
 }
 
@@ -293,7 +294,9 @@ struct Memo {
     version: u64,
     category: Box<str>,
     generation: u64,
-    until: Instant,
+    /// A deadline on the coarse clock: a read of the precise one costs
+    /// more than the rest of the lookup.
+    until: Ticks,
 }
 
 /// The most memos a thread keeps; when full, it starts over.
@@ -328,8 +331,11 @@ impl Generations {
         self.version.fetch_add(1, Release);
     }
 
-    /// The generation of `category` if it is known and trusted at `now`.
-    pub(super) fn trusted(&self, category: &str, refresh: Duration, now: Instant) -> Option<u64> {
+    /// The generation of `category` if it is known and trusted now.
+    pub(super) fn trusted(&self, category: &str, refresh: Duration) -> Option<u64> {
+        // Read before the precise clock below: the memo's deadline counts
+        // from it.
+        let now = Ticks::now();
         let version = self.version.load(Acquire);
         let memo = MEMOS_OF_THREAD.with(|memos| {
             let memos = memos.try_borrow().ok()?;
@@ -345,7 +351,13 @@ impl Generations {
             let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
             (map.get(category).copied()?, self.version.load(Relaxed))
         };
-        let until = known.trusted_until(refresh, now)?;
+        let precise = Instant::now();
+        let until = known.trusted_until(refresh, precise)?;
+        // No memo when the trust left is within the coarse clock's slack:
+        // the next reads take this way.
+        let Some(until) = now.deadline(until.saturating_duration_since(precise)) else {
+            return Some(known.generation);
+        };
         MEMOS_OF_THREAD.with(|memos| {
             let Ok(mut memos) = memos.try_borrow_mut() else {
                 return;

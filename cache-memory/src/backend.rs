@@ -361,7 +361,7 @@ impl Shared {
             let entry = self.map.get(key)?;
             let meta = entry.meta.load(Relaxed);
             let expires_at = meta & EXPIRY;
-            if expires_at == 0 || expires_at > self.now() {
+            if expires_at == 0 || self.clock.before(expires_at) {
                 if meta < FREQ_MAX {
                     entry.meta.store(meta + FREQ_ONE, Relaxed);
                 }

@@ -360,6 +360,37 @@ async fn tasks_api_concurrent_writers_never_read_stale_lists_on_redis() {
     concurrent_writers_never_read_stale_lists(RedisServer::shared().url(), sqlite()).await;
 }
 
+/// A deleted task's id is never given to a new task: a client still
+/// holding it (a repeated DELETE, a PUT from an old page) gets 404 instead
+/// of reaching another task, and a list read after a delete never shows
+/// that id again. (SQLite gives a new row the largest rowid plus one unless
+/// the key is `AUTOINCREMENT`, so deleting the newest task handed its id to
+/// the next one: the concurrent writers test then saw "deleted task
+/// listed" when another connection's new task got the id just deleted.)
+async fn deleted_task_ids_are_never_reused(db: Db) {
+    let server = serve(api_on("memory://", db).await).await;
+    let mut jo = User::new(server.addr(), "jo").await;
+    jo.create("kept").await;
+    let gone = jo.create("gone").await;
+    let path = format!("/tasks/{}", gone.id);
+    assert_eq!(jo.call("DELETE", &path, None).await.status, 204);
+    let new = jo.create("new").await;
+    assert_ne!(new.id, gone.id, "a new task got the id of a deleted one");
+    assert_eq!(
+        jo.call("DELETE", &path, None).await.status,
+        404,
+        "a repeated DELETE reached another task"
+    );
+    let (list, _) = jo.list().await;
+    assert_eq!(titles(&list), ["kept", "new"]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_deleted_task_ids_are_never_reused_on_sqlite() {
+    deleted_task_ids_are_never_reused(sqlite()).await;
+}
+
 async fn login_throttled_after_5_attempts(url: &str, db: Db) {
     let server = serve(api_on(url, db).await).await;
     let addr = server.addr();
@@ -719,6 +750,12 @@ async fn tasks_api_two_users_on_postgres_and_redis() {
 async fn tasks_api_concurrent_writers_never_read_stale_lists_on_postgres() {
     let pg = PgDatabase::create().await;
     concurrent_writers_never_read_stale_lists("memory://", pg.db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_deleted_task_ids_are_never_reused_on_postgres() {
+    let pg = PgDatabase::create().await;
+    deleted_task_ids_are_never_reused(pg.db().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

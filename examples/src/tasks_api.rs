@@ -96,8 +96,8 @@ pub fn anon_rule() -> Rule {
 const SESSION_USER: &str = "user_id";
 
 /// How long a per-user lease lives if its holder never releases it. Long
-/// against any request (a holder stalled past it loses exclusivity: under
-/// CPU starvation 2 s proved too short), short enough that a crashed
+/// against any request (a holder stalled past it loses exclusivity, and a
+/// starved CI machine stalls for seconds), short enough that a crashed
 /// holder delays that user's writes only briefly.
 const LEASE_TTL: Duration = Duration::from_secs(10);
 

@@ -19,16 +19,16 @@ use std::time::Duration;
 
 /// How much earlier than asked a deadline on this clock ends (its
 /// resolution, rounded up).
-pub(crate) const SLACK: Duration = Duration::from_millis(20);
+pub const SLACK: Duration = Duration::from_millis(20);
 
 /// A reading of the coarse clock; as a `u64`, it fits an atomic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Ticks(u64);
+pub struct Ticks(u64);
 
 impl Ticks {
     /// The coarse time now.
     #[inline]
-    pub(crate) fn now() -> Ticks {
+    pub fn now() -> Ticks {
         // Not `now()`: that also stores the reading in a static every
         // thread writes (one cache line bounced between cores).
         Ticks(coarsetime::Instant::now_without_cache_update().as_ticks())
@@ -36,7 +36,7 @@ impl Ticks {
 
     /// The deadline `after` from this reading, [`SLACK`] early; `None` when
     /// `after` is no longer than the slack (nothing can be promised).
-    pub(crate) fn deadline(self, after: Duration) -> Option<Ticks> {
+    pub fn deadline(self, after: Duration) -> Option<Ticks> {
         let left = after.checked_sub(SLACK).filter(|left| !left.is_zero())?;
         Some(Ticks(
             self.0
@@ -44,8 +44,17 @@ impl Ticks {
         ))
     }
 
+    /// Nanoseconds from `earlier` to this reading (0 if it is not later).
+    #[inline]
+    pub fn nanos_since(self, earlier: Ticks) -> u64 {
+        // Ticks are 2^-32 s.
+        let ticks = self.0.saturating_sub(earlier.0);
+        (ticks >> 32).saturating_mul(1_000_000_000)
+            + (((ticks & 0xffff_ffff) * 1_000_000_000) >> 32)
+    }
+
     /// For an atomic.
-    pub(crate) fn as_u64(self) -> u64 {
+    pub fn as_u64(self) -> u64 {
         self.0
     }
 
@@ -81,9 +90,7 @@ mod tests {
         std::thread::sleep(slept);
         let after = Ticks::now();
         let passed = real.elapsed();
-        let coarse = Duration::from(coarsetime::Duration::from_ticks(
-            after.as_u64() - before.as_u64(),
-        ));
+        let coarse = Duration::from_nanos(after.nanos_since(before));
         // Both readings lag theirs by less than the slack: the coarse span
         // is within it of the real one (which is at least `slept`).
         assert!(coarse + SLACK > slept, "{coarse:?} for {slept:?} slept");

@@ -33,7 +33,10 @@
 mod backend;
 mod backplane;
 mod cache;
-mod coarse;
+// The coarse clock of the hit paths, shared with the memory backend: not
+// part of the API.
+#[doc(hidden)]
+pub mod coarse;
 mod codec;
 #[cfg(feature = "compression")]
 mod compression;

@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cache_core::coarse::{self, Ticks};
+
 /// A monotonic time source, in nanoseconds since an arbitrary start.
 pub trait Clock: Send + Sync + 'static {
     /// Nanoseconds since this clock's start.
@@ -29,34 +31,20 @@ pub struct SystemClock {
     start: Instant,
     /// The coarse clock's reading taken just before `start`: at most
     /// `start` (it lags real time and was read first).
-    coarse_start: u64,
+    coarse_start: Ticks,
 }
 
 /// How far from a deadline the coarse clock answers [`Clock::before`]: more
 /// than its resolution (at most 10 ms on Linux).
-const COARSE_SLACK_NANOS: u64 = 20_000_000;
+const COARSE_SLACK_NANOS: u64 = coarse::SLACK.as_nanos() as u64;
 
 impl Default for SystemClock {
     fn default() -> Self {
-        let coarse_start = coarsetime::Instant::now_without_cache_update().as_ticks();
+        let coarse_start = Ticks::now();
         SystemClock {
             start: Instant::now(),
             coarse_start,
         }
-    }
-}
-
-impl SystemClock {
-    /// Nanoseconds since `start` by the coarse clock: at most the precise
-    /// elapsed time plus its resolution (the coarse start is not after
-    /// `start`, and a coarse reading is not after the precise one).
-    fn coarse_nanos(&self) -> u64 {
-        // Ticks are 2^-32 s.
-        let ticks = coarsetime::Instant::now_without_cache_update()
-            .as_ticks()
-            .saturating_sub(self.coarse_start);
-        (ticks >> 32).saturating_mul(1_000_000_000)
-            + (((ticks & 0xffff_ffff) * 1_000_000_000) >> 32)
     }
 }
 
@@ -79,7 +67,11 @@ impl Clock for SystemClock {
         // coarse elapsed time lags the precise one by less than the slack,
         // and overstates it by at most the (positive) gap between the two
         // start readings, which only sends more reads the precise way.
-        if cfg!(target_os = "linux") && self.coarse_nanos().saturating_add(COARSE_SLACK_NANOS) < at
+        if cfg!(target_os = "linux")
+            && Ticks::now()
+                .nanos_since(self.coarse_start)
+                .saturating_add(COARSE_SLACK_NANOS)
+                < at
         {
             return true;
         }

@@ -243,7 +243,7 @@ pub(crate) fn run(report: &mut Report, opts: &Options) {
     let clients = [
         ("RedisBackend", Arc::new(Client::Backend(backend.clone()))),
         ("Cache::get::<T>", Arc::new(Client::Typed(typed.clone()))),
-        ("raw redis-rs", Arc::new(Client::Raw(raw.clone()))),
+        (RAW, Arc::new(Client::Raw(raw.clone()))),
     ];
     // Preload: every client's keys exist.
     rt.block_on(async {
@@ -403,17 +403,26 @@ fn redis_group(
     clients: &[(&str, Arc<Client>)],
     port: u16,
 ) {
-    let reps = if opts.quick { 3 } else { 7 };
+    let raw = clients.iter().position(|(name, _)| *name == RAW);
     for tasks in [1, 50, 200] {
         let suffix = if tasks == 1 { "" } else { "s" };
+        // The concurrent cells swing most between rounds (the host moves
+        // the vCPUs): more rounds there, where a round is short.
+        let reps = match (opts.quick, tasks) {
+            (true, _) => 3,
+            (false, 1) => 7,
+            (false, _) => 11,
+        };
         for set in [false, true] {
             let total = if tasks == 1 { 15_000 } else { 100_000 };
             let total = if opts.quick { total } else { total * 3 };
             let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); clients.len()];
+            let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
             let medians = interleaved(clients.len(), reps, |i| {
                 let (rate, l) =
                     rt.block_on(load(Arc::clone(&clients[i].1), tasks, total, set, true));
                 latencies[i].extend(l);
+                rounds[i].push(rate);
                 rate
             });
             let workload = format!(
@@ -422,6 +431,17 @@ fn redis_group(
             );
             for (i, m) in medians.iter().enumerate() {
                 report.add(REDIS, &workload, clients[i].0, "ops_per_sec", *m);
+            }
+            if let Some(raw) = raw {
+                for (i, (name, _)) in clients.iter().enumerate() {
+                    report.add(
+                        REDIS,
+                        &workload,
+                        name,
+                        PAIRED,
+                        paired_ratio(&rounds[i], &rounds[raw]),
+                    );
+                }
             }
             for (i, l) in latencies.iter_mut().enumerate() {
                 report.add(REDIS, &workload, clients[i].0, P50, percentile_us(l, 0.50));
@@ -457,6 +477,66 @@ fn redis_group(
     }
     report.note(REDIS, "RedisBackend and raw redis-rs share one multiplexed connection each; redis-benchmark opens one connection per task (-c) and is the server's own ceiling.");
     report.note(REDIS, latency_table(report));
+    report.note(REDIS, paired_table(report));
+}
+
+/// The raw client's name in the `redis` group.
+pub(crate) const RAW: &str = "raw redis-rs";
+
+/// Metric of the `redis` group's paired ratios: the median, over rounds, of
+/// a client's ops per second over the raw client's in the same round.
+/// Rounds run the clients back to back, so a change of the host's speed
+/// between rounds (the vCPUs move) cancels out of each round's ratio; the
+/// ratio of the medians keeps it.
+pub(crate) const PAIRED: &str = "paired_ratio";
+
+/// The median over rounds of `ours[r] / raw[r]` (NaN without rounds).
+fn paired_ratio(ours: &[f64], raw: &[f64]) -> f64 {
+    let mut ratios: Vec<f64> = ours
+        .iter()
+        .zip(raw)
+        .filter(|(_, raw)| **raw > 0.0)
+        .map(|(ours, raw)| ours / raw)
+        .collect();
+    median(&mut ratios)
+}
+
+/// The `redis` group's paired ratios as a table, printed as a note.
+fn paired_table(report: &Report) -> String {
+    let rows: Vec<&crate::report::Record> = report
+        .records
+        .iter()
+        .filter(|r| r.group == REDIS && r.metric == PAIRED && r.imp != RAW)
+        .collect();
+    let mut workloads: Vec<&str> = Vec::new();
+    let mut impls: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !workloads.contains(&r.workload.as_str()) {
+            workloads.push(&r.workload);
+        }
+        if !impls.contains(&r.imp.as_str()) {
+            impls.push(&r.imp);
+        }
+    }
+    let width = workloads.iter().map(|w| w.len()).max().unwrap_or(8).max(8);
+    let mut out = format!(
+        "paired ratio to raw redis-rs (median over rounds of the round's ratio)\n{:<width$}",
+        "workload"
+    );
+    for imp in &impls {
+        out.push_str(&format!(" | {imp:>w$}", w = imp.len().max(12)));
+    }
+    for w in &workloads {
+        out.push_str(&format!("\n{w:<width$}"));
+        for imp in &impls {
+            let cell = rows
+                .iter()
+                .find(|r| r.workload == *w && r.imp == *imp)
+                .map_or("-".to_owned(), |r| format!("{:.2}x", r.value));
+            out.push_str(&format!(" | {cell:>w$}", w = imp.len().max(12)));
+        }
+    }
+    out
 }
 
 /// Metric of the per-op latency records of the `redis` group: median (p50)
@@ -749,6 +829,22 @@ pub(crate) fn profile_redis(client: &str, ops: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paired_ratio_is_the_median_of_each_rounds_ratio() {
+        // The host slowed down in round 2: ratio of medians 200/150 = 1.33,
+        // each round's ratio 1.0.
+        let ours = [100.0, 200.0, 300.0];
+        let raw = [100.0, 200.0, 150.0];
+        let mut by_round = ours.to_vec();
+        assert_eq!(paired_ratio(&ours, &raw), 1.0);
+        assert_eq!(median(&mut by_round), 200.0);
+        assert_eq!(
+            paired_ratio(&[90.0, 50.0, 80.0], &[100.0, 100.0, 100.0]),
+            0.8
+        );
+        assert!(paired_ratio(&[], &[]).is_nan());
+    }
 
     #[test]
     fn the_typed_value_encodes_to_value_len_bytes_without_escapes() {

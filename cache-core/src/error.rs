@@ -88,7 +88,15 @@ type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// assert_eq!(err.to_string(), "timeout in redis get: no answer within 250ms");
 /// ```
 #[derive(Clone)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// An error's fields, boxed: every `Result` of the crate carries an
+/// `Error`, and one pointer keeps the `Ok` path's values small (a
+/// `Result<Option<Bytes>>` is 40 bytes, not 88) where they are moved on
+/// every call; errors are rare, and their allocation is beside the cost
+/// of formatting their message.
+#[derive(Clone)]
+struct Inner {
     kind: ErrorKind,
     message: String,
     backend: Option<&'static str>,
@@ -99,68 +107,68 @@ pub struct Error {
 impl Error {
     /// An error of `kind` with a message saying what happened.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
             backend: None,
             operation: None,
             source: None,
-        }
+        }))
     }
 
     /// Sets the backend the error came from (e.g. `"memory"`, `"redis"`).
     #[must_use]
     pub fn with_backend(mut self, backend: &'static str) -> Self {
-        self.backend = Some(backend);
+        self.0.backend = Some(backend);
         self
     }
 
     /// Sets the operation that failed (e.g. `"get"`).
     #[must_use]
     pub fn with_operation(mut self, operation: &'static str) -> Self {
-        self.operation = Some(operation);
+        self.0.operation = Some(operation);
         self
     }
 
     /// Sets the underlying cause, returned by `source()`.
     #[must_use]
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Arc::new(source));
+        self.0.source = Some(Arc::new(source));
         self
     }
 
     /// Sets the underlying cause from a boxed error.
     #[must_use]
     pub fn with_boxed_source(mut self, source: Box<dyn std::error::Error + Send + Sync>) -> Self {
-        self.source = Some(Arc::from(source));
+        self.0.source = Some(Arc::from(source));
         self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// This error's own message (without kind, backend or cause).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The backend the error came from, when known.
     pub fn backend(&self) -> Option<&'static str> {
-        self.backend
+        self.0.backend
     }
 
     /// The operation that failed, when known.
     pub fn operation(&self) -> Option<&'static str> {
-        self.operation
+        self.0.operation
     }
 
     /// Whether trying the same call again may succeed: true for
     /// [`Connection`](ErrorKind::Connection) and
     /// [`Timeout`](ErrorKind::Timeout).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Connection | ErrorKind::Timeout)
+        matches!(self.0.kind, ErrorKind::Connection | ErrorKind::Timeout)
     }
 
     /// Shorthand for an [`InvalidKey`](ErrorKind::InvalidKey) error.
@@ -182,36 +190,37 @@ impl Error {
     /// Fills in backend and operation where they are not set yet.
     #[must_use]
     pub fn context(mut self, backend: &'static str, operation: &'static str) -> Self {
-        self.backend.get_or_insert(backend);
-        self.operation.get_or_insert(operation);
+        self.0.backend.get_or_insert(backend);
+        self.0.operation.get_or_insert(operation);
         self
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.kind)?;
-        match (self.backend, self.operation) {
+        write!(f, "{}", self.0.kind)?;
+        match (self.0.backend, self.0.operation) {
             (Some(b), Some(o)) => write!(f, " in {b} {o}")?,
             (Some(b), None) => write!(f, " in {b}")?,
             (None, Some(o)) => write!(f, " in {o}")?,
             (None, None) => {}
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.0.message)
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(b) = self.backend {
+        d.field("kind", &self.0.kind)
+            .field("message", &self.0.message);
+        if let Some(b) = self.0.backend {
             d.field("backend", &b);
         }
-        if let Some(o) = self.operation {
+        if let Some(o) = self.0.operation {
             d.field("operation", &o);
         }
-        if let Some(s) = &self.source {
+        if let Some(s) = &self.0.source {
             d.field("source", &s.to_string());
         }
         d.finish()
@@ -220,7 +229,8 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|s| s as &(dyn std::error::Error + 'static))
     }
@@ -241,6 +251,18 @@ mod tests {
         assert_eq!(err.source().unwrap().to_string(), "refused");
         assert!(err.is_retryable());
         assert!(!Error::invalid_key("empty").is_retryable());
+    }
+
+    #[test]
+    fn an_error_is_one_pointer_so_results_stay_small() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+        assert_eq!(std::mem::size_of::<Result<Option<bytes::Bytes>>>(), 40);
+        let err = Error::new(ErrorKind::Timeout, "slow")
+            .with_backend("redis")
+            .with_operation("get");
+        let copy = err.clone();
+        assert_eq!(copy.to_string(), "timeout in redis get: slow");
+        assert_eq!(copy.kind(), ErrorKind::Timeout);
     }
 
     #[test]

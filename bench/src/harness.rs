@@ -105,20 +105,29 @@ pub(crate) fn ops_per_sec(threads: usize, ops: usize, work: &(dyn Fn(usize, usiz
         work(0, per);
         t.elapsed()
     } else {
-        let barrier = std::sync::Barrier::new(threads + 1);
-        let start = std::thread::scope(|s| {
-            for t in 0..threads {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    work(t, per);
-                });
-            }
-            barrier.wait();
-            Instant::now()
-            // The scope joins every worker before it returns.
-        });
-        start.elapsed()
+        // Each worker times itself from the barrier: a clock read by this
+        // thread after the barrier could come after the workers finished
+        // (this thread descheduled there), an elapsed time of almost
+        // nothing, and a calibration of billions of ops.
+        let barrier = std::sync::Barrier::new(threads);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let began = Instant::now();
+                        work(t, per);
+                        began.elapsed()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .filter_map(|w| w.join().ok())
+                .max()
+                .unwrap_or_default()
+        })
     };
     (per * threads) as f64 / elapsed.as_secs_f64()
 }

@@ -222,9 +222,9 @@ impl Stat {
 const STRIPES: usize = 16;
 
 /// One thread's share of every counter, on cache lines of its own.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(128))]
-struct Stripe([AtomicU64; Stat::ALL]);
+struct Stripe<const N: usize>([AtomicU64; N]);
 
 /// The index of this thread's stripe.
 fn stripe() -> usize {
@@ -244,13 +244,44 @@ fn stripe() -> usize {
     })
 }
 
-/// The counters of a [`Cache`](crate::Cache), striped: a shared counter
-/// that every read increments would bounce its cache line between the
-/// cores of every thread reading (the reads themselves scale, the counter
-/// would not). A snapshot sums the stripes.
+/// `N` counters, striped: a shared counter that every read increments
+/// would bounce its cache line between the cores of every thread reading
+/// (the reads themselves scale, the counter would not). Each thread adds
+/// to its stripe; a read sums the stripes.
+#[derive(Debug)]
+pub(crate) struct Striped<const N: usize> {
+    stripes: Box<[Stripe<N>]>,
+}
+
+impl<const N: usize> Default for Striped<N> {
+    fn default() -> Self {
+        Striped {
+            stripes: (0..STRIPES)
+                .map(|_| Stripe(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+}
+
+impl<const N: usize> Striped<N> {
+    /// Adds `n` to counter `i`.
+    pub(crate) fn add(&self, i: usize, n: u64) {
+        self.stripes[stripe()].0[i].fetch_add(n, Relaxed);
+    }
+
+    /// Counter `i`: the sum of its stripes.
+    pub(crate) fn sum(&self, i: usize) -> u64 {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0[i].load(Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+/// The counters of a [`Cache`](crate::Cache), [striped](Striped).
 #[derive(Debug)]
 pub(crate) struct Counters {
-    stripes: Box<[Stripe]>,
+    stripes: Striped<{ Stat::ALL }>,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     prefix: String,
     started: Instant,
@@ -259,7 +290,7 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn new(prefix: &str) -> Self {
         Counters {
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: Striped::default(),
             prefix: prefix.to_owned(),
             started: Instant::now(),
         }
@@ -270,16 +301,13 @@ impl Counters {
         if n == 0 {
             return;
         }
-        self.stripes[stripe()].0[stat as usize].fetch_add(n, Relaxed);
+        self.stripes.add(stat as usize, n);
         #[cfg(feature = "metrics")]
         metrics::counter!(stat.metric(), "prefix" => self.prefix.clone()).increment(n);
     }
 
     fn get(&self, stat: Stat) -> u64 {
-        self.stripes
-            .iter()
-            .map(|stripe| stripe.0[stat as usize].load(Relaxed))
-            .fold(0, u64::wrapping_add)
+        self.stripes.sum(stat as usize)
     }
 
     pub(crate) fn snapshot(&self) -> CacheStats {
@@ -378,6 +406,24 @@ pub(crate) fn as_millis<S: Serializer>(d: &Duration, serializer: S) -> Result<S:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn striped_counters_sum_what_every_thread_added() {
+        let counters: Striped<2> = Striped::default();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let counters = &counters;
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        counters.add(0, 1);
+                    }
+                    counters.add(1, t);
+                });
+            }
+        });
+        counters.add(1, 10);
+        assert_eq!((counters.sum(0), counters.sum(1)), (4000, 16));
+    }
 
     #[test]
     fn durations_read_like_people_write_them() {

@@ -15,6 +15,7 @@ use crate::backend::{
 };
 use crate::backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation};
 use crate::error::Result;
+use crate::stats::Striped;
 use crate::write_tracker::{Snapshot, Write, WriteTracker};
 
 const NAME: &str = "tiered";
@@ -218,24 +219,28 @@ struct Remote {
     listener: tokio::task::AbortHandle,
 }
 
-/// The counters behind [`TieredStats`].
+/// The counters behind [`TieredStats`]. The reads' outcomes are
+/// [striped](Striped): every L1 hit of every thread counts one.
 #[derive(Default)]
 struct TierCounters {
-    l1_hits: AtomicU64,
-    l2_hits: AtomicU64,
-    misses: AtomicU64,
+    /// Indexed by [`L1_HIT`], [`L2_HIT`] and [`MISS`].
+    reads: Striped<3>,
     received: AtomicU64,
     published: AtomicU64,
     resyncs: AtomicU64,
     publish_errors: AtomicU64,
 }
 
+const L1_HIT: usize = 0;
+const L2_HIT: usize = 1;
+const MISS: usize = 2;
+
 impl TierCounters {
     fn snapshot(&self) -> TieredStats {
         TieredStats {
-            l1_hits: self.l1_hits.load(Relaxed),
-            l2_hits: self.l2_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
+            l1_hits: self.reads.sum(L1_HIT),
+            l2_hits: self.reads.sum(L2_HIT),
+            misses: self.reads.sum(MISS),
             invalidations_received: self.received.load(Relaxed),
             invalidations_published: self.published.load(Relaxed),
             resyncs: self.resyncs.load(Relaxed),
@@ -510,7 +515,7 @@ impl Tiered {
 
     /// Counts an L1 hit of `value`.
     fn l1_hit(&self, value: Bytes) -> Bytes {
-        self.counters.l1_hits.fetch_add(1, Relaxed);
+        self.counters.reads.add(L1_HIT, 1);
         tier_hit("l1", 1);
         value
     }
@@ -756,10 +761,10 @@ impl CacheBackend for Tiered {
         }
         let snapshot = self.writes.snapshot(key);
         let Some(value) = (*self.l2).get(key).await? else {
-            self.counters.misses.fetch_add(1, Relaxed);
+            self.counters.reads.add(MISS, 1);
             return Ok(None);
         };
-        self.counters.l2_hits.fetch_add(1, Relaxed);
+        self.counters.reads.add(L2_HIT, 1);
         tier_hit("l2", 1);
         if let Some(snapshot) = snapshot {
             self.fill(key, &value, snapshot).await;
@@ -889,7 +894,7 @@ impl CacheBackend for Tiered {
         }
         let mut out = (*self.l1).get_many(keys).await?;
         let l1_hits = out.iter().filter(|v| v.is_some()).count();
-        self.counters.l1_hits.fetch_add(l1_hits as u64, Relaxed);
+        self.counters.reads.add(L1_HIT, l1_hits as u64);
         tier_hit("l1", l1_hits as u64);
         if l1_hits == keys.len() {
             return Ok(out);
@@ -917,12 +922,12 @@ impl CacheBackend for Tiered {
             if slot.is_none() {
                 match by_key.get(key) {
                     Some(value) => {
-                        self.counters.l2_hits.fetch_add(1, Relaxed);
+                        self.counters.reads.add(L2_HIT, 1);
                         tier_hit("l2", 1);
                         *slot = Some((*value).clone());
                     }
                     None => {
-                        self.counters.misses.fetch_add(1, Relaxed);
+                        self.counters.reads.add(MISS, 1);
                     }
                 }
             }

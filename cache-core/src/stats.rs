@@ -226,7 +226,8 @@ const STRIPES: usize = 16;
 #[repr(align(128))]
 struct Stripe<const N: usize>([AtomicU64; N]);
 
-/// The index of this thread's stripe.
+/// The index of this thread's stripe (below [`STRIPES`]).
+#[inline]
 fn stripe() -> usize {
     use std::cell::Cell;
     use std::sync::atomic::AtomicUsize;
@@ -250,21 +251,22 @@ fn stripe() -> usize {
 /// to its stripe; a read sums the stripes.
 #[derive(Debug)]
 pub(crate) struct Striped<const N: usize> {
-    stripes: Box<[Stripe<N>]>,
+    stripes: Box<[Stripe<N>; STRIPES]>,
 }
 
 impl<const N: usize> Default for Striped<N> {
     fn default() -> Self {
         Striped {
-            stripes: (0..STRIPES)
-                .map(|_| Stripe(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
+            stripes: Box::new(std::array::from_fn(|_| {
+                Stripe(std::array::from_fn(|_| AtomicU64::new(0)))
+            })),
         }
     }
 }
 
 impl<const N: usize> Striped<N> {
     /// Adds `n` to counter `i`.
+    #[inline]
     pub(crate) fn add(&self, i: usize, n: u64) {
         self.stripes[stripe()].0[i].fetch_add(n, Relaxed);
     }

@@ -158,3 +158,31 @@ async fn refresh_ahead_reloads_once_in_the_background() {
     // The refreshed value is there before the old one would have expired.
     assert_eq!(cache.get::<u32>(&key()).await.unwrap(), Some(1));
 }
+
+/// A claim (`set_if_absent`: a lease, a lock, an idempotency marker) ends
+/// with its TTL under fail-safe too: kept `max_stale` longer to serve
+/// stale, it would refuse every later claim for an hour while `get` says
+/// the key is empty.
+#[tokio::test]
+async fn a_set_if_absent_claim_can_be_taken_again_once_its_ttl_passed() {
+    let cache = cache(FailSafe::new(Duration::from_secs(3600)));
+    let lease = CacheKey::new("lease", "job-7").unwrap();
+    assert!(cache
+        .set_if_absent(&lease, "worker-a", Ttl::millis(100))
+        .await
+        .unwrap());
+    assert!(!cache
+        .set_if_absent(&lease, "worker-b", Ttl::millis(100))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(cache.get::<String>(&lease).await.unwrap(), None);
+    assert!(cache
+        .set_if_absent(&lease, "worker-b", Ttl::millis(100))
+        .await
+        .unwrap());
+    assert_eq!(
+        cache.get::<String>(&lease).await.unwrap().as_deref(),
+        Some("worker-b")
+    );
+}

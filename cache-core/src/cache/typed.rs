@@ -185,6 +185,14 @@ impl<C: Codec> Cache<C> {
 
     /// Writes `value` only if `key` holds nothing; returns whether it wrote.
     ///
+    /// The value is a claim (a lease, a lock, an idempotency marker): with
+    /// [fail-safe](super::CacheBuilder::fail_safe) on it is still not kept
+    /// past its TTL, so once `ttl` has passed the key can be claimed again.
+    /// A value written by [`set`](Cache::set) or
+    /// [`get_or_set`](Cache::get_or_set) under fail-safe is kept `max_stale`
+    /// past its TTL to be served stale, and counts as present here until
+    /// then.
+    ///
     /// # Errors
     ///
     /// As [`set`](Cache::set).
@@ -209,8 +217,14 @@ impl<C: Codec> Cache<C> {
         let ttl = ttl.resolve(&*self.inner.policy, key.category());
         let payload = self.encode(value)?;
         let stamps = self.stamp_tags(tags).await?;
-        let (bytes, ttl) = self.stored_form(payload, ttl, &stamps);
-        let opts = SetOptions::ttl(ttl).with_mode(mode);
+        let (bytes, physical) = self.stored_form(payload, ttl, &stamps);
+        // A claim is not kept past its TTL to be served stale: it would
+        // refuse every later claim while reads find the key empty.
+        let physical = match mode {
+            SetMode::IfAbsent => ttl,
+            SetMode::Always => physical,
+        };
+        let opts = SetOptions::ttl(physical).with_mode(mode);
         let _write = self.inner.writes.begin_keys(&[&full]);
         let written = self.track((*self.inner.backend).set(&full, bytes, opts).await)?;
         if written {

@@ -152,7 +152,7 @@ struct Inner<C> {
 }
 
 /// How far a read got without waiting (see `Cache::read_now`).
-enum ReadNow {
+pub(super) enum ReadNow {
     /// The backend answered.
     Answered(Result<Option<Bytes>>),
     /// The full key, for the awaited read.
@@ -629,7 +629,17 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
     ) -> Result<(Option<Bytes>, Option<String>)> {
-        match self.read_now(key) {
+        self.read_pending(key, self.read_now(key)).await
+    }
+
+    /// The rest of [`read_stored`](Cache::read_stored) after
+    /// [`read_now`](Cache::read_now) answered `now`.
+    pub(super) async fn read_pending(
+        &self,
+        key: &CacheKey,
+        now: ReadNow,
+    ) -> Result<(Option<Bytes>, Option<String>)> {
+        match now {
             ReadNow::Answered(stored) => Ok((stored?, None)),
             ReadNow::Rendered(full) => {
                 let stored = self.track((*self.inner.backend).get(&full).await)?;
@@ -662,7 +672,7 @@ impl<C: Codec> Cache<C> {
     /// or the full key is handed back for the awaited read.
     /// [`ReadNow::Unknown`] means "the async way from the start" (which
     /// also reports what stopped this one: a closed cache, an invalid key).
-    fn read_now(&self, key: &CacheKey) -> ReadNow {
+    pub(super) fn read_now(&self, key: &CacheKey) -> ReadNow {
         thread_local! {
             static FULL_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::Cache;
+use super::{Cache, ReadNow};
 use crate::backend::{KeyTtl, SetMode, SetOptions};
 use crate::codec::Codec;
 use crate::error::Result;
@@ -25,7 +25,12 @@ impl<C: Codec> Cache<C> {
     /// [`Codec`](crate::ErrorKind::Codec) when the stored bytes do not decode as
     /// `T` (counted in `decode_errors`); the backend's errors.
     pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
-        let (stored, _) = self.read_stored(key).await?;
+        // A backend that answers now (in memory) is read without creating
+        // or polling the awaited read's future.
+        let stored = match self.read_now(key) {
+            ReadNow::Answered(stored) => stored?,
+            pending => self.read_pending(key, pending).await?.0,
+        };
         if let Some(payload) = stored.as_deref().and_then(|bytes| self.plain(bytes)) {
             let value = self.decode(payload)?;
             self.inner.counters.inc(Stat::Hits, 1);

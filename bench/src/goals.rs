@@ -31,12 +31,7 @@ pub(crate) fn summary(r: &Report) -> String {
 
     // Hit ratio: >= the better of moka and quick_cache (within 0.5 points), never below LRU.
     let g = crate::hitratio::GROUP;
-    let mut workloads: Vec<&str> = Vec::new();
-    for rec in r.records.iter().filter(|x| x.group == g) {
-        if !workloads.contains(&rec.workload.as_str()) {
-            workloads.push(&rec.workload);
-        }
-    }
+    let (workloads, _) = crate::report::axes(r.records.iter().filter(|x| x.group == g));
     if workloads.is_empty() {
         add(
             "hit ratio: >= max(moka, quick_cache) - 0.005, >= lru".into(),

@@ -515,16 +515,7 @@ fn paired_table(report: &Report) -> String {
         .iter()
         .filter(|r| r.group == REDIS && r.metric == PAIRED && r.imp != RAW)
         .collect();
-    let mut workloads: Vec<&str> = Vec::new();
-    let mut impls: Vec<&str> = Vec::new();
-    for r in &rows {
-        if !workloads.contains(&r.workload.as_str()) {
-            workloads.push(&r.workload);
-        }
-        if !impls.contains(&r.imp.as_str()) {
-            impls.push(&r.imp);
-        }
-    }
+    let (workloads, impls) = crate::report::axes(rows.iter().copied());
     let width = workloads.iter().map(|w| w.len()).max().unwrap_or(8).max(8);
     let mut out = format!(
         "paired ratio to raw redis-rs (median over rounds of the round's ratio)\n{:<width$}",
@@ -556,16 +547,7 @@ pub(crate) const P99: &str = "p99_us";
 /// cell), printed as a note under its throughput table.
 fn latency_table(report: &Report) -> String {
     let metric = |r: &crate::report::Record, m: &str| r.group == REDIS && r.metric == m;
-    let mut workloads: Vec<&str> = Vec::new();
-    let mut impls: Vec<&str> = Vec::new();
-    for r in report.records.iter().filter(|r| metric(r, P50)) {
-        if !workloads.contains(&r.workload.as_str()) {
-            workloads.push(&r.workload);
-        }
-        if !impls.contains(&r.imp.as_str()) {
-            impls.push(&r.imp);
-        }
-    }
+    let (workloads, impls) = crate::report::axes(report.records.iter().filter(|r| metric(r, P50)));
     let find = |w: &str, i: &str, m: &str| {
         report
             .records

@@ -27,6 +27,24 @@ pub(crate) struct Report {
     pub(crate) errors: Vec<String>,
 }
 
+/// The workloads and the impls of `records`, each in first-seen order:
+/// a table's rows and columns.
+pub(crate) fn axes<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut workloads: Vec<&str> = Vec::new();
+    let mut impls: Vec<&str> = Vec::new();
+    for r in records {
+        if !workloads.contains(&r.workload.as_str()) {
+            workloads.push(&r.workload);
+        }
+        if !impls.contains(&r.imp.as_str()) {
+            impls.push(&r.imp);
+        }
+    }
+    (workloads, impls)
+}
+
 impl Report {
     pub(crate) fn add(
         &mut self,
@@ -49,10 +67,16 @@ impl Report {
         self.notes.push((group.to_owned(), text.into()));
     }
 
+    /// A cell's figure in its group's own metric (that of the group's first
+    /// record: a group adds its main figures first, then per-cell extras
+    /// such as latencies or paired ratios, which are read by their metric).
     pub(crate) fn value(&self, group: &str, workload: &str, imp: &str) -> Option<f64> {
+        let metric = self.records.iter().find(|r| r.group == group)?.metric;
         self.records
             .iter()
-            .find(|r| r.group == group && r.workload == workload && r.imp == imp)
+            .find(|r| {
+                r.group == group && r.metric == metric && r.workload == workload && r.imp == imp
+            })
             .map(|r| r.value)
     }
 
@@ -60,16 +84,7 @@ impl Report {
     /// first-seen order), then the ratio of each impl to `baseline`.
     pub(crate) fn table(&self, group: &str, baseline: &str) -> String {
         let rows: Vec<&Record> = self.records.iter().filter(|r| r.group == group).collect();
-        let mut workloads: Vec<&str> = Vec::new();
-        let mut impls: Vec<&str> = Vec::new();
-        for r in &rows {
-            if !workloads.contains(&r.workload.as_str()) {
-                workloads.push(&r.workload);
-            }
-            if !impls.contains(&r.imp.as_str()) {
-                impls.push(&r.imp);
-            }
-        }
+        let (workloads, impls) = axes(rows.iter().copied());
         let metric = rows.first().map_or("", |r| r.metric);
         let mut out = String::new();
         if rows.is_empty() {
@@ -129,5 +144,22 @@ fn fmt_value(metric: &str, v: f64) -> String {
         "ns_per_op" if v >= 1e4 => format!("{:.1}us", v / 1e3),
         "ns_per_op" => format!("{v:.1}ns"),
         _ => format!("{v:.1}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_of_the_groups_own_metric() {
+        let mut report = Report::default();
+        report.add("redis", "GET, 1 task", "other client", "ops_per_sec", 10.0);
+        // An extra of a cell recorded before the cell's main figure.
+        report.add("redis", "GET, 1 task", "raw", "p50_us", 70.0);
+        report.add("redis", "GET, 1 task", "raw", "ops_per_sec", 12.0);
+        assert_eq!(report.value("redis", "GET, 1 task", "raw"), Some(12.0));
+        assert_eq!(report.value("redis", "GET, 2 tasks", "raw"), None);
+        assert_eq!(report.value("tiered", "GET, 1 task", "raw"), None);
     }
 }

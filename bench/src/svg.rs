@@ -10,12 +10,7 @@ const COLORS: [&str; 5] = ["#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#bcbd22"
 
 /// The chart, or `None` when the group has no records.
 pub(crate) fn hit_ratio_chart(report: &Report) -> Option<String> {
-    let mut workloads: Vec<&str> = Vec::new();
-    for r in report.records.iter().filter(|r| r.group == GROUP) {
-        if !workloads.contains(&r.workload.as_str()) {
-            workloads.push(&r.workload);
-        }
-    }
+    let (workloads, _) = crate::report::axes(report.records.iter().filter(|r| r.group == GROUP));
     if workloads.is_empty() {
         return None;
     }

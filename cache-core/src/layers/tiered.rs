@@ -106,7 +106,8 @@ pub struct TieredStats {
     pub invalidations_received: u64,
     /// Invalidations this instance published on the backplane.
     pub invalidations_published: u64,
-    /// Times the backplane subscription was interrupted and L1 was cleared.
+    /// Times the backplane subscription was interrupted and L1 was cleared
+    /// (counted once the copies are gone).
     pub resyncs: u64,
     /// Invalidations that could not be published.
     pub publish_errors: u64,
@@ -695,10 +696,15 @@ async fn listen(
                 applied
             }
             BackplaneEvent::Resync => {
-                stats.resyncs.fetch_add(1, Relaxed);
                 tracing::warn!("tiered: backplane interrupted, clearing L1");
-                let _write = writes.begin_all();
-                l1.delete_matching("*").await.map(drop)
+                let cleared = {
+                    let _write = writes.begin_all();
+                    l1.delete_matching("*").await.map(drop)
+                };
+                // Counted once cleared, as `received`: a reader of the
+                // count knows the copies are gone.
+                stats.resyncs.fetch_add(1, Relaxed);
+                cleared
             }
         };
         if let Err(err) = result {

@@ -147,12 +147,7 @@ pub(crate) fn summary(r: &Report) -> String {
     // Judged by the paired ratio (each round's ratio, then the median):
     // the ratio of the medians is shown beside it.
     let rg = crate::redis_groups::REDIS;
-    let find = |w: &str, i: &str, metric: &str| {
-        r.records
-            .iter()
-            .find(|x| x.group == rg && x.metric == metric && x.workload == w && x.imp == i)
-            .map(|x| x.value)
-    };
+    let find = |w: &str, i: &str, metric: &str| r.value_of(rg, w, i, metric);
     let ops = |w: &str, i: &str| find(w, i, "ops_per_sec");
     let raw_name = crate::redis_groups::RAW;
     for tasks in [1, 50, 200] {

@@ -72,6 +72,15 @@ impl Client {
         }
     }
 
+    /// Writes every key once, as the GETs of the groups expect (hits).
+    async fn store_every_key(&self) {
+        let value = Bytes::from(vec![b'x'; VALUE_LEN]);
+        let text = typed_text();
+        for i in 0..KEYS {
+            self.set(i, &value, &text).await;
+        }
+    }
+
     /// Writes key `i`: `value` (raw clients) or `text` (the typed one,
     /// which stores its JSON encoding).
     async fn set(&self, i: usize, value: &Bytes, text: &str) {
@@ -250,12 +259,9 @@ pub(crate) fn run(report: &mut Report, opts: &Options) {
         for (_, c) in &clients {
             load(Arc::clone(c), 50, KEYS * 2, true, false).await;
         }
-        let value = Bytes::from(vec![b'x'; VALUE_LEN]);
-        let text = typed_text();
-        for i in 0..KEYS {
-            clients[0].1.set(i, &value, &text).await;
-            clients[1].1.set(i, &value, &text).await;
-        }
+        // The raw client reads the keys the backend writes.
+        clients[0].1.store_every_key().await;
+        clients[1].1.store_every_key().await;
     });
 
     if opts.wants(REDIS) {
@@ -527,10 +533,9 @@ fn paired_table(report: &Report) -> String {
     for w in &workloads {
         out.push_str(&format!("\n{w:<width$}"));
         for imp in &impls {
-            let cell = rows
-                .iter()
-                .find(|r| r.workload == *w && r.imp == *imp)
-                .map_or("-".to_owned(), |r| format!("{:.2}x", r.value));
+            let cell = report
+                .value_of(REDIS, w, imp, PAIRED)
+                .map_or("-".to_owned(), |v| format!("{v:.2}x"));
             out.push_str(&format!(" | {cell:>w$}", w = imp.len().max(12)));
         }
     }
@@ -546,15 +551,13 @@ pub(crate) const P99: &str = "p99_us";
 /// The `redis` group's latencies as a second table (`p50 / p99` in us per
 /// cell), printed as a note under its throughput table.
 fn latency_table(report: &Report) -> String {
-    let metric = |r: &crate::report::Record, m: &str| r.group == REDIS && r.metric == m;
-    let (workloads, impls) = crate::report::axes(report.records.iter().filter(|r| metric(r, P50)));
-    let find = |w: &str, i: &str, m: &str| {
+    let (workloads, impls) = crate::report::axes(
         report
             .records
             .iter()
-            .find(|r| metric(r, m) && r.workload == w && r.imp == i)
-            .map(|r| r.value)
-    };
+            .filter(|r| r.group == REDIS && r.metric == P50),
+    );
+    let find = |w: &str, i: &str, m: &str| report.value_of(REDIS, w, i, m);
     let width = workloads.iter().map(|w| w.len()).max().unwrap_or(8).max(8);
     let mut out = format!("per-op latency, p50 / p99 in us\n{:<width$}", "workload");
     for imp in &impls {
@@ -762,9 +765,8 @@ fn typed_work(
 
 /// Runs `ops` GETs of stored keys from 50 tasks with one Redis client
 /// (`backend`, `typed` or `raw`) against a private server, for a profiler:
-/// the difference of two
-/// runs' instruction counts over the difference of their ops is the
-/// client's cost per GET.
+/// the difference of two runs' instruction counts over the difference of
+/// their ops is the client's cost per GET.
 pub(crate) fn profile_redis(client: &str, ops: usize) {
     let server = RedisServer::builder()
         .args(["--save", "", "--appendonly", "no"])
@@ -803,13 +805,7 @@ pub(crate) fn profile_redis(client: &str, ops: usize) {
     // Every key exists, as in the `redis` group: the GETs hit (and the
     // typed client decodes), and the typed client's category generation
     // is stored before the GETs begin.
-    let value = Bytes::from(vec![b'x'; VALUE_LEN]);
-    let text = typed_text();
-    rt.block_on(async {
-        for i in 0..KEYS {
-            c.set(i, &value, &text).await;
-        }
-    });
+    rt.block_on(c.store_every_key());
     let c = Arc::new(c);
     let (rate, _) = rt.block_on(load(c, 50, ops, false, false));
     eprintln!("{client}: {ops} GETs at {rate:.0}/s");

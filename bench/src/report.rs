@@ -72,6 +72,17 @@ impl Report {
     /// such as latencies or paired ratios, which are read by their metric).
     pub(crate) fn value(&self, group: &str, workload: &str, imp: &str) -> Option<f64> {
         let metric = self.records.iter().find(|r| r.group == group)?.metric;
+        self.value_of(group, workload, imp, metric)
+    }
+
+    /// A cell's figure in `metric`.
+    pub(crate) fn value_of(
+        &self,
+        group: &str,
+        workload: &str,
+        imp: &str,
+        metric: &str,
+    ) -> Option<f64> {
         self.records
             .iter()
             .find(|r| {

@@ -221,7 +221,7 @@ impl Stat {
 /// write the same cache line.
 const STRIPES: usize = 16;
 
-/// One thread's share of every counter, on cache lines of its own.
+/// One thread's share of `N` counters, on cache lines of its own.
 #[derive(Debug)]
 #[repr(align(128))]
 struct Stripe<const N: usize>([AtomicU64; N]);

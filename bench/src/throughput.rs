@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cache_core::{Cache, CacheBackend, CacheKey, SetOptions};
+use cache_core::{Cache, CacheBackend, CacheKey, Codec, JsonCodec, SetOptions};
 use cache_memory::{MemoryBackend, MemoryConfig};
 use dashmap::DashMap;
 
@@ -111,13 +111,14 @@ impl Subject for Typed {
     }
 }
 
-/// The floor of a typed get: the backend's own read of the full key and a
-/// JSON decode of the same 64-byte string, with no facade.
+/// The floor of a typed get: the backend's own read of the full key and the
+/// cache's JSON decode ([`JsonCodec`]) of the same 64-byte string, with no
+/// facade.
 struct LookupDecode(Arc<MemoryBackend>, Arc<Data>);
 impl Subject for LookupDecode {
     fn get(&self, i: usize) -> bool {
         match self.0.get_sync(&self.1.full[i]) {
-            Ok(Some(bytes)) => serde_json::from_slice::<String>(&bytes).is_ok(),
+            Ok(Some(bytes)) => JsonCodec.decode::<String>(&bytes).is_ok(),
             _ => false,
         }
     }

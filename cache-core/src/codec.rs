@@ -59,7 +59,12 @@ impl Codec for JsonCodec {
     /// line and column.
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
         let text = std::str::from_utf8(bytes).map_err(|e| codec_error("json", "decode", e))?;
-        T::deserialize(json_text::JsonText(text)).map_err(|e| codec_error("json", "decode", e))
+        let value = if text.starts_with('"') {
+            T::deserialize(json_text::JsonText(text))
+        } else {
+            json_text::parse(text)
+        };
+        value.map_err(|e| codec_error("json", "decode", e))
     }
 }
 

@@ -11,6 +11,13 @@
 use serde::de::{self, Visitor};
 use serde_json::de::StrRead;
 
+/// `serde_json`'s reading of a text that is not a string (kept out of
+/// line: inlined, it makes the caller too big to inline the string's way).
+#[inline(never)]
+pub(super) fn parse<T: de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    serde_json::from_str(text)
+}
+
 /// A whole JSON text, read as one value.
 pub(super) struct JsonText<'de>(pub(super) &'de str);
 

@@ -4,22 +4,33 @@
 //! `serde_json` reads a string in steps, looking for an escape eight bytes
 //! at a time, then copying; a value that is one plain string is found by
 //! one pass over its bytes, sixteen at a time in vector instructions (a
-//! 64-byte string decodes in ~260 fewer instructions: `Cache::get::<String>`
-//! on memory 1,387 -> 1,131). Everything else, and every string inside a
+//! 64-byte string decodes in ~250 fewer instructions: `Cache::get::<String>`
+//! on memory 1,387 -> 1,136). Everything else, and every string inside a
 //! structure, is `serde_json`'s own reading of the same text.
 
-use serde::de::{self, Visitor};
+use serde::de::{self, DeserializeOwned, Visitor};
 use serde_json::de::StrRead;
 
-/// `serde_json`'s reading of a text that is not a string (kept out of
-/// line: inlined, it makes the caller too big to inline the string's way).
+/// Reads `text` as `serde_json::from_str` does: a text that starts with a
+/// quote through [`JsonText`], any other with `serde_json` itself.
+#[inline]
+pub(super) fn from_str<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    if text.starts_with('"') {
+        T::deserialize(JsonText(text))
+    } else {
+        from_str_out_of_line(text)
+    }
+}
+
+/// `serde_json::from_str`, kept out of line: inlined, it makes its caller
+/// too big to inline the string's way (+30 instructions a string).
 #[inline(never)]
-pub(super) fn parse<T: de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+fn from_str_out_of_line<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
     serde_json::from_str(text)
 }
 
-/// A whole JSON text, read as one value.
-pub(super) struct JsonText<'de>(pub(super) &'de str);
+/// A whole JSON text that starts with a quote, read as one value.
+struct JsonText<'de>(&'de str);
 
 impl<'de> JsonText<'de> {
     /// The contents of the text if it is exactly one string with no
@@ -114,14 +125,11 @@ impl<'de> de::Deserializer<'de> for JsonText<'de> {
         self.deserialize_str(visitor)
     }
 
-    /// `null` is `None`; anything else is `Some` of the same text (as
-    /// `serde_json` does), so an `Option<String>` takes the short way too.
+    /// A text that starts with a quote is not `null`: `Some` of the same
+    /// text (as `serde_json` reads it), so an `Option<String>` takes the
+    /// short way too.
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> serde_json::Result<V::Value> {
-        if self.0.starts_with('"') {
-            visitor.visit_some(self)
-        } else {
-            self.parse(|json| de::Deserializer::deserialize_option(json, visitor))
-        }
+        visitor.visit_some(self)
     }
 
     forward! {

@@ -245,17 +245,27 @@ impl CacheKey {
 
     /// [`render`](CacheKey::render), appended to `out` (a buffer reused
     /// across calls allocates nothing).
+    #[inline]
     pub(crate) fn render_into(&self, prefix: &str, generation: u64, out: &mut String) {
-        out.reserve(prefix.len() + self.text.len() + 1);
+        if generation != 0 {
+            return self.render_generation_into(prefix, generation, out);
+        }
+        out.reserve(prefix.len() + 1 + self.text.len());
         out.push_str(prefix);
         out.push(':');
-        if generation == 0 {
-            out.push_str(&self.text);
-        } else {
-            out.push_str(self.category());
-            let _ = write!(out, "#{generation}");
-            out.push_str(&self.text[self.split as usize..]);
-        }
+        out.push_str(&self.text);
+    }
+
+    /// [`render_into`](CacheKey::render_into) of a generation after the
+    /// first: out of line, so a read's code stays short.
+    #[inline(never)]
+    fn render_generation_into(&self, prefix: &str, generation: u64, out: &mut String) {
+        out.reserve(prefix.len() + self.text.len() + 22);
+        out.push_str(prefix);
+        out.push(':');
+        out.push_str(self.category());
+        let _ = write!(out, "#{generation}");
+        out.push_str(&self.text[self.split as usize..]);
     }
 }
 

@@ -332,6 +332,16 @@ impl Generations {
     }
 
     /// The generation of `category` if it is known and trusted now.
+    ///
+    /// Inlined into every read: a lookup of this thread's memo. The table
+    /// is read out of line ([`trusted_from_table`](Self::trusted_from_table)),
+    /// so a read's code stays short. With that path inlined, callgrind's
+    /// cache simulation of the bench's `Cache::get` of a 214 B struct
+    /// counted 6 instruction-cache misses a read (about 0 with it out of
+    /// line, for the same instructions), and in wall time such a read
+    /// cost 1.17x lookup + decode, against 1.05-1.11x with the memo's code
+    /// left out altogether.
+    #[inline]
     pub(super) fn trusted(&self, category: &str, refresh: Duration) -> Option<u64> {
         // Read before the precise clock below: the memo's deadline counts
         // from it.
@@ -347,6 +357,14 @@ impl Generations {
         if let Some((generation, until)) = memo {
             return (now < until).then_some(generation);
         }
+        self.trusted_from_table(category, refresh, now)
+    }
+
+    /// [`trusted`](Self::trusted) when this thread has no valid memo of
+    /// `category`: reads the table and memoizes what it read.
+    #[cold]
+    #[inline(never)]
+    fn trusted_from_table(&self, category: &str, refresh: Duration, now: Ticks) -> Option<u64> {
         let (known, version) = {
             let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
             (map.get(category).copied()?, self.version.load(Relaxed))

@@ -84,8 +84,21 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
 pub(crate) fn interleaved(
     contenders: usize,
     reps: usize,
-    mut run: impl FnMut(usize) -> f64,
+    run: impl FnMut(usize) -> f64,
 ) -> Vec<f64> {
+    interleaved_rounds(contenders, reps, run)
+        .iter_mut()
+        .map(|v| median(v))
+        .collect()
+}
+
+/// [`interleaved`], with every round's value per contender (in round
+/// order) instead of the median: for ratios paired by round.
+pub(crate) fn interleaved_rounds(
+    contenders: usize,
+    reps: usize,
+    mut run: impl FnMut(usize) -> f64,
+) -> Vec<Vec<f64>> {
     let mut values = vec![Vec::with_capacity(reps); contenders];
     for rep in 0..reps {
         for k in 0..contenders {
@@ -93,7 +106,7 @@ pub(crate) fn interleaved(
             values[i].push(run(i));
         }
     }
-    values.iter_mut().map(|v| median(v)).collect()
+    values
 }
 
 /// Ops per second of `ops` operations run by `threads` threads, each doing

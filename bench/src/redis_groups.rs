@@ -15,7 +15,7 @@ use cache_testkit::redis_server::RedisServer;
 use redis::aio::MultiplexedConnection;
 
 use crate::codec::Profile;
-use crate::harness::{dyn_get, interleaved, median, ops_per_sec, ready, Rng};
+use crate::harness::{dyn_get, interleaved, interleaved_rounds, median, ops_per_sec, ready, Rng};
 use crate::report::Report;
 use crate::throughput::{memory_backend, VALUE_LEN};
 use crate::Options;
@@ -504,7 +504,7 @@ pub(crate) const RAW: &str = "raw redis-rs";
 pub(crate) const PAIRED: &str = "paired_ratio";
 
 /// The median over rounds of `ours[r] / raw[r]` (NaN without rounds).
-fn paired_ratio(ours: &[f64], raw: &[f64]) -> f64 {
+pub(crate) fn paired_ratio(ours: &[f64], raw: &[f64]) -> f64 {
     let mut ratios: Vec<f64> = ours
         .iter()
         .zip(raw)
@@ -586,7 +586,7 @@ fn typed_group(
     let (iters, reps) = if opts.quick {
         (20_000, 5)
     } else {
-        (100_000, 9)
+        (100_000, 15)
     };
     let memory = Arc::new(MemoryBackend::with_config(
         cache_memory::MemoryConfig::default()
@@ -645,7 +645,7 @@ fn typed_group(
     let sample = JsonCodec.encode(&Profile::sample(1)).expect("encodes");
     // Inside the runtime: a typed read may refresh its category's
     // generation from L2 (once a second).
-    let medians = interleaved(names.len(), reps, |i| {
+    let mut rounds = interleaved_rounds(names.len(), reps, |i| {
         rt.block_on(async {
             let t = Instant::now();
             for j in 0..iters {
@@ -667,17 +667,32 @@ fn typed_group(
             t.elapsed().as_nanos() as f64 / iters as f64
         })
     });
-    for (i, m) in medians.iter().enumerate() {
-        report.add(
-            TYPED,
-            &format!("get hit, ~{} B struct, 1 thread", sample.len()),
-            names[i],
-            "ns_per_op",
-            *m,
-        );
+    let workload = format!("get hit, ~{} B struct, 1 thread", sample.len());
+    // The goals' pairs, also as each round's ratio (then the median): the
+    // host's drift between rounds cancels out of it.
+    let at = |name: &str| names.iter().position(|n| *n == name).expect("a cell");
+    let paired =
+        TYPED_PAIRS.map(|(ours, floor)| paired_ratio(&rounds[at(ours)], &rounds[at(floor)]));
+    // The group's own metric first (see `Report::value`).
+    for (i, values) in rounds.iter_mut().enumerate() {
+        report.add(TYPED, &workload, names[i], "ns_per_op", median(values));
     }
+    let mut note = String::from("paired by round (median of each round's ratio):");
+    for ((ours, floor), paired) in TYPED_PAIRS.iter().zip(paired) {
+        report.add(TYPED, &workload, ours, PAIRED, paired);
+        note.push_str(&format!(" {ours} {paired:.2}x {floor};"));
+    }
+    report.note(TYPED, note);
     eprint!(".");
 }
+
+/// The typed group's goal pairs: a cell and the cell it is measured
+/// against, each round.
+pub(crate) const TYPED_PAIRS: [(&str, &str); 3] = [
+    ("Cache::get::<T> memory", "lookup + decode"),
+    ("TypedL1 hit (memory)", "quick_cache Arc<T>"),
+    ("TypedL1 hit (Tiered)", "quick_cache Arc<T>"),
+];
 
 /// Runs `ops` typed reads of one kind on memory once, for a profiler
 /// (`valgrind --tool=callgrind --toggle-collect='*typed_work*'`); `cell` is

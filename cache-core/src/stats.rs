@@ -194,6 +194,25 @@ pub(crate) enum Stat {
 impl Stat {
     const ALL: usize = 14;
 
+    /// Every stat, in the order of their numbers.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const EVERY: [Stat; Stat::ALL] = [
+        Stat::Hits,
+        Stat::Misses,
+        Stat::Sets,
+        Stat::Deletes,
+        Stat::Errors,
+        Stat::DecodeErrors,
+        Stat::LoaderCalls,
+        Stat::LoaderErrors,
+        Stat::StaleServed,
+        Stat::LoaderTimeouts,
+        Stat::Refreshes,
+        Stat::Coalesced,
+        Stat::LeaseWaits,
+        Stat::LeaseFallbacks,
+    ];
+
     /// The name it is exported under with the `metrics` feature.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     fn metric(self) -> &'static str {
@@ -284,16 +303,26 @@ impl<const N: usize> Striped<N> {
 #[derive(Debug)]
 pub(crate) struct Counters {
     stripes: Striped<{ Stat::ALL }>,
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    prefix: String,
+    /// The exported name and `prefix` label of each stat, built once: the
+    /// `counter!` macro would build them (two allocations) on every call.
+    #[cfg(feature = "metrics")]
+    keys: [metrics::Key; Stat::ALL],
     started: Instant,
 }
 
 impl Counters {
     pub(crate) fn new(prefix: &str) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = prefix;
         Counters {
             stripes: Striped::default(),
-            prefix: prefix.to_owned(),
+            #[cfg(feature = "metrics")]
+            keys: Stat::EVERY.map(|stat| {
+                metrics::Key::from_parts(
+                    stat.metric(),
+                    vec![metrics::Label::new("prefix", prefix.to_owned())],
+                )
+            }),
             started: Instant::now(),
         }
     }
@@ -305,7 +334,7 @@ impl Counters {
         }
         self.stripes.add(stat as usize, n);
         #[cfg(feature = "metrics")]
-        metrics::counter!(stat.metric(), "prefix" => self.prefix.clone()).increment(n);
+        export(&self.keys[stat as usize], n);
     }
 
     fn get(&self, stat: Stat) -> u64 {
@@ -405,9 +434,25 @@ pub(crate) fn as_millis<S: Serializer>(d: &Duration, serializer: S) -> Result<S:
     serializer.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
+/// Adds `n` to the counter `key` of the recorder in use now (as
+/// `metrics::counter!` does, with the key built once).
+#[cfg(feature = "metrics")]
+pub(crate) fn export(key: &metrics::Key, n: u64) {
+    static METADATA: metrics::Metadata<'static> =
+        metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(n));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_stat_is_at_its_number() {
+        for (i, stat) in Stat::EVERY.into_iter().enumerate() {
+            assert_eq!(stat as usize, i);
+        }
+    }
 
     #[test]
     fn striped_counters_sum_what_every_thread_added() {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cache_core::layers::Metered;
+use cache_core::layers::{Metered, Tiered, TieredConfig};
 use cache_core::{Cache, CacheBackend, CacheKey};
 use cache_memory::MemoryBackend;
 use cache_testkit::{FaultConfig, FaultInjecting};
@@ -163,10 +163,27 @@ async fn metrics_documented_names_have_the_right_counts() {
         FaultConfig::none().with_fail_every(1),
     ));
     assert!(failing.get("k").await.is_err());
+    {
+        let counters = capture.counters.lock().unwrap();
+        assert_eq!(
+            counters["cache_backend_errors_total{backend=memory,kind=connection,op=get}"]
+                .load(Ordering::SeqCst),
+            1
+        );
+    }
+
+    // Tier hits, label `tier`: one read from L2 (copied into L1), then two
+    // from L1.
+    let l2 = Arc::new(MemoryBackend::new());
+    l2.set("t", bytes::Bytes::from_static(b"1"), Default::default())
+        .await
+        .unwrap();
+    let tiered = Tiered::new(Arc::new(MemoryBackend::new()), l2, TieredConfig::default());
+    for _ in 0..3 {
+        assert!(tiered.get("t").await.unwrap().is_some());
+    }
     let counters = capture.counters.lock().unwrap();
-    assert_eq!(
-        counters["cache_backend_errors_total{backend=memory,kind=connection,op=get}"]
-            .load(Ordering::SeqCst),
-        1
-    );
+    let tier =
+        |t: &str| counters[&format!("cache_tier_hits_total{{tier={t}}}")].load(Ordering::SeqCst);
+    assert_eq!((tier("l1"), tier("l2")), (2, 1), "{counters:#?}");
 }

@@ -517,7 +517,7 @@ impl Tiered {
     /// Counts an L1 hit of `value`.
     fn l1_hit(&self, value: Bytes) -> Bytes {
         self.counters.reads.add(L1_HIT, 1);
-        tier_hit("l1", 1);
+        tier_hit(Tier::L1, 1);
         value
     }
 
@@ -713,13 +713,30 @@ async fn listen(
     }
 }
 
+/// The tier a read was served from.
+#[derive(Clone, Copy)]
+enum Tier {
+    L1 = 0,
+    L2 = 1,
+}
+
+/// Counts `n` hits in `tier` as `cache_tier_hits_total{tier="l1"|"l2"}`.
 #[cfg(feature = "metrics")]
-fn tier_hit(tier: &'static str, n: u64) {
-    metrics::counter!("cache_tier_hits_total", "tier" => tier).increment(n);
+fn tier_hit(tier: Tier, n: u64) {
+    use metrics::{Key, Label};
+    // The keys are static: `counter!` with a label builds one (a vector)
+    // on every call.
+    static L1: [Label; 1] = [Label::from_static_parts("tier", "l1")];
+    static L2: [Label; 1] = [Label::from_static_parts("tier", "l2")];
+    static KEYS: [Key; 2] = [
+        Key::from_static_parts("cache_tier_hits_total", &L1),
+        Key::from_static_parts("cache_tier_hits_total", &L2),
+    ];
+    crate::stats::export(&KEYS[tier as usize], n);
 }
 
 #[cfg(not(feature = "metrics"))]
-fn tier_hit(_tier: &'static str, _n: u64) {}
+fn tier_hit(_tier: Tier, _n: u64) {}
 
 /// The capabilities of L1 in front of L2.
 fn combine(l1: Capabilities, l2: Capabilities) -> Capabilities {
@@ -771,7 +788,7 @@ impl CacheBackend for Tiered {
             return Ok(None);
         };
         self.counters.reads.add(L2_HIT, 1);
-        tier_hit("l2", 1);
+        tier_hit(Tier::L2, 1);
         if let Some(snapshot) = snapshot {
             self.fill(key, &value, snapshot).await;
         }
@@ -901,7 +918,7 @@ impl CacheBackend for Tiered {
         let mut out = (*self.l1).get_many(keys).await?;
         let l1_hits = out.iter().filter(|v| v.is_some()).count();
         self.counters.reads.add(L1_HIT, l1_hits as u64);
-        tier_hit("l1", l1_hits as u64);
+        tier_hit(Tier::L1, l1_hits as u64);
         if l1_hits == keys.len() {
             return Ok(out);
         }
@@ -929,7 +946,7 @@ impl CacheBackend for Tiered {
                 match by_key.get(key) {
                     Some(value) => {
                         self.counters.reads.add(L2_HIT, 1);
-                        tier_hit("l2", 1);
+                        tier_hit(Tier::L2, 1);
                         *slot = Some((*value).clone());
                     }
                     None => {

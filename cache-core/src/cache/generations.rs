@@ -335,12 +335,7 @@ impl Generations {
     ///
     /// Inlined into every read: a lookup of this thread's memo. The table
     /// is read out of line ([`trusted_from_table`](Self::trusted_from_table)),
-    /// so a read's code stays short. With that path inlined, callgrind's
-    /// cache simulation of the bench's `Cache::get` of a 214 B struct
-    /// counted 6 instruction-cache misses a read (about 0 with it out of
-    /// line, for the same instructions), and in wall time such a read
-    /// cost 1.17x lookup + decode, against 1.05-1.11x with the memo's code
-    /// left out altogether.
+    /// so the read's own code stays short.
     #[inline]
     pub(super) fn trusted(&self, category: &str, refresh: Duration) -> Option<u64> {
         // Read before the precise clock below: the memo's deadline counts

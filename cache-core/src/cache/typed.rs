@@ -32,9 +32,11 @@ impl<C: Codec> Cache<C> {
             pending => self.read_pending(key, pending).await?.0,
         };
         if let Some(payload) = stored.as_deref().and_then(|bytes| self.plain(bytes)) {
-            let value = self.decode(payload)?;
-            self.inner.counters.inc(Stat::Hits, 1);
-            return Ok(Some(value));
+            // Mapped, not `?` then `Ok(Some(..))`: one move of `T` less.
+            return self.decode(payload).map(|value| {
+                self.inner.counters.inc(Stat::Hits, 1);
+                Some(value)
+            });
         }
         match self.live_entry(stored, None).await? {
             Some(entry) => {

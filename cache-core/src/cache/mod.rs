@@ -151,6 +151,11 @@ struct Inner<C> {
     closed: AtomicBool,
 }
 
+thread_local! {
+    /// The buffer [`Cache::read_now`] renders full keys into.
+    static FULL_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// How far a read got without waiting (see `Cache::read_now`).
 pub(super) enum ReadNow {
     /// The backend answered.
@@ -673,9 +678,6 @@ impl<C: Codec> Cache<C> {
     /// [`ReadNow::Unknown`] means "the async way from the start" (which
     /// also reports what stopped this one: a closed cache, an invalid key).
     pub(super) fn read_now(&self, key: &CacheKey) -> ReadNow {
-        thread_local! {
-            static FULL_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
         if self.inner.closed.load(Ordering::Relaxed) {
             return ReadNow::Unknown;
         }
@@ -694,9 +696,26 @@ impl<C: Codec> Cache<C> {
             }
             match (*self.inner.backend).get_now(&full) {
                 Some(answer) => ReadNow::Answered(self.track(answer)),
-                None => ReadNow::Rendered(full.as_str().to_owned()),
+                // The buffer itself goes with the awaited read (no copy);
+                // `recycle` brings it back.
+                None => ReadNow::Rendered(std::mem::take(&mut *full)),
             }
         })
+    }
+
+    /// Gives a full key's buffer back to this thread for the next
+    /// [`read_now`](Cache::read_now) to render into, if the thread has none
+    /// (an awaited read took it): a read of a backend that does not answer
+    /// at once (Redis) then allocates no key.
+    pub(super) fn recycle(full: Option<String>) {
+        let Some(full) = full else { return };
+        FULL_KEY.with(|buffer| {
+            if let Ok(mut buffer) = buffer.try_borrow_mut() {
+                if buffer.capacity() == 0 {
+                    *buffer = full;
+                }
+            }
+        });
     }
 
     /// Shuts the cache down: later calls on it (and its clones) fail with

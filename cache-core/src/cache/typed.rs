@@ -29,7 +29,11 @@ impl<C: Codec> Cache<C> {
         // or polling the awaited read's future.
         let stored = match self.read_now(key) {
             ReadNow::Answered(stored) => stored?,
-            pending => self.read_pending(key, pending).await?.0,
+            pending => {
+                let (stored, full) = self.read_pending(key, pending).await?;
+                Self::recycle(full);
+                stored
+            }
         };
         if let Some(payload) = stored.as_deref().and_then(|bytes| self.plain(bytes)) {
             // Mapped, not `?` then `Ok(Some(..))`: one move of `T` less.

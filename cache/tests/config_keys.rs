@@ -7,10 +7,14 @@
 //! unknown fields, a default drifts from the README table, or `open_with`
 //! skips a layer (no timeout, no fail-open).
 
+#[cfg(feature = "memory")]
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache::{CacheConfig, CacheKey, ErrorKind};
+#[cfg(feature = "memory")]
+use cache::CacheKey;
+use cache::{CacheConfig, ErrorKind};
+#[cfg(feature = "memory")]
 use cache_testkit::{FaultConfig, FaultInjecting};
 
 fn assert_names(err: &cache::Error, key: &str) {

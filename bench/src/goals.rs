@@ -227,10 +227,7 @@ pub(crate) fn summary(r: &Report) -> String {
     let y = |i: &str, metric: &str| yw.as_deref().and_then(|w| r.value_of(yg, w, i, metric));
     // Judged, as the Redis goals are, by the ratio paired by round; the
     // ratio of the medians is shown beside it.
-    for ((ours, floor), max) in crate::redis_groups::TYPED_PAIRS
-        .into_iter()
-        .zip([1.15, 2.0, 2.0])
-    {
+    for (ours, floor, max) in crate::redis_groups::TYPED_GOALS {
         let goal = format!("{ours} <= {max}x {floor} (ns per get)");
         match (
             y(ours, "ns_per_op"),

@@ -1,6 +1,6 @@
 //! `MemoryBackend`: the in-process backend.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -363,10 +363,7 @@ impl Shared {
     #[inline(always)]
     fn read(&self, key: &str) -> Option<Bytes> {
         let expired = {
-            // Not `hash_one`, which the compiler may leave out of line.
-            let mut hasher = self.map.hasher().build_hasher();
-            key.hash(&mut hasher);
-            let hash = hasher.finish();
+            let hash = self.map.hasher().hash_key(key);
             // As `DashMap::get` finds the shard (`hash_usize` is this hash).
             let shard = self.map.shards()[self.map.determine_shard(hash as usize)].read();
             let (_, entry) = shard.get(hash, |(stored, _)| **stored == *key)?;

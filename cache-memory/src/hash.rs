@@ -11,7 +11,7 @@
 //! This file is self-contained (no `crate::` paths) so the comparison bench
 //! can compile the very same hasher into its raw-`DashMap` baseline.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// Odd 64-bit constants (the fractional digits of pi), mixed with the seed.
 const K0: u64 = 0x243f_6a88_85a3_08d3;
@@ -52,6 +52,18 @@ impl Default for KeyHasherBuilder {
             seed: random.hash_one(K0),
             seed2: random.hash_one(K1) | 1,
         }
+    }
+}
+
+impl KeyHasherBuilder {
+    /// `self.hash_one(key)`, the hash a map of `Arc<str>` keys gives `key`,
+    /// always inlined: `hash_one` may stay out of line behind a call.
+    #[inline(always)]
+    #[allow(clippy::manual_hash_one, reason = "hash_one is the call this avoids")]
+    pub(crate) fn hash_key(&self, key: &str) -> u64 {
+        let mut hasher = self.build_hasher();
+        key.hash(&mut hasher);
+        hasher.finish()
     }
 }
 
@@ -151,6 +163,14 @@ mod tests {
         assert!(top7.iter().all(|&n| n > 3_500 && n < 6_000), "{top7:?}");
         // Prefixes differ: "a" + "" vs "" + "a" are different keys.
         assert_ne!(builder.hash_one(("a", "")), builder.hash_one(("", "a")));
+    }
+
+    #[test]
+    fn hash_key_is_hash_one() {
+        let builder = KeyHasherBuilder::default();
+        for key in ["", "a", "user:000123", "cache:user:000123:a-longer-id"] {
+            assert_eq!(builder.hash_key(key), builder.hash_one(key), "{key}");
+        }
     }
 
     #[test]

@@ -438,10 +438,20 @@ pub(crate) fn as_millis<S: Serializer>(d: &Duration, serializer: S) -> Result<S:
 /// `metrics::counter!` does, with the key built once).
 #[cfg(feature = "metrics")]
 pub(crate) fn export(key: &metrics::Key, n: u64) {
-    static METADATA: metrics::Metadata<'static> =
-        metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
     metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(n));
 }
+
+/// Records `value` in the histogram `key` of the recorder in use now (as
+/// `metrics::histogram!` does, with the key built once).
+#[cfg(feature = "metrics")]
+pub(crate) fn export_histogram(key: &metrics::Key, value: f64) {
+    metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA).record(value));
+}
+
+/// What the `metrics` macros would say of the call site.
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 #[cfg(test)]
 mod tests {

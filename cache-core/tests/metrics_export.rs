@@ -170,6 +170,11 @@ async fn metrics_documented_names_have_the_right_counts() {
                 .load(Ordering::SeqCst),
             1
         );
+        assert_eq!(
+            counters["cache_backend_calls_total{backend=memory,op=get,outcome=error}"]
+                .load(Ordering::SeqCst),
+            1
+        );
     }
 
     // Tier hits, label `tier`: one read from L2 (copied into L1), then two

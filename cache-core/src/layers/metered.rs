@@ -63,6 +63,39 @@ pub struct Metered<B> {
     ops: [OpCounters; OPS.len()],
     log_key_lengths: bool,
     errors: Mutex<BTreeMap<(&'static str, ErrorKind), u64>>,
+    /// The exported keys of every operation, built once: the `counter!`
+    /// and `histogram!` macros build a key with its label vector on every
+    /// call (three allocations per backend call).
+    #[cfg(feature = "metrics")]
+    keys: Box<[OpKeys; OPS.len()]>,
+}
+
+/// The exported metric keys of one operation (labels `backend`, `op`).
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct OpKeys {
+    /// `cache_backend_calls_total`, by [`Outcome`]'s number (the last: `error`).
+    calls: [metrics::Key; 4],
+    duration: metrics::Key,
+}
+
+#[cfg(feature = "metrics")]
+impl OpKeys {
+    fn new(backend: &'static str, op: &'static str) -> Self {
+        let key = |name: &'static str, extra: Option<(&'static str, &'static str)>| {
+            let mut labels = vec![
+                metrics::Label::from_static_parts("backend", backend),
+                metrics::Label::from_static_parts("op", op),
+            ];
+            labels.extend(extra.map(|(k, v)| metrics::Label::from_static_parts(k, v)));
+            metrics::Key::from_parts(name, labels)
+        };
+        OpKeys {
+            calls: ["hit", "miss", "ok", "error"]
+                .map(|outcome| key("cache_backend_calls_total", Some(("outcome", outcome)))),
+            duration: key("cache_backend_duration_seconds", None),
+        }
+    }
 }
 
 const OPS: [&str; 16] = [
@@ -109,17 +142,21 @@ pub struct OpStats {
     pub total_time: Duration,
 }
 
-/// How a call went, for the counters.
+/// How a call went, for the counters; its number indexes
+/// [`OpKeys::calls`].
+#[derive(Clone, Copy)]
 enum Outcome {
-    Hit,
-    Miss,
-    Ok,
+    Hit = 0,
+    Miss = 1,
+    Ok = 2,
 }
 
 impl<B: CacheBackend> Metered<B> {
     /// Wraps `inner`.
     pub fn new(inner: B) -> Self {
         Metered {
+            #[cfg(feature = "metrics")]
+            keys: Box::new(OPS.map(|op| OpKeys::new(inner.name(), op))),
             inner,
             ops: Default::default(),
             log_key_lengths: false,
@@ -234,37 +271,34 @@ impl<B: CacheBackend> Metered<B> {
                 Err(err.kind())
             }
         };
-        self.export(op, &outcome, elapsed);
+        self.export(index, &outcome, elapsed);
     }
 
     #[cfg(feature = "metrics")]
     fn export(
         &self,
-        op: &'static str,
+        index: usize,
         outcome: &std::result::Result<Outcome, ErrorKind>,
         elapsed: Duration,
     ) {
-        let backend = self.inner.name();
-        let label = match outcome {
-            Ok(Outcome::Hit) => "hit",
-            Ok(Outcome::Miss) => "miss",
-            Ok(Outcome::Ok) => "ok",
-            Err(_) => "error",
+        let keys = &self.keys[index];
+        let at = match outcome {
+            Ok(outcome) => *outcome as usize,
+            Err(_) => 3,
         };
-        metrics::counter!("cache_backend_calls_total", "backend" => backend, "op" => op, "outcome" => label)
-            .increment(1);
+        crate::stats::export(&keys.calls[at], 1);
         if let Err(kind) = outcome {
-            metrics::counter!("cache_backend_errors_total", "backend" => backend, "op" => op, "kind" => kind.as_str())
+            // Rare: built here.
+            metrics::counter!("cache_backend_errors_total", "backend" => self.inner.name(), "op" => OPS[index], "kind" => kind.as_str())
                 .increment(1);
         }
-        metrics::histogram!("cache_backend_duration_seconds", "backend" => backend, "op" => op)
-            .record(elapsed.as_secs_f64());
+        crate::stats::export_histogram(&keys.duration, elapsed.as_secs_f64());
     }
 
     #[cfg(not(feature = "metrics"))]
     fn export(
         &self,
-        _op: &'static str,
+        _index: usize,
         _outcome: &std::result::Result<Outcome, ErrorKind>,
         _elapsed: Duration,
     ) {

@@ -563,3 +563,113 @@ async fn generations_converge_after_clear_or_eviction() {
         a.clear().await.unwrap();
     }
 }
+
+/// The reads of one category whose trust in its generation ran out
+/// together read the generation once: the first reads it, the others wait
+/// for that read (not one read of the generation key each, a burst on one
+/// hot key every refresh interval). With a refresh of 0 every read still
+/// reads it itself: a read must see the bumps made before it started.
+#[tokio::test]
+async fn reads_whose_generation_trust_ran_out_together_share_one_read_of_it() {
+    use cache_core::layers::Metered;
+    use cache_testkit::{FaultConfig, FaultInjecting};
+
+    for (refresh, generation_reads) in [(Duration::from_millis(100), 1), (Duration::ZERO, 20)] {
+        let slow = FaultConfig::none().with_latency(Duration::from_millis(20));
+        let metered = Arc::new(Metered::new(FaultInjecting::new(
+            MemoryBackend::new(),
+            slow,
+        )));
+        let cache = Cache::builder(Arc::clone(&metered) as Arc<dyn CacheBackend>)
+            .generation_refresh(refresh)
+            .build()
+            .unwrap();
+        let k = key("user", 1);
+        cache.set(&k, &"Ada".to_string()).await.unwrap();
+        tokio::time::sleep(refresh + Duration::from_millis(50)).await;
+        let gets = || metered.snapshot()["get"].calls;
+        let before = gets();
+        let reads = (0..20).map(|_| cache.get::<String>(&k));
+        for read in futures_join_all(reads).await {
+            assert_eq!(read.unwrap().as_deref(), Some("Ada"));
+        }
+        // 20 reads of the value, and the generation's.
+        assert_eq!(
+            gets() - before,
+            20 + generation_reads,
+            "refresh {refresh:?}"
+        );
+    }
+}
+
+/// Polls every future to completion, together on this task.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, output) in pending.iter_mut().zip(&mut outputs) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}
+
+/// A read that waits for another call's read of the generation does not
+/// hang or fail when that call is dropped midway: it reads it itself.
+#[tokio::test]
+async fn a_read_waiting_for_a_dropped_generation_read_reads_it_itself() {
+    use cache_core::layers::Metered;
+    use cache_testkit::{FaultConfig, FaultInjecting};
+    use std::future::Future;
+    use std::task::Poll;
+
+    let refresh = Duration::from_millis(100);
+    let slow = FaultConfig::none().with_latency(Duration::from_millis(20));
+    let metered = Arc::new(Metered::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        slow,
+    )));
+    let cache = Cache::builder(Arc::clone(&metered) as Arc<dyn CacheBackend>)
+        .generation_refresh(refresh)
+        .build()
+        .unwrap();
+    let k = key("user", 1);
+    cache.set(&k, &"Ada".to_string()).await.unwrap();
+    tokio::time::sleep(refresh + Duration::from_millis(50)).await;
+    let gets = || metered.snapshot()["get"].calls;
+    let before = gets();
+    let mut leader = Box::pin(cache.get::<String>(&k));
+    let mut waiter = Box::pin(cache.get::<String>(&k));
+    // Both start: the first reads the generation, the second waits for it.
+    std::future::poll_fn(|cx| {
+        assert!(leader.as_mut().poll(cx).is_pending());
+        assert!(waiter.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    drop(leader);
+    let read = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter is not left waiting");
+    assert_eq!(read.unwrap().as_deref(), Some("Ada"));
+    // The waiter's own read of the generation, and of its value (`Metered`
+    // counts the calls that finished, not the dropped one).
+    assert_eq!(gets() - before, 2);
+}

@@ -6,10 +6,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use super::Cache;
 use crate::backend::{SetMode, SetOptions};
@@ -210,10 +211,42 @@ impl<C: Codec> Cache<C> {
     /// [`PROBATION_TRUST`] during one refresh interval, so it sees such a
     /// raise within 50 ms: after a `clear()` or an eviction, all instances
     /// agree again within one refresh interval of their next call.
+    ///
+    /// Reads of one category whose trust ran out together read it once:
+    /// the first reads it, the others wait for its answer (see
+    /// [`Generations::join_or_lead`]). With a refresh of 0 each reads it
+    /// itself: a read must see the bumps made before it started.
     pub(super) async fn generation(&self, category: &str) -> Result<u64> {
         if let Some(generation) = self.trusted_generation(category) {
             return Ok(generation);
         }
+        if self.inner.generation_refresh.is_zero() {
+            return self.read_generation(category).await;
+        }
+        let generations = &self.inner.generations;
+        loop {
+            match generations.join_or_lead(category) {
+                GenerationRead::Join(mut answer) => {
+                    if let Ok(answer) = answer.wait_for(Option::is_some).await {
+                        if let Some(result) = answer.clone() {
+                            return result;
+                        }
+                    }
+                    // The reader's call was dropped before it answered:
+                    // one of its waiters reads now.
+                }
+                GenerationRead::Lead(lead) => {
+                    let result = self.read_generation(category).await;
+                    lead.answer(result.clone());
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// Reads `category`'s generation from the backend (see
+    /// [`generation`](Cache::generation)).
+    async fn read_generation(&self, category: &str) -> Result<u64> {
         let known = self.known_generation(category);
         let local = known.map_or(0, |k| k.generation);
         let gen_key = self.generation_key(category);
@@ -286,6 +319,59 @@ pub(super) struct Generations {
     id: u64,
     version: AtomicU64,
     map: RwLock<HashMap<String, KnownGeneration>>,
+    /// The reads of generations from the backend in flight, by category,
+    /// with the table's version when each started: each answers its
+    /// waiters on its channel.
+    reads: Mutex<HashMap<String, (u64, Answer)>>,
+}
+
+/// Where the answer of a read of a generation arrives (`None` until then).
+type Answer = watch::Receiver<Option<Result<u64>>>;
+
+/// A read of a generation joined or led (see [`Generations::join_or_lead`]).
+enum GenerationRead<'a> {
+    /// Another call reads it: its answer arrives here.
+    Join(Answer),
+    /// This call reads it.
+    Lead(Lead<'a>),
+}
+
+/// The read of a generation this call leads: answers the calls waiting
+/// for it, and leaves the table of reads in flight when done or dropped
+/// (its waiters then see the channel closed and read again).
+struct Lead<'a> {
+    generations: &'a Generations,
+    category: &'a str,
+    /// The table's version when it started.
+    version: u64,
+    answer: watch::Sender<Option<Result<u64>>>,
+}
+
+impl Lead<'_> {
+    fn answer(self, result: Result<u64>) {
+        // Leave the table first (on drop): a call arriving after the answer
+        // starts a read of its own rather than take this one.
+        let answer = self.answer.clone();
+        drop(self);
+        answer.send_replace(Some(result));
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut reads = self
+            .generations
+            .reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Unless a later read took its place.
+        if reads
+            .get(self.category)
+            .is_some_and(|(version, _)| *version == self.version)
+        {
+            reads.remove(self.category);
+        }
+    }
 }
 
 /// One thread's memo of one category's generation in one table.
@@ -313,7 +399,31 @@ impl Generations {
             id: NEXT_ID.fetch_add(1, Relaxed),
             version: AtomicU64::new(0),
             map: RwLock::new(HashMap::new()),
+            reads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Joins the read of `category`'s generation in flight, or leads one.
+    ///
+    /// Joins only a read that started since the table last changed: after
+    /// an `invalidate_category` here, a read started before it could answer
+    /// the generation before the bump.
+    fn join_or_lead<'a>(&'a self, category: &'a str) -> GenerationRead<'a> {
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        let version = self.version.load(Acquire);
+        if let Some((started, answer)) = reads.get(category) {
+            if *started == version {
+                return GenerationRead::Join(answer.clone());
+            }
+        }
+        let (answer, waiters) = watch::channel(None);
+        reads.insert(category.to_owned(), (version, waiters));
+        GenerationRead::Lead(Lead {
+            generations: self,
+            category,
+            version,
+            answer,
+        })
     }
 
     fn known(&self, category: &str) -> Option<KnownGeneration> {
@@ -417,5 +527,55 @@ impl KnownGeneration {
         };
         let until = self.read_at.checked_add(trust)?;
         (now < until).then_some(until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joins(read: &GenerationRead<'_>) -> bool {
+        matches!(read, GenerationRead::Join(_))
+    }
+
+    #[test]
+    fn a_read_is_joined_until_the_table_changes_and_then_replaced() {
+        let generations = Generations::new();
+        let first = generations.join_or_lead("user");
+        assert!(!joins(&first));
+        assert!(joins(&generations.join_or_lead("user")));
+        assert!(!joins(&generations.join_or_lead("order")));
+        // A change of the table (an invalidation here) since the first
+        // read started: a later call reads again rather than join it.
+        generations.update(|_| {});
+        let second = generations.join_or_lead("user");
+        assert!(!joins(&second));
+        // The first read ending leaves the second in the table.
+        drop(first);
+        assert!(joins(&generations.join_or_lead("user")));
+        let GenerationRead::Lead(second) = second else {
+            unreachable!()
+        };
+        second.answer(Ok(7));
+        assert!(!joins(&generations.join_or_lead("user")));
+    }
+
+    #[tokio::test]
+    async fn the_answer_reaches_every_waiter() {
+        let generations = Generations::new();
+        let GenerationRead::Lead(lead) = generations.join_or_lead("user") else {
+            unreachable!()
+        };
+        let waiters: Vec<_> = (0..3)
+            .map(|_| match generations.join_or_lead("user") {
+                GenerationRead::Join(answer) => answer,
+                GenerationRead::Lead(_) => unreachable!(),
+            })
+            .collect();
+        lead.answer(Ok(3));
+        for mut answer in waiters {
+            let answer = answer.wait_for(Option::is_some).await.unwrap();
+            assert_eq!(answer.as_ref().unwrap().as_ref().unwrap(), &3);
+        }
     }
 }

@@ -57,6 +57,7 @@ impl Codec for JsonCodec {
     /// bytes (a 64-byte string in ~250 fewer instructions); an error of
     /// `T`'s own on such a string (e.g. not an IP address) then carries no
     /// line and column.
+    #[inline(always)]
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
         let text = std::str::from_utf8(bytes).map_err(|e| codec_error("json", "decode", e))?;
         json_text::from_str(text).map_err(|e| codec_error("json", "decode", e))
@@ -142,6 +143,7 @@ impl Codec for AnyCodec {
         }
     }
 
+    #[inline(always)]
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
         match self {
             AnyCodec::Json => JsonCodec.decode(bytes),

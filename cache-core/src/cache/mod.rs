@@ -745,6 +745,7 @@ impl<C: Codec> Cache<C> {
         })
     }
 
+    #[inline(always)]
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
         self.inner
             .codec

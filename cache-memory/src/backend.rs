@@ -15,7 +15,7 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{BackendClock, Clock, SystemClock};
 use crate::config::MemoryConfig;
 use crate::eviction::{Item, Queues, Store};
 use crate::expiry::ExpiryIndex;
@@ -147,7 +147,7 @@ struct Shared {
     queues: Option<Mutex<Queues>>,
     expiries: ExpiryIndex,
     config: MemoryConfig,
-    clock: Arc<dyn Clock>,
+    clock: BackendClock,
     len: AtomicUsize,
     bytes: AtomicUsize,
     evictions: AtomicU64,
@@ -196,12 +196,16 @@ impl MemoryBackend {
     /// runtime, the backend has no sweeper (expired entries are still never
     /// returned, and are removed when read or evicted).
     pub fn with_config(config: MemoryConfig) -> Self {
-        MemoryBackend::with_clock(config, Arc::new(SystemClock::default()))
+        MemoryBackend::with_backend_clock(config, BackendClock::System(SystemClock::default()))
     }
 
     /// A backend with `config` and a clock of your choice (a
     /// [`MockClock`](crate::MockClock) in tests).
     pub fn with_clock(config: MemoryConfig, clock: Arc<dyn Clock>) -> Self {
+        MemoryBackend::with_backend_clock(config, BackendClock::Given(clock))
+    }
+
+    fn with_backend_clock(config: MemoryConfig, clock: BackendClock) -> Self {
         let shared = Arc::new(Shared {
             map: DashMap::with_hasher(KeyHasherBuilder::default()),
             queues: config.bounded().then(|| Mutex::new(Queues::default())),
@@ -413,7 +417,7 @@ impl Shared {
         // write lock: no key allocation, no queue lock (the entry keeps its
         // place in the eviction queues).
         if let Some(mut entry) = self.map.get_mut(key) {
-            let live = !entry.expired_by(&*self.clock);
+            let live = !entry.expired_by(&self.clock);
             if live && opts.mode == SetMode::IfAbsent {
                 return false;
             }
@@ -438,7 +442,7 @@ impl Shared {
         let inserted: Option<Item> = match self.map.entry(Arc::from(key)) {
             // Written by another thread since the look-up above.
             MapEntry::Occupied(mut occupied) => {
-                let live = !occupied.get().expired_by(&*self.clock);
+                let live = !occupied.get().expired_by(&self.clock);
                 if live && opts.mode == SetMode::IfAbsent {
                     return false;
                 }

@@ -79,6 +79,33 @@ impl Clock for SystemClock {
     }
 }
 
+/// The clock of a backend: the system's, called directly (its `before`
+/// inlines into the read of an entry with a TTL, every `Tiered` L1 hit),
+/// or one given to [`MemoryBackend::with_clock`](crate::MemoryBackend::with_clock),
+/// through `dyn`.
+pub(crate) enum BackendClock {
+    System(SystemClock),
+    Given(Arc<dyn Clock>),
+}
+
+impl Clock for BackendClock {
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        match self {
+            BackendClock::System(clock) => clock.now_nanos(),
+            BackendClock::Given(clock) => clock.now_nanos(),
+        }
+    }
+
+    #[inline]
+    fn before(&self, at: u64) -> bool {
+        match self {
+            BackendClock::System(clock) => clock.before(at),
+            BackendClock::Given(clock) => clock.before(at),
+        }
+    }
+}
+
 /// A clock that moves only when told to, for tests of expiry (as moka's
 /// mock clock). Clones share the time.
 ///

@@ -673,3 +673,74 @@ async fn a_read_waiting_for_a_dropped_generation_read_reads_it_itself() {
     // counts the calls that finished, not the dropped one).
     assert_eq!(gets() - before, 2);
 }
+
+/// Nor when that call is kept but no longer polled (a future raced and
+/// put aside): the read of the generation runs on a task of its own, so
+/// the calls waiting for it are answered all the same.
+#[tokio::test]
+async fn a_read_waiting_for_a_generation_read_whose_caller_stopped_polling_is_answered() {
+    use cache_core::layers::Metered;
+    use cache_testkit::{FaultConfig, FaultInjecting};
+    use std::future::Future;
+    use std::task::Poll;
+
+    let refresh = Duration::from_millis(100);
+    let slow = FaultConfig::none().with_latency(Duration::from_millis(20));
+    let metered = Arc::new(Metered::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        slow,
+    )));
+    let cache = Cache::builder(Arc::clone(&metered) as Arc<dyn CacheBackend>)
+        .generation_refresh(refresh)
+        .build()
+        .unwrap();
+    let k = key("user", 1);
+    cache.set(&k, &"Ada".to_string()).await.unwrap();
+    tokio::time::sleep(refresh + Duration::from_millis(50)).await;
+    let gets = || metered.snapshot()["get"].calls;
+    let before = gets();
+    let mut parked = Box::pin(cache.get::<String>(&k));
+    let mut waiter = Box::pin(cache.get::<String>(&k));
+    std::future::poll_fn(|cx| {
+        assert!(parked.as_mut().poll(cx).is_pending());
+        assert!(waiter.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    let read = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter is answered though the first caller is not polled");
+    assert_eq!(read.unwrap().as_deref(), Some("Ada"));
+    // One read of the generation, and the waiter's read of its value.
+    assert_eq!(gets() - before, 2);
+    drop(parked);
+}
+
+/// Outside a tokio runtime (another executor) there is no task to read a
+/// generation on: the call reads it itself.
+#[test]
+fn a_generation_is_read_without_a_runtime_too() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    fn run<F: Future>(future: F) -> F::Output {
+        let mut future = Box::pin(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+        }
+    }
+    let cache = Cache::builder(memory())
+        .generation_refresh(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let k = key("user", 1);
+    run(cache.set(&k, &"Ada".to_string())).unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(
+        run(cache.get::<String>(&k)).unwrap().as_deref(),
+        Some("Ada")
+    );
+}

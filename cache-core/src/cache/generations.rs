@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -213,9 +213,11 @@ impl<C: Codec> Cache<C> {
     /// agree again within one refresh interval of their next call.
     ///
     /// Reads of one category whose trust ran out together read it once:
-    /// the first reads it, the others wait for its answer (see
-    /// [`Generations::join_or_lead`]). With a refresh of 0 each reads it
-    /// itself: a read must see the bumps made before it started.
+    /// the first starts the read, on a task of its own, and all wait for
+    /// its answer (see [`Generations::join_or_lead`]); the answer comes
+    /// even if the call that started it is dropped or no longer polled.
+    /// With a refresh of 0 each reads it itself: a read must see the bumps
+    /// made before it started.
     pub(super) async fn generation(&self, category: &str) -> Result<u64> {
         if let Some(generation) = self.trusted_generation(category) {
             return Ok(generation);
@@ -224,23 +226,35 @@ impl<C: Codec> Cache<C> {
             return self.read_generation(category).await;
         }
         let generations = &self.inner.generations;
+        // Off once a read went away unanswered (its task was dropped: the
+        // runtime is shutting down): then this call reads here.
+        let mut spawn = true;
         loop {
-            match generations.join_or_lead(category) {
-                GenerationRead::Join(mut answer) => {
-                    if let Ok(answer) = answer.wait_for(Option::is_some).await {
-                        if let Some(result) = answer.clone() {
-                            return result;
-                        }
+            let mut answer = match generations.join_or_lead(category) {
+                GenerationRead::Join(answer) => answer,
+                GenerationRead::Lead(lead) => match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) if spawn => {
+                        let answer = lead.answer.subscribe();
+                        let cache = self.clone();
+                        runtime.spawn(async move {
+                            let result = cache.read_generation(&lead.category).await;
+                            lead.answer(result);
+                        });
+                        answer
                     }
-                    // The reader's call was dropped before it answered:
-                    // one of its waiters reads now.
-                }
-                GenerationRead::Lead(lead) => {
-                    let result = self.read_generation(category).await;
-                    lead.answer(result.clone());
+                    _ => {
+                        let result = self.read_generation(category).await;
+                        lead.answer(result.clone());
+                        return result;
+                    }
+                },
+            };
+            if let Ok(answer) = answer.wait_for(Option::is_some).await {
+                if let Some(result) = answer.clone() {
                     return result;
                 }
             }
+            spawn = false;
         }
     }
 
@@ -322,32 +336,32 @@ pub(super) struct Generations {
     /// The reads of generations from the backend in flight, by category,
     /// with the table's version when each started: each answers its
     /// waiters on its channel.
-    reads: Mutex<HashMap<String, (u64, Answer)>>,
+    reads: Arc<Mutex<HashMap<String, (u64, Answer)>>>,
 }
 
 /// Where the answer of a read of a generation arrives (`None` until then).
 type Answer = watch::Receiver<Option<Result<u64>>>;
 
 /// A read of a generation joined or led (see [`Generations::join_or_lead`]).
-enum GenerationRead<'a> {
+enum GenerationRead {
     /// Another call reads it: its answer arrives here.
     Join(Answer),
     /// This call reads it.
-    Lead(Lead<'a>),
+    Lead(Lead),
 }
 
 /// The read of a generation this call leads: answers the calls waiting
 /// for it, and leaves the table of reads in flight when done or dropped
 /// (its waiters then see the channel closed and read again).
-struct Lead<'a> {
-    generations: &'a Generations,
-    category: &'a str,
+struct Lead {
+    reads: Arc<Mutex<HashMap<String, (u64, Answer)>>>,
+    category: String,
     /// The table's version when it started.
     version: u64,
     answer: watch::Sender<Option<Result<u64>>>,
 }
 
-impl Lead<'_> {
+impl Lead {
     fn answer(self, result: Result<u64>) {
         // Leave the table first (on drop): a call arriving after the answer
         // starts a read of its own rather than take this one.
@@ -357,19 +371,15 @@ impl Lead<'_> {
     }
 }
 
-impl Drop for Lead<'_> {
+impl Drop for Lead {
     fn drop(&mut self) {
-        let mut reads = self
-            .generations
-            .reads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         // Unless a later read took its place.
         if reads
-            .get(self.category)
+            .get(&self.category)
             .is_some_and(|(version, _)| *version == self.version)
         {
-            reads.remove(self.category);
+            reads.remove(&self.category);
         }
     }
 }
@@ -399,7 +409,7 @@ impl Generations {
             id: NEXT_ID.fetch_add(1, Relaxed),
             version: AtomicU64::new(0),
             map: RwLock::new(HashMap::new()),
-            reads: Mutex::new(HashMap::new()),
+            reads: Arc::default(),
         }
     }
 
@@ -408,7 +418,7 @@ impl Generations {
     /// Joins only a read that started since the table last changed: after
     /// an `invalidate_category` here, a read started before it could answer
     /// the generation before the bump.
-    fn join_or_lead<'a>(&'a self, category: &'a str) -> GenerationRead<'a> {
+    fn join_or_lead(&self, category: &str) -> GenerationRead {
         let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         let version = self.version.load(Acquire);
         if let Some((started, answer)) = reads.get(category) {
@@ -419,8 +429,8 @@ impl Generations {
         let (answer, waiters) = watch::channel(None);
         reads.insert(category.to_owned(), (version, waiters));
         GenerationRead::Lead(Lead {
-            generations: self,
-            category,
+            reads: Arc::clone(&self.reads),
+            category: category.to_owned(),
             version,
             answer,
         })
@@ -534,7 +544,7 @@ impl KnownGeneration {
 mod tests {
     use super::*;
 
-    fn joins(read: &GenerationRead<'_>) -> bool {
+    fn joins(read: &GenerationRead) -> bool {
         matches!(read, GenerationRead::Join(_))
     }
 

@@ -564,6 +564,58 @@ async fn generations_converge_after_clear_or_eviction() {
     }
 }
 
+/// A slow backend (20 ms a call) whose calls are counted, a cache over it
+/// holding "Ada" under `user:1`, and the time for its trust in the
+/// category's generation to run out (`refresh`) waited.
+async fn past_generation_trust(
+    refresh: Duration,
+) -> (
+    Cache,
+    Arc<cache_core::layers::Metered<cache_testkit::FaultInjecting<MemoryBackend>>>,
+    CacheKey,
+) {
+    use cache_testkit::{FaultConfig, FaultInjecting};
+
+    let slow = FaultConfig::none().with_latency(Duration::from_millis(20));
+    let metered = Arc::new(cache_core::layers::Metered::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        slow,
+    )));
+    let cache = Cache::builder(Arc::clone(&metered) as Arc<dyn CacheBackend>)
+        .generation_refresh(refresh)
+        .build()
+        .unwrap();
+    let k = key("user", 1);
+    cache.set(&k, &"Ada".to_string()).await.unwrap();
+    tokio::time::sleep(refresh + Duration::from_millis(50)).await;
+    (cache, metered, k)
+}
+
+/// The backend GETs `metered` has answered.
+fn gets(
+    metered: &cache_core::layers::Metered<cache_testkit::FaultInjecting<MemoryBackend>>,
+) -> u64 {
+    metered.snapshot()["get"].calls
+}
+
+/// A read of a cache, boxed.
+type Read<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = cache_core::Result<Option<String>>> + 'a>>;
+
+/// Two reads of `k` started (each polled once, neither done): the first
+/// reads the generation, the second waits for that read.
+async fn two_reads_started<'a>(cache: &'a Cache, k: &'a CacheKey) -> (Read<'a>, Read<'a>) {
+    let mut first: Read<'a> = Box::pin(cache.get::<String>(k));
+    let mut second: Read<'a> = Box::pin(cache.get::<String>(k));
+    std::future::poll_fn(|cx| {
+        assert!(first.as_mut().poll(cx).is_pending());
+        assert!(second.as_mut().poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    (first, second)
+}
+
 /// The reads of one category whose trust in its generation ran out
 /// together read the generation once: the first reads it, the others wait
 /// for that read (not one read of the generation key each, a burst on one
@@ -571,107 +623,37 @@ async fn generations_converge_after_clear_or_eviction() {
 /// reads it itself: a read must see the bumps made before it started.
 #[tokio::test]
 async fn reads_whose_generation_trust_ran_out_together_share_one_read_of_it() {
-    use cache_core::layers::Metered;
-    use cache_testkit::{FaultConfig, FaultInjecting};
-
     for (refresh, generation_reads) in [(Duration::from_millis(100), 1), (Duration::ZERO, 20)] {
-        let slow = FaultConfig::none().with_latency(Duration::from_millis(20));
-        let metered = Arc::new(Metered::new(FaultInjecting::new(
-            MemoryBackend::new(),
-            slow,
-        )));
-        let cache = Cache::builder(Arc::clone(&metered) as Arc<dyn CacheBackend>)
-            .generation_refresh(refresh)
-            .build()
-            .unwrap();
-        let k = key("user", 1);
-        cache.set(&k, &"Ada".to_string()).await.unwrap();
-        tokio::time::sleep(refresh + Duration::from_millis(50)).await;
-        let gets = || metered.snapshot()["get"].calls;
-        let before = gets();
+        let (cache, metered, k) = past_generation_trust(refresh).await;
+        let before = gets(&metered);
         let reads = (0..20).map(|_| cache.get::<String>(&k));
-        for read in futures_join_all(reads).await {
+        for read in futures_util::future::join_all(reads).await {
             assert_eq!(read.unwrap().as_deref(), Some("Ada"));
         }
         // 20 reads of the value, and the generation's.
         assert_eq!(
-            gets() - before,
+            gets(&metered) - before,
             20 + generation_reads,
             "refresh {refresh:?}"
         );
     }
 }
 
-/// Polls every future to completion, together on this task.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut pending: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (slot, output) in pending.iter_mut().zip(&mut outputs) {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => {
-                        *output = Some(value);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().map(Option::unwrap).collect()
-}
-
 /// A read that waits for another call's read of the generation does not
-/// hang or fail when that call is dropped midway: it reads it itself.
+/// hang or fail when that call is dropped midway: the read goes on, on a
+/// task of its own, and answers it.
 #[tokio::test]
-async fn a_read_waiting_for_a_dropped_generation_read_reads_it_itself() {
-    use cache_core::layers::Metered;
-    use cache_testkit::{FaultConfig, FaultInjecting};
-    use std::future::Future;
-    use std::task::Poll;
-
-    let refresh = Duration::from_millis(100);
-    let slow = FaultConfig::none().with_latency(Duration::from_millis(20));
-    let metered = Arc::new(Metered::new(FaultInjecting::new(
-        MemoryBackend::new(),
-        slow,
-    )));
-    let cache = Cache::builder(Arc::clone(&metered) as Arc<dyn CacheBackend>)
-        .generation_refresh(refresh)
-        .build()
-        .unwrap();
-    let k = key("user", 1);
-    cache.set(&k, &"Ada".to_string()).await.unwrap();
-    tokio::time::sleep(refresh + Duration::from_millis(50)).await;
-    let gets = || metered.snapshot()["get"].calls;
-    let before = gets();
-    let mut leader = Box::pin(cache.get::<String>(&k));
-    let mut waiter = Box::pin(cache.get::<String>(&k));
-    // Both start: the first reads the generation, the second waits for it.
-    std::future::poll_fn(|cx| {
-        assert!(leader.as_mut().poll(cx).is_pending());
-        assert!(waiter.as_mut().poll(cx).is_pending());
-        Poll::Ready(())
-    })
-    .await;
+async fn a_read_waiting_for_a_dropped_generation_read_is_answered() {
+    let (cache, metered, k) = past_generation_trust(Duration::from_millis(100)).await;
+    let before = gets(&metered);
+    let (leader, waiter) = two_reads_started(&cache, &k).await;
     drop(leader);
     let read = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .expect("the waiter is not left waiting");
     assert_eq!(read.unwrap().as_deref(), Some("Ada"));
-    // The waiter's own read of the generation, and of its value (`Metered`
-    // counts the calls that finished, not the dropped one).
-    assert_eq!(gets() - before, 2);
+    // The read of the generation, and the waiter's read of its value.
+    assert_eq!(gets(&metered) - before, 2);
 }
 
 /// Nor when that call is kept but no longer polled (a future raced and
@@ -679,40 +661,15 @@ async fn a_read_waiting_for_a_dropped_generation_read_reads_it_itself() {
 /// the calls waiting for it are answered all the same.
 #[tokio::test]
 async fn a_read_waiting_for_a_generation_read_whose_caller_stopped_polling_is_answered() {
-    use cache_core::layers::Metered;
-    use cache_testkit::{FaultConfig, FaultInjecting};
-    use std::future::Future;
-    use std::task::Poll;
-
-    let refresh = Duration::from_millis(100);
-    let slow = FaultConfig::none().with_latency(Duration::from_millis(20));
-    let metered = Arc::new(Metered::new(FaultInjecting::new(
-        MemoryBackend::new(),
-        slow,
-    )));
-    let cache = Cache::builder(Arc::clone(&metered) as Arc<dyn CacheBackend>)
-        .generation_refresh(refresh)
-        .build()
-        .unwrap();
-    let k = key("user", 1);
-    cache.set(&k, &"Ada".to_string()).await.unwrap();
-    tokio::time::sleep(refresh + Duration::from_millis(50)).await;
-    let gets = || metered.snapshot()["get"].calls;
-    let before = gets();
-    let mut parked = Box::pin(cache.get::<String>(&k));
-    let mut waiter = Box::pin(cache.get::<String>(&k));
-    std::future::poll_fn(|cx| {
-        assert!(parked.as_mut().poll(cx).is_pending());
-        assert!(waiter.as_mut().poll(cx).is_pending());
-        Poll::Ready(())
-    })
-    .await;
+    let (cache, metered, k) = past_generation_trust(Duration::from_millis(100)).await;
+    let before = gets(&metered);
+    let (parked, waiter) = two_reads_started(&cache, &k).await;
     let read = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .expect("the waiter is answered though the first caller is not polled");
     assert_eq!(read.unwrap().as_deref(), Some("Ada"));
     // One read of the generation, and the waiter's read of its value.
-    assert_eq!(gets() - before, 2);
+    assert_eq!(gets(&metered) - before, 2);
     drop(parked);
 }
 

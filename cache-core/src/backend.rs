@@ -643,17 +643,28 @@ impl<T: CacheBackend + ?Sized> CacheBackend for std::sync::Arc<T> {
 /// # Errors
 ///
 /// [`InvalidKey`](crate::ErrorKind::InvalidKey).
+#[inline]
 pub fn check_key(key: &str, max_len: usize) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::invalid_key("key is empty"));
-    }
-    if key.len() > max_len {
-        return Err(Error::invalid_key(format!(
-            "key is {} bytes, the limit is {max_len}",
-            key.len()
-        )));
+    // The check inline (every call of every backend makes it), its error
+    // out of line.
+    if key.is_empty() || key.len() > max_len {
+        return Err(key_refused(key, max_len));
     }
     Ok(())
+}
+
+/// The error of a key [`check_key`] refused.
+#[cold]
+#[inline(never)]
+fn key_refused(key: &str, max_len: usize) -> Error {
+    if key.is_empty() {
+        Error::invalid_key("key is empty")
+    } else {
+        Error::invalid_key(format!(
+            "key is {} bytes, the limit is {max_len}",
+            key.len()
+        ))
+    }
 }
 
 /// Checks a pattern of `scan` / `delete_matching`: not empty and at most

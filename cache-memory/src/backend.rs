@@ -252,10 +252,7 @@ impl MemoryBackend {
     /// `InvalidKey` for an invalid key; `Closed` after `close()`.
     #[inline]
     pub fn get_sync(&self, key: &str) -> Result<Option<Bytes>> {
-        if !self.shared.usable(key) {
-            return Err(self.shared.refusal(key, "get"));
-        }
-        Ok(self.shared.read(key))
+        self.shared.checked_read(key)
     }
 
     /// Writes `value` under `key`, without going through `async` (the same
@@ -356,6 +353,16 @@ impl Shared {
                 .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
                 .clamp(1, EXPIRY),
         }
+    }
+
+    /// [`read`](Shared::read) of a key [`usable`](Shared::usable) checked:
+    /// `get_sync` and `get_now`.
+    #[inline(always)]
+    fn checked_read(&self, key: &str) -> Result<Option<Bytes>> {
+        if !self.usable(key) {
+            return Err(self.refusal(key, "get"));
+        }
+        Ok(self.read(key))
     }
 
     /// Reads a live value, removing it if expired.
@@ -635,12 +642,9 @@ impl CacheBackend for MemoryBackend {
     }
 
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
-        // The read itself here (not a call of `get_sync`): this is the
-        // whole read of a caller through `dyn CacheBackend`.
-        if !self.shared.usable(key) {
-            return Some(Err(self.shared.refusal(key, "get")));
-        }
-        Some(Ok(self.shared.read(key)))
+        // Not through `get_sync`, which stays a call here: this is the whole
+        // read of a caller through `dyn CacheBackend`.
+        Some(self.shared.checked_read(key))
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

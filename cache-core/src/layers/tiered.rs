@@ -521,6 +521,7 @@ impl Tiered {
         value
     }
 
+    #[inline]
     fn check_key(&self, key: &str, op: &'static str) -> Result<()> {
         check_key(key, self.caps.max_key_len).map_err(|e| e.context(NAME, op))
     }
@@ -798,9 +799,8 @@ impl CacheBackend for Tiered {
     /// An L1 hit, answered now; an L1 miss is left to `get` (which reads
     /// the L1 again, then L2).
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
-        // The check inline, its error out of line: this is every L1 hit.
-        if key.is_empty() || key.len() > self.caps.max_key_len {
-            return Some(self.check_key(key, "get").map(|()| None));
+        if let Err(err) = self.check_key(key, "get") {
+            return Some(Err(err));
         }
         // `(*self.l1)`: on the `Arc` itself the call would go through
         // `impl CacheBackend for Arc<T>`, one call more.

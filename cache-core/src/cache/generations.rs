@@ -6,11 +6,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
 
 use super::Cache;
 use crate::backend::{SetMode, SetOptions};
@@ -213,11 +213,14 @@ impl<C: Codec> Cache<C> {
     /// agree again within one refresh interval of their next call.
     ///
     /// Reads of one category whose trust ran out together read it once:
-    /// the first starts the read, on a task of its own, and all wait for
-    /// its answer (see [`Generations::join_or_lead`]); the answer comes
-    /// even if the call that started it is dropped or no longer polled.
-    /// With a refresh of 0 each reads it itself: a read must see the bumps
-    /// made before it started.
+    /// the first starts the read and all await it (see
+    /// [`Generations::join_or_start`]). The read is shared, not owned by
+    /// the call that started it: whichever waiting call is polled drives
+    /// it, so it finishes even if that call is dropped or no longer
+    /// polled, with no task to spawn (no runtime needed, and none that
+    /// must be driven while a caller blocks on the read). With a refresh
+    /// of 0 each reads it itself: a read must see the bumps made before
+    /// it started.
     pub(super) async fn generation(&self, category: &str) -> Result<u64> {
         if let Some(generation) = self.trusted_generation(category) {
             return Ok(generation);
@@ -226,36 +229,14 @@ impl<C: Codec> Cache<C> {
             return self.read_generation(category).await;
         }
         let generations = &self.inner.generations;
-        // Off once a read went away unanswered (its task was dropped: the
-        // runtime is shutting down): then this call reads here.
-        let mut spawn = true;
-        loop {
-            let mut answer = match generations.join_or_lead(category) {
-                GenerationRead::Join(answer) => answer,
-                GenerationRead::Lead(lead) => match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) if spawn => {
-                        let answer = lead.answer.subscribe();
-                        let cache = self.clone();
-                        runtime.spawn(async move {
-                            let result = cache.read_generation(&lead.category).await;
-                            lead.answer(result);
-                        });
-                        answer
-                    }
-                    _ => {
-                        let result = self.read_generation(category).await;
-                        lead.answer(result.clone());
-                        return result;
-                    }
-                },
-            };
-            if let Ok(answer) = answer.wait_for(Option::is_some).await {
-                if let Some(result) = answer.clone() {
-                    return result;
-                }
-            }
-            spawn = false;
-        }
+        let read = generations.join_or_start(category, || {
+            let cache = self.clone();
+            let category = category.to_owned();
+            async move { cache.read_generation(&category).await }.boxed()
+        });
+        let result = read.clone().await;
+        generations.finish(category, &read);
+        result
     }
 
     /// Reads `category`'s generation from the backend (see
@@ -334,55 +315,14 @@ pub(super) struct Generations {
     version: AtomicU64,
     map: RwLock<HashMap<String, KnownGeneration>>,
     /// The reads of generations from the backend in flight, by category,
-    /// with the table's version when each started: each answers its
-    /// waiters on its channel.
-    reads: Arc<Mutex<HashMap<String, (u64, Answer)>>>,
+    /// with the table's version when each started. Held weakly: a read
+    /// lives while a call awaits it (a read every caller dropped is gone,
+    /// not left unpolled here for a later call to join).
+    reads: Mutex<HashMap<String, (u64, WeakShared<Read>)>>,
 }
 
-/// Where the answer of a read of a generation arrives (`None` until then).
-type Answer = watch::Receiver<Option<Result<u64>>>;
-
-/// A read of a generation joined or led (see [`Generations::join_or_lead`]).
-enum GenerationRead {
-    /// Another call reads it: its answer arrives here.
-    Join(Answer),
-    /// This call reads it.
-    Lead(Lead),
-}
-
-/// The read of a generation this call leads: answers the calls waiting
-/// for it, and leaves the table of reads in flight when done or dropped
-/// (its waiters then see the channel closed and read again).
-struct Lead {
-    reads: Arc<Mutex<HashMap<String, (u64, Answer)>>>,
-    category: String,
-    /// The table's version when it started.
-    version: u64,
-    answer: watch::Sender<Option<Result<u64>>>,
-}
-
-impl Lead {
-    fn answer(self, result: Result<u64>) {
-        // Leave the table first (on drop): a call arriving after the answer
-        // starts a read of its own rather than take this one.
-        let answer = self.answer.clone();
-        drop(self);
-        answer.send_replace(Some(result));
-    }
-}
-
-impl Drop for Lead {
-    fn drop(&mut self) {
-        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-        // Unless a later read took its place.
-        if reads
-            .get(&self.category)
-            .is_some_and(|(version, _)| *version == self.version)
-        {
-            reads.remove(&self.category);
-        }
-    }
-}
+/// A read of a generation from the backend.
+type Read = BoxFuture<'static, Result<u64>>;
 
 /// One thread's memo of one category's generation in one table.
 struct Memo {
@@ -409,31 +349,42 @@ impl Generations {
             id: NEXT_ID.fetch_add(1, Relaxed),
             version: AtomicU64::new(0),
             map: RwLock::new(HashMap::new()),
-            reads: Arc::default(),
+            reads: Mutex::default(),
         }
     }
 
-    /// Joins the read of `category`'s generation in flight, or leads one.
+    /// Joins the read of `category`'s generation in flight, or starts one
+    /// (`start` makes it), for the caller to await.
     ///
     /// Joins only a read that started since the table last changed: after
     /// an `invalidate_category` here, a read started before it could answer
     /// the generation before the bump.
-    fn join_or_lead(&self, category: &str) -> GenerationRead {
+    fn join_or_start(&self, category: &str, start: impl FnOnce() -> Read) -> Shared<Read> {
         let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         let version = self.version.load(Acquire);
-        if let Some((started, answer)) = reads.get(category) {
+        if let Some((started, read)) = reads.get(category) {
             if *started == version {
-                return GenerationRead::Join(answer.clone());
+                if let Some(read) = read.upgrade() {
+                    return read;
+                }
             }
         }
-        let (answer, waiters) = watch::channel(None);
-        reads.insert(category.to_owned(), (version, waiters));
-        GenerationRead::Lead(Lead {
-            reads: Arc::clone(&self.reads),
-            category: category.to_owned(),
-            version,
-            answer,
-        })
+        let read = start().shared();
+        if let Some(weak) = read.downgrade() {
+            reads.insert(category.to_owned(), (version, weak));
+        }
+        read
+    }
+
+    /// Takes `read`, done, out of the table of reads in flight (unless a
+    /// later read took its place): a call arriving after its answer starts
+    /// a read of its own rather than take this one.
+    fn finish(&self, category: &str, read: &Shared<Read>) {
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = reads.get(category).and_then(|(_, weak)| weak.upgrade());
+        if current.is_some_and(|current| current.ptr_eq(read)) {
+            reads.remove(category);
+        }
     }
 
     fn known(&self, category: &str) -> Option<KnownGeneration> {
@@ -543,49 +494,74 @@ impl KnownGeneration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::task::Poll;
 
-    fn joins(read: &GenerationRead) -> bool {
-        matches!(read, GenerationRead::Join(_))
+    /// A read of `generation` that answers once `open` is set.
+    fn read_when(open: &Arc<AtomicBool>, generation: u64) -> impl FnOnce() -> Read {
+        let open = Arc::clone(open);
+        move || {
+            futures_util::future::poll_fn(move |cx| {
+                if open.load(Relaxed) {
+                    return Poll::Ready(Ok(generation));
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            })
+            .boxed()
+        }
+    }
+
+    fn never() -> Read {
+        futures_util::future::pending().boxed()
     }
 
     #[test]
     fn a_read_is_joined_until_the_table_changes_and_then_replaced() {
         let generations = Generations::new();
-        let first = generations.join_or_lead("user");
-        assert!(!joins(&first));
-        assert!(joins(&generations.join_or_lead("user")));
-        assert!(!joins(&generations.join_or_lead("order")));
+        let first = generations.join_or_start("user", never);
+        assert!(generations.join_or_start("user", never).ptr_eq(&first));
+        assert!(!generations.join_or_start("order", never).ptr_eq(&first));
         // A change of the table (an invalidation here) since the first
         // read started: a later call reads again rather than join it.
         generations.update(|_| {});
-        let second = generations.join_or_lead("user");
-        assert!(!joins(&second));
+        let second = generations.join_or_start("user", never);
+        assert!(!second.ptr_eq(&first));
         // The first read ending leaves the second in the table.
-        drop(first);
-        assert!(joins(&generations.join_or_lead("user")));
-        let GenerationRead::Lead(second) = second else {
-            unreachable!()
-        };
-        second.answer(Ok(7));
-        assert!(!joins(&generations.join_or_lead("user")));
+        generations.finish("user", &first);
+        assert!(generations.join_or_start("user", never).ptr_eq(&second));
+        generations.finish("user", &second);
+        assert!(!generations.join_or_start("user", never).ptr_eq(&second));
     }
 
+    /// A read every caller dropped is gone: the next call starts one
+    /// rather than join a read nobody drives.
+    #[test]
+    fn a_read_nobody_awaits_is_not_joined() {
+        let generations = Generations::new();
+        let first = generations.join_or_start("user", never);
+        let weak = first.downgrade().unwrap();
+        drop(first);
+        let second = generations.join_or_start("user", never);
+        assert!(weak.upgrade().is_none());
+        assert!(generations.join_or_start("user", never).ptr_eq(&second));
+    }
+
+    /// Every waiter gets the answer, and whichever is polled drives the
+    /// read: here the one that joined last, alone.
     #[tokio::test]
     async fn the_answer_reaches_every_waiter() {
         let generations = Generations::new();
-        let GenerationRead::Lead(lead) = generations.join_or_lead("user") else {
-            unreachable!()
-        };
+        let open = Arc::new(AtomicBool::new(false));
+        let starter = generations.join_or_start("user", read_when(&open, 3));
         let waiters: Vec<_> = (0..3)
-            .map(|_| match generations.join_or_lead("user") {
-                GenerationRead::Join(answer) => answer,
-                GenerationRead::Lead(_) => unreachable!(),
-            })
+            .map(|_| generations.join_or_start("user", read_when(&open, 9)))
             .collect();
-        lead.answer(Ok(3));
-        for mut answer in waiters {
-            let answer = answer.wait_for(Option::is_some).await.unwrap();
-            assert_eq!(answer.as_ref().unwrap().as_ref().unwrap(), &3);
+        open.store(true, Relaxed);
+        for waiter in waiters.into_iter().rev() {
+            assert_eq!(waiter.await.unwrap(), 3);
         }
+        assert_eq!(starter.await.unwrap(), 3);
     }
 }

@@ -290,6 +290,13 @@ impl<const N: usize> Striped<N> {
         self.stripes[stripe()].0[i].fetch_add(n, Relaxed);
     }
 
+    /// This thread's stripe, for a caller adding to several counters at
+    /// once (one look-up of the stripe).
+    #[inline]
+    pub(crate) fn local(&self) -> &[AtomicU64; N] {
+        &self.stripes[stripe()].0
+    }
+
     /// Counter `i`: the sum of its stripes.
     pub(crate) fn sum(&self, i: usize) -> u64 {
         self.stripes

@@ -100,3 +100,77 @@ async fn report_names_what_needs_attention() {
     let codes: Vec<_> = cache.report().await.advice.iter().map(|a| a.code).collect();
     assert_eq!(codes, ["rising_error_rate"]);
 }
+
+/// Every operation is counted under its own name, with exact numbers, and
+/// calls from several threads at once all count (each thread adds to a
+/// stripe of the counters; the snapshot sums the stripes).
+#[test]
+fn metered_counts_every_operation_exactly_across_threads() {
+    use cache_core::ErrorKind;
+    use std::time::Duration;
+
+    const THREADS: u64 = 4;
+    let metered = Metered::new(MemoryBackend::new());
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let metered = &metered;
+            scope.spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let key = |i: u32| format!("{t}:{i}");
+                    for i in 0..100 {
+                        let value = bytes::Bytes::from_static(b"v");
+                        metered
+                            .set(&key(i), value, SetOptions::default())
+                            .await
+                            .unwrap();
+                    }
+                    for i in 0..150 {
+                        metered.get(&key(i)).await.unwrap();
+                    }
+                    for i in 90..130 {
+                        metered.exists(&key(i)).await.unwrap();
+                    }
+                    for i in 0..20 {
+                        metered.delete(&key(i)).await.unwrap();
+                    }
+                    for _ in 0..7 {
+                        metered.incr(&key(1000), 1, None).await.unwrap();
+                    }
+                    for i in 0..3 {
+                        metered.ttl(&key(i)).await.unwrap();
+                    }
+                    for i in 50..52 {
+                        let ttl = Some(Duration::from_secs(60));
+                        metered.expire(&key(i), ttl).await.unwrap();
+                    }
+                    let (a, b, c) = (key(60), key(61), key(5000));
+                    metered.get_many(&[&a, &b, &c]).await.unwrap();
+                    metered.get("").await.unwrap_err();
+                });
+            });
+        }
+    });
+    let ops = metered.snapshot();
+    let counted = |op: &str| {
+        let s = ops[op];
+        (s.calls, s.hits, s.misses, s.errors)
+    };
+    let n = THREADS;
+    assert_eq!(counted("set"), (100 * n, 0, 0, 0));
+    assert_eq!(counted("get"), (151 * n, 100 * n, 50 * n, n));
+    assert_eq!(counted("exists"), (40 * n, 10 * n, 30 * n, 0));
+    assert_eq!(counted("delete"), (20 * n, 0, 0, 0));
+    assert_eq!(counted("incr"), (7 * n, 0, 0, 0));
+    assert_eq!(counted("ttl"), (3 * n, 0, 0, 0));
+    assert_eq!(counted("expire"), (2 * n, 0, 0, 0));
+    assert_eq!(counted("get_many"), (n, 2 * n, n, 0));
+    assert_eq!(ops.len(), 8, "{ops:?}");
+    assert_eq!(
+        metered.errors().into_iter().collect::<Vec<_>>(),
+        [(("get", ErrorKind::InvalidKey), n)]
+    );
+}

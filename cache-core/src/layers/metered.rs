@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::backend::{CacheBackend, Capabilities, Health, KeyTtl, SetOptions};
 use crate::error::{ErrorKind, Result};
+use crate::stats::Striped;
 
 /// Counts and times every call to the inner backend, and traces it.
 ///
@@ -60,7 +61,9 @@ use crate::error::{ErrorKind, Result};
 #[derive(Debug)]
 pub struct Metered<B> {
     inner: B,
-    ops: [OpCounters; OPS.len()],
+    /// Per operation, its [`Field`]s: striped, so threads calling at once
+    /// do not write one cache line.
+    counters: Striped<{ OPS.len() * FIELDS }>,
     log_key_lengths: bool,
     errors: Mutex<BTreeMap<(&'static str, ErrorKind), u64>>,
     /// The exported keys of every operation, built once: the `counter!`
@@ -98,7 +101,8 @@ impl OpKeys {
     }
 }
 
-const OPS: [&str; 16] = [
+/// The operations' names, by [`Op`]'s number.
+const OPS: [&str; 15] = [
     "get",
     "set",
     "delete",
@@ -114,17 +118,50 @@ const OPS: [&str; 16] = [
     "delete_matching",
     "clear",
     "close",
-    "other",
 ];
 
-#[derive(Debug, Default)]
-struct OpCounters {
-    calls: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    errors: AtomicU64,
-    nanos: AtomicU64,
+/// A backend operation; its number indexes [`OPS`] and the counters.
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Set,
+    Delete,
+    Exists,
+    Ttl,
+    Expire,
+    Incr,
+    Health,
+    GetMany,
+    SetMany,
+    DeleteMany,
+    Scan,
+    DeleteMatching,
+    Clear,
+    Close,
 }
+
+impl Op {
+    fn name(self) -> &'static str {
+        OPS[self as usize]
+    }
+
+    /// The index of `field` of this operation in [`Metered::counters`].
+    fn at(self, field: Field) -> usize {
+        self as usize * FIELDS + field as usize
+    }
+}
+
+/// The counters of an operation.
+#[derive(Clone, Copy)]
+enum Field {
+    Calls,
+    Hits,
+    Misses,
+    Errors,
+    Nanos,
+}
+
+const FIELDS: usize = 5;
 
 /// Counters of one operation, from [`Metered::snapshot`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,7 +195,7 @@ impl<B: CacheBackend> Metered<B> {
             #[cfg(feature = "metrics")]
             keys: Box::new(OPS.map(|op| OpKeys::new(inner.name(), op))),
             inner,
-            ops: Default::default(),
+            counters: Striped::default(),
             log_key_lengths: false,
             errors: Mutex::new(BTreeMap::new()),
         }
@@ -178,18 +215,19 @@ impl<B: CacheBackend> Metered<B> {
 
     /// The counters of every operation called so far, by name.
     pub fn snapshot(&self) -> BTreeMap<&'static str, OpStats> {
+        let count = |op: usize, field: Field| self.counters.sum(op * FIELDS + field as usize);
         OPS.iter()
-            .zip(&self.ops)
-            .filter(|(_, c)| c.calls.load(Relaxed) > 0)
-            .map(|(name, c)| {
+            .enumerate()
+            .filter(|&(op, _)| count(op, Field::Calls) > 0)
+            .map(|(op, name)| {
                 (
                     *name,
                     OpStats {
-                        calls: c.calls.load(Relaxed),
-                        hits: c.hits.load(Relaxed),
-                        misses: c.misses.load(Relaxed),
-                        errors: c.errors.load(Relaxed),
-                        total_time: Duration::from_nanos(c.nanos.load(Relaxed)),
+                        calls: count(op, Field::Calls),
+                        hits: count(op, Field::Hits),
+                        misses: count(op, Field::Misses),
+                        errors: count(op, Field::Errors),
+                        total_time: Duration::from_nanos(count(op, Field::Nanos)),
                     },
                 )
             })
@@ -206,7 +244,7 @@ impl<B: CacheBackend> Metered<B> {
 
     async fn observe<T>(
         &self,
-        op: &'static str,
+        op: Op,
         key: Option<&str>,
         call: impl Future<Output = Result<T>>,
         classify: impl FnOnce(&T) -> (u64, u64),
@@ -219,11 +257,11 @@ impl<B: CacheBackend> Metered<B> {
     }
 
     /// The span of one call.
-    fn span(&self, op: &'static str, key: Option<&str>) -> tracing::Span {
+    fn span(&self, op: Op, key: Option<&str>) -> tracing::Span {
         let span = tracing::debug_span!(
             "cache.op",
             backend = self.inner.name(),
-            op,
+            op = op.name(),
             key_len = tracing::field::Empty
         );
         if let (true, Some(key)) = (self.log_key_lengths, key) {
@@ -235,24 +273,28 @@ impl<B: CacheBackend> Metered<B> {
     /// Counts one call that started at `started` and ended with `result`.
     fn record<T>(
         &self,
-        op: &'static str,
+        op: Op,
         started: Instant,
         result: &Result<T>,
         classify: impl FnOnce(&T) -> (u64, u64),
     ) {
         let elapsed = started.elapsed();
-        let index = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
-        let counters = &self.ops[index];
-        counters.calls.fetch_add(1, Relaxed);
-        counters.nanos.fetch_add(
+        let stripe = self.counters.local();
+        let add = |field: Field, n: u64| {
+            if n != 0 {
+                stripe[op.at(field)].fetch_add(n, Relaxed);
+            }
+        };
+        add(Field::Calls, 1);
+        add(
+            Field::Nanos,
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Relaxed,
         );
         let outcome = match result {
             Ok(value) => {
                 let (hits, misses) = classify(value);
-                counters.hits.fetch_add(hits, Relaxed);
-                counters.misses.fetch_add(misses, Relaxed);
+                add(Field::Hits, hits);
+                add(Field::Misses, misses);
                 Ok(match (hits, misses) {
                     (0, 0) => Outcome::Ok,
                     (_, 0) => Outcome::Hit,
@@ -260,28 +302,23 @@ impl<B: CacheBackend> Metered<B> {
                 })
             }
             Err(err) => {
-                counters.errors.fetch_add(1, Relaxed);
+                add(Field::Errors, 1);
                 *self
                     .errors
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry((op, err.kind()))
+                    .entry((op.name(), err.kind()))
                     .or_insert(0) += 1;
-                tracing::debug!(backend = self.inner.name(), op, error = %err, "cache backend call failed");
+                tracing::debug!(backend = self.inner.name(), op = op.name(), error = %err, "cache backend call failed");
                 Err(err.kind())
             }
         };
-        self.export(index, &outcome, elapsed);
+        self.export(op, &outcome, elapsed);
     }
 
     #[cfg(feature = "metrics")]
-    fn export(
-        &self,
-        index: usize,
-        outcome: &std::result::Result<Outcome, ErrorKind>,
-        elapsed: Duration,
-    ) {
-        let keys = &self.keys[index];
+    fn export(&self, op: Op, outcome: &std::result::Result<Outcome, ErrorKind>, elapsed: Duration) {
+        let keys = &self.keys[op as usize];
         let at = match outcome {
             Ok(outcome) => *outcome as usize,
             Err(_) => 3,
@@ -289,7 +326,7 @@ impl<B: CacheBackend> Metered<B> {
         crate::stats::export(&keys.calls[at], 1);
         if let Err(kind) = outcome {
             // Rare: built here.
-            metrics::counter!("cache_backend_errors_total", "backend" => self.inner.name(), "op" => OPS[index], "kind" => kind.as_str())
+            metrics::counter!("cache_backend_errors_total", "backend" => self.inner.name(), "op" => op.name(), "kind" => kind.as_str())
                 .increment(1);
         }
         crate::stats::export_histogram(&keys.duration, elapsed.as_secs_f64());
@@ -298,7 +335,7 @@ impl<B: CacheBackend> Metered<B> {
     #[cfg(not(feature = "metrics"))]
     fn export(
         &self,
-        _index: usize,
+        _op: Op,
         _outcome: &std::result::Result<Outcome, ErrorKind>,
         _elapsed: Duration,
     ) {
@@ -329,7 +366,7 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.observe("get", Some(key), self.inner.get(key), |v| {
+        self.observe(Op::Get, Some(key), self.inner.get(key), |v| {
             found(v.is_some())
         })
         .await
@@ -337,47 +374,47 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
 
     /// Counted as `get` is, when the inner backend answers now.
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
-        let span = self.span("get", Some(key));
+        let span = self.span(Op::Get, Some(key));
         let _entered = span.enter();
         let started = Instant::now();
         let result = self.inner.get_now(key)?;
-        self.record("get", started, &result, |v| found(v.is_some()));
+        self.record(Op::Get, started, &result, |v| found(v.is_some()));
         Some(result)
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
-        self.observe("set", Some(key), self.inner.set(key, value, opts), none)
+        self.observe(Op::Set, Some(key), self.inner.set(key, value, opts), none)
             .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        self.observe("delete", Some(key), self.inner.delete(key), none)
+        self.observe(Op::Delete, Some(key), self.inner.delete(key), none)
             .await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        self.observe("exists", Some(key), self.inner.exists(key), |v| found(*v))
+        self.observe(Op::Exists, Some(key), self.inner.exists(key), |v| found(*v))
             .await
     }
 
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
-        self.observe("ttl", Some(key), self.inner.ttl(key), none)
+        self.observe(Op::Ttl, Some(key), self.inner.ttl(key), none)
             .await
     }
 
     async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
-        self.observe("expire", Some(key), self.inner.expire(key, ttl), none)
+        self.observe(Op::Expire, Some(key), self.inner.expire(key, ttl), none)
             .await
     }
 
     async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64> {
-        self.observe("incr", Some(key), self.inner.incr(key, delta, ttl), none)
+        self.observe(Op::Incr, Some(key), self.inner.incr(key, delta, ttl), none)
             .await
     }
 
     async fn health(&self) -> Result<Health> {
         let health = self
-            .observe("health", None, self.inner.health(), none)
+            .observe(Op::Health, None, self.inner.health(), none)
             .await?;
         #[cfg(feature = "metrics")]
         if let Some(evictions) = health
@@ -393,7 +430,7 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        self.observe("get_many", None, self.inner.get_many(keys), |values| {
+        self.observe(Op::GetMany, None, self.inner.get_many(keys), |values| {
             let hits = values.iter().filter(|v| v.is_some()).count() as u64;
             (hits, values.len() as u64 - hits)
         })
@@ -401,23 +438,23 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
     }
 
     async fn set_many(&self, items: &[(&str, Bytes)], ttl: Option<Duration>) -> Result<()> {
-        self.observe("set_many", None, self.inner.set_many(items, ttl), none)
+        self.observe(Op::SetMany, None, self.inner.set_many(items, ttl), none)
             .await
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.observe("delete_many", None, self.inner.delete_many(keys), none)
+        self.observe(Op::DeleteMany, None, self.inner.delete_many(keys), none)
             .await
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        self.observe("scan", None, self.inner.scan(pattern), none)
+        self.observe(Op::Scan, None, self.inner.scan(pattern), none)
             .await
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {
         self.observe(
-            "delete_matching",
+            Op::DeleteMatching,
             None,
             self.inner.delete_matching(pattern),
             none,
@@ -426,11 +463,12 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64> {
-        self.observe("clear", None, self.inner.clear(namespace), none)
+        self.observe(Op::Clear, None, self.inner.clear(namespace), none)
             .await
     }
 
     async fn close(&self) -> Result<()> {
-        self.observe("close", None, self.inner.close(), none).await
+        self.observe(Op::Close, None, self.inner.close(), none)
+            .await
     }
 }

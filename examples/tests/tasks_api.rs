@@ -1115,3 +1115,49 @@ async fn tasks_api_outage_redis_stopped_and_restarted() {
 async fn tasks_api_outage_redis_paused_and_resumed() {
     api_through_a_redis_outage(Fault::PauseAndResume).await;
 }
+
+/// A database file made before task ids were `AUTOINCREMENT` (its `tasks`
+/// table a plain `INTEGER PRIMARY KEY`) is upgraded when opened: its tasks
+/// are kept, and from then on a deleted task's id is never given again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_api_upgrades_an_sqlite_file_of_an_earlier_version() {
+    let dir = std::env::temp_dir().join(format!("tasks-api-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tasks.db");
+    let _ = std::fs::remove_file(&path);
+    let old = rusqlite::Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            salt TEXT NOT NULL,
+            password_hash TEXT NOT NULL
+        );
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            title TEXT NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE INDEX tasks_by_user ON tasks(user_id, id);
+        INSERT INTO users VALUES (7, 'old', 'salt', 'hash');
+        INSERT INTO tasks VALUES (3, 7, 'from before', 1, 5);",
+    )
+    .unwrap();
+    drop(old);
+    let db = Db::open(path.to_str().unwrap()).unwrap();
+    let kept = db.list_tasks(7).await.unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|t| (t.id, t.title.as_str(), t.done, t.updated_at))
+            .collect::<Vec<_>>(),
+        [(3, "from before", true, 5)]
+    );
+    deleted_task_ids_are_never_reused(db).await;
+    // Opened again: nothing left to upgrade, nothing lost.
+    let db = Db::open(path.to_str().unwrap()).unwrap();
+    assert_eq!(db.list_tasks(7).await.unwrap().len(), 1);
+    drop(db);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -362,12 +362,12 @@ impl Generations {
     fn join_or_start(&self, category: &str, start: impl FnOnce() -> Read) -> Shared<Read> {
         let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         let version = self.version.load(Acquire);
-        if let Some((started, read)) = reads.get(category) {
-            if *started == version {
-                if let Some(read) = read.upgrade() {
-                    return read;
-                }
-            }
+        let joined = reads
+            .get(category)
+            .filter(|(started, _)| *started == version)
+            .and_then(|(_, read)| read.upgrade());
+        if let Some(read) = joined {
+            return read;
         }
         let read = start().shared();
         if let Some(weak) = read.downgrade() {

@@ -120,7 +120,8 @@ const OPS: [&str; 15] = [
     "close",
 ];
 
-/// A backend operation; its number indexes [`OPS`] and the counters.
+/// A backend operation; its number indexes [`OPS`] and (through
+/// [`counter`]) the counters.
 #[derive(Clone, Copy)]
 enum Op {
     Get,
@@ -144,11 +145,6 @@ impl Op {
     fn name(self) -> &'static str {
         OPS[self as usize]
     }
-
-    /// The index of `field` of this operation in [`Metered::counters`].
-    fn at(self, field: Field) -> usize {
-        self as usize * FIELDS + field as usize
-    }
 }
 
 /// The counters of an operation.
@@ -161,7 +157,13 @@ enum Field {
     Nanos,
 }
 
-const FIELDS: usize = 5;
+const FIELDS: usize = Field::Nanos as usize + 1;
+
+/// The index in [`Metered::counters`] of counter `field` of the
+/// operation numbered `op` (an [`Op`]'s number, an index of [`OPS`]).
+fn counter(op: usize, field: Field) -> usize {
+    op * FIELDS + field as usize
+}
 
 /// Counters of one operation, from [`Metered::snapshot`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -215,7 +217,7 @@ impl<B: CacheBackend> Metered<B> {
 
     /// The counters of every operation called so far, by name.
     pub fn snapshot(&self) -> BTreeMap<&'static str, OpStats> {
-        let count = |op: usize, field: Field| self.counters.sum(op * FIELDS + field as usize);
+        let count = |op: usize, field: Field| self.counters.sum(counter(op, field));
         OPS.iter()
             .enumerate()
             .filter(|&(op, _)| count(op, Field::Calls) > 0)
@@ -282,7 +284,7 @@ impl<B: CacheBackend> Metered<B> {
         let stripe = self.counters.local();
         let add = |field: Field, n: u64| {
             if n != 0 {
-                stripe[op.at(field)].fetch_add(n, Relaxed);
+                stripe[counter(op as usize, field)].fetch_add(n, Relaxed);
             }
         };
         add(Field::Calls, 1);

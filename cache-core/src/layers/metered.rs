@@ -63,14 +63,14 @@ pub struct Metered<B> {
     inner: B,
     /// Per operation, its [`Field`]s: striped, so threads calling at once
     /// do not write one cache line.
-    counters: Striped<{ OPS.len() * FIELDS }>,
+    counters: Striped<{ Op::ALL.len() * FIELDS }>,
     log_key_lengths: bool,
     errors: Mutex<BTreeMap<(&'static str, ErrorKind), u64>>,
     /// The exported keys of every operation, built once: the `counter!`
     /// and `histogram!` macros build a key with its label vector on every
     /// call (three allocations per backend call).
     #[cfg(feature = "metrics")]
-    keys: Box<[OpKeys; OPS.len()]>,
+    keys: Box<[OpKeys; Op::ALL.len()]>,
 }
 
 /// The exported metric keys of one operation (labels `backend`, `op`).
@@ -101,27 +101,8 @@ impl OpKeys {
     }
 }
 
-/// The operations' names, by [`Op`]'s number.
-const OPS: [&str; 15] = [
-    "get",
-    "set",
-    "delete",
-    "exists",
-    "ttl",
-    "expire",
-    "incr",
-    "health",
-    "get_many",
-    "set_many",
-    "delete_many",
-    "scan",
-    "delete_matching",
-    "clear",
-    "close",
-];
-
-/// A backend operation; its number indexes [`OPS`] and (through
-/// [`counter`]) the counters.
+/// A backend operation; its number indexes the counters (through
+/// [`counter`]) and the exported keys.
 #[derive(Clone, Copy)]
 enum Op {
     Get,
@@ -142,10 +123,55 @@ enum Op {
 }
 
 impl Op {
+    /// Every operation, by number.
+    const ALL: [Op; 15] = [
+        Op::Get,
+        Op::Set,
+        Op::Delete,
+        Op::Exists,
+        Op::Ttl,
+        Op::Expire,
+        Op::Incr,
+        Op::Health,
+        Op::GetMany,
+        Op::SetMany,
+        Op::DeleteMany,
+        Op::Scan,
+        Op::DeleteMatching,
+        Op::Clear,
+        Op::Close,
+    ];
+
     fn name(self) -> &'static str {
-        OPS[self as usize]
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Delete => "delete",
+            Op::Exists => "exists",
+            Op::Ttl => "ttl",
+            Op::Expire => "expire",
+            Op::Incr => "incr",
+            Op::Health => "health",
+            Op::GetMany => "get_many",
+            Op::SetMany => "set_many",
+            Op::DeleteMany => "delete_many",
+            Op::Scan => "scan",
+            Op::DeleteMatching => "delete_matching",
+            Op::Clear => "clear",
+            Op::Close => "close",
+        }
     }
 }
+
+// `Op::ALL` holds every operation at its number, the last one included.
+const _: () = {
+    let mut i = 0;
+    while i < Op::ALL.len() {
+        assert!(Op::ALL[i] as usize == i);
+        i += 1;
+    }
+    assert!(Op::Close as usize + 1 == Op::ALL.len());
+};
 
 /// The counters of an operation.
 #[derive(Clone, Copy)]
@@ -159,10 +185,9 @@ enum Field {
 
 const FIELDS: usize = Field::Nanos as usize + 1;
 
-/// The index in [`Metered::counters`] of counter `field` of the
-/// operation numbered `op` (an [`Op`]'s number, an index of [`OPS`]).
-fn counter(op: usize, field: Field) -> usize {
-    op * FIELDS + field as usize
+/// The index in [`Metered::counters`] of counter `field` of `op`.
+fn counter(op: Op, field: Field) -> usize {
+    op as usize * FIELDS + field as usize
 }
 
 /// Counters of one operation, from [`Metered::snapshot`].
@@ -195,7 +220,7 @@ impl<B: CacheBackend> Metered<B> {
     pub fn new(inner: B) -> Self {
         Metered {
             #[cfg(feature = "metrics")]
-            keys: Box::new(OPS.map(|op| OpKeys::new(inner.name(), op))),
+            keys: Box::new(Op::ALL.map(|op| OpKeys::new(inner.name(), op.name()))),
             inner,
             counters: Striped::default(),
             log_key_lengths: false,
@@ -217,13 +242,13 @@ impl<B: CacheBackend> Metered<B> {
 
     /// The counters of every operation called so far, by name.
     pub fn snapshot(&self) -> BTreeMap<&'static str, OpStats> {
-        let count = |op: usize, field: Field| self.counters.sum(counter(op, field));
-        OPS.iter()
-            .enumerate()
-            .filter(|&(op, _)| count(op, Field::Calls) > 0)
-            .map(|(op, name)| {
+        let count = |op: Op, field: Field| self.counters.sum(counter(op, field));
+        Op::ALL
+            .into_iter()
+            .filter(|&op| count(op, Field::Calls) > 0)
+            .map(|op| {
                 (
-                    *name,
+                    op.name(),
                     OpStats {
                         calls: count(op, Field::Calls),
                         hits: count(op, Field::Hits),
@@ -284,7 +309,7 @@ impl<B: CacheBackend> Metered<B> {
         let stripe = self.counters.local();
         let add = |field: Field, n: u64| {
             if n != 0 {
-                stripe[counter(op as usize, field)].fetch_add(n, Relaxed);
+                stripe[counter(op, field)].fetch_add(n, Relaxed);
             }
         };
         add(Field::Calls, 1);

@@ -4,7 +4,7 @@
 //! cargo run --release -p cache-bench -- [--quick] [--json FILE] [--group NAME]...
 //! ```
 //!
-//! Groups: `memory_throughput`, `hit_ratio`, `bytes_per_entry`, `codec`,
+//! Groups: `host` (run with `memory_throughput`), `memory_throughput`, `hit_ratio`, `bytes_per_entry`, `codec`,
 //! `redis`, `typed`, `tiered`, `sweep`, `propagation` (all by default).
 //! See `bench/README.md`.
 
@@ -15,6 +15,7 @@ mod harness;
 #[allow(dead_code)]
 mod hash;
 mod hitratio;
+mod host;
 mod memory;
 mod propagation;
 mod redis_groups;
@@ -66,6 +67,7 @@ impl Options {
             }
         }
         let known = [
+            host::GROUP,
             throughput::GROUP,
             hitratio::GROUP,
             memory::GROUP,
@@ -123,7 +125,14 @@ fn main() {
         return;
     }
     let started = Instant::now();
+    let cpu_at_start = host::CpuTimes::read();
     let mut report = Report::default();
+    // The 2-thread goal is judged only where the host runs two threads'
+    // reads of shared memory in parallel: the probe tells.
+    if opts.wants(host::GROUP) || opts.wants(throughput::GROUP) {
+        host::run(&mut report, &opts);
+        print!("{}", report.table(host::GROUP, host::PRIVATE));
+    }
     if opts.wants(throughput::GROUP) {
         let t = Instant::now();
         throughput::run(&mut report, &opts);
@@ -191,6 +200,12 @@ fn main() {
         print!("{}", report.table(propagation::GROUP, propagation::PUBSUB));
     }
     print!("{}", goals::summary(&report));
+    let steal = host::CpuTimes::read()
+        .zip(cpu_at_start)
+        .and_then(|(end, start)| end.steal_since(&start));
+    if let Some(steal) = steal {
+        println!("host: {steal:.1}% of the CPU time during the run was stolen by the hypervisor");
+    }
     if let Some(path) = &opts.svg {
         if let Some(chart) = svg::hit_ratio_chart(&report) {
             if let Err(e) = std::fs::write(path, chart) {

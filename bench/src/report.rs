@@ -152,6 +152,7 @@ fn fmt_value(metric: &str, v: f64) -> String {
         "ops_per_sec" if v >= 1e6 => format!("{:.2}M", v / 1e6),
         "ops_per_sec" => format!("{:.1}k", v / 1e3),
         "hit_ratio" => format!("{v:.4}"),
+        "ratio" => format!("{v:.2}x"),
         "ns_per_op" if v >= 1e4 => format!("{:.1}us", v / 1e3),
         "ns_per_op" => format!("{v:.1}ns"),
         _ => format!("{v:.1}"),

@@ -8,11 +8,19 @@ struct Check {
     goal: String,
     figure: String,
     met: bool,
+}
+
+impl Check {
     /// Whether the goal's cells ran; a goal that did not run is a MISS.
-    ran: bool,
+    fn ran(&self) -> bool {
+        self.figure != NOT_RUN
+    }
+
     /// Whether its cells ran on a host that cannot show what the goal is
     /// about; such a goal is a MISS too.
-    unmeasured: bool,
+    fn unmeasured(&self) -> bool {
+        self.figure.starts_with(UNMEASURED)
+    }
 }
 
 /// Why a goal has no figure.
@@ -27,15 +35,8 @@ const UNMEASURED: &str = "unmeasured on this host";
 pub(crate) fn summary(r: &Report) -> String {
     let mut checks: Vec<Check> = Vec::new();
     let mut add = |goal: String, figure: String, met: bool| {
-        let ran = figure != NOT_RUN;
-        let unmeasured = figure.starts_with(UNMEASURED);
-        checks.push(Check {
-            goal,
-            figure,
-            met: met && ran,
-            ran,
-            unmeasured,
-        })
+        let met = met && figure != NOT_RUN;
+        checks.push(Check { goal, figure, met })
     };
 
     // Hit ratio: >= the better of moka and quick_cache (within 0.5 points), never below LRU.
@@ -310,8 +311,8 @@ pub(crate) fn summary(r: &Report) -> String {
         );
     }
     let met = checks.iter().filter(|c| c.met).count();
-    let not_run = checks.iter().filter(|c| !c.ran).count();
-    let unmeasured = checks.iter().filter(|c| c.unmeasured).count();
+    let not_run = checks.iter().filter(|c| !c.ran()).count();
+    let unmeasured = checks.iter().filter(|c| c.unmeasured()).count();
     let _ = writeln!(
         out,
         "{met} of {} goals met; {} MISS, of which {not_run} did not run and {unmeasured} could not be measured on this host; {} get cells that missed (errors)",
@@ -363,34 +364,16 @@ mod tests {
     fn scaling_goal(typed: f64, direct: f64, shared: Option<f64>) -> (String, String) {
         let mut r = Report::default();
         let t = crate::throughput::GROUP;
-        r.add(
-            t,
-            "get 100% hit 10k keys 1t",
-            "Cache::get::<T>",
-            "ops_per_sec",
-            100.0,
-        );
-        r.add(
-            t,
-            "get 100% hit 10k keys 2t",
-            "Cache::get::<T>",
-            "ops_per_sec",
-            100.0 * typed,
-        );
-        r.add(
-            t,
-            "get 100% hit 10k keys 1t",
-            "MemoryBackend direct",
-            "ops_per_sec",
-            100.0,
-        );
-        r.add(
-            t,
-            "get 100% hit 10k keys 2t",
-            "MemoryBackend direct",
-            "ops_per_sec",
-            100.0 * direct,
-        );
+        for (imp, scaled) in [("Cache::get::<T>", typed), ("MemoryBackend direct", direct)] {
+            r.add(t, "get 100% hit 10k keys 1t", imp, "ops_per_sec", 100.0);
+            r.add(
+                t,
+                "get 100% hit 10k keys 2t",
+                imp,
+                "ops_per_sec",
+                100.0 * scaled,
+            );
+        }
         if let Some(shared) = shared {
             let h = crate::host::GROUP;
             r.add(h, crate::host::SCALING, crate::host::PRIVATE, "ratio", 1.9);

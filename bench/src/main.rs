@@ -4,8 +4,9 @@
 //! cargo run --release -p cache-bench -- [--quick] [--json FILE] [--group NAME]...
 //! ```
 //!
-//! Groups: `host` (run with `memory_throughput`), `memory_throughput`, `hit_ratio`, `bytes_per_entry`, `codec`,
-//! `redis`, `typed`, `tiered`, `sweep`, `propagation` (all by default).
+//! Groups: `host` (also run with `memory_throughput`),
+//! `memory_throughput`, `hit_ratio`, `bytes_per_entry`, `codec`, `redis`,
+//! `typed`, `tiered`, `sweep`, `propagation` (all by default).
 //! See `bench/README.md`.
 
 mod codec;

@@ -1,6 +1,8 @@
 //! Counters kept by [`Cache`](crate::Cache), and their snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, Serializer};
@@ -235,34 +237,79 @@ impl Stat {
     }
 }
 
-/// How many stripes the counters are split over: threads add to the
-/// stripe of their index modulo this, so up to this many threads never
-/// write the same cache line.
-const STRIPES: usize = 16;
+/// How many stripes threads own, one each from a thread's first count to
+/// its exit: only its owner writes an owned stripe, so an add there is a
+/// load and a store, not a read-modify-write (a locked instruction, ~20
+/// cycles, that also waits for every store before it). Threads beyond
+/// these share one more stripe, added to atomically.
+const OWNED: usize = 16;
+
+/// Every stripe: the owned ones, then the shared one (at index `OWNED`).
+const STRIPES: usize = OWNED + 1;
+
+/// The owned stripes free to claim: bit `i` set when stripe `i` is. One
+/// set of indices for every [`Striped`] of the process: a thread owns the
+/// same index in all of them.
+static FREE: AtomicU32 = AtomicU32::new(u32::MAX >> (32 - OWNED));
+
+/// Takes the lowest free index of `free`; `OWNED` (the shared stripe)
+/// when every one is taken.
+fn claim(free: &AtomicU32) -> usize {
+    let mut bits = free.load(Relaxed);
+    while bits != 0 {
+        let i = bits.trailing_zeros();
+        // Acquire: the last owner's stores, released with the index,
+        // come before this thread's first load of the stripe.
+        match free.compare_exchange_weak(bits, bits & !(1 << i), Acquire, Relaxed) {
+            Ok(_) => return i as usize,
+            Err(now) => bits = now,
+        }
+    }
+    OWNED
+}
+
+/// Gives index `i` back to `free` (nothing for the shared stripe).
+fn release(free: &AtomicU32, i: usize) {
+    if i < OWNED {
+        free.fetch_or(1 << i, Release);
+    }
+}
+
+/// A thread's stripe index, given back when the thread exits.
+struct Claim(usize);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        release(&FREE, self.0);
+    }
+}
+
+/// The index of this thread's stripe: one it owns (below `OWNED`), or the
+/// shared one. After this thread's claim is given back (its thread-locals
+/// being destroyed), the shared one.
+#[inline]
+fn stripe() -> usize {
+    thread_local! {
+        static CLAIM: Claim = Claim(claim(&FREE));
+    }
+    CLAIM.try_with(|claim| claim.0).unwrap_or(OWNED)
+}
+
+/// Adds `n` to `counter`: its owner alone writes an owned stripe's counter
+/// (a plain load and store), every sharer of the shared one adds atomically.
+#[inline(always)]
+fn bump(counter: &AtomicU64, n: u64, owned: bool) {
+    if owned {
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    } else {
+        counter.fetch_add(n, Relaxed);
+    }
+}
 
 /// One thread's share of `N` counters, on cache lines of its own.
 #[derive(Debug)]
 #[repr(align(128))]
 struct Stripe<const N: usize>([AtomicU64; N]);
-
-/// The index of this thread's stripe (below [`STRIPES`]).
-#[inline]
-fn stripe() -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    INDEX.with(|index| {
-        let mut i = index.get();
-        if i == usize::MAX {
-            i = NEXT.fetch_add(1, Relaxed) % STRIPES;
-            index.set(i);
-        }
-        i
-    })
-}
 
 /// `N` counters, striped: a shared counter that every read increments
 /// would bounce its cache line between the cores of every thread reading
@@ -287,14 +334,18 @@ impl<const N: usize> Striped<N> {
     /// Adds `n` to counter `i`.
     #[inline]
     pub(crate) fn add(&self, i: usize, n: u64) {
-        self.stripes[stripe()].0[i].fetch_add(n, Relaxed);
+        self.local().add(i, n);
     }
 
     /// This thread's stripe, for a caller adding to several counters at
     /// once (one look-up of the stripe).
     #[inline]
-    pub(crate) fn local(&self) -> &[AtomicU64; N] {
-        &self.stripes[stripe()].0
+    pub(crate) fn local(&self) -> Local<'_, N> {
+        let i = stripe();
+        Local {
+            counters: &self.stripes[i].0,
+            owned: i < OWNED,
+        }
     }
 
     /// Counter `i`: the sum of its stripes.
@@ -303,6 +354,20 @@ impl<const N: usize> Striped<N> {
             .iter()
             .map(|stripe| stripe.0[i].load(Relaxed))
             .fold(0, u64::wrapping_add)
+    }
+}
+
+/// A thread's stripe of a [`Striped`], from [`Striped::local`].
+pub(crate) struct Local<'a, const N: usize> {
+    counters: &'a [AtomicU64; N],
+    owned: bool,
+}
+
+impl<const N: usize> Local<'_, N> {
+    /// Adds `n` to counter `i`.
+    #[inline]
+    pub(crate) fn add(&self, i: usize, n: u64) {
+        bump(&self.counters[i], n, self.owned);
     }
 }
 
@@ -473,20 +538,80 @@ mod tests {
 
     #[test]
     fn striped_counters_sum_what_every_thread_added() {
+        // More threads at once than there are owned stripes, so some share
+        // the shared one; then a second wave, on the indices the first gave
+        // back. Every add counts: an owned stripe has one writer at a time.
+        const ADDS: u64 = 20_000;
         let counters: Striped<2> = Striped::default();
+        let threads = 3 * OWNED as u64;
+        for _wave in 0..2 {
+            // All at once: the sharers add to one stripe at the same time.
+            let start = std::sync::Barrier::new(threads as usize);
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let (counters, start) = (&counters, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        for _ in 0..ADDS {
+                            counters.add(0, 1);
+                        }
+                        counters.local().add(1, t);
+                    });
+                }
+            });
+        }
+        counters.add(1, 10);
+        let sum_of_t = threads * (threads - 1) / 2;
+        assert_eq!(
+            (counters.sum(0), counters.sum(1)),
+            (2 * threads * ADDS, 2 * sum_of_t + 10)
+        );
+    }
+
+    #[test]
+    fn the_shared_stripe_adds_atomically() {
+        // Its sharers add at the same time, long enough to overlap on
+        // every core: a load and a store would lose some of their adds.
+        let counter = AtomicU64::new(0);
+        let start = std::sync::Barrier::new(4);
         std::thread::scope(|s| {
-            for t in 0..4u64 {
-                let counters = &counters;
+            for _ in 0..4 {
+                let (counter, start) = (&counter, &start);
                 s.spawn(move || {
-                    for _ in 0..1000 {
-                        counters.add(0, 1);
+                    start.wait();
+                    for _ in 0..1_000_000 {
+                        bump(counter, 1, false);
                     }
-                    counters.add(1, t);
                 });
             }
         });
-        counters.add(1, 10);
-        assert_eq!((counters.sum(0), counters.sum(1)), (4000, 16));
+        assert_eq!(counter.load(Relaxed), 4_000_000);
+    }
+
+    #[test]
+    fn an_owned_stripe_is_claimed_by_one_thread_at_a_time_and_given_back() {
+        let free = AtomicU32::new(u32::MAX >> (32 - OWNED));
+        let claimed: Vec<usize> = (0..OWNED).map(|_| claim(&free)).collect();
+        assert_eq!(claimed, (0..OWNED).collect::<Vec<_>>());
+        // None left: the shared stripe, which is never given back.
+        assert_eq!(claim(&free), OWNED);
+        release(&free, OWNED);
+        assert_eq!(free.load(Relaxed), 0);
+        release(&free, 5);
+        release(&free, 3);
+        assert_eq!((claim(&free), claim(&free), claim(&free)), (3, 5, OWNED));
+    }
+
+    #[test]
+    fn a_thread_gives_its_stripe_back_when_it_exits() {
+        // Other tests' threads claim and give back indices meanwhile: this
+        // thread's own index is free again once it has exited, unless one
+        // of them took it in between; each try is a new thread.
+        let given_back = (0..100).any(|_| {
+            let i = std::thread::spawn(stripe).join().expect("the thread ran");
+            i < OWNED && FREE.load(Relaxed) & (1 << i) != 0
+        });
+        assert!(given_back);
     }
 
     #[test]

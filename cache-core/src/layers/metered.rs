@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -309,7 +308,7 @@ impl<B: CacheBackend> Metered<B> {
         let stripe = self.counters.local();
         let add = |field: Field, n: u64| {
             if n != 0 {
-                stripe[counter(op, field)].fetch_add(n, Relaxed);
+                stripe.add(counter(op, field), n);
             }
         };
         add(Field::Calls, 1);

@@ -8,6 +8,10 @@ struct Check {
     goal: String,
     figure: String,
     met: bool,
+    /// Judged by a ratio paired by round whose rounds fall on both sides
+    /// of the goal's bound (it lies between their quartiles): this run
+    /// does not settle the verdict.
+    unsettled: bool,
 }
 
 impl Check {
@@ -30,20 +34,61 @@ const NOT_RUN: &str = "did not run (its cell is missing: group not selected, or 
 /// cannot show what the goal is about.
 const UNMEASURED: &str = "unmeasured on this host";
 
+/// The goals checked so far.
+#[derive(Default)]
+struct Checks(Vec<Check>);
+
+impl Checks {
+    /// A goal, `met` or not by `figure` (never met when it did not run).
+    fn add(&mut self, goal: String, figure: String, met: bool) {
+        self.push(goal, figure, met, false);
+    }
+
+    fn push(&mut self, goal: String, figure: String, met: bool, unsettled: bool) {
+        let met = met && figure != NOT_RUN;
+        self.0.push(Check {
+            goal,
+            figure,
+            met,
+            unsettled,
+        });
+    }
+
+    /// A goal judged by a ratio paired by round: its median `paired`, with
+    /// the rounds' quartiles, must reach `bound` (`at_least`) or stay
+    /// within it; `figure` says what else to show beside it.
+    fn add_paired(
+        &mut self,
+        goal: String,
+        paired: (f64, f64, f64),
+        (bound, at_least): (f64, bool),
+        figure: String,
+    ) {
+        let (median, q1, q3) = paired;
+        let met = if at_least {
+            median >= bound
+        } else {
+            median <= bound
+        };
+        self.push(
+            goal,
+            format!("{median:.2}x paired, rounds' quartiles {q1:.2}-{q3:.2}x ({figure})"),
+            met,
+            q1 < bound && bound < q3,
+        );
+    }
+}
+
 /// A table of every goal whose cells ran: the figure reached and whether
 /// the goal is met.
 pub(crate) fn summary(r: &Report) -> String {
-    let mut checks: Vec<Check> = Vec::new();
-    let mut add = |goal: String, figure: String, met: bool| {
-        let met = met && figure != NOT_RUN;
-        checks.push(Check { goal, figure, met })
-    };
+    let mut checks = Checks::default();
 
     // Hit ratio: >= the better of moka and quick_cache (within 0.5 points), never below LRU.
     let g = crate::hitratio::GROUP;
     let (workloads, _) = crate::report::axes(r.records.iter().filter(|x| x.group == g));
     if workloads.is_empty() {
-        add(
+        checks.add(
             "hit ratio: >= max(moka, quick_cache) - 0.005, >= lru".into(),
             NOT_RUN.into(),
             false,
@@ -55,7 +100,7 @@ pub(crate) fn summary(r: &Report) -> String {
             (v("MemoryBackend"), v("moka"), v("quick_cache"), v("lru"))
         {
             let best = moka.max(quick);
-            add(
+            checks.add(
                 format!("hit ratio {w}: >= max(moka, quick_cache) - 0.005, >= lru"),
                 format!(
                     "{ours:.4} vs best peer {best:.4} ({:+.2} pts), lru {lru:.4}",
@@ -64,7 +109,7 @@ pub(crate) fn summary(r: &Report) -> String {
                 ours >= best - 0.005 && ours >= lru,
             );
         } else {
-            add(
+            checks.add(
                 format!("hit ratio {w}: >= max(moka, quick_cache) - 0.005, >= lru"),
                 NOT_RUN.into(),
                 false,
@@ -80,8 +125,8 @@ pub(crate) fn summary(r: &Report) -> String {
     let mut ratio = |goal: &str, w: &str, a: &str, b: &str, min: f64| {
         let name = format!("{goal} ({w}): {a} >= {min}x {b}");
         match (v(w, a), v(w, b)) {
-            (Some(x), Some(y)) => add(name, format!("{:.2}x", x / y), x / y >= min),
-            _ => add(name, NOT_RUN.into(), false),
+            (Some(x), Some(y)) => checks.add(name, format!("{:.2}x", x / y), x / y >= min),
+            _ => checks.add(name, NOT_RUN.into(), false),
         }
     };
     ratio(
@@ -135,7 +180,7 @@ pub(crate) fn summary(r: &Report) -> String {
             let (typed, direct) = (c2 / c1, d2 / d1);
             let figure = format!("{typed:.2}x vs {direct:.2}x ({:.2})", typed / direct);
             if shared < crate::host::MIN_SHARED_SCALING {
-                add(
+                checks.add(
                     name,
                     format!(
                         "{UNMEASURED}: this host ran 2 threads' reads of shared memory at \
@@ -145,10 +190,10 @@ pub(crate) fn summary(r: &Report) -> String {
                     false,
                 );
             } else {
-                add(name, figure, typed >= 0.9 * direct);
+                checks.add(name, figure, typed >= 0.9 * direct);
             }
         }
-        _ => add(name, NOT_RUN.into(), false),
+        _ => checks.add(name, NOT_RUN.into(), false),
     }
 
     // Memory per entry.
@@ -156,13 +201,13 @@ pub(crate) fn summary(r: &Report) -> String {
     let w = "1M entries, 11 B key + 64 B value";
     if let (Some(ours), Some(moka)) = (r.value(m, w, "MemoryBackend"), r.value(m, w, "moka::sync"))
     {
-        add(
+        checks.add(
             "bytes per entry beyond key+value <= moka's".into(),
             format!("{ours:.1} B vs moka {moka:.1} B"),
             ours <= moka,
         );
     } else {
-        add(
+        checks.add(
             "bytes per entry beyond key+value <= moka's".into(),
             NOT_RUN.into(),
             false,
@@ -187,17 +232,21 @@ pub(crate) fn summary(r: &Report) -> String {
         ] {
             let w = format!("{op} 64 B, {tasks} task{suffix}");
             let goal = format!("Redis {w}: {ours} >= 0.9x raw redis-rs");
+            let paired = |metric: &str| find(&w, ours, metric);
             match (
                 ops(&w, ours),
                 ops(&w, raw_name),
-                find(&w, ours, crate::redis_groups::PAIRED),
+                paired(crate::redis_groups::PAIRED),
+                paired(crate::redis_groups::PAIRED_Q1),
+                paired(crate::redis_groups::PAIRED_Q3),
             ) {
-                (Some(x), Some(raw), Some(paired)) => add(
+                (Some(x), Some(raw), Some(median), Some(q1), Some(q3)) => checks.add_paired(
                     goal,
-                    format!("{paired:.2}x paired (ratio of medians {:.2}x)", x / raw),
-                    paired >= 0.9,
+                    (median, q1, q3),
+                    (0.9, true),
+                    format!("ratio of medians {:.2}x", x / raw),
                 ),
-                _ => add(goal, NOT_RUN.into(), false),
+                _ => checks.add(goal, NOT_RUN.into(), false),
             }
         }
     }
@@ -207,7 +256,7 @@ pub(crate) fn summary(r: &Report) -> String {
         r.value(b, bw, "RedisBackend get_many (MGET)"),
         r.value(b, bw, "RedisBackend 100 x get"),
     ) {
-        add(
+        checks.add(
             "batch of 100 keys >= 10x faster than 100 GETs".into(),
             format!(
                 "{:.1} us vs {:.1} us ({:.1}x)",
@@ -218,7 +267,7 @@ pub(crate) fn summary(r: &Report) -> String {
             seq / mget >= 10.0,
         );
     } else {
-        add(
+        checks.add(
             "batch of 100 keys >= 10x faster than 100 GETs".into(),
             NOT_RUN.into(),
             false,
@@ -232,13 +281,13 @@ pub(crate) fn summary(r: &Report) -> String {
         r.value(tg, tw, "Tiered L1 hit"),
         r.value(tg, tw, "MemoryBackend direct"),
     ) {
-        add(
+        checks.add(
             "Tiered L1 hit >= 0.8x MemoryBackend direct".into(),
             format!("{:.2}x", tiered / direct),
             tiered / direct >= 0.8,
         );
     } else {
-        add(
+        checks.add(
             "Tiered L1 hit >= 0.8x MemoryBackend direct".into(),
             NOT_RUN.into(),
             false,
@@ -261,16 +310,16 @@ pub(crate) fn summary(r: &Report) -> String {
             y(ours, "ns_per_op"),
             y(floor, "ns_per_op"),
             y(ours, crate::redis_groups::PAIRED),
+            y(ours, crate::redis_groups::PAIRED_Q1),
+            y(ours, crate::redis_groups::PAIRED_Q3),
         ) {
-            (Some(a), Some(b), Some(paired)) => add(
+            (Some(a), Some(b), Some(median), Some(q1), Some(q3)) => checks.add_paired(
                 goal,
-                format!(
-                    "{paired:.2}x paired ({a:.0} ns vs {b:.0} ns, ratio of medians {:.2}x)",
-                    a / b
-                ),
-                paired <= max,
+                (median, q1, q3),
+                (max, false),
+                format!("{a:.0} ns vs {b:.0} ns, ratio of medians {:.2}x", a / b),
             ),
-            _ => add(goal, NOT_RUN.into(), false),
+            _ => checks.add(goal, NOT_RUN.into(), false),
         }
     }
 
@@ -285,13 +334,13 @@ pub(crate) fn summary(r: &Report) -> String {
             r.value(sg, row, crate::sweep::ON),
             r.value(sg, row, crate::sweep::OFF),
         ) {
-            add(
+            checks.add(
                 format!("get p99 {what} at 1M entries with sweeps <= 1.5x without"),
                 format!("{on:.0} ns vs {off:.0} ns ({:.2}x)", on / off),
                 on <= 1.5 * off,
             );
         } else {
-            add(
+            checks.add(
                 format!("get p99 {what} at 1M entries with sweeps <= 1.5x without"),
                 NOT_RUN.into(),
                 false,
@@ -300,8 +349,8 @@ pub(crate) fn summary(r: &Report) -> String {
     }
 
     let mut out = String::from("\n== goals ==\n");
-    let width = checks.iter().map(|c| c.goal.len()).max().unwrap_or(10);
-    for c in &checks {
+    let width = checks.0.iter().map(|c| c.goal.len()).max().unwrap_or(10);
+    for c in &checks.0 {
         let _ = writeln!(
             out,
             "{:<4} {:<width$} | {}",
@@ -310,14 +359,15 @@ pub(crate) fn summary(r: &Report) -> String {
             c.figure
         );
     }
-    let met = checks.iter().filter(|c| c.met).count();
-    let not_run = checks.iter().filter(|c| !c.ran()).count();
-    let unmeasured = checks.iter().filter(|c| c.unmeasured()).count();
+    let met = checks.0.iter().filter(|c| c.met).count();
+    let not_run = checks.0.iter().filter(|c| !c.ran()).count();
+    let unmeasured = checks.0.iter().filter(|c| c.unmeasured()).count();
+    let unsettled = checks.0.iter().filter(|c| c.unsettled).count();
     let _ = writeln!(
         out,
-        "{met} of {} goals met; {} MISS, of which {not_run} did not run and {unmeasured} could not be measured on this host; {} get cells that missed (errors)",
-        checks.len(),
-        checks.len() - met,
+        "{met} of {} goals met; {} MISS, of which {not_run} did not run and {unmeasured} could not be measured on this host; {unsettled} verdicts (MET or MISS) not settled by this run, their bound between the quartiles of their rounds' ratios; {} get cells that missed (errors)",
+        checks.0.len(),
+        checks.0.len() - met,
         r.errors.len()
     );
     for error in &r.errors {
@@ -329,33 +379,76 @@ pub(crate) fn summary(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis_groups::{PAIRED, TYPED};
+    use crate::redis_groups::{PAIRED, PAIRED_Q1, PAIRED_Q3, TYPED};
 
-    /// The typed goal's line in the summary of a report of its cells.
-    fn typed_goal(medians: (f64, f64), paired: f64) -> String {
+    /// The typed goal's line and the summary's count line, for a report
+    /// of its cells: the medians' ns per get, and the paired ratio's median
+    /// and quartiles.
+    fn typed_goal(medians: (f64, f64), paired: (f64, f64, f64)) -> (String, String) {
         let mut r = Report::default();
         let w = "get hit, ~214 B struct, 1 thread";
-        r.add(TYPED, w, "Cache::get::<T> memory", "ns_per_op", medians.0);
+        let ours = "Cache::get::<T> memory";
+        r.add(TYPED, w, ours, "ns_per_op", medians.0);
         r.add(TYPED, w, "lookup + decode", "ns_per_op", medians.1);
-        r.add(TYPED, w, "Cache::get::<T> memory", PAIRED, paired);
-        summary(&r)
-            .lines()
-            .find(|l| l.contains("Cache::get::<T> memory <= 1.15x"))
-            .expect("the goal's line")
-            .to_owned()
+        r.add(TYPED, w, ours, PAIRED, paired.0);
+        r.add(TYPED, w, ours, PAIRED_Q1, paired.1);
+        r.add(TYPED, w, ours, PAIRED_Q3, paired.2);
+        let summary = summary(&r);
+        let line = |needle: &str| {
+            summary
+                .lines()
+                .find(|l| l.contains(needle))
+                .expect("the line")
+                .to_owned()
+        };
+        (line("Cache::get::<T> memory <= 1.15x"), line("goals met"))
     }
 
     #[test]
     fn the_typed_goal_is_judged_by_the_ratio_paired_by_round() {
-        // The medians' ratio is 1.20; each round's, 1.10.
-        let line = typed_goal((120.0, 100.0), 1.10);
+        // The medians' ratio is 1.20; each round's, 1.05 to 1.12.
+        let (line, count) = typed_goal((120.0, 100.0), (1.10, 1.05, 1.12));
         assert!(line.starts_with("MET "), "{line}");
         assert!(
-            line.ends_with("| 1.10x paired (120 ns vs 100 ns, ratio of medians 1.20x)"),
+            line.ends_with(
+                "| 1.10x paired, rounds' quartiles 1.05-1.12x \
+                 (120 ns vs 100 ns, ratio of medians 1.20x)"
+            ),
             "{line}"
         );
-        let line = typed_goal((110.0, 100.0), 1.20);
+        assert!(
+            count.contains("; 0 verdicts (MET or MISS) not settled"),
+            "{count}"
+        );
+        let (line, _) = typed_goal((110.0, 100.0), (1.20, 1.18, 1.25));
         assert!(line.starts_with("MISS "), "{line}");
+    }
+
+    #[test]
+    fn a_verdict_whose_rounds_fall_on_both_sides_of_its_bound_is_counted_unsettled() {
+        // MISS by its median, but a quarter of the rounds or more met it.
+        let (line, count) = typed_goal((120.0, 100.0), (1.17, 1.12, 1.21));
+        assert!(line.starts_with("MISS "), "{line}");
+        assert!(
+            count.contains(
+                "; 1 verdicts (MET or MISS) not settled by this run, their bound between \
+                 the quartiles of their rounds' ratios;"
+            ),
+            "{count}"
+        );
+        // MET, with a quarter of the rounds or more over the bound.
+        let (line, count) = typed_goal((120.0, 100.0), (1.14, 1.10, 1.16));
+        assert!(line.starts_with("MET "), "{line}");
+        assert!(
+            count.contains("; 1 verdicts (MET or MISS) not settled"),
+            "{count}"
+        );
+        // Every quartile on one side: settled.
+        let (_, count) = typed_goal((120.0, 100.0), (1.20, 1.16, 1.25));
+        assert!(
+            count.contains("; 0 verdicts (MET or MISS) not settled"),
+            "{count}"
+        );
     }
 
     /// The 2-thread goal's line and the summary's count line, for a run

@@ -77,6 +77,22 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// The first and third quartiles of `values` (between ranks, linearly, as
+/// numpy's default); sorts them in place. NaN without values.
+pub(crate) fn quartiles(values: &mut [f64]) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let Some(last) = values.len().checked_sub(1) else {
+            return f64::NAN;
+        };
+        let rank = q * last as f64;
+        let below = rank.floor() as usize;
+        let above = rank.ceil() as usize;
+        values[below] + (values[above] - values[below]) * (rank - below as f64)
+    };
+    (at(0.25), at(0.75))
+}
+
 /// Runs `reps` rounds; each round times every contender once, in an order
 /// rotated by one each round, so drift of the machine hits all alike.
 /// `run(i)` runs contender `i` once and returns its value (e.g. ops/s);
@@ -191,4 +207,20 @@ pub(crate) fn count_from_zero() {
 pub(crate) fn stop_counting() -> isize {
     COUNTING.store(false, Relaxed);
     LIVE.load(Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quartiles_lie_between_ranks() {
+        // Ranks 0..=4: the quartiles at ranks 1 and 3.
+        assert_eq!(quartiles(&mut [5.0, 1.0, 4.0, 2.0, 3.0]), (2.0, 4.0));
+        // Ranks 0..=3: at 0.75 and 2.25.
+        assert_eq!(quartiles(&mut [10.0, 20.0, 30.0, 40.0]), (17.5, 32.5));
+        assert_eq!(quartiles(&mut [7.0]), (7.0, 7.0));
+        let (q1, q3) = quartiles(&mut []);
+        assert!(q1.is_nan() && q3.is_nan());
+    }
 }

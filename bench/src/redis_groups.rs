@@ -15,7 +15,9 @@ use cache_testkit::redis_server::RedisServer;
 use redis::aio::MultiplexedConnection;
 
 use crate::codec::Profile;
-use crate::harness::{dyn_get, interleaved, interleaved_rounds, median, ops_per_sec, ready, Rng};
+use crate::harness::{
+    dyn_get, interleaved, interleaved_rounds, median, ops_per_sec, quartiles, ready, Rng,
+};
 use crate::report::Report;
 use crate::throughput::{memory_backend, VALUE_LEN};
 use crate::Options;
@@ -447,13 +449,7 @@ fn redis_group(
             }
             if let Some(raw) = raw {
                 for (i, (name, _)) in clients.iter().enumerate() {
-                    report.add(
-                        REDIS,
-                        &workload,
-                        name,
-                        PAIRED,
-                        paired_ratio(&rounds[i], &rounds[raw]),
-                    );
+                    add_paired(report, (REDIS, &workload, name), &rounds[i], &rounds[raw]);
                 }
             }
             for (i, l) in latencies.iter_mut().enumerate() {
@@ -503,15 +499,38 @@ pub(crate) const RAW: &str = "raw redis-rs";
 /// ratio of the medians keeps it.
 pub(crate) const PAIRED: &str = "paired_ratio";
 
-/// The median over rounds of `ours[r] / raw[r]` (NaN without rounds).
-pub(crate) fn paired_ratio(ours: &[f64], raw: &[f64]) -> f64 {
-    let mut ratios: Vec<f64> = ours
-        .iter()
+/// Metrics of a paired ratio's spread: the first and third quartiles of
+/// the rounds' ratios. A goal's bound between them is a verdict this run
+/// does not settle: the rounds fall on both sides of it.
+pub(crate) const PAIRED_Q1: &str = "paired_q1";
+/// See [`PAIRED_Q1`].
+pub(crate) const PAIRED_Q3: &str = "paired_q3";
+
+/// Each round's `ours[r] / raw[r]`.
+fn round_ratios(ours: &[f64], raw: &[f64]) -> Vec<f64> {
+    ours.iter()
         .zip(raw)
         .filter(|(_, raw)| **raw > 0.0)
         .map(|(ours, raw)| ours / raw)
-        .collect();
-    median(&mut ratios)
+        .collect()
+}
+
+/// Records `imp`'s ratio to its reference paired by round: the median
+/// ([`PAIRED`]) and quartiles ([`PAIRED_Q1`], [`PAIRED_Q3`]) of the rounds'
+/// ratios. Returns the median.
+fn add_paired(
+    report: &mut Report,
+    (group, workload, imp): (&str, &str, &str),
+    ours: &[f64],
+    raw: &[f64],
+) -> f64 {
+    let mut ratios = round_ratios(ours, raw);
+    let (q1, q3) = quartiles(&mut ratios);
+    let paired = median(&mut ratios);
+    report.add(group, workload, imp, PAIRED, paired);
+    report.add(group, workload, imp, PAIRED_Q1, q1);
+    report.add(group, workload, imp, PAIRED_Q3, q3);
+    paired
 }
 
 /// The `redis` group's paired ratios as a table, printed as a note.
@@ -645,7 +664,7 @@ fn typed_group(
     let sample = JsonCodec.encode(&Profile::sample(1)).expect("encodes");
     // Inside the runtime: a typed read may refresh its category's
     // generation from L2 (once a second).
-    let mut rounds = interleaved_rounds(names.len(), reps, |i| {
+    let rounds = interleaved_rounds(names.len(), reps, |i| {
         rt.block_on(async {
             let t = Instant::now();
             for j in 0..iters {
@@ -671,16 +690,25 @@ fn typed_group(
     // The goals' pairs, also as each round's ratio (then the median): the
     // host's drift between rounds cancels out of it.
     let at = |name: &str| names.iter().position(|n| *n == name).expect("a cell");
-    // Before the medians: `median` sorts each cell's rounds in place.
-    let paired =
-        TYPED_GOALS.map(|(ours, floor, _)| paired_ratio(&rounds[at(ours)], &rounds[at(floor)]));
-    // The group's own metric first (see `Report::value`).
-    for (i, values) in rounds.iter_mut().enumerate() {
-        report.add(TYPED, &workload, names[i], "ns_per_op", median(values));
+    // The group's own metric first (see `Report::value`); `median` sorts
+    // a copy, the rounds stay in round order for the pairs.
+    for (i, values) in rounds.iter().enumerate() {
+        report.add(
+            TYPED,
+            &workload,
+            names[i],
+            "ns_per_op",
+            median(&mut values.clone()),
+        );
     }
     let mut note = String::from("paired by round (median of each round's ratio):");
-    for ((ours, floor, _), paired) in TYPED_GOALS.iter().zip(paired) {
-        report.add(TYPED, &workload, ours, PAIRED, paired);
+    for (ours, floor, _) in TYPED_GOALS {
+        let paired = add_paired(
+            report,
+            (TYPED, &workload, ours),
+            &rounds[at(ours)],
+            &rounds[at(floor)],
+        );
         note.push_str(&format!(" {ours} {paired:.2}x {floor};"));
     }
     report.note(TYPED, note);
@@ -833,18 +861,29 @@ mod tests {
 
     #[test]
     fn a_paired_ratio_is_the_median_of_each_rounds_ratio() {
-        // The host slowed down in round 2: ratio of medians 200/150 = 1.33,
-        // each round's ratio 1.0.
+        let mut report = Report::default();
+        let mut paired = |ours: &[f64], raw: &[f64]| {
+            let median = add_paired(&mut report, (REDIS, "w", "ours"), ours, raw);
+            let find = |metric| report.value_of(REDIS, "w", "ours", metric);
+            let recorded = (find(PAIRED), find(PAIRED_Q1), find(PAIRED_Q3));
+            report.records.clear();
+            (median, recorded)
+        };
+        // The raw client's round 3 ran on a slow host: ratio of medians
+        // 200/150 = 1.33, the rounds' ratios 1.0, 1.0 and 2.0.
         let ours = [100.0, 200.0, 300.0];
         let raw = [100.0, 200.0, 150.0];
-        let mut by_round = ours.to_vec();
-        assert_eq!(paired_ratio(&ours, &raw), 1.0);
-        assert_eq!(median(&mut by_round), 200.0);
         assert_eq!(
-            paired_ratio(&[90.0, 50.0, 80.0], &[100.0, 100.0, 100.0]),
-            0.8
+            paired(&ours, &raw),
+            (1.0, (Some(1.0), Some(1.0), Some(1.5)))
         );
-        assert!(paired_ratio(&[], &[]).is_nan());
+        // Rounds' ratios 1.0, 0.5, 0.75: median 0.75, quartiles between
+        // ranks.
+        assert_eq!(
+            paired(&[100.0, 50.0, 75.0], &[100.0, 100.0, 100.0]),
+            (0.75, (Some(0.75), Some(0.625), Some(0.875)))
+        );
+        assert!(paired(&[], &[]).0.is_nan());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Counters kept by [`Cache`](crate::Cache), and their snapshot.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{
     AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
@@ -345,6 +346,7 @@ impl<const N: usize> Striped<N> {
         Local {
             counters: &self.stripes[i].0,
             owned: i < OWNED,
+            _this_thread: PhantomData,
         }
     }
 
@@ -357,10 +359,12 @@ impl<const N: usize> Striped<N> {
     }
 }
 
-/// A thread's stripe of a [`Striped`], from [`Striped::local`].
+/// A thread's stripe of a [`Striped`], from [`Striped::local`]. Not
+/// `Send`: an owned stripe is added to by its owner thread alone.
 pub(crate) struct Local<'a, const N: usize> {
     counters: &'a [AtomicU64; N],
     owned: bool,
+    _this_thread: PhantomData<*const ()>,
 }
 
 impl<const N: usize> Local<'_, N> {

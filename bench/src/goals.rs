@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::redis_groups::paired_of;
 use crate::report::Report;
 
 struct Check {
@@ -220,8 +221,7 @@ pub(crate) fn summary(r: &Report) -> String {
     // Judged by the paired ratio (each round's ratio, then the median):
     // the ratio of the medians is shown beside it.
     let rg = crate::redis_groups::REDIS;
-    let find = |w: &str, i: &str, metric: &str| r.value_of(rg, w, i, metric);
-    let ops = |w: &str, i: &str| find(w, i, "ops_per_sec");
+    let ops = |w: &str, i: &str| r.value_of(rg, w, i, "ops_per_sec");
     let raw_name = crate::redis_groups::RAW;
     for tasks in [1, 50, 200] {
         let suffix = if tasks == 1 { "" } else { "s" };
@@ -232,17 +232,14 @@ pub(crate) fn summary(r: &Report) -> String {
         ] {
             let w = format!("{op} 64 B, {tasks} task{suffix}");
             let goal = format!("Redis {w}: {ours} >= 0.9x raw redis-rs");
-            let paired = |metric: &str| find(&w, ours, metric);
             match (
                 ops(&w, ours),
                 ops(&w, raw_name),
-                paired(crate::redis_groups::PAIRED),
-                paired(crate::redis_groups::PAIRED_Q1),
-                paired(crate::redis_groups::PAIRED_Q3),
+                paired_of(r, (rg, &w, ours)),
             ) {
-                (Some(x), Some(raw), Some(median), Some(q1), Some(q3)) => checks.add_paired(
+                (Some(x), Some(raw), Some(paired)) => checks.add_paired(
                     goal,
-                    (median, q1, q3),
+                    paired,
                     (0.9, true),
                     format!("ratio of medians {:.2}x", x / raw),
                 ),
@@ -309,13 +306,11 @@ pub(crate) fn summary(r: &Report) -> String {
         match (
             y(ours, "ns_per_op"),
             y(floor, "ns_per_op"),
-            y(ours, crate::redis_groups::PAIRED),
-            y(ours, crate::redis_groups::PAIRED_Q1),
-            y(ours, crate::redis_groups::PAIRED_Q3),
+            yw.as_deref().and_then(|w| paired_of(r, (yg, w, ours))),
         ) {
-            (Some(a), Some(b), Some(median), Some(q1), Some(q3)) => checks.add_paired(
+            (Some(a), Some(b), Some(paired)) => checks.add_paired(
                 goal,
-                (median, q1, q3),
+                paired,
                 (max, false),
                 format!("{a:.0} ns vs {b:.0} ns, ratio of medians {:.2}x", a / b),
             ),
@@ -393,7 +388,13 @@ mod tests {
         r.add(TYPED, w, ours, PAIRED, paired.0);
         r.add(TYPED, w, ours, PAIRED_Q1, paired.1);
         r.add(TYPED, w, ours, PAIRED_Q3, paired.2);
-        let summary = summary(&r);
+        goal_and_count(&r, "Cache::get::<T> memory <= 1.15x")
+    }
+
+    /// The line of the summary of `r` that names the goal `needle`, and
+    /// its count line.
+    fn goal_and_count(r: &Report, needle: &str) -> (String, String) {
+        let summary = summary(r);
         let line = |needle: &str| {
             summary
                 .lines()
@@ -401,7 +402,7 @@ mod tests {
                 .expect("the line")
                 .to_owned()
         };
-        (line("Cache::get::<T> memory <= 1.15x"), line("goals met"))
+        (line(needle), line("goals met"))
     }
 
     #[test]
@@ -478,15 +479,7 @@ mod tests {
                 shared,
             );
         }
-        let summary = summary(&r);
-        let line = |needle: &str| {
-            summary
-                .lines()
-                .find(|l| l.contains(needle))
-                .expect("the line")
-                .to_owned()
-        };
-        (line("2-thread scaling"), line("goals met"))
+        goal_and_count(&r, "2-thread scaling")
     }
 
     #[test]

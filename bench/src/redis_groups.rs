@@ -533,6 +533,16 @@ fn add_paired(
     paired
 }
 
+/// What [`add_paired`] recorded for a cell: the median and quartiles of
+/// its rounds' ratios.
+pub(crate) fn paired_of(
+    report: &Report,
+    (group, workload, imp): (&str, &str, &str),
+) -> Option<(f64, f64, f64)> {
+    let find = |metric| report.value_of(group, workload, imp, metric);
+    Some((find(PAIRED)?, find(PAIRED_Q1)?, find(PAIRED_Q3)?))
+}
+
 /// The `redis` group's paired ratios as a table, printed as a note.
 fn paired_table(report: &Report) -> String {
     let rows: Vec<&crate::report::Record> = report

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cache_core::{Error, ErrorKind, Result};
@@ -17,6 +17,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, ScriptInvocation, Value};
 
 use crate::config::RedisConfig;
+use crate::deadline::Deadlines;
 use crate::error::{connect_error, map_error};
 
 /// Keys asked for per `SCAN` round trip.
@@ -33,7 +34,9 @@ pub(crate) struct Core {
     /// The connections, round-robin; empty after `close`.
     connections: RwLock<Vec<Conn>>,
     next: AtomicUsize,
-    response_timeout: Duration,
+    /// Bounds every exchange by the response timeout, without a timer per
+    /// exchange.
+    deadlines: Arc<Deadlines>,
     /// Where the server is, without credentials.
     target: String,
 }
@@ -44,7 +47,7 @@ impl Core {
         Core {
             connections: RwLock::new(connections),
             next: AtomicUsize::new(0),
-            response_timeout,
+            deadlines: Deadlines::new(response_timeout),
             target,
         }
     }
@@ -56,7 +59,7 @@ impl Core {
 
     /// How long one answer may take.
     pub(crate) fn response_timeout(&self) -> Duration {
-        self.response_timeout
+        self.deadlines.limit()
     }
 
     /// How many connections are open (0 after `close`).
@@ -106,7 +109,7 @@ impl Core {
         op: &'static str,
         exchange: impl Future<Output = RedisResult<T>> + Send,
     ) -> Result<T> {
-        self.bounded_by(self.response_timeout, op, exchange).await
+        self.bounded_by(self.response_timeout(), op, exchange).await
     }
 
     /// Awaits one exchange with the server, bounded by `limit`.
@@ -116,10 +119,15 @@ impl Core {
         op: &'static str,
         exchange: impl Future<Output = RedisResult<T>> + Send,
     ) -> Result<T> {
-        match tokio::time::timeout(limit, exchange).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(map_error(e, op)),
-            Err(_) => Err(Error::new(
+        let answer = if limit == self.deadlines.limit() {
+            self.deadlines.bound(exchange).await
+        } else {
+            tokio::time::timeout(limit, exchange).await.ok()
+        };
+        match answer {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(e)) => Err(map_error(e, op)),
+            None => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "no answer from {} within {} ms",

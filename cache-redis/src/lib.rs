@@ -58,6 +58,7 @@ mod backplane;
 mod cluster;
 mod config;
 mod core;
+mod deadline;
 mod error;
 mod lock;
 #[cfg(feature = "sentinel")]

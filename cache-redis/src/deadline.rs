@@ -1,0 +1,586 @@
+//! The response timeout without a timer per call.
+//!
+//! `tokio::time::timeout` arms a timer for every exchange: a clock read,
+//! a lock of the timer wheel and an insert, and on completion a second lock
+//! and a removal. Callgrind put that at ~820 of the ~10,100 instructions
+//! of a `GET` at 50 tasks, the largest single part of the client's cost
+//! (raw redis-rs pays it too, for its own response timeout).
+//!
+//! [`Deadlines`] bounds every exchange of one limit with a shared ticker
+//! instead. Time is cut into epochs of a period (a power of two of
+//! nanoseconds between a sixteenth and an eighth of the limit, at least
+//! 4.2 ms), read on the coarse clock (`cache_core::coarse`: one load, no
+//! fence; a clock read of `Instant` alone cost ~110 instructions here). An
+//! exchange still pending after its first poll leaves
+//! its waker in the bucket of the epoch by which its limit has surely
+//! passed, and takes it back when it ends, however it ends (so a bucket
+//! keeps no finished task alive). A ticker task wakes what a bucket still
+//! holds when its epoch passes; a woken exchange whose epoch has passed
+//! fails with a timeout.
+//!
+//! An exchange therefore costs a coarse clock read and two uncontended
+//! locks. It fails no earlier than the limit: its epoch is counted from a
+//! reading that may lag real time by the coarse clock's resolution, so the
+//! bucket it waits in is [`SLACK`] further out. It fails at most about
+//! three periods and the slack after the limit (about 0.4 of a 1 s limit
+//! plus 20 ms), plus the scheduler's delay.
+//!
+//! The ticker runs on the runtime of the first exchange that needs one. If
+//! that runtime stops or stalls (epochs fall behind the clock), the next
+//! exchange starts another on its own runtime. Epochs follow the clock, not
+//! the tickers, so two tickers process each epoch once between them. An
+//! exchange that cannot be bounded this way (its bucket still holds an
+//! epoch that has not passed, because no ticker has kept up) arms its own
+//! `tokio` timer, as every exchange did before.
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use cache_core::coarse::{Ticks, SLACK};
+
+/// Buckets per shard: epochs a bucket is reused after. An exchange waits at
+/// most `ceil((limit + SLACK) / period) + 1` epochs ahead of the clock: 18
+/// for a 1 s limit, at most 30 for any.
+const SLOTS: u64 = 32;
+/// Shards of buckets, one chosen per thread, so that threads registering
+/// in the same epoch do not take turns on one lock.
+const SHARDS: usize = 4;
+/// Epochs the processed epoch may lag the clock before a new ticker is
+/// started.
+const STALE: u64 = 4;
+
+/// Every exchange of one limit, bounded by a shared ticker.
+pub(crate) struct Deadlines {
+    limit: Duration,
+    /// An epoch is `1 << shift` ns.
+    shift: u32,
+    /// Epochs from an exchange's first poll to the epoch it times out at.
+    ahead: u64,
+    origin: Ticks,
+    /// Every epoch up to this one has been processed.
+    passed: AtomicU64,
+    /// Tickers running (their tasks alive).
+    tickers: AtomicUsize,
+    /// The epoch at which a ticker was last started, so that a stall starts
+    /// one ticker rather than one per exchange.
+    started_at: AtomicU64,
+    shards: Box<[[Slot; SLOTS as usize]]>,
+}
+
+/// One epoch's wakers in one shard.
+#[repr(align(64))]
+struct Slot {
+    bucket: Mutex<Bucket>,
+}
+
+struct Bucket {
+    /// The epoch this bucket fires at next.
+    epoch: u64,
+    /// The wakers of the exchanges registered for `epoch`; an exchange
+    /// that ended took its own back.
+    wakers: Vec<Option<Waker>>,
+}
+
+impl Deadlines {
+    /// Deadlines for exchanges bounded by `limit`.
+    pub(crate) fn new(limit: Duration) -> Arc<Self> {
+        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX / 2);
+        // The largest power of two at most an eighth of the limit, and at
+        // least 2^22 ns (4.2 ms): the slack then adds at most 5 epochs.
+        let shift = (limit_ns / 8).max(1).ilog2().max(22);
+        let slack_ns = u64::try_from(SLACK.as_nanos()).unwrap_or(u64::MAX);
+        let ahead = limit_ns.saturating_add(slack_ns).div_ceil(1 << shift) + 1;
+        let shards = (0..SHARDS)
+            .map(|_| {
+                std::array::from_fn(|i| Slot {
+                    bucket: Mutex::new(Bucket {
+                        epoch: i as u64,
+                        wakers: Vec::new(),
+                    }),
+                })
+            })
+            .collect();
+        Arc::new(Deadlines {
+            limit,
+            shift,
+            ahead,
+            origin: Ticks::now(),
+            passed: AtomicU64::new(0),
+            tickers: AtomicUsize::new(0),
+            started_at: AtomicU64::new(0),
+            shards,
+        })
+    }
+
+    /// The limit every exchange here is bounded by.
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Awaits `exchange`, or `None` once the limit has passed first.
+    pub(crate) async fn bound<F: Future>(self: &Arc<Self>, exchange: F) -> Option<F::Output> {
+        let mut exchange = pin!(exchange);
+        let mut alarm = Alarm {
+            deadlines: self,
+            state: Armed::Not,
+        };
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            alarm.poll(cx).map(|()| None)
+        })
+        .await
+    }
+
+    /// The epoch the coarse clock is in.
+    #[inline]
+    fn epoch_now(&self) -> u64 {
+        Ticks::now().nanos_since(self.origin) >> self.shift
+    }
+
+    fn slot(&self, shard: usize, epoch: u64) -> &Slot {
+        &self.shards[shard][(epoch % SLOTS) as usize]
+    }
+
+    /// Starts a ticker on the current runtime if none runs or the ones
+    /// that do have fallen behind the clock (their runtime stopped or
+    /// stalled).
+    fn ensure_ticker(self: &Arc<Self>, now: u64) {
+        let running = self.tickers.load(Ordering::Acquire);
+        let behind = now.saturating_sub(self.passed.load(Ordering::Acquire));
+        if running > 0 && behind <= STALE {
+            return;
+        }
+        // One start per stall (or the first), not one per exchange.
+        let last = self.started_at.load(Ordering::Relaxed);
+        if running > 0 && now < last.saturating_add(STALE) {
+            return;
+        }
+        if self
+            .started_at
+            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.tickers.fetch_add(1, Ordering::AcqRel);
+        runtime.spawn(tick(
+            Arc::downgrade(self),
+            TickerGuard(Arc::downgrade(self)),
+        ));
+    }
+
+    /// Processes every epoch up to the clock's, waking what each bucket
+    /// holds. Tickers may race; each epoch is claimed by one. After a long
+    /// pause (more epochs than buckets) every bucket is fired at once.
+    fn advance(&self) {
+        let now = self.epoch_now();
+        loop {
+            let passed = self.passed.load(Ordering::Acquire);
+            if passed >= now {
+                return;
+            }
+            let through = if now - passed > SLOTS {
+                now
+            } else {
+                passed + 1
+            };
+            if self
+                .passed
+                .compare_exchange(passed, through, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            let slots = if through == passed + 1 {
+                through % SLOTS..through % SLOTS + 1
+            } else {
+                0..SLOTS
+            };
+            for shard in 0..SHARDS {
+                for slot in slots.clone() {
+                    self.fire(shard, slot, through);
+                }
+            }
+        }
+    }
+
+    /// Wakes what the bucket at `slot` holds if its epoch is `through` or
+    /// earlier, and moves it to its next epoch after `through`.
+    fn fire(&self, shard: usize, slot: u64, through: u64) {
+        let mut bucket = lock(&self.shards[shard][slot as usize].bucket);
+        if bucket.epoch > through {
+            return;
+        }
+        let next = through - through % SLOTS + slot;
+        bucket.epoch = if next > through { next } else { next + SLOTS };
+        bucket.wakers.drain(..).flatten().for_each(Waker::wake);
+    }
+
+    /// The wakers the buckets hold of exchanges not yet ended (tests).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.shards
+            .iter()
+            .flatten()
+            .map(|s| lock(&s.bucket).wakers.iter().flatten().count())
+            .sum()
+    }
+}
+
+fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
+    bucket.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The ticker: processes the epochs as the clock passes them, until the
+/// deadlines are dropped.
+async fn tick(deadlines: Weak<Deadlines>, _guard: TickerGuard) {
+    let period = match deadlines.upgrade() {
+        Some(d) => Duration::from_nanos(1 << d.shift),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        match deadlines.upgrade() {
+            Some(d) => d.advance(),
+            None => return,
+        }
+    }
+}
+
+/// Uncounts a ticker when its task ends, or is dropped with its runtime.
+struct TickerGuard(Weak<Deadlines>);
+
+impl Drop for TickerGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.upgrade() {
+            d.tickers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The shard of this thread's registrations.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.try_with(|s| *s).unwrap_or(0)
+}
+
+/// One exchange's side of the deadlines.
+struct Alarm<'a> {
+    deadlines: &'a Arc<Deadlines>,
+    state: Armed,
+}
+
+enum Armed {
+    /// Not polled pending yet.
+    Not,
+    /// Registered: the epoch it times out at, and where its waker is.
+    Bucket {
+        due: u64,
+        shard: usize,
+        index: usize,
+    },
+    /// No ticker could take it: a timer of its own.
+    Timer(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Alarm<'_> {
+    /// `Ready` once the limit has passed.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.state {
+            Armed::Not => self.arm(cx),
+            Armed::Timer(sleep) => sleep.as_mut().poll(cx),
+            &mut Armed::Bucket { due, shard, index } => {
+                if self.deadlines.passed.load(Ordering::Acquire) >= due {
+                    return Poll::Ready(());
+                }
+                // Polled again, still pending: the waker to wake may have
+                // changed (a task moved the exchange, or a combinator
+                // polls it with its own).
+                let slot = self.deadlines.slot(shard, due);
+                let mut bucket = lock(&slot.bucket);
+                if bucket.epoch != due {
+                    return Poll::Ready(());
+                }
+                if let Some(Some(waker)) = bucket.wakers.get_mut(index) {
+                    if !waker.will_wake(cx.waker()) {
+                        waker.clone_from(cx.waker());
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn arm(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadlines = self.deadlines;
+        let now = deadlines.epoch_now();
+        deadlines.ensure_ticker(now);
+        let due = now + deadlines.ahead;
+        let shard = shard();
+        let slot = deadlines.slot(shard, due);
+        let mut bucket = lock(&slot.bucket);
+        if bucket.epoch == due {
+            bucket.wakers.push(Some(cx.waker().clone()));
+            self.state = Armed::Bucket {
+                due,
+                shard,
+                index: bucket.wakers.len() - 1,
+            };
+            return Poll::Pending;
+        }
+        drop(bucket);
+        // The bucket still holds an epoch that has not passed: no ticker
+        // has kept up with the clock (or none could start here).
+        let mut sleep = Box::pin(tokio::time::sleep(deadlines.limit));
+        let polled = sleep.as_mut().poll(cx);
+        self.state = Armed::Timer(sleep);
+        polled
+    }
+}
+
+impl Drop for Alarm<'_> {
+    /// Takes the exchange's waker back from its bucket (unless the bucket
+    /// has fired, and woken it): a finished task is freed when it ends,
+    /// not when the epoch passes.
+    fn drop(&mut self) {
+        if let Armed::Bucket { due, shard, index } = self.state {
+            let mut bucket = lock(&self.deadlines.slot(shard, due).bucket);
+            if bucket.epoch == due {
+                if let Some(waker) = bucket.wakers.get_mut(index) {
+                    *waker = None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::pending;
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+    use std::task::Wake;
+    use std::time::Instant;
+
+    const LIMIT: Duration = Duration::from_millis(80);
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// Counts its wakes; its `Arc`'s count shows whether a bucket holds it.
+    #[derive(Default)]
+    struct Counting(AtomicU32);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A bounded exchange that never answers; a panic, not a hang, if
+    /// nothing wakes it.
+    async fn hung(deadlines: &Arc<Deadlines>) -> Option<()> {
+        tokio::time::timeout(LIMIT * 10, deadlines.bound(pending()))
+            .await
+            .expect("the deadline never woke the exchange")
+    }
+
+    /// Polls `fut` once with `waker`.
+    fn poll_once<F: Future + Unpin>(fut: &mut F, waker: &Arc<Counting>) -> Poll<F::Output> {
+        let waker = Waker::from(waker.clone());
+        Pin::new(fut).poll(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn a_hung_exchange_times_out_no_earlier_than_the_limit_and_soon_after() {
+        let deadlines = Deadlines::new(LIMIT);
+        runtime().block_on(async {
+            for _ in 0..5 {
+                let started = Instant::now();
+                let out = hung(&deadlines).await;
+                let took = started.elapsed();
+                assert_eq!(out, None);
+                assert!(took >= LIMIT, "early: {took:?}");
+                // Three periods (of 8.4 ms here) and the coarse clock's
+                // slack late at most, and a generous scheduling slack.
+                assert!(took < LIMIT + Duration::from_millis(250), "{took:?}");
+            }
+        });
+        assert_eq!(deadlines.held(), 0);
+    }
+
+    #[test]
+    fn an_exchange_that_answers_gets_its_answer_and_leaves_no_waker() {
+        let deadlines = Deadlines::new(LIMIT);
+        runtime().block_on(async {
+            assert_eq!(deadlines.bound(async { 7 }).await, Some(7));
+            let late = async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                8
+            };
+            assert_eq!(deadlines.bound(late).await, Some(8));
+        });
+        assert_eq!(deadlines.held(), 0);
+    }
+
+    #[test]
+    fn concurrent_exchanges_each_get_their_own_outcome() {
+        let deadlines = Deadlines::new(LIMIT);
+        let outcomes = runtime().block_on(async {
+            let calls: Vec<_> = (0..200u32)
+                .map(|i| {
+                    let deadlines = deadlines.clone();
+                    tokio::spawn(async move {
+                        let answers = i % 2 == 0;
+                        let bounded = deadlines.bound(async move {
+                            if answers {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                i
+                            } else {
+                                pending().await
+                            }
+                        });
+                        tokio::time::timeout(LIMIT * 10, bounded)
+                            .await
+                            .expect("the deadline never woke the exchange")
+                    })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for call in calls {
+                outcomes.push(call.await.unwrap());
+            }
+            outcomes
+        });
+        let expected: Vec<_> = (0..200u32).map(|i| (i % 2 == 0).then_some(i)).collect();
+        assert_eq!(outcomes, expected);
+        assert_eq!(deadlines.held(), 0);
+    }
+
+    #[test]
+    fn the_waker_of_an_exchange_that_answered_is_taken_back_unwoken() {
+        let deadlines = Deadlines::new(LIMIT);
+        let rt = runtime();
+        let _entered = rt.enter();
+        let answered = Arc::new(AtomicBool::new(false));
+        let exchange = poll_fn(|_| {
+            if answered.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        let waker = Arc::new(Counting::default());
+        let mut bounded = Box::pin(deadlines.bound(exchange));
+        assert!(poll_once(&mut bounded, &waker).is_pending());
+        assert_eq!(Arc::strong_count(&waker), 2, "the bucket holds the waker");
+        answered.store(true, Ordering::SeqCst);
+        assert_eq!(poll_once(&mut bounded, &waker), Poll::Ready(Some(())));
+        assert_eq!(Arc::strong_count(&waker), 1, "taken back as it ended");
+        drop(bounded);
+        std::thread::sleep(LIMIT * 2);
+        assert_eq!(waker.0.load(Ordering::SeqCst), 0);
+        assert_eq!(deadlines.held(), 0);
+    }
+
+    #[test]
+    fn a_pending_exchange_wakes_the_waker_it_was_last_polled_with() {
+        let deadlines = Deadlines::new(LIMIT);
+        let rt = runtime();
+        let _entered = rt.enter();
+        let (first, last) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
+        let mut bounded = Box::pin(deadlines.bound(pending::<()>()));
+        assert!(poll_once(&mut bounded, &first).is_pending());
+        assert!(poll_once(&mut bounded, &last).is_pending());
+        std::thread::sleep(LIMIT * 2);
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(last.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_once(&mut bounded, &last), Poll::Ready(None));
+        drop(bounded);
+        assert_eq!(deadlines.held(), 0);
+    }
+
+    #[test]
+    fn a_dropped_exchange_takes_its_waker_back() {
+        let deadlines = Deadlines::new(LIMIT);
+        let rt = runtime();
+        let _entered = rt.enter();
+        let waker = Arc::new(Counting::default());
+        let mut bounded = Box::pin(deadlines.bound(pending::<()>()));
+        assert!(poll_once(&mut bounded, &waker).is_pending());
+        assert_eq!(deadlines.held(), 1);
+        drop(bounded);
+        assert_eq!(deadlines.held(), 0);
+        assert_eq!(Arc::strong_count(&waker), 1);
+    }
+
+    #[test]
+    fn deadlines_outlive_the_runtime_their_ticker_ran_on() {
+        let deadlines = Deadlines::new(LIMIT);
+        runtime().block_on(async {
+            assert_eq!(hung(&deadlines).await, None);
+        });
+        // That runtime, and its ticker, are gone; a second one starts its
+        // own, and a hung exchange still times out.
+        runtime().block_on(async {
+            let started = Instant::now();
+            assert_eq!(hung(&deadlines).await, None);
+            assert!(started.elapsed() >= LIMIT);
+        });
+        assert_eq!(deadlines.tickers.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn deadlines_idle_for_longer_than_their_buckets_span_still_bound() {
+        let deadlines = Deadlines::new(LIMIT);
+        // 32 epochs of 8.4 ms pass before the first exchange.
+        std::thread::sleep(Duration::from_millis(400));
+        let rt = runtime();
+        rt.block_on(async {
+            let started = Instant::now();
+            assert_eq!(hung(&deadlines).await, None);
+            assert!(started.elapsed() >= LIMIT);
+            assert_eq!(deadlines.bound(async { 1 }).await, Some(1));
+        });
+        // The ticker has caught up, every bucket at once (13 epochs later,
+        // one at a time, most would still hold an epoch long passed): an
+        // exchange waits in a bucket again, not on a timer of its own.
+        let _entered = rt.enter();
+        let waker = Arc::new(Counting::default());
+        let mut bounded = Box::pin(deadlines.bound(pending::<()>()));
+        assert!(poll_once(&mut bounded, &waker).is_pending());
+        assert_eq!(deadlines.held(), 1);
+    }
+
+    #[test]
+    fn the_ticker_stops_when_the_deadlines_are_dropped() {
+        let deadlines = Deadlines::new(LIMIT);
+        let rt = runtime();
+        rt.block_on(async { deadlines.bound(async {}).await });
+        let _ = rt.block_on(async { hung(&deadlines).await });
+        let weak = Arc::downgrade(&deadlines);
+        drop(deadlines);
+        rt.block_on(async { tokio::time::sleep(LIMIT * 2).await });
+        // The ticker held a `Weak` only, and has ended: nothing keeps the
+        // runtime busy (its tasks are gone with it when it drops here).
+        assert!(weak.upgrade().is_none());
+        assert_eq!(rt.metrics().num_alive_tasks(), 0);
+    }
+}

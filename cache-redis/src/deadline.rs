@@ -171,11 +171,21 @@ impl Deadlines {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // The first sleep is made here, not in the task: on a runtime
+        // without timers it panics in the caller, as `tokio::time::timeout`
+        // did, rather than in a ticker (which would leave a hung exchange
+        // unwoken).
+        let first = tokio::time::sleep(self.period());
         self.tickers.fetch_add(1, Ordering::AcqRel);
         runtime.spawn(tick(
+            first,
             Arc::downgrade(self),
             TickerGuard(Arc::downgrade(self)),
         ));
+    }
+
+    fn period(&self) -> Duration {
+        Duration::from_nanos(1 << self.shift)
     }
 
     /// Processes every epoch up to the clock's, waking what each bucket
@@ -242,17 +252,17 @@ fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
 
 /// The ticker: processes the epochs as the clock passes them, until the
 /// deadlines are dropped.
-async fn tick(deadlines: Weak<Deadlines>, _guard: TickerGuard) {
-    let period = match deadlines.upgrade() {
-        Some(d) => Duration::from_nanos(1 << d.shift),
-        None => return,
-    };
+async fn tick(first: tokio::time::Sleep, deadlines: Weak<Deadlines>, _guard: TickerGuard) {
+    first.await;
     loop {
-        tokio::time::sleep(period).await;
-        match deadlines.upgrade() {
-            Some(d) => d.advance(),
+        let period = match deadlines.upgrade() {
+            Some(d) => {
+                d.advance();
+                d.period()
+            }
             None => return,
-        }
+        };
+        tokio::time::sleep(period).await;
     }
 }
 
@@ -339,6 +349,11 @@ impl Alarm<'_> {
                 index: bucket.wakers.len() - 1,
             };
             return Poll::Pending;
+        }
+        if bucket.epoch > due {
+            // A ticker passed `due` between the clock read and the lock
+            // (this thread was descheduled there): the limit has passed.
+            return Poll::Ready(());
         }
         drop(bucket);
         // The bucket still holds an epoch that has not passed: no ticker
@@ -567,6 +582,17 @@ mod tests {
         let mut bounded = Box::pin(deadlines.bound(pending::<()>()));
         assert!(poll_once(&mut bounded, &waker).is_pending());
         assert_eq!(deadlines.held(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "timers are disabled")]
+    fn a_runtime_without_timers_panics_in_the_caller_as_tokio_timeout_does() {
+        let deadlines = Deadlines::new(LIMIT);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Pending once: the alarm is armed, and the ticker started.
+        rt.block_on(deadlines.bound(tokio::task::yield_now()));
     }
 
     #[test]

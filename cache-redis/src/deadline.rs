@@ -226,13 +226,25 @@ impl Deadlines {
     /// Wakes what the bucket at `slot` holds if its epoch is `through` or
     /// earlier, and moves it to its next epoch after `through`.
     fn fire(&self, shard: usize, slot: u64, through: u64) {
-        let mut bucket = lock(&self.shards[shard][slot as usize].bucket);
-        if bucket.epoch > through {
-            return;
+        let bucket = &self.shards[shard][slot as usize].bucket;
+        let mut wakers = {
+            let mut bucket = lock(bucket);
+            if bucket.epoch > through || bucket.wakers.is_empty() {
+                bucket.epoch = bucket.epoch.max(next_epoch(slot, through));
+                return;
+            }
+            bucket.epoch = next_epoch(slot, through);
+            std::mem::take(&mut bucket.wakers)
+        };
+        // Woken outside the lock: a waker may poll the exchange at once
+        // (an executor's choice), and its poll takes this lock.
+        wakers.drain(..).flatten().for_each(Waker::wake);
+        // The emptied vector goes back, so a busy bucket keeps its room.
+        let mut bucket = lock(bucket);
+        if bucket.wakers.capacity() < wakers.capacity() {
+            std::mem::swap(&mut bucket.wakers, &mut wakers);
+            bucket.wakers.append(&mut wakers);
         }
-        let next = through - through % SLOTS + slot;
-        bucket.epoch = if next > through { next } else { next + SLOTS };
-        bucket.wakers.drain(..).flatten().for_each(Waker::wake);
     }
 
     /// The wakers the buckets hold of exchanges not yet ended (tests).
@@ -243,6 +255,16 @@ impl Deadlines {
             .flatten()
             .map(|s| lock(&s.bucket).wakers.iter().flatten().count())
             .sum()
+    }
+}
+
+/// The first epoch after `through` whose bucket is `slot`.
+fn next_epoch(slot: u64, through: u64) -> u64 {
+    let next = through - through % SLOTS + slot;
+    if next > through {
+        next
+    } else {
+        next + SLOTS
     }
 }
 
@@ -582,6 +604,35 @@ mod tests {
         let mut bounded = Box::pin(deadlines.bound(pending::<()>()));
         assert!(poll_once(&mut bounded, &waker).is_pending());
         assert_eq!(deadlines.held(), 1);
+    }
+
+    /// A waker that reads the buckets when woken, as a waker that polls
+    /// its exchange at once would.
+    struct Inline(Arc<Deadlines>, std::sync::mpsc::Sender<usize>);
+
+    impl Wake for Inline {
+        fn wake(self: Arc<Self>) {
+            let _ = self.1.send(self.0.held());
+        }
+    }
+
+    #[test]
+    fn wakers_are_woken_outside_the_buckets_lock() {
+        let deadlines = Deadlines::new(LIMIT);
+        // Leaked: were its ticker stuck, dropping it would wait forever.
+        let rt = Box::leak(Box::new(runtime()));
+        let _entered = rt.enter();
+        let (sent, woken) = std::sync::mpsc::channel();
+        let waker = Waker::from(Arc::new(Inline(deadlines.clone(), sent)));
+        // Not dropped either: its drop takes the bucket's lock.
+        let mut bounded = std::mem::ManuallyDrop::new(Box::pin(deadlines.bound(pending::<()>())));
+        let polled = bounded.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending());
+        // Under the lock, the wake would wait for that lock forever.
+        let held = woken
+            .recv_timeout(LIMIT * 10)
+            .expect("woken, and not stuck");
+        assert_eq!(held, 0, "the bucket gave its wakers up before waking them");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, ScriptInvocation, Value};
 
 use crate::config::RedisConfig;
-use crate::deadline::Deadlines;
+use crate::deadline::{Deadlines, MIN_LIMIT};
 use crate::error::{connect_error, map_error};
 
 /// Keys asked for per `SCAN` round trip.
@@ -119,7 +119,7 @@ impl Core {
         op: &'static str,
         exchange: impl Future<Output = RedisResult<T>> + Send,
     ) -> Result<T> {
-        let answer = if limit == self.deadlines.limit() {
+        let answer = if limit == self.deadlines.limit() && limit >= MIN_LIMIT {
             self.deadlines.bound(exchange).await
         } else {
             tokio::time::timeout(limit, exchange).await.ok()

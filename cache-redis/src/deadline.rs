@@ -25,22 +25,28 @@
 //! three periods and the slack after the limit (about 0.4 of a 1 s limit
 //! plus 20 ms), plus the scheduler's delay.
 //!
-//! The ticker runs on the runtime of the first exchange that needs one. If
-//! that runtime stops or stalls (epochs fall behind the clock), the next
-//! exchange starts another on its own runtime. Epochs follow the clock, not
-//! the tickers, so two tickers process each epoch once between them. An
-//! exchange that cannot be bounded this way (its bucket still holds an
-//! epoch that has not passed, because no ticker has kept up) arms its own
-//! `tokio` timer, as every exchange did before.
+//! The ticker is a thread of its own (`cache-redis-deadlines`), started
+//! at the first exchange that waits and ended within a period of the
+//! backend being dropped. Not a task: a task lives on one runtime, and a
+//! runtime that stops, or is kept but no longer driven (a `block_on` that
+//! returned), would leave exchanges on other runtimes unwoken. Waking a
+//! waker from any thread is what wakers are for. If the thread cannot be
+//! started, each exchange arms its own `tokio` timer, as every exchange
+//! did before; so does an exchange whose bucket still holds an epoch that
+//! has not passed (the ticker has not kept up with the clock).
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use cache_core::coarse::{Ticks, SLACK};
+
+const NONE: u8 = 0;
+const RUNNING: u8 = 1;
+const FAILED: u8 = 2;
 
 /// Buckets per shard: epochs a bucket is reused after. An exchange waits at
 /// most `ceil((limit + SLACK) / period) + 1` epochs ahead of the clock: 18
@@ -49,9 +55,10 @@ const SLOTS: u64 = 32;
 /// Shards of buckets, one chosen per thread, so that threads registering
 /// in the same epoch do not take turns on one lock.
 const SHARDS: usize = 4;
-/// Epochs the processed epoch may lag the clock before a new ticker is
-/// started.
-const STALE: u64 = 4;
+/// Below this limit the coarse epochs would add more than half the limit
+/// (a period is at least 4.2 ms, and the slack 20 ms): such exchanges keep
+/// a `tokio` timer each.
+pub(crate) const MIN_LIMIT: Duration = Duration::from_millis(100);
 
 /// Every exchange of one limit, bounded by a shared ticker.
 pub(crate) struct Deadlines {
@@ -63,11 +70,9 @@ pub(crate) struct Deadlines {
     origin: Ticks,
     /// Every epoch up to this one has been processed.
     passed: AtomicU64,
-    /// Tickers running (their tasks alive).
-    tickers: AtomicUsize,
-    /// The epoch at which a ticker was last started, so that a stall starts
-    /// one ticker rather than one per exchange.
-    started_at: AtomicU64,
+    /// The ticker thread: `NONE` until an exchange waits, then `RUNNING`,
+    /// or `FAILED` if it could not be started.
+    ticker: AtomicU8,
     shards: Box<[[Slot; SLOTS as usize]]>,
 }
 
@@ -98,7 +103,7 @@ impl Deadlines {
             .map(|_| {
                 std::array::from_fn(|i| Slot {
                     bucket: Mutex::new(Bucket {
-                        epoch: i as u64,
+                        epoch: next_epoch(i as u64, 0),
                         wakers: Vec::new(),
                     }),
                 })
@@ -110,8 +115,7 @@ impl Deadlines {
             ahead,
             origin: Ticks::now(),
             passed: AtomicU64::new(0),
-            tickers: AtomicUsize::new(0),
-            started_at: AtomicU64::new(0),
+            ticker: AtomicU8::new(NONE),
             shards,
         })
     }
@@ -147,41 +151,29 @@ impl Deadlines {
         &self.shards[shard][(epoch % SLOTS) as usize]
     }
 
-    /// Starts a ticker on the current runtime if none runs or the ones
-    /// that do have fallen behind the clock (their runtime stopped or
-    /// stalled).
-    fn ensure_ticker(self: &Arc<Self>, now: u64) {
-        let running = self.tickers.load(Ordering::Acquire);
-        let behind = now.saturating_sub(self.passed.load(Ordering::Acquire));
-        if running > 0 && behind <= STALE {
-            return;
-        }
-        // One start per stall (or the first), not one per exchange.
-        let last = self.started_at.load(Ordering::Relaxed);
-        if running > 0 && now < last.saturating_add(STALE) {
-            return;
+    /// Whether a ticker thread runs, starting it if none was.
+    fn ticker_runs(self: &Arc<Self>) -> bool {
+        match self.ticker.load(Ordering::Acquire) {
+            RUNNING => return true,
+            FAILED => return false,
+            _ => {}
         }
         if self
-            .started_at
-            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+            .ticker
+            .compare_exchange(NONE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            return;
+            return self.ticker.load(Ordering::Acquire) == RUNNING;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        // The first sleep is made here, not in the task: on a runtime
-        // without timers it panics in the caller, as `tokio::time::timeout`
-        // did, rather than in a ticker (which would leave a hung exchange
-        // unwoken).
-        let first = tokio::time::sleep(self.period());
-        self.tickers.fetch_add(1, Ordering::AcqRel);
-        runtime.spawn(tick(
-            first,
-            Arc::downgrade(self),
-            TickerGuard(Arc::downgrade(self)),
-        ));
+        let deadlines = Arc::downgrade(self);
+        let started = std::thread::Builder::new()
+            .name("cache-redis-deadlines".into())
+            .spawn(move || tick(&deadlines));
+        if started.is_err() {
+            self.ticker.store(FAILED, Ordering::Release);
+            return false;
+        }
+        true
     }
 
     fn period(&self) -> Duration {
@@ -274,8 +266,7 @@ fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
 
 /// The ticker: processes the epochs as the clock passes them, until the
 /// deadlines are dropped.
-async fn tick(first: tokio::time::Sleep, deadlines: Weak<Deadlines>, _guard: TickerGuard) {
-    first.await;
+fn tick(deadlines: &Weak<Deadlines>) {
     loop {
         let period = match deadlines.upgrade() {
             Some(d) => {
@@ -284,18 +275,7 @@ async fn tick(first: tokio::time::Sleep, deadlines: Weak<Deadlines>, _guard: Tic
             }
             None => return,
         };
-        tokio::time::sleep(period).await;
-    }
-}
-
-/// Uncounts a ticker when its task ends, or is dropped with its runtime.
-struct TickerGuard(Weak<Deadlines>);
-
-impl Drop for TickerGuard {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.upgrade() {
-            d.tickers.fetch_sub(1, Ordering::AcqRel);
-        }
+        std::thread::sleep(period);
     }
 }
 
@@ -345,11 +325,22 @@ impl Alarm<'_> {
                 if bucket.epoch != due {
                     return Poll::Ready(());
                 }
-                if let Some(Some(waker)) = bucket.wakers.get_mut(index) {
-                    if !waker.will_wake(cx.waker()) {
-                        waker.clone_from(cx.waker());
-                    }
+                let Some(Some(waker)) = bucket.wakers.get_mut(index) else {
+                    return Poll::Pending;
+                };
+                if waker.will_wake(cx.waker()) {
+                    return Poll::Pending;
                 }
+                drop(bucket);
+                let new = cx.waker().clone();
+                let mut bucket = lock(&slot.bucket);
+                let current = bucket.epoch == due;
+                let old = match bucket.wakers.get_mut(index) {
+                    Some(held) if current => held.replace(new),
+                    _ => return Poll::Ready(()),
+                };
+                drop(bucket);
+                drop(old);
                 Poll::Pending
             }
         }
@@ -357,14 +348,18 @@ impl Alarm<'_> {
 
     fn arm(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let deadlines = self.deadlines;
-        let now = deadlines.epoch_now();
-        deadlines.ensure_ticker(now);
-        let due = now + deadlines.ahead;
+        let due = deadlines.epoch_now() + deadlines.ahead;
+        if !deadlines.ticker_runs() {
+            return self.arm_timer(cx);
+        }
         let shard = shard();
         let slot = deadlines.slot(shard, due);
+        // Cloned (and, in `Drop`, dropped) outside the lock: waker code
+        // may do anything, this lock's exchanges included.
+        let waker = cx.waker().clone();
         let mut bucket = lock(&slot.bucket);
         if bucket.epoch == due {
-            bucket.wakers.push(Some(cx.waker().clone()));
+            bucket.wakers.push(Some(waker));
             self.state = Armed::Bucket {
                 due,
                 shard,
@@ -378,9 +373,13 @@ impl Alarm<'_> {
             return Poll::Ready(());
         }
         drop(bucket);
-        // The bucket still holds an epoch that has not passed: no ticker
-        // has kept up with the clock (or none could start here).
-        let mut sleep = Box::pin(tokio::time::sleep(deadlines.limit));
+        // The bucket still holds an epoch that has not passed: the ticker
+        // has not kept up with the clock.
+        self.arm_timer(cx)
+    }
+
+    fn arm_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sleep = Box::pin(tokio::time::sleep(self.deadlines.limit));
         let polled = sleep.as_mut().poll(cx);
         self.state = Armed::Timer(sleep);
         polled
@@ -394,11 +393,13 @@ impl Drop for Alarm<'_> {
     fn drop(&mut self) {
         if let Armed::Bucket { due, shard, index } = self.state {
             let mut bucket = lock(&self.deadlines.slot(shard, due).bucket);
-            if bucket.epoch == due {
-                if let Some(waker) = bucket.wakers.get_mut(index) {
-                    *waker = None;
-                }
-            }
+            let current = bucket.epoch == due;
+            let taken = match bucket.wakers.get_mut(index) {
+                Some(held) if current => held.take(),
+                _ => None,
+            };
+            drop(bucket);
+            drop(taken);
         }
     }
 }
@@ -569,19 +570,33 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_outlive_the_runtime_their_ticker_ran_on() {
+    fn deadlines_outlive_the_runtime_of_their_first_exchange() {
         let deadlines = Deadlines::new(LIMIT);
         runtime().block_on(async {
             assert_eq!(hung(&deadlines).await, None);
         });
-        // That runtime, and its ticker, are gone; a second one starts its
-        // own, and a hung exchange still times out.
+        // That runtime is gone; a hung exchange on a second one still
+        // times out.
         runtime().block_on(async {
             let started = Instant::now();
             assert_eq!(hung(&deadlines).await, None);
             assert!(started.elapsed() >= LIMIT);
         });
-        assert_eq!(deadlines.tickers.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_runtime_kept_but_no_longer_driven_does_not_strand_exchanges() {
+        let deadlines = Deadlines::new(LIMIT);
+        // A current-thread runtime runs nothing once its `block_on` returns.
+        let idle = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        idle.block_on(async { assert_eq!(hung(&deadlines).await, None) });
+        runtime().block_on(async {
+            assert_eq!(hung(&deadlines).await, None);
+        });
+        drop(idle);
     }
 
     #[test]
@@ -636,28 +651,29 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "timers are disabled")]
-    fn a_runtime_without_timers_panics_in_the_caller_as_tokio_timeout_does() {
+    fn a_runtime_without_timers_still_bounds_exchanges() {
         let deadlines = Deadlines::new(LIMIT);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        // Pending once: the alarm is armed, and the ticker started.
-        rt.block_on(deadlines.bound(tokio::task::yield_now()));
+        let started = Instant::now();
+        assert_eq!(rt.block_on(deadlines.bound(pending::<()>())), None);
+        assert!(started.elapsed() >= LIMIT);
     }
 
     #[test]
     fn the_ticker_stops_when_the_deadlines_are_dropped() {
         let deadlines = Deadlines::new(LIMIT);
         let rt = runtime();
-        rt.block_on(async { deadlines.bound(async {}).await });
         let _ = rt.block_on(async { hung(&deadlines).await });
         let weak = Arc::downgrade(&deadlines);
         drop(deadlines);
-        rt.block_on(async { tokio::time::sleep(LIMIT * 2).await });
-        // The ticker held a `Weak` only, and has ended: nothing keeps the
-        // runtime busy (its tasks are gone with it when it drops here).
-        assert!(weak.upgrade().is_none());
-        assert_eq!(rt.metrics().num_alive_tasks(), 0);
+        // The ticker holds a `Weak` (a strong one only during a round):
+        // nothing keeps the deadlines, and the thread ends at its next round.
+        let started = Instant::now();
+        while weak.strong_count() > 0 {
+            assert!(started.elapsed() < LIMIT * 10, "kept alive");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

@@ -14,7 +14,7 @@
 //! exchange still pending after its first poll leaves
 //! its waker in the bucket of the epoch by which its limit has surely
 //! passed, and takes it back when it ends, however it ends (so a bucket
-//! keeps no finished task alive). A ticker task wakes what a bucket still
+//! keeps no finished task alive). A ticker thread wakes what a bucket still
 //! holds when its epoch passes; a woken exchange whose epoch has passed
 //! fails with a timeout.
 //!

@@ -36,6 +36,7 @@
 //! has not passed (the ticker has not kept up with the clock).
 
 use std::future::{poll_fn, Future};
+use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -229,8 +230,11 @@ impl Deadlines {
             std::mem::take(&mut bucket.wakers)
         };
         // Woken outside the lock: a waker may poll the exchange at once
-        // (an executor's choice), and its poll takes this lock.
-        wakers.drain(..).flatten().for_each(Waker::wake);
+        // (an executor's choice), and its poll takes this lock. A waker
+        // that panics must not take the ticker, or the other wakers, down.
+        for waker in wakers.drain(..).flatten() {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake()));
+        }
         // The emptied vector goes back, so a busy bucket keeps its room.
         let mut bucket = lock(bucket);
         if bucket.wakers.capacity() < wakers.capacity() {
@@ -648,6 +652,46 @@ mod tests {
             .recv_timeout(LIMIT * 10)
             .expect("woken, and not stuck");
         assert_eq!(held, 0, "the bucket gave its wakers up before waking them");
+    }
+
+    struct Panics;
+
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("a waker that panics");
+        }
+    }
+
+    #[test]
+    fn a_waker_that_panics_takes_neither_the_ticker_nor_the_others_down() {
+        let deadlines = Deadlines::new(LIMIT);
+        let rt = runtime();
+        let _entered = rt.enter();
+        let panics = Waker::from(Arc::new(Panics));
+        let counting = Arc::new(Counting::default());
+        // Registered one after the other: the same bucket, the panicking
+        // waker first.
+        let mut first = Box::pin(deadlines.bound(pending::<()>()));
+        assert!(first
+            .as_mut()
+            .poll(&mut Context::from_waker(&panics))
+            .is_pending());
+        let mut second = Box::pin(deadlines.bound(pending::<()>()));
+        assert!(poll_once(&mut second, &counting).is_pending());
+        // Waited for, not slept on: the panic's report (a backtrace, with
+        // RUST_BACKTRACE set) can hold the ticker up for a while.
+        let started = Instant::now();
+        while counting.0.load(Ordering::SeqCst) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "never woken");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+        // The ticker still runs.
+        rt.block_on(async {
+            let started = Instant::now();
+            assert_eq!(hung(&deadlines).await, None);
+            assert!(started.elapsed() >= LIMIT);
+        });
     }
 
     #[test]

@@ -34,9 +34,11 @@ pub(crate) struct Core {
     /// The connections, round-robin; empty after `close`.
     connections: RwLock<Vec<Conn>>,
     next: AtomicUsize,
+    /// How long one answer may take.
+    response_timeout: Duration,
     /// Bounds every exchange by the response timeout, without a timer per
-    /// exchange.
-    deadlines: Arc<Deadlines>,
+    /// exchange; `None` for a timeout under [`MIN_LIMIT`] (a timer each).
+    deadlines: Option<Arc<Deadlines>>,
     /// Where the server is, without credentials.
     target: String,
 }
@@ -47,7 +49,8 @@ impl Core {
         Core {
             connections: RwLock::new(connections),
             next: AtomicUsize::new(0),
-            deadlines: Deadlines::new(response_timeout),
+            response_timeout,
+            deadlines: (response_timeout >= MIN_LIMIT).then(|| Deadlines::new(response_timeout)),
             target,
         }
     }
@@ -59,7 +62,7 @@ impl Core {
 
     /// How long one answer may take.
     pub(crate) fn response_timeout(&self) -> Duration {
-        self.deadlines.limit()
+        self.response_timeout
     }
 
     /// How many connections are open (0 after `close`).
@@ -119,10 +122,9 @@ impl Core {
         op: &'static str,
         exchange: impl Future<Output = RedisResult<T>> + Send,
     ) -> Result<T> {
-        let answer = if limit == self.deadlines.limit() && limit >= MIN_LIMIT {
-            self.deadlines.bound(exchange).await
-        } else {
-            tokio::time::timeout(limit, exchange).await.ok()
+        let answer = match &self.deadlines {
+            Some(deadlines) if deadlines.limit() == limit => deadlines.bound(exchange).await,
+            _ => tokio::time::timeout(limit, exchange).await.ok(),
         };
         match answer {
             Some(Ok(value)) => Ok(value),
@@ -343,6 +345,18 @@ mod tests {
         assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
         assert_eq!(ttl_millis(Duration::from_millis(300)), 300);
         assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn a_response_timeout_under_the_minimum_keeps_a_timer_per_exchange() {
+        let core = |ms| Core::new(Vec::new(), Duration::from_millis(ms), "t".into());
+        let short = core(99);
+        assert!(short.deadlines.is_none());
+        assert_eq!(short.response_timeout(), Duration::from_millis(99));
+        let long = core(100);
+        let deadlines = long.deadlines.as_ref().expect("shared deadlines");
+        assert_eq!(deadlines.limit(), Duration::from_millis(100));
+        assert_eq!(long.response_timeout(), Duration::from_millis(100));
     }
 
     #[test]

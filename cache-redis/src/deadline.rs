@@ -444,6 +444,16 @@ mod tests {
             .expect("the deadline never woke the exchange")
     }
 
+    /// Awaits a hung exchange: it times out, no earlier than the limit;
+    /// how long that took.
+    async fn times_out(deadlines: &Arc<Deadlines>) -> Duration {
+        let started = Instant::now();
+        assert_eq!(hung(deadlines).await, None);
+        let took = started.elapsed();
+        assert!(took >= LIMIT, "early: {took:?}");
+        took
+    }
+
     /// Polls `fut` once with `waker`.
     fn poll_once<F: Future + Unpin>(fut: &mut F, waker: &Arc<Counting>) -> Poll<F::Output> {
         let waker = Waker::from(waker.clone());
@@ -455,11 +465,7 @@ mod tests {
         let deadlines = Deadlines::new(LIMIT);
         runtime().block_on(async {
             for _ in 0..5 {
-                let started = Instant::now();
-                let out = hung(&deadlines).await;
-                let took = started.elapsed();
-                assert_eq!(out, None);
-                assert!(took >= LIMIT, "early: {took:?}");
+                let took = times_out(&deadlines).await;
                 // Three periods (of 8.4 ms here) and the coarse clock's
                 // slack late at most, and a generous scheduling slack.
                 assert!(took < LIMIT + Duration::from_millis(250), "{took:?}");
@@ -576,16 +582,10 @@ mod tests {
     #[test]
     fn deadlines_outlive_the_runtime_of_their_first_exchange() {
         let deadlines = Deadlines::new(LIMIT);
-        runtime().block_on(async {
-            assert_eq!(hung(&deadlines).await, None);
-        });
+        runtime().block_on(times_out(&deadlines));
         // That runtime is gone; a hung exchange on a second one still
         // times out.
-        runtime().block_on(async {
-            let started = Instant::now();
-            assert_eq!(hung(&deadlines).await, None);
-            assert!(started.elapsed() >= LIMIT);
-        });
+        runtime().block_on(times_out(&deadlines));
     }
 
     #[test]
@@ -596,10 +596,8 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
-        idle.block_on(async { assert_eq!(hung(&deadlines).await, None) });
-        runtime().block_on(async {
-            assert_eq!(hung(&deadlines).await, None);
-        });
+        idle.block_on(times_out(&deadlines));
+        runtime().block_on(times_out(&deadlines));
         drop(idle);
     }
 
@@ -610,9 +608,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         let rt = runtime();
         rt.block_on(async {
-            let started = Instant::now();
-            assert_eq!(hung(&deadlines).await, None);
-            assert!(started.elapsed() >= LIMIT);
+            times_out(&deadlines).await;
             assert_eq!(deadlines.bound(async { 1 }).await, Some(1));
         });
         // The ticker has caught up, every bucket at once (13 epochs later,
@@ -687,11 +683,7 @@ mod tests {
         }
         assert_eq!(counting.0.load(Ordering::SeqCst), 1);
         // The ticker still runs.
-        rt.block_on(async {
-            let started = Instant::now();
-            assert_eq!(hung(&deadlines).await, None);
-            assert!(started.elapsed() >= LIMIT);
-        });
+        rt.block_on(times_out(&deadlines));
     }
 
     #[test]
@@ -709,7 +701,7 @@ mod tests {
     fn the_ticker_stops_when_the_deadlines_are_dropped() {
         let deadlines = Deadlines::new(LIMIT);
         let rt = runtime();
-        let _ = rt.block_on(async { hung(&deadlines).await });
+        rt.block_on(times_out(&deadlines));
         let weak = Arc::downgrade(&deadlines);
         drop(deadlines);
         // The ticker holds a `Weak` (a strong one only during a round):

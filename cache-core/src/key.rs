@@ -180,6 +180,12 @@ impl CacheKey {
         rest.strip_prefix('{')?.strip_suffix('}')
     }
 
+    /// The key as it is rendered after the prefix and its `:` at
+    /// generation 0.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The category.
     pub fn category(&self) -> &str {
         &self.text[..self.split as usize]

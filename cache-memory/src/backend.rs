@@ -395,6 +395,43 @@ impl Shared {
         None
     }
 
+    /// [`checked_read`](Shared::checked_read) of the key `head` followed
+    /// by `tail`, hashed and compared where the two lie (not joined).
+    #[inline(always)]
+    fn checked_read_joined(&self, head: &str, tail: &str) -> Result<Option<Bytes>> {
+        let len = head.len() + tail.len();
+        if len == 0 || len > MAX_KEY_LEN || self.closed.load(Relaxed) {
+            return Err(self.refusal(&format!("{head}{tail}"), "get"));
+        }
+        let expired = {
+            let hash = self.map.hasher().hash_joined(head, tail);
+            let shard = self.map.shards()[self.map.determine_shard(hash as usize)].read();
+            let found = shard.get(hash, |(stored, _)| {
+                let stored = stored.as_bytes();
+                stored.len() == len
+                    && stored[..head.len()] == *head.as_bytes()
+                    && stored[head.len()..] == *tail.as_bytes()
+            });
+            let Some((_, entry)) = found else {
+                return Ok(None);
+            };
+            let entry = entry.get();
+            let meta = entry.meta.load(Relaxed);
+            let expires_at = meta & EXPIRY;
+            if expires_at == 0 || self.clock.before(expires_at) {
+                if meta < FREQ_MAX {
+                    entry.meta.store(meta + FREQ_ONE, Relaxed);
+                }
+                return Ok(Some(entry.value.clone()));
+            }
+            true
+        };
+        if expired {
+            self.remove_expired(&format!("{head}{tail}"));
+        }
+        Ok(None)
+    }
+
     fn remove_expired(&self, key: &str) {
         let now = self.now();
         if let Some((k, e)) = self.map.remove_if(key, |_, e| e.expired(now)) {
@@ -647,6 +684,10 @@ impl CacheBackend for MemoryBackend {
         Some(self.shared.checked_read(key))
     }
 
+    fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
+        Some(self.shared.checked_read_joined(head, tail))
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.set_sync(key, value, opts)
     }
@@ -884,6 +925,69 @@ mod tests {
             .count();
         assert_eq!(found, n);
         assert_eq!(backend.get_sync("user:absent").unwrap(), None);
+    }
+
+    /// A read of a key in two parts answers what `get_now` of the joined
+    /// key answers, wherever the key is split: hits, misses, an expired
+    /// key (removed and counted), refusals.
+    #[test]
+    fn a_read_in_two_parts_answers_as_the_read_of_the_joined_key() {
+        let clock = crate::MockClock::new();
+        let backend = MemoryBackend::with_clock(
+            MemoryConfig::default().with_sweep_interval(Duration::ZERO),
+            Arc::new(clock.clone()),
+        );
+        let keys = [
+            "cache:user:000123",
+            "cache:user:000124",
+            "app:k",
+            "a",
+            "cache:a-longer-key:id-42",
+        ];
+        for key in keys {
+            backend
+                .set_sync(key, Bytes::from(key.to_uppercase()), SetOptions::default())
+                .unwrap();
+        }
+        let joined = |head: &str, tail: &str| {
+            backend
+                .get_now_joined(head, tail)
+                .expect("the memory backend answers now")
+                .map_err(|e| e.kind())
+        };
+        let whole = |key: &str| backend.get_now(key).unwrap().map_err(|e| e.kind());
+        for key in keys
+            .iter()
+            .chain(&["cache:user:000125", "cache:user:00012", "cache:", "b"])
+        {
+            for split in 0..=key.len() {
+                let (head, tail) = key.split_at(split);
+                assert_eq!(joined(head, tail), whole(key), "{head:?} + {tail:?}");
+            }
+        }
+        assert_eq!(
+            joined("cache:", "user:000123"),
+            Ok(Some(Bytes::from("CACHE:USER:000123")))
+        );
+        assert_eq!(joined("cache:", "user:000125"), Ok(None));
+        // Refused as `get_now` refuses.
+        let long = "k".repeat(MAX_KEY_LEN);
+        assert_eq!(joined(&long, "x"), whole(&format!("{long}x")));
+        assert_eq!(joined(&long, "x"), Err(ErrorKind::InvalidKey));
+        assert_eq!(joined("", ""), Err(ErrorKind::InvalidKey));
+        // An expired key: not served, removed, counted once.
+        backend
+            .set_sync(
+                "cache:ttl",
+                Bytes::from_static(b"v"),
+                SetOptions::ttl(Some(Duration::from_secs(1))),
+            )
+            .unwrap();
+        assert_eq!(joined("cache:", "ttl"), Ok(Some(Bytes::from_static(b"v"))));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(joined("cache:", "ttl"), Ok(None));
+        assert_eq!(backend.stats().expirations, 1);
+        assert!(backend.shared.map.get("cache:ttl").is_none());
     }
 
     #[test]

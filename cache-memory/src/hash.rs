@@ -65,6 +65,122 @@ impl KeyHasherBuilder {
         key.hash(&mut hasher);
         hasher.finish()
     }
+
+    /// [`hash_key`](Self::hash_key) of `head` followed by `tail`, read
+    /// where the two lie: the same hash, without joining them first.
+    #[inline(always)]
+    #[allow(dead_code, reason = "the bench's copy of this file joins no keys")]
+    pub(crate) fn hash_joined(&self, head: &str, tail: &str) -> u64 {
+        let mut hasher = self.build_hasher();
+        hasher.write_from(&Joined(head.as_bytes(), tail.as_bytes()));
+        // As `str`'s `Hash` ends.
+        hasher.write_u8(0xff);
+        hasher.finish()
+    }
+}
+
+/// The first `bytes.len()` (under 8) bytes of `bytes`, little-endian, in
+/// at most two loads.
+#[inline(always)]
+fn read_short(bytes: &[u8]) -> u64 {
+    let len = bytes.len();
+    if len >= 4 {
+        read4(bytes, 0) | read4(bytes, len - 4) << (8 * (len - 4))
+    } else if len > 0 {
+        u64::from(bytes[0])
+            | u64::from(bytes[len / 2]) << (8 * (len / 2))
+            | u64::from(bytes[len - 1]) << (8 * (len - 1))
+    } else {
+        0
+    }
+}
+
+/// What the hash reads its bytes from: one slice, or two read as one.
+trait Source {
+    fn len(&self) -> usize;
+    /// The 8 bytes at `at`, little-endian.
+    fn read8(&self, at: usize) -> u64;
+    /// The 4 bytes at `at`, little-endian.
+    fn read4(&self, at: usize) -> u64;
+    fn byte(&self, at: usize) -> u8;
+}
+
+impl Source for [u8] {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    #[inline(always)]
+    fn read8(&self, at: usize) -> u64 {
+        read8(self, at)
+    }
+    #[inline(always)]
+    fn read4(&self, at: usize) -> u64 {
+        read4(self, at)
+    }
+    #[inline(always)]
+    fn byte(&self, at: usize) -> u8 {
+        self[at]
+    }
+}
+
+/// Two slices read as if joined.
+struct Joined<'a>(&'a [u8], &'a [u8]);
+
+impl Joined<'_> {
+    /// The `n` (8 or 4) bytes at `at`, which straddle the two slices.
+    #[inline(always)]
+    fn straddling(&self, at: usize, n: usize) -> u64 {
+        let from_head = &self.0[at..];
+        let k = from_head.len();
+        let rest = n - k;
+        let low = read_short(from_head);
+        // A whole word of the tail when it has one: the bytes past `rest`
+        // are shifted out of the word (`n` is 8 whenever the tail is that
+        // long: 4-byte reads are made of keys under 8 bytes).
+        let high = if self.1.len() >= 8 {
+            read8(self.1, 0)
+        } else {
+            read_short(&self.1[..rest])
+        };
+        low | high << (8 * k)
+    }
+}
+
+impl Source for Joined<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+    #[inline(always)]
+    fn read8(&self, at: usize) -> u64 {
+        let head = self.0.len();
+        if at + 8 <= head {
+            read8(self.0, at)
+        } else if at >= head {
+            read8(self.1, at - head)
+        } else {
+            self.straddling(at, 8)
+        }
+    }
+    #[inline(always)]
+    fn read4(&self, at: usize) -> u64 {
+        let head = self.0.len();
+        if at + 4 <= head {
+            read4(self.0, at)
+        } else if at >= head {
+            read4(self.1, at - head)
+        } else {
+            self.straddling(at, 4)
+        }
+    }
+    #[inline(always)]
+    fn byte(&self, at: usize) -> u8 {
+        match self.0.get(at) {
+            Some(&b) => b,
+            None => self.1[at - self.0.len()],
+        }
+    }
 }
 
 impl BuildHasher for KeyHasherBuilder {
@@ -86,36 +202,41 @@ pub(crate) struct KeyHasher {
     seed2: u64,
 }
 
-impl Hasher for KeyHasher {
+impl KeyHasher {
+    /// [`Hasher::write`] of the bytes `bytes` holds.
     #[inline(always)]
-    fn write(&mut self, bytes: &[u8]) {
+    fn write_from<S: Source + ?Sized>(&mut self, bytes: &S) {
         let len = bytes.len();
         // The length enters through a seed-dependent rotation, so keys of
         // different lengths never differ by a fixed, seed-free amount.
         let mut acc = self.acc.rotate_left(len as u32).wrapping_add(len as u64);
         let (a, b) = if len <= 16 {
             if len >= 8 {
-                (read8(bytes, 0), read8(bytes, len - 8))
+                (bytes.read8(0), bytes.read8(len - 8))
             } else if len >= 4 {
-                (read4(bytes, 0), read4(bytes, len - 4))
+                (bytes.read4(0), bytes.read4(len - 4))
             } else if len > 0 {
-                let lo = u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8;
-                (lo, u64::from(bytes[len - 1]))
+                let lo = u64::from(bytes.byte(0)) | u64::from(bytes.byte(len / 2)) << 8;
+                (lo, u64::from(bytes.byte(len - 1)))
             } else {
                 (0, 0)
             }
         } else {
             let mut at = 0;
             while len - at > 16 {
-                acc = fold(
-                    read8(bytes, at) ^ K1 ^ acc,
-                    read8(bytes, at + 8) ^ self.seed2,
-                );
+                acc = fold(bytes.read8(at) ^ K1 ^ acc, bytes.read8(at + 8) ^ self.seed2);
                 at += 16;
             }
-            (read8(bytes, len - 16), read8(bytes, len - 8))
+            (bytes.read8(len - 16), bytes.read8(len - 8))
         };
         self.acc = fold(a ^ K1 ^ acc, b ^ K2 ^ self.seed2);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) {
+        self.write_from(bytes);
     }
 
     #[inline(always)]
@@ -163,6 +284,27 @@ mod tests {
         assert!(top7.iter().all(|&n| n > 3_500 && n < 6_000), "{top7:?}");
         // Prefixes differ: "a" + "" vs "" + "a" are different keys.
         assert_ne!(builder.hash_one(("a", "")), builder.hash_one(("", "a")));
+    }
+
+    /// The hash of a key read in two parts is the hash of the key, for
+    /// every length up to 40 bytes and every split, whichever reads of the
+    /// hash straddle the two parts.
+    #[test]
+    fn hash_joined_is_hash_key_of_the_joined_key() {
+        let builder = KeyHasherBuilder::default();
+        for len in 0..=40usize {
+            let key: String = (0..len)
+                .map(|i| char::from(b'!' + (i * 7 % 90) as u8))
+                .collect();
+            for split in 0..=len {
+                let (head, tail) = key.split_at(split);
+                assert_eq!(
+                    builder.hash_joined(head, tail),
+                    builder.hash_key(&key),
+                    "len {len}, split {split}"
+                );
+            }
+        }
     }
 
     #[test]

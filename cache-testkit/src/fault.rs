@@ -163,6 +163,11 @@ impl<B: CacheBackend> CacheBackend for FaultInjecting<B> {
         None
     }
 
+    /// Never answers now, as `get_now`.
+    fn get_now_joined(&self, _head: &str, _tail: &str) -> Option<Result<Option<Bytes>>> {
+        None
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.inject("set").await?;
         self.inner.set(key, value, opts).await

@@ -242,6 +242,12 @@ impl CacheBackend for MockBackend {
         Some(MockBackend::get(self, key))
     }
 
+    /// Not answered in parts: the caller joins the key and calls
+    /// `get_now` (the key the expectation names).
+    fn get_now_joined(&self, _head: &str, _tail: &str) -> Option<Result<Option<Bytes>>> {
+        None
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         MockBackend::set(self, key, value, opts)
     }

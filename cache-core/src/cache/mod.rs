@@ -121,6 +121,8 @@ struct Inner<C> {
     backend: Arc<dyn CacheBackend>,
     codec: C,
     prefix: String,
+    /// `{prefix}:`, what a key's text follows at generation 0.
+    prefix_colon: String,
     policy: Arc<dyn TtlPolicy>,
     counters: Counters,
     flights: Mutex<HashMap<String, watch::Receiver<FlightResult>>>,
@@ -455,6 +457,7 @@ impl<C: Codec> CacheBuilder<C> {
                     .unwrap_or_else(|| Arc::clone(&self.backend)),
                 backend: self.backend,
                 codec: self.codec,
+                prefix_colon: format!("{}:", self.prefix),
                 prefix: self.prefix,
                 policy: self.policy,
                 counters,
@@ -684,6 +687,14 @@ impl<C: Codec> Cache<C> {
         let Some(generation) = self.trusted_generation(key.category()) else {
             return ReadNow::Unknown;
         };
+        // At generation 0 the full key is `{prefix}:` and the key's text:
+        // a backend that reads it in those two parts (memory) needs no join.
+        let (head, tail) = (self.inner.prefix_colon.as_str(), key.text());
+        if generation == 0 && head.len() + tail.len() <= crate::MAX_KEY_LEN {
+            if let Some(answer) = (*self.inner.backend).get_now_joined(head, tail) {
+                return ReadNow::Answered(self.track(answer));
+            }
+        }
         FULL_KEY.with(|buffer| {
             // Busy only if a backend's `get_now` reads a `Cache` itself.
             let Ok(mut full) = buffer.try_borrow_mut() else {

@@ -134,6 +134,11 @@ impl CacheBackend for Deferred {
         self.backend.get()?.get_now(key)
     }
 
+    /// As `get_now`.
+    fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
+        self.backend.get()?.get_now_joined(head, tail)
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.backend("set")?.set(key, value, opts).await
     }

@@ -408,6 +408,12 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
         Some(result)
     }
 
+    /// Not answered in parts: the caller joins the key and calls
+    /// `get_now`, which counts the read (its span names the key).
+    fn get_now_joined(&self, _head: &str, _tail: &str) -> Option<Result<Option<Bytes>>> {
+        None
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.observe(Op::Set, Some(key), self.inner.set(key, value, opts), none)
             .await

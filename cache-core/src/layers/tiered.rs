@@ -811,6 +811,12 @@ impl CacheBackend for Tiered {
         }
     }
 
+    /// Not answered in parts: the caller joins the key and calls
+    /// `get_now`, which checks it and counts an L1 hit.
+    fn get_now_joined(&self, _head: &str, _tail: &str) -> Option<Result<Option<Bytes>>> {
+        None
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.check_key(key, "set")?;
         self.check_value(&value, "set")?;

@@ -143,6 +143,11 @@ impl<B: CacheBackend> CacheBackend for Timeout<B> {
         self.inner.get_now(key)
     }
 
+    /// As `get_now`.
+    fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
+        self.inner.get_now_joined(head, tail)
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.bounded("set", self.inner.set(key, value, opts)).await
     }

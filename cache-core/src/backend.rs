@@ -210,6 +210,9 @@ impl Health {
 /// - `get_now_agrees_with_get`: when [`get_now`](CacheBackend::get_now)
 ///   answers, it MUST answer what `get` does (a miss, a value written,
 ///   overwritten, deleted); it MUST refuse an invalid key as `get` does.
+/// - `get_now_joined_agrees_with_get`: when
+///   [`get_now_joined`](CacheBackend::get_now_joined) answers, it MUST
+///   answer what `get` of the joined key does, wherever the key is split.
 /// - `set_then_get_returns_value`: `get` MUST return exactly the bytes last
 ///   written, and `set` returns `true` when it wrote;
 ///   `binary_value_with_nul_bytes`, `large_value_1mib` (needs values of 1

@@ -307,6 +307,37 @@ async fn get_now_agrees_with_get(ctx: &Ctx) -> CaseResult {
     Ok(Outcome::Passed)
 }
 
+async fn get_now_joined_agrees_with_get(ctx: &Ctx) -> CaseResult {
+    async fn agree(ctx: &Ctx, key: &str, when: &str) -> Result<(), String> {
+        let full = ctx.key(key);
+        // Split at the namespace (as a `Cache` splits its prefix from a
+        // key's text), at each end and within each part.
+        let ns = full.len() - key.len();
+        for split in [0, ns / 2, ns, ns + key.len() / 2, full.len()] {
+            let (head, tail) = full.split_at(split);
+            let Some(now) = ctx.backend().get_now_joined(head, tail) else {
+                continue;
+            };
+            let now =
+                now.map_err(|e| format!("get_now_joined {head:?} + {tail:?} ({when}): {e}"))?;
+            let awaited = value_of(ctx, key).await?;
+            check!(
+                now == awaited,
+                "get_now_joined {head:?} + {tail:?} ({when}) answered {now:?}, get {awaited:?}"
+            );
+        }
+        Ok(())
+    }
+    agree(ctx, "joined", "missing").await?;
+    put(ctx, "joined", "1").await?;
+    agree(ctx, "joined", "written").await?;
+    put(ctx, "joined", "2").await?;
+    agree(ctx, "joined", "overwritten").await?;
+    ok!(ctx.backend().delete(&ctx.key("joined")).await);
+    agree(ctx, "joined", "deleted").await?;
+    Ok(Outcome::Passed)
+}
+
 async fn set_then_get_returns_value(ctx: &Ctx) -> CaseResult {
     let wrote = ok!(ctx
         .backend()
@@ -1630,6 +1661,7 @@ macro_rules! __for_each_case {
             $($args)*
             get_missing_returns_none,
             get_now_agrees_with_get,
+            get_now_joined_agrees_with_get,
             set_then_get_returns_value,
             empty_value_is_a_hit,
             binary_value_with_nul_bytes,

@@ -86,6 +86,7 @@ gallery_tests! {
     // reads and writes
     mutant_miss_is_an_error: MissIsAnError => ["get_missing_returns_none"],
     mutant_get_now_always_misses: GetNowAlwaysMisses => ["get_now_agrees_with_get"],
+    mutant_get_now_joined_drops_the_head: GetNowJoinedDropsTheHead => ["get_now_joined_agrees_with_get"],
     mutant_set_reports_false: SetReportsFalse => ["set_then_get_returns_value", "set_overwrites_value"],
     mutant_set_never_overwrites: SetNeverOverwrites => ["set_overwrites_value"],
     mutant_set_keeps_old_ttl: SetKeepsOldTtl => ["set_without_ttl_clears_previous_ttl"],

@@ -111,6 +111,10 @@ gallery! {
     /// `get_now` answers a miss for every key (a fast path that forgot to
     /// look), while `get` reads them.
     GetNowAlwaysMisses => "get_now_always_misses",
+    /// `get_now_joined` reads its second part alone (a fast path that
+    /// dropped the first: a `Cache`'s prefix), while `get` reads the
+    /// joined key.
+    GetNowJoinedDropsTheHead => "get_now_joined_drops_the_head",
     /// `set` returns `false` even when it wrote (a reply misread).
     SetReportsFalse => "set_reports_false",
     /// `set` never overwrites a live value (memcached's `add`, not `set`).
@@ -326,6 +330,15 @@ impl CacheBackend for Mutated {
     fn get_now(&self, _key: &str) -> Option<Result<Option<Bytes>>> {
         match self.bug {
             Mutant::GetNowAlwaysMisses => Some(Ok(None)),
+            _ => None,
+        }
+    }
+
+    fn get_now_joined(&self, _head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
+        match self.bug {
+            Mutant::GetNowJoinedDropsTheHead => {
+                Some(Ok(Reference::live_value(&self.inner.lock(), tail)))
+            }
             _ => None,
         }
     }

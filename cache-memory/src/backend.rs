@@ -296,6 +296,13 @@ async fn sweeper(shared: Weak<Shared>, every: Duration, mut stop: watch::Receive
     }
 }
 
+/// What a read found under a key.
+enum Found {
+    Live(Bytes),
+    Expired,
+    Missing,
+}
+
 impl Shared {
     fn now(&self) -> u64 {
         self.clock.now_nanos()
@@ -305,7 +312,13 @@ impl Shared {
     /// open. [`Shared::refusal`] says why not.
     #[inline(always)]
     fn usable(&self, key: &str) -> bool {
-        !key.is_empty() && key.len() <= MAX_KEY_LEN && !self.closed.load(Relaxed)
+        self.usable_len(key.len())
+    }
+
+    /// [`usable`](Shared::usable) of a key of `len` bytes.
+    #[inline(always)]
+    fn usable_len(&self, len: usize) -> bool {
+        len != 0 && len <= MAX_KEY_LEN && !self.closed.load(Relaxed)
     }
 
     /// The error of a call that [`Shared::usable`] refused.
@@ -366,33 +379,16 @@ impl Shared {
     }
 
     /// Reads a live value, removing it if expired.
-    ///
-    /// Through the shard itself (dashmap's raw API), not `DashMap::get`:
-    /// the same hash, shard, read lock and probe, but inlined here, where
-    /// `DashMap::get` was a call that called the hasher (callgrind: a
-    /// direct read 255 -> 226 instructions, through `dyn` 283 -> 253).
     #[inline(always)]
     fn read(&self, key: &str) -> Option<Bytes> {
-        let expired = {
-            let hash = self.map.hasher().hash_key(key);
-            // As `DashMap::get` finds the shard (`hash_usize` is this hash).
-            let shard = self.map.shards()[self.map.determine_shard(hash as usize)].read();
-            let (_, entry) = shard.get(hash, |(stored, _)| **stored == *key)?;
-            let entry = entry.get();
-            let meta = entry.meta.load(Relaxed);
-            let expires_at = meta & EXPIRY;
-            if expires_at == 0 || self.clock.before(expires_at) {
-                if meta < FREQ_MAX {
-                    entry.meta.store(meta + FREQ_ONE, Relaxed);
-                }
-                return Some(entry.value.clone());
+        match self.find(self.map.hasher().hash_key(key), |stored| stored == key) {
+            Found::Live(value) => Some(value),
+            Found::Expired => {
+                self.remove_expired(key);
+                None
             }
-            true
-        };
-        if expired {
-            self.remove_expired(key);
+            Found::Missing => None,
         }
-        None
     }
 
     /// [`checked_read`](Shared::checked_read) of the key `head` followed
@@ -400,36 +396,51 @@ impl Shared {
     #[inline(always)]
     fn checked_read_joined(&self, head: &str, tail: &str) -> Result<Option<Bytes>> {
         let len = head.len() + tail.len();
-        if len == 0 || len > MAX_KEY_LEN || self.closed.load(Relaxed) {
+        if !self.usable_len(len) {
             return Err(self.refusal(&format!("{head}{tail}"), "get"));
         }
-        let expired = {
-            let hash = self.map.hasher().hash_joined(head, tail);
-            let shard = self.map.shards()[self.map.determine_shard(hash as usize)].read();
-            let found = shard.get(hash, |(stored, _)| {
-                let stored = stored.as_bytes();
-                stored.len() == len
-                    && stored[..head.len()] == *head.as_bytes()
-                    && stored[head.len()..] == *tail.as_bytes()
-            });
-            let Some((_, entry)) = found else {
-                return Ok(None);
-            };
-            let entry = entry.get();
-            let meta = entry.meta.load(Relaxed);
-            let expires_at = meta & EXPIRY;
-            if expires_at == 0 || self.clock.before(expires_at) {
-                if meta < FREQ_MAX {
-                    entry.meta.store(meta + FREQ_ONE, Relaxed);
-                }
-                return Ok(Some(entry.value.clone()));
-            }
-            true
+        let hash = self.map.hasher().hash_joined(head, tail);
+        let is_key = |stored: &str| {
+            let stored = stored.as_bytes();
+            stored.len() == len
+                && stored[..head.len()] == *head.as_bytes()
+                && stored[head.len()..] == *tail.as_bytes()
         };
-        if expired {
-            self.remove_expired(&format!("{head}{tail}"));
+        Ok(match self.find(hash, is_key) {
+            Found::Live(value) => Some(value),
+            Found::Expired => {
+                self.remove_expired(&format!("{head}{tail}"));
+                None
+            }
+            Found::Missing => None,
+        })
+    }
+
+    /// The entry under `hash` whose key `is_key` accepts, as a read finds
+    /// it (a live one counted as read); the shard's lock is released on
+    /// return, so an expired entry is removed after it.
+    ///
+    /// Through the shard itself (dashmap's raw API), not `DashMap::get`:
+    /// the same hash, shard, read lock and probe, but inlined here, where
+    /// `DashMap::get` was a call that called the hasher (callgrind: a
+    /// direct read 255 -> 226 instructions, through `dyn` 283 -> 253).
+    #[inline(always)]
+    fn find(&self, hash: u64, is_key: impl Fn(&str) -> bool) -> Found {
+        // As `DashMap::get` finds the shard (`hash_usize` is this hash).
+        let shard = self.map.shards()[self.map.determine_shard(hash as usize)].read();
+        let Some((_, entry)) = shard.get(hash, |(stored, _)| is_key(stored)) else {
+            return Found::Missing;
+        };
+        let entry = entry.get();
+        let meta = entry.meta.load(Relaxed);
+        let expires_at = meta & EXPIRY;
+        if expires_at == 0 || self.clock.before(expires_at) {
+            if meta < FREQ_MAX {
+                entry.meta.store(meta + FREQ_ONE, Relaxed);
+            }
+            return Found::Live(entry.value.clone());
         }
-        Ok(None)
+        Found::Expired
     }
 
     fn remove_expired(&self, key: &str) {

@@ -128,6 +128,20 @@ impl Source for [u8] {
 struct Joined<'a>(&'a [u8], &'a [u8]);
 
 impl Joined<'_> {
+    /// The `n` (8 or 4) bytes at `at`: read by `read` from the slice that
+    /// holds them, or put together when they straddle the two.
+    #[inline(always)]
+    fn window(&self, at: usize, n: usize, read: fn(&[u8], usize) -> u64) -> u64 {
+        let head = self.0.len();
+        if at + n <= head {
+            read(self.0, at)
+        } else if at >= head {
+            read(self.1, at - head)
+        } else {
+            self.straddling(at, n)
+        }
+    }
+
     /// The `n` (8 or 4) bytes at `at`, which straddle the two slices.
     #[inline(always)]
     fn straddling(&self, at: usize, n: usize) -> u64 {
@@ -154,25 +168,11 @@ impl Source for Joined<'_> {
     }
     #[inline(always)]
     fn read8(&self, at: usize) -> u64 {
-        let head = self.0.len();
-        if at + 8 <= head {
-            read8(self.0, at)
-        } else if at >= head {
-            read8(self.1, at - head)
-        } else {
-            self.straddling(at, 8)
-        }
+        self.window(at, 8, read8)
     }
     #[inline(always)]
     fn read4(&self, at: usize) -> u64 {
-        let head = self.0.len();
-        if at + 4 <= head {
-            read4(self.0, at)
-        } else if at >= head {
-            read4(self.1, at - head)
-        } else {
-            self.straddling(at, 4)
-        }
+        self.window(at, 4, read4)
     }
     #[inline(always)]
     fn byte(&self, at: usize) -> u8 {

@@ -214,6 +214,14 @@ fn subject(name: &str, data: &Arc<Data>, capacity: usize) -> Box<dyn Subject> {
         )),
         "MemoryBackend direct" => Box::new(OursDirect(Arc::new(memory_backend(capacity)), data)),
         "Cache::get::<T>" => Box::new(Typed(Cache::new(Arc::new(memory_backend(capacity))), data)),
+        "Cache::get::<T> over Tiered" => Box::new(Typed(
+            Cache::new(Arc::new(cache_core::layers::Tiered::new(
+                Arc::new(memory_backend(capacity)),
+                Arc::new(memory_backend(capacity)),
+                cache_core::layers::TieredConfig::default(),
+            ))),
+            data,
+        )),
         "lookup + decode" => Box::new(LookupDecode(Arc::new(memory_backend(capacity)), data)),
         "raw DashMap" => Box::new(RawDashMap(
             DashMap::with_capacity_and_hasher(capacity, KeyHasherBuilder::default()),

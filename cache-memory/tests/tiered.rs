@@ -176,6 +176,38 @@ async fn stats_count_where_reads_were_answered() {
     assert_eq!(count(&s.tiered), (4, 2, 2), "get_many copied c into L1");
 }
 
+/// A read in two parts (`get_now_joined`, how `Cache` reads a key) is
+/// answered by the L1 copy and counted as an L1 hit; an L1 miss and a key
+/// this layer refuses are left to the caller (which reads L2, or joins the
+/// key and has `get_now` report the refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_in_two_parts_is_an_l1_hit_and_leaves_the_rest_to_the_caller() {
+    let s = setup(TieredConfig::default());
+    s.l2.set("user:1", b("Ada"), SetOptions::default())
+        .await
+        .unwrap();
+    assert!(s.tiered.get_now_joined("user:", "1").is_none(), "not in L1");
+    assert_eq!(s.tiered.get("user:1").await.unwrap(), Some(b("Ada")));
+    let before = s.tiered.stats().l1_hits;
+    for (head, tail) in [("user:", "1"), ("", "user:1"), ("user:1", "")] {
+        let read = s.tiered.get_now_joined(head, tail).map(Result::unwrap);
+        assert_eq!(read, Some(Some(b("Ada"))), "{head:?} + {tail:?}");
+    }
+    assert_eq!(s.tiered.stats().l1_hits - before, 3);
+    assert!(
+        s.tiered.get_now_joined("user:", "2").is_none(),
+        "an L1 miss"
+    );
+    let long = "k".repeat(cache_core::MAX_KEY_LEN);
+    for (head, tail) in [("", ""), (long.as_str(), "1")] {
+        assert!(s.tiered.get_now_joined(head, tail).is_none(), "refused");
+        let joined = format!("{head}{tail}");
+        let refusal = s.tiered.get_now(&joined).unwrap().unwrap_err();
+        assert_eq!(refusal.kind(), ErrorKind::InvalidKey);
+    }
+    assert_eq!(s.tiered.stats().l1_hits - before, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_if_absent_drops_the_l1_copy() {
     let s = setup(TieredConfig::default());

@@ -521,6 +521,17 @@ impl Tiered {
         value
     }
 
+    /// What `get_now` answers for L1's answer `read`: a hit (counted), an
+    /// error, or `None` on a miss (left to `get`, which reads L2).
+    #[inline]
+    fn l1_answer(&self, read: Result<Option<Bytes>>) -> Option<Result<Option<Bytes>>> {
+        match read {
+            Ok(Some(value)) => Some(Ok(Some(self.l1_hit(value)))),
+            Ok(None) => None,
+            Err(err) => Some(Err(err)),
+        }
+    }
+
     #[inline]
     fn check_key(&self, key: &str, op: &'static str) -> Result<()> {
         check_key(key, self.caps.max_key_len).map_err(|e| e.context(NAME, op))
@@ -804,17 +815,19 @@ impl CacheBackend for Tiered {
         }
         // `(*self.l1)`: on the `Arc` itself the call would go through
         // `impl CacheBackend for Arc<T>`, one call more.
-        match (*self.l1).get_now(key)? {
-            Ok(Some(value)) => Some(Ok(Some(self.l1_hit(value)))),
-            Ok(None) => None,
-            Err(err) => Some(Err(err)),
-        }
+        self.l1_answer((*self.l1).get_now(key)?)
     }
 
-    /// Not answered in parts: the caller joins the key and calls
-    /// `get_now`, which checks it and counts an L1 hit.
-    fn get_now_joined(&self, _head: &str, _tail: &str) -> Option<Result<Option<Bytes>>> {
-        None
+    /// [`get_now`](CacheBackend::get_now) of the key `head` then `tail`,
+    /// read from L1 in those two parts: an L1 hit, counted as one. A key
+    /// this layer refuses (empty, too long) is left to the caller, which
+    /// joins it and calls `get_now` (that reports the refusal).
+    fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
+        let len = head.len() + tail.len();
+        if len == 0 || len > self.caps.max_key_len {
+            return None;
+        }
+        self.l1_answer((*self.l1).get_now_joined(head, tail)?)
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

@@ -27,7 +27,10 @@
 //!
 //! The ticker is a thread of its own (`cache-redis-deadlines`), started
 //! at the first exchange that waits and ended within a period of the
-//! backend being dropped. Not a task: a task lives on one runtime, and a
+//! backend being dropped. After [`REST`] in which no bucket held a waker
+//! at its rounds, it parks instead of waking every period; the next
+//! exchange that waits catches the epochs up itself and unparks it. Not a
+//! task: a task lives on one runtime, and a
 //! runtime that stops, or is kept but no longer driven (a `block_on` that
 //! returned), would leave exchanges on other runtimes unwoken. Waking a
 //! waker from any thread is what wakers are for. If the thread cannot be
@@ -38,9 +41,10 @@
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
 use std::time::Duration;
 
 use cache_core::coarse::{Ticks, SLACK};
@@ -60,6 +64,10 @@ const SHARDS: usize = 4;
 /// (a period is at least 4.2 ms, and the slack 20 ms): such exchanges keep
 /// a `tokio` timer each.
 pub(crate) const MIN_LIMIT: Duration = Duration::from_millis(100);
+/// How long the ticker's rounds find no waker before it parks: an idle
+/// backend's ticker then costs no wake-ups, and a lightly used one's at
+/// most one unpark this often.
+const REST: Duration = Duration::from_secs(1);
 
 /// Every exchange of one limit, bounded by a shared ticker.
 pub(crate) struct Deadlines {
@@ -74,7 +82,15 @@ pub(crate) struct Deadlines {
     /// The ticker thread: `NONE` until an exchange waits, then `RUNNING`,
     /// or `FAILED` if it could not be started.
     ticker: AtomicU8,
+    /// The ticker's thread, to unpark.
+    ticker_thread: OnceLock<Thread>,
+    /// Set by the ticker before it looks at the buckets a last time and
+    /// parks; the exchange that clears it unparks the ticker.
+    resting: AtomicBool,
     shards: Box<[[Slot; SLOTS as usize]]>,
+    /// Held by the ticker thread until it ends (tests).
+    #[cfg(test)]
+    ticker_alive: Arc<()>,
 }
 
 /// One epoch's wakers in one shard.
@@ -117,7 +133,11 @@ impl Deadlines {
             origin: Ticks::now(),
             passed: AtomicU64::new(0),
             ticker: AtomicU8::new(NONE),
+            ticker_thread: OnceLock::new(),
+            resting: AtomicBool::new(false),
             shards,
+            #[cfg(test)]
+            ticker_alive: Arc::new(()),
         })
     }
 
@@ -167,11 +187,53 @@ impl Deadlines {
             return self.ticker.load(Ordering::Acquire) == RUNNING;
         }
         let deadlines = Arc::downgrade(self);
+        #[cfg(test)]
+        let alive = Arc::clone(&self.ticker_alive);
         let started = std::thread::Builder::new()
             .name("cache-redis-deadlines".into())
-            .spawn(move || tick(&deadlines));
+            .spawn(move || {
+                tick(&deadlines);
+                #[cfg(test)]
+                drop(alive);
+            });
         if started.is_err() {
             self.ticker.store(FAILED, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Wakes a resting ticker, catching the epochs up first (a bucket
+    /// then holds the epoch an exchange registering now is due at). Called
+    /// by an exchange before it registers (to find its bucket current) and
+    /// after (a ticker that looked at the buckets before the registration
+    /// set `resting` first, and is seen here).
+    fn rouse(&self) {
+        if !self.resting.load(Ordering::SeqCst) || !self.resting.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        self.advance();
+        if let Some(ticker) = self.ticker_thread.get() {
+            ticker.unpark();
+        }
+    }
+
+    /// Whether a bucket holds the waker of an exchange not yet ended.
+    fn holds_any(&self) -> bool {
+        self.shards
+            .iter()
+            .flatten()
+            .any(|slot| lock(&slot.bucket).wakers.iter().any(Option::is_some))
+    }
+
+    /// The ticker's last look before it parks: `true` (resting) if no
+    /// bucket holds a waker once `resting` is set. An exchange that
+    /// registers after that look sees `resting` and unparks the ticker;
+    /// one that registered before it is seen here.
+    fn rest(&self) -> bool {
+        self.resting.store(true, Ordering::SeqCst);
+        if self.holds_any() {
+            self.resting.store(false, Ordering::SeqCst);
             return false;
         }
         true
@@ -269,17 +331,45 @@ fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
 }
 
 /// The ticker: processes the epochs as the clock passes them, until the
-/// deadlines are dropped.
+/// deadlines are dropped; parks after [`REST`] of rounds that found no
+/// waker.
 fn tick(deadlines: &Weak<Deadlines>) {
+    let mut quiet = Duration::ZERO;
+    if let Some(d) = deadlines.upgrade() {
+        // Before any rest: an exchange finds it here to unpark.
+        let _ = d.ticker_thread.set(std::thread::current());
+    }
     loop {
-        let period = match deadlines.upgrade() {
-            Some(d) => {
-                d.advance();
-                d.period()
-            }
-            None => return,
+        let Some(d) = deadlines.upgrade() else {
+            return;
         };
+        d.advance();
+        let period = d.period();
+        quiet = if d.holds_any() {
+            Duration::ZERO
+        } else {
+            quiet + period
+        };
+        if quiet >= REST && d.rest() {
+            // Not holding the deadlines while parked: their drop unparks
+            // this thread, which then ends.
+            drop(d);
+            std::thread::park();
+            quiet = Duration::ZERO;
+            continue;
+        }
+        drop(d);
         std::thread::sleep(period);
+    }
+}
+
+impl Drop for Deadlines {
+    /// Unparks a resting ticker, so that it sees the deadlines gone and
+    /// ends.
+    fn drop(&mut self) {
+        if let Some(ticker) = self.ticker_thread.get() {
+            ticker.unpark();
+        }
     }
 }
 
@@ -352,15 +442,20 @@ impl Alarm<'_> {
 
     fn arm(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let deadlines = self.deadlines;
-        let due = deadlines.epoch_now() + deadlines.ahead;
         if !deadlines.ticker_runs() {
             return self.arm_timer(cx);
         }
+        deadlines.rouse();
+        let due = deadlines.epoch_now() + deadlines.ahead;
         let shard = shard();
         let slot = deadlines.slot(shard, due);
         // Cloned (and, in `Drop`, dropped) outside the lock: waker code
         // may do anything, this lock's exchanges included.
         let waker = cx.waker().clone();
+        #[cfg(test)]
+        if let Some(hook) = tests::BEFORE_REGISTER.get() {
+            hook(deadlines);
+        }
         let mut bucket = lock(&slot.bucket);
         if bucket.epoch == due {
             bucket.wakers.push(Some(waker));
@@ -369,6 +464,8 @@ impl Alarm<'_> {
                 shard,
                 index: bucket.wakers.len() - 1,
             };
+            drop(bucket);
+            deadlines.rouse();
             return Poll::Pending;
         }
         if bucket.epoch > due {
@@ -417,6 +514,13 @@ mod tests {
     use std::time::Instant;
 
     const LIMIT: Duration = Duration::from_millis(80);
+
+    thread_local! {
+        /// Run by an exchange of this thread between its first look at
+        /// `resting` and its registration.
+        pub(super) static BEFORE_REGISTER: std::cell::Cell<Option<fn(&Deadlines)>> =
+            const { std::cell::Cell::new(None) };
+    }
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -709,6 +813,76 @@ mod tests {
         let started = Instant::now();
         while weak.strong_count() > 0 {
             assert!(started.elapsed() < LIMIT * 10, "kept alive");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits (at most 10 s) until the ticker rests.
+    fn until_resting(deadlines: &Deadlines) {
+        let started = Instant::now();
+        while !deadlines.resting.load(Ordering::SeqCst) {
+            assert!(started.elapsed() < REST * 10, "the ticker never rested");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn an_idle_ticker_parks_and_the_next_exchange_waits_in_a_bucket_again() {
+        let deadlines = Deadlines::new(LIMIT);
+        let rt = runtime();
+        rt.block_on(times_out(&deadlines));
+        until_resting(&deadlines);
+        // Parked: no round processes an epoch while as many pass as there
+        // are buckets (so every bucket now holds an epoch long passed).
+        let passed = deadlines.passed.load(Ordering::SeqCst);
+        std::thread::sleep(deadlines.period() * SLOTS as u32);
+        assert_eq!(deadlines.passed.load(Ordering::SeqCst), passed);
+        // The next exchange catches the epochs up, so it waits in a bucket
+        // (not on a timer of its own), and the ticker it unparked wakes it.
+        let _entered = rt.enter();
+        let waker = Arc::new(Counting::default());
+        let mut bounded = Box::pin(deadlines.bound(pending::<()>()));
+        assert!(poll_once(&mut bounded, &waker).is_pending());
+        assert_eq!(deadlines.held(), 1);
+        assert!(!deadlines.resting.load(Ordering::SeqCst));
+        std::thread::sleep(LIMIT * 3);
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_once(&mut bounded, &waker), Poll::Ready(None));
+        rt.block_on(times_out(&deadlines));
+    }
+
+    #[test]
+    fn an_exchange_registering_after_the_tickers_last_look_rouses_it() {
+        let deadlines = Deadlines::new(LIMIT);
+        let rt = runtime();
+        let _entered = rt.enter();
+        let waker = Arc::new(Counting::default());
+        // The ticker's last look before parking falls between the
+        // exchange's first look at `resting` and its registration.
+        BEFORE_REGISTER.set(Some(|d| assert!(d.rest(), "no waker held yet")));
+        let mut bounded = Box::pin(deadlines.bound(pending::<()>()));
+        let polled = poll_once(&mut bounded, &waker);
+        BEFORE_REGISTER.set(None);
+        assert!(polled.is_pending());
+        assert_eq!(deadlines.held(), 1);
+        assert!(
+            !deadlines.resting.load(Ordering::SeqCst),
+            "registered after the look, it saw the ticker resting and roused it"
+        );
+        std::thread::sleep(LIMIT * 3);
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_parked_ticker_ends_when_the_deadlines_are_dropped() {
+        let deadlines = Deadlines::new(LIMIT);
+        runtime().block_on(times_out(&deadlines));
+        until_resting(&deadlines);
+        let alive = Arc::clone(&deadlines.ticker_alive);
+        drop(deadlines);
+        let started = Instant::now();
+        while Arc::strong_count(&alive) > 1 {
+            assert!(started.elapsed() < LIMIT * 10, "the ticker still runs");
             std::thread::sleep(Duration::from_millis(1));
         }
     }

@@ -105,6 +105,9 @@ struct Bucket {
     /// The wakers of the exchanges registered for `epoch`; an exchange
     /// that ended took its own back.
     wakers: Vec<Option<Waker>>,
+    /// How many of `wakers` are `Some`: what the ticker looks at before it
+    /// rests, without walking the vector.
+    held: usize,
 }
 
 impl Deadlines {
@@ -122,6 +125,7 @@ impl Deadlines {
                     bucket: Mutex::new(Bucket {
                         epoch: next_epoch(i as u64, 0),
                         wakers: Vec::new(),
+                        held: 0,
                     }),
                 })
             })
@@ -223,7 +227,7 @@ impl Deadlines {
         self.shards
             .iter()
             .flatten()
-            .any(|slot| lock(&slot.bucket).wakers.iter().any(Option::is_some))
+            .any(|slot| lock(&slot.bucket).held > 0)
     }
 
     /// The ticker's last look before it parks: `true` (resting) if no
@@ -289,6 +293,7 @@ impl Deadlines {
                 return;
             }
             bucket.epoch = next_epoch(slot, through);
+            bucket.held = 0;
             std::mem::take(&mut bucket.wakers)
         };
         // Woken outside the lock: a waker may poll the exchange at once
@@ -305,13 +310,19 @@ impl Deadlines {
         }
     }
 
-    /// The wakers the buckets hold of exchanges not yet ended (tests).
+    /// The wakers the buckets hold of exchanges not yet ended (tests),
+    /// each bucket's count checked against them.
     #[cfg(test)]
     fn held(&self) -> usize {
         self.shards
             .iter()
             .flatten()
-            .map(|s| lock(&s.bucket).wakers.iter().flatten().count())
+            .map(|s| {
+                let bucket = lock(&s.bucket);
+                let held = bucket.wakers.iter().flatten().count();
+                assert_eq!(bucket.held, held, "a bucket's count of its wakers");
+                held
+            })
             .sum()
     }
 }
@@ -459,6 +470,7 @@ impl Alarm<'_> {
         let mut bucket = lock(&slot.bucket);
         if bucket.epoch == due {
             bucket.wakers.push(Some(waker));
+            bucket.held += 1;
             self.state = Armed::Bucket {
                 due,
                 shard,
@@ -499,6 +511,9 @@ impl Drop for Alarm<'_> {
                 Some(held) if current => held.take(),
                 _ => None,
             };
+            if taken.is_some() {
+                bucket.held -= 1;
+            }
             drop(bucket);
             drop(taken);
         }

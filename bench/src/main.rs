@@ -61,7 +61,7 @@ impl Options {
                 }
                 "--impl" => opts.only_impl = Some(args.next().ok_or("--impl needs a name")?),
                 "-h" | "--help" => return Err(
-                    "usage: cache-bench [--quick] [--json FILE] [--svg FILE] [--group NAME]... [--impl NAME] [--small] [--profile get|mixed|set|typed:CELL[:OPS]|redis:CLIENT:OPS]"
+                    "usage: cache-bench [--quick] [--json FILE] [--svg FILE] [--group NAME]... [--impl NAME] [--small] [--profile get|mixed|set|typed:CELL[:OPS]|redis:CLIENT:OPS[:TASKS]]"
                         .into(),
                 ),
                 other => return Err(format!("unknown argument {other:?}")),
@@ -107,8 +107,11 @@ fn main() {
         .as_deref()
         .and_then(|p| p.strip_prefix("redis:"))
     {
-        let (client, ops) = spec.split_once(':').unwrap_or((spec, "20000"));
-        redis_groups::profile_redis(client, ops.parse().unwrap_or(20_000));
+        let mut parts = spec.split(':');
+        let client = parts.next().unwrap_or(spec);
+        let mut number = |default| parts.next().and_then(|n| n.parse().ok()).unwrap_or(default);
+        let (ops, tasks) = (number(20_000), number(50));
+        redis_groups::profile_redis(client, ops, tasks);
         return;
     }
     if let Some(cell) = opts

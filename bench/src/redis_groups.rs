@@ -833,11 +833,11 @@ fn typed_work(
     done
 }
 
-/// Runs `ops` GETs of stored keys from 50 tasks with one Redis client
+/// Runs `ops` GETs of stored keys from `tasks` tasks with one Redis client
 /// (`backend`, `typed` or `raw`) against a private server, for a profiler:
 /// the difference of two runs' instruction counts over the difference of
 /// their ops is the client's cost per GET.
-pub(crate) fn profile_redis(client: &str, ops: usize) {
+pub(crate) fn profile_redis(client: &str, ops: usize, tasks: usize) {
     let server = RedisServer::builder()
         .args(["--save", "", "--appendonly", "no"])
         .spawn();
@@ -877,8 +877,8 @@ pub(crate) fn profile_redis(client: &str, ops: usize) {
     // is stored before the GETs begin.
     rt.block_on(c.store_every_key());
     let c = Arc::new(c);
-    let (rate, _) = rt.block_on(load(c, 50, ops, false, false));
-    eprintln!("{client}: {ops} GETs at {rate:.0}/s");
+    let (rate, _) = rt.block_on(load(c, tasks, ops, false, false));
+    eprintln!("{client}: {ops} GETs from {tasks} tasks at {rate:.0}/s");
 }
 
 #[cfg(test)]

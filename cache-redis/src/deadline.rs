@@ -29,7 +29,8 @@
 //! at the first exchange that waits and ended within a period of the
 //! backend being dropped. After [`REST`] in which no bucket held a waker
 //! at its rounds, it parks instead of waking every period; the next
-//! exchange that waits catches the epochs up itself and unparks it. Not a
+//! exchange that waits catches the epochs up itself (after a long rest,
+//! every bucket fires once, all empty) and unparks it. Not a
 //! task: a task lives on one runtime, and a
 //! runtime that stops, or is kept but no longer driven (a `block_on` that
 //! returned), would leave exchanges on other runtimes unwoken. Waking a
@@ -91,6 +92,9 @@ pub(crate) struct Deadlines {
     /// Held by the ticker thread until it ends (tests).
     #[cfg(test)]
     ticker_alive: Arc<()>,
+    /// How many times the ticker has parked (tests).
+    #[cfg(test)]
+    parks: AtomicUsize,
 }
 
 /// One epoch's wakers in one shard.
@@ -142,6 +146,8 @@ impl Deadlines {
             shards,
             #[cfg(test)]
             ticker_alive: Arc::new(()),
+            #[cfg(test)]
+            parks: AtomicUsize::new(0),
         })
     }
 
@@ -361,13 +367,23 @@ fn tick(deadlines: &Weak<Deadlines>) {
         } else {
             quiet + period
         };
-        if quiet >= REST && d.rest() {
-            // Not holding the deadlines while parked: their drop unparks
-            // this thread, which then ends.
-            drop(d);
-            std::thread::park();
-            quiet = Duration::ZERO;
-            continue;
+        if quiet >= REST {
+            // A token left by an exchange that roused this thread while
+            // it ran (it saw `resting` from a look that found a waker)
+            // would end the park at once. An exchange that rouses it
+            // after this clears `resting` first, so the park it ends was
+            // one to end.
+            std::thread::park_timeout(Duration::ZERO);
+            if d.rest() {
+                #[cfg(test)]
+                d.parks.fetch_add(1, Ordering::SeqCst);
+                // Not holding the deadlines while parked: their drop
+                // unparks this thread, which then ends.
+                drop(d);
+                std::thread::park();
+                quiet = Duration::ZERO;
+                continue;
+            }
         }
         drop(d);
         std::thread::sleep(period);
@@ -441,7 +457,11 @@ impl Alarm<'_> {
                 let mut bucket = lock(&slot.bucket);
                 let current = bucket.epoch == due;
                 let old = match bucket.wakers.get_mut(index) {
-                    Some(held) if current => held.replace(new),
+                    Some(held) if current => {
+                        // Only the exchange itself takes its waker back.
+                        debug_assert!(held.is_some(), "a registered waker is held");
+                        held.replace(new)
+                    }
                     _ => return Poll::Ready(()),
                 };
                 drop(bucket);
@@ -832,6 +852,18 @@ mod tests {
         }
     }
 
+    /// Waits (at most ten limits) until `waker` is woken, then checks it
+    /// was woken once.
+    fn woken_once(waker: &Counting) {
+        let started = Instant::now();
+        while waker.0.load(Ordering::SeqCst) == 0 {
+            assert!(started.elapsed() < LIMIT * 10, "never woken");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(LIMIT);
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+    }
+
     /// Waits (at most 10 s) until the ticker rests.
     fn until_resting(deadlines: &Deadlines) {
         let started = Instant::now();
@@ -860,10 +892,24 @@ mod tests {
         assert!(poll_once(&mut bounded, &waker).is_pending());
         assert_eq!(deadlines.held(), 1);
         assert!(!deadlines.resting.load(Ordering::SeqCst));
-        std::thread::sleep(LIMIT * 3);
-        assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+        woken_once(&waker);
         assert_eq!(poll_once(&mut bounded, &waker), Poll::Ready(None));
         rt.block_on(times_out(&deadlines));
+    }
+
+    #[test]
+    fn a_stray_unpark_while_the_ticker_runs_does_not_keep_it_from_parking() {
+        let deadlines = Deadlines::new(LIMIT);
+        runtime().block_on(times_out(&deadlines));
+        // An exchange that roused the ticker while it ran leaves a token
+        // like this one.
+        deadlines.ticker_thread.get().expect("started").unpark();
+        until_resting(&deadlines);
+        // Long enough for a second rest, had the token ended the first
+        // park at once.
+        std::thread::sleep(REST + REST / 2);
+        assert_eq!(deadlines.parks.load(Ordering::SeqCst), 1);
+        assert!(deadlines.resting.load(Ordering::SeqCst));
     }
 
     #[test]
@@ -884,8 +930,7 @@ mod tests {
             !deadlines.resting.load(Ordering::SeqCst),
             "registered after the look, it saw the ticker resting and roused it"
         );
-        std::thread::sleep(LIMIT * 3);
-        assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+        woken_once(&waker);
     }
 
     #[test]

@@ -668,10 +668,28 @@ impl<T: CacheBackend + ?Sized> CacheBackend for std::sync::Arc<T> {
 pub fn check_key(key: &str, max_len: usize) -> Result<()> {
     // The check inline (every call of every backend makes it), its error
     // out of line.
-    if key.is_empty() || key.len() > max_len {
+    if !key_len_fits(key.len(), max_len) {
         return Err(key_refused(key, max_len));
     }
     Ok(())
+}
+
+/// Whether a key of `len` bytes passes [`check_key`]: not empty and at
+/// most `max_len` bytes. For a key given in parts
+/// ([`CacheBackend::get_now_joined`]), checked without joining it.
+///
+/// # Examples
+///
+/// ```
+/// use cache::key_len_fits;
+///
+/// assert!(key_len_fits("user:".len() + "42".len(), 1024));
+/// assert!(!key_len_fits(0, 1024));
+/// assert!(!key_len_fits(1025, 1024));
+/// ```
+#[inline]
+pub fn key_len_fits(len: usize, max_len: usize) -> bool {
+    len != 0 && len <= max_len
 }
 
 /// The error of a key [`check_key`] refused.

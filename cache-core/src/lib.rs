@@ -55,8 +55,9 @@ mod typed_l1;
 mod write_tracker;
 
 pub use backend::{
-    check_key, check_namespace, check_pattern, check_value, parse_counter, CacheBackend,
-    Capabilities, Health, HealthStatus, KeyTtl, SetMode, SetOptions, DEFAULT_MAX_VALUE_SIZE,
+    check_key, check_namespace, check_pattern, check_value, key_len_fits, parse_counter,
+    CacheBackend, Capabilities, Health, HealthStatus, KeyTtl, SetMode, SetOptions,
+    DEFAULT_MAX_VALUE_SIZE,
 };
 pub use backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation, LocalBackplane};
 pub use cache::{

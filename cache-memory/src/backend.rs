@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    check_key, check_namespace, check_pattern, check_value, glob_match, CacheBackend, Capabilities,
-    Error, ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions, MAX_KEY_LEN,
+    check_key, check_namespace, check_pattern, check_value, glob_match, key_len_fits, CacheBackend,
+    Capabilities, Error, ErrorKind, Health, HealthStatus, KeyTtl, Result, SetMode, SetOptions,
+    MAX_KEY_LEN,
 };
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
@@ -318,7 +319,7 @@ impl Shared {
     /// [`usable`](Shared::usable) of a key of `len` bytes.
     #[inline(always)]
     fn usable_len(&self, len: usize) -> bool {
-        len != 0 && len <= MAX_KEY_LEN && !self.closed.load(Relaxed)
+        key_len_fits(len, MAX_KEY_LEN) && !self.closed.load(Relaxed)
     }
 
     /// The error of a call that [`Shared::usable`] refused.

@@ -30,10 +30,10 @@
 //! backend being dropped. After [`REST`] in which no bucket held a waker
 //! at its rounds, it parks instead of waking every period; the next
 //! exchange that waits catches the epochs up itself (after a long rest,
-//! every bucket fires once, all empty) and unparks it. Not a
-//! task: a task lives on one runtime, and a
-//! runtime that stops, or is kept but no longer driven (a `block_on` that
-//! returned), would leave exchanges on other runtimes unwoken. Waking a
+//! every bucket fires once, all empty) and unparks it. Not a task: a task
+//! lives on one runtime, and a runtime that stops, or is kept but no
+//! longer driven (a `block_on` that returned), would leave exchanges on
+//! other runtimes unwoken. Waking a
 //! waker from any thread is what wakers are for. If the thread cannot be
 //! started, each exchange arms its own `tokio` timer, as every exchange
 //! did before; so does an exchange whose bucket still holds an epoch that
@@ -815,11 +815,9 @@ mod tests {
         assert!(poll_once(&mut second, &counting).is_pending());
         // Waited for, not slept on: the panic's report (a backtrace, with
         // RUST_BACKTRACE set) can hold the ticker up for a while.
-        let started = Instant::now();
-        while counting.0.load(Ordering::SeqCst) == 0 {
-            assert!(started.elapsed() < Duration::from_secs(10), "never woken");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(Duration::from_secs(10), "never woken", || {
+            counting.0.load(Ordering::SeqCst) > 0
+        });
         assert_eq!(counting.0.load(Ordering::SeqCst), 1);
         // The ticker still runs.
         rt.block_on(times_out(&deadlines));
@@ -845,32 +843,34 @@ mod tests {
         drop(deadlines);
         // The ticker holds a `Weak` (a strong one only during a round):
         // nothing keeps the deadlines, and the thread ends at its next round.
+        wait_until(LIMIT * 10, "kept alive", || weak.strong_count() == 0);
+    }
+
+    /// Polls `done` until it holds; a panic naming `what` if it does not
+    /// within `within`.
+    fn wait_until(within: Duration, what: &str, done: impl Fn() -> bool) {
         let started = Instant::now();
-        while weak.strong_count() > 0 {
-            assert!(started.elapsed() < LIMIT * 10, "kept alive");
-            std::thread::sleep(Duration::from_millis(1));
+        while !done() {
+            assert!(started.elapsed() < within, "{what}");
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
     /// Waits (at most ten limits) until `waker` is woken, then checks it
     /// was woken once.
     fn woken_once(waker: &Counting) {
-        let started = Instant::now();
-        while waker.0.load(Ordering::SeqCst) == 0 {
-            assert!(started.elapsed() < LIMIT * 10, "never woken");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(LIMIT * 10, "never woken", || {
+            waker.0.load(Ordering::SeqCst) > 0
+        });
         std::thread::sleep(LIMIT);
         assert_eq!(waker.0.load(Ordering::SeqCst), 1);
     }
 
     /// Waits (at most 10 s) until the ticker rests.
     fn until_resting(deadlines: &Deadlines) {
-        let started = Instant::now();
-        while !deadlines.resting.load(Ordering::SeqCst) {
-            assert!(started.elapsed() < REST * 10, "the ticker never rested");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(REST * 10, "the ticker never rested", || {
+            deadlines.resting.load(Ordering::SeqCst)
+        });
     }
 
     #[test]
@@ -940,10 +940,8 @@ mod tests {
         until_resting(&deadlines);
         let alive = Arc::clone(&deadlines.ticker_alive);
         drop(deadlines);
-        let started = Instant::now();
-        while Arc::strong_count(&alive) > 1 {
-            assert!(started.elapsed() < LIMIT * 10, "the ticker still runs");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until(LIMIT * 10, "the ticker still runs", || {
+            Arc::strong_count(&alive) == 1
+        });
     }
 }

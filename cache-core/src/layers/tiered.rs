@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::backend::{
-    check_key, check_namespace, check_value, CacheBackend, Capabilities, Health, HealthStatus,
-    KeyTtl, SetMode, SetOptions,
+    check_key, check_namespace, check_value, key_len_fits, CacheBackend, Capabilities, Health,
+    HealthStatus, KeyTtl, SetMode, SetOptions,
 };
 use crate::backplane::{Backplane, BackplaneEvent, BackplaneMessage, Invalidation};
 use crate::error::Result;
@@ -823,8 +823,7 @@ impl CacheBackend for Tiered {
     /// this layer refuses (empty, too long) is left to the caller, which
     /// joins it and calls `get_now` (that reports the refusal).
     fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
-        let len = head.len() + tail.len();
-        if len == 0 || len > self.caps.max_key_len {
+        if !key_len_fits(head.len() + tail.len(), self.caps.max_key_len) {
             return None;
         }
         self.l1_answer((*self.l1).get_now_joined(head, tail)?)

@@ -222,6 +222,11 @@ fn subject(name: &str, data: &Arc<Data>, capacity: usize) -> Box<dyn Subject> {
             ))),
             data,
         )),
+        // `cache::open` of `memory://` with `metrics` on.
+        "Cache::get::<T> over Metered" => Box::new(Typed(
+            Cache::new(Arc::new(Metered::new(memory_backend(capacity)))),
+            data,
+        )),
         "lookup + decode" => Box::new(LookupDecode(Arc::new(memory_backend(capacity)), data)),
         "raw DashMap" => Box::new(RawDashMap(
             DashMap::with_capacity_and_hasher(capacity, KeyHasherBuilder::default()),

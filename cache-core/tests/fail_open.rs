@@ -456,3 +456,140 @@ async fn writes_skipped_while_l2_hangs_keep_their_l1_copies() {
     }
     assert!(dropped.is_empty(), "L1 copies dropped: {dropped:?}");
 }
+
+/// The memory backend, whose reads answer now (`get_now`, in two parts
+/// too) and never fail, with every awaited call failing while `failing` is
+/// set: so a test can lose an invalidation, or open the breaker, and still
+/// see whether `FailOpen` forwards a read answered now.
+#[derive(Default)]
+struct FailingAwaited {
+    inner: MemoryBackend,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl FailingAwaited {
+    fn check(&self) -> cache_core::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(cache_core::Error::new(ErrorKind::Connection, "down"));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl CacheBackend for FailingAwaited {
+    fn name(&self) -> &'static str {
+        "failing-awaited"
+    }
+    fn capabilities(&self) -> cache_core::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn get(&self, key: &str) -> cache_core::Result<Option<Bytes>> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    fn get_now(&self, key: &str) -> Option<cache_core::Result<Option<Bytes>>> {
+        self.inner.get_now(key)
+    }
+    fn get_now_joined(&self, head: &str, tail: &str) -> Option<cache_core::Result<Option<Bytes>>> {
+        self.inner.get_now_joined(head, tail)
+    }
+    async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> cache_core::Result<bool> {
+        self.check()?;
+        self.inner.set(key, value, opts).await
+    }
+    async fn delete(&self, key: &str) -> cache_core::Result<bool> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> cache_core::Result<bool> {
+        self.check()?;
+        self.inner.exists(key).await
+    }
+    async fn ttl(&self, key: &str) -> cache_core::Result<cache_core::KeyTtl> {
+        self.check()?;
+        self.inner.ttl(key).await
+    }
+    async fn expire(&self, key: &str, ttl: Option<Duration>) -> cache_core::Result<bool> {
+        self.check()?;
+        self.inner.expire(key, ttl).await
+    }
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> cache_core::Result<i64> {
+        self.check()?;
+        self.inner.incr(key, delta, ttl).await
+    }
+    async fn health(&self) -> cache_core::Result<cache_core::Health> {
+        self.check()?;
+        self.inner.health().await
+    }
+}
+
+/// A read in two parts (`get_now_joined`, how `Cache` reads a key) is
+/// forwarded while the breaker is closed and no lost invalidation waits;
+/// while one waits it is left to the caller (whose `get_now` of the joined
+/// key checks the key against it), and while the breaker is open too.
+#[tokio::test]
+async fn a_read_in_two_parts_is_answered_now_only_while_closed_with_nothing_to_replay() {
+    let old = Bytes::from_static(b"old");
+    let flaky = Arc::new(FailingAwaited::default());
+    let backend = FailOpen::new(
+        Arc::clone(&flaky),
+        BreakerConfig::default()
+            .with_failure_threshold(100)
+            .with_cool_down(Duration::from_secs(60)),
+    );
+    for key in ["list:1", "list:2"] {
+        backend
+            .set(key, old.clone(), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let read = |tail| backend.get_now_joined("list:", tail).map(Result::unwrap);
+    assert_eq!(read("1"), Some(Some(old.clone())));
+    assert_eq!(read("3"), Some(None));
+
+    // A delete of list:1 lost; it stays lost while awaited calls fail (its
+    // replay too), the breaker closed.
+    flaky.fail(true);
+    assert!(!backend.delete("list:1").await.unwrap(), "skipped");
+    let stats = backend.stats();
+    assert_eq!(
+        (stats.state, stats.pending_invalidations),
+        (BreakerState::Closed, 1)
+    );
+    assert_eq!(read("1"), None, "left to the caller");
+    assert!(backend.get_now("list:1").is_none(), "stale: left to `get`");
+    // Any key: its parts are not checked against the lost keys.
+    assert_eq!(read("2"), None);
+    assert_eq!(
+        backend.get_now("list:2").map(Result::unwrap),
+        Some(Some(old.clone()))
+    );
+
+    // The breaker open (a failed read, threshold 1), nothing lost.
+    let flaky = Arc::new(FailingAwaited::default());
+    let backend = FailOpen::new(
+        Arc::clone(&flaky),
+        BreakerConfig::default()
+            .with_failure_threshold(1)
+            .with_cool_down(Duration::from_secs(60)),
+    );
+    backend
+        .set("list:1", old.clone(), SetOptions::default())
+        .await
+        .unwrap();
+    flaky.fail(true);
+    assert_eq!(backend.get("list:1").await.unwrap(), None);
+    flaky.fail(false);
+    let stats = backend.stats();
+    assert_eq!(
+        (stats.state, stats.pending_invalidations),
+        (BreakerState::Open, 0)
+    );
+    assert!(backend.get_now_joined("list:", "1").is_none(), "skipped");
+}

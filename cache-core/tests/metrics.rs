@@ -174,3 +174,30 @@ fn metered_counts_every_operation_exactly_across_threads() {
         [(("get", ErrorKind::InvalidKey), n)]
     );
 }
+
+/// A read in two parts (`get_now_joined`, how `Cache` reads a key) is
+/// counted as one `get` when the inner backend answers it now, and not at
+/// all when it leaves the read to the caller (who then calls `get_now` or
+/// `get`, counted there).
+#[tokio::test]
+async fn a_read_in_two_parts_is_counted_once_when_the_inner_backend_answers_it() {
+    let metered = Metered::new(MemoryBackend::new());
+    let value = bytes::Bytes::from_static(b"Ada");
+    metered
+        .set("user:1", value.clone(), SetOptions::default())
+        .await
+        .unwrap();
+    let read = |head, tail| metered.get_now_joined(head, tail).map(Result::unwrap);
+    assert_eq!(read("user:", "1"), Some(Some(value)));
+    assert_eq!(read("user:", "2"), Some(None));
+    let get = metered.snapshot()["get"];
+    assert_eq!((get.calls, get.hits, get.misses), (2, 1, 1));
+
+    // A backend that never answers now: nothing to count here.
+    let never = Metered::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none(),
+    ));
+    assert!(never.get_now_joined("user:", "1").is_none());
+    assert!(never.snapshot().is_empty(), "no call is counted");
+}

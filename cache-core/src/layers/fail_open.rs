@@ -551,6 +551,24 @@ impl<B: CacheBackend> FailOpen<B> {
         }
     }
 
+    /// A read the inner backend answers now (`read`), while the breaker is
+    /// closed: a failure is a miss, counted, and tells the breaker.
+    fn read_now(
+        &self,
+        read: impl FnOnce() -> Option<Result<Option<Bytes>>>,
+    ) -> Option<Result<Option<Bytes>>> {
+        let pass = self.shared.gate_closed()?;
+        let result = read()?;
+        Some(match self.settled(pass, result) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => {
+                self.shared.failed_reads.fetch_add(1, Relaxed);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        })
+    }
+
     /// A read of `keys`: answered with `fallback` (a miss) when the breaker
     /// skips the backend, when the backend fails, or when a lost
     /// invalidation of one of the keys waits to be replayed (the backend
@@ -766,22 +784,17 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
         if self.shared.stale(&[key]) {
             return None;
         }
-        let pass = self.shared.gate_closed()?;
-        let result = self.inner.get_now(key)?;
-        Some(match self.settled(pass, result) {
-            Ok(Some(value)) => Ok(value),
-            Ok(None) => {
-                self.shared.failed_reads.fetch_add(1, Relaxed);
-                Ok(None)
-            }
-            Err(err) => Err(err),
-        })
+        self.read_now(|| self.inner.get_now(key))
     }
 
-    /// Not answered in parts: the caller joins the key and calls
-    /// `get_now`, which checks the key against pending invalidations.
-    fn get_now_joined(&self, _head: &str, _tail: &str) -> Option<Result<Option<Bytes>>> {
-        None
+    /// Forwarded in its two parts as `get_now` is, while no lost
+    /// invalidation waits for replay; while one does, left to the caller,
+    /// whose `get_now` of the joined key checks the key against them.
+    fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
+        if self.shared.pending_count.load(Relaxed) != 0 {
+            return None;
+        }
+        self.read_now(|| self.inner.get_now_joined(head, tail))
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

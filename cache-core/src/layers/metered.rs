@@ -275,7 +275,7 @@ impl<B: CacheBackend> Metered<B> {
         call: impl Future<Output = Result<T>>,
         classify: impl FnOnce(&T) -> (u64, u64),
     ) -> Result<T> {
-        let span = self.span(op, key);
+        let span = self.span(op, key.map(str::len));
         let started = Instant::now();
         let result = call.instrument(span).await;
         self.record(op, started, &result, classify);
@@ -283,17 +283,35 @@ impl<B: CacheBackend> Metered<B> {
     }
 
     /// The span of one call.
-    fn span(&self, op: Op, key: Option<&str>) -> tracing::Span {
+    /// The span of one call on a key `key_len` bytes long (`None`: a call
+    /// on no key, or on many).
+    fn span(&self, op: Op, key_len: Option<usize>) -> tracing::Span {
         let span = tracing::debug_span!(
             "cache.op",
             backend = self.inner.name(),
             op = op.name(),
             key_len = tracing::field::Empty
         );
-        if let (true, Some(key)) = (self.log_key_lengths, key) {
-            span.record("key_len", key.len());
+        if let (true, Some(len)) = (self.log_key_lengths, key_len) {
+            span.record("key_len", len);
         }
         span
+    }
+
+    /// A read answered now, `read` being the inner backend's: counted and
+    /// timed as `get` is when it answers; nothing is counted when it
+    /// leaves the read to the caller.
+    fn read_now(
+        &self,
+        key_len: usize,
+        read: impl FnOnce() -> Option<Result<Option<Bytes>>>,
+    ) -> Option<Result<Option<Bytes>>> {
+        let span = self.span(Op::Get, Some(key_len));
+        let _entered = span.enter();
+        let started = Instant::now();
+        let result = read()?;
+        self.record(Op::Get, started, &result, |v| found(v.is_some()));
+        Some(result)
     }
 
     /// Counts one call that started at `started` and ended with `result`.
@@ -400,18 +418,15 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
 
     /// Counted as `get` is, when the inner backend answers now.
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
-        let span = self.span(Op::Get, Some(key));
-        let _entered = span.enter();
-        let started = Instant::now();
-        let result = self.inner.get_now(key)?;
-        self.record(Op::Get, started, &result, |v| found(v.is_some()));
-        Some(result)
+        self.read_now(key.len(), || self.inner.get_now(key))
     }
 
-    /// Not answered in parts: the caller joins the key and calls
-    /// `get_now`, which counts the read (its span names the key).
-    fn get_now_joined(&self, _head: &str, _tail: &str) -> Option<Result<Option<Bytes>>> {
-        None
+    /// Forwarded in its two parts; counted as `get` is, when the inner
+    /// backend answers them now.
+    fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
+        self.read_now(head.len() + tail.len(), || {
+            self.inner.get_now_joined(head, tail)
+        })
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

@@ -227,6 +227,15 @@ fn subject(name: &str, data: &Arc<Data>, capacity: usize) -> Box<dyn Subject> {
             Cache::new(Arc::new(Metered::new(memory_backend(capacity)))),
             data,
         )),
+        // `cache::open` of `memory://` with `fail_open` on: its breaker's
+        // healthy path, as every call through the layer takes it.
+        "Cache::get::<T> over FailOpen" => Box::new(Typed(
+            Cache::new(Arc::new(cache_core::layers::FailOpen::new(
+                memory_backend(capacity),
+                cache_core::layers::BreakerConfig::default(),
+            ))),
+            data,
+        )),
         "lookup + decode" => Box::new(LookupDecode(Arc::new(memory_backend(capacity)), data)),
         "raw DashMap" => Box::new(RawDashMap(
             DashMap::with_capacity_and_hasher(capacity, KeyHasherBuilder::default()),

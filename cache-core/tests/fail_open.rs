@@ -593,3 +593,36 @@ async fn a_read_in_two_parts_is_answered_now_only_while_closed_with_nothing_to_r
     );
     assert!(backend.get_now_joined("list:", "1").is_none(), "skipped");
 }
+
+/// Failures open the breaker only in a row: a success between two resets
+/// the count (the healthy path, which takes no lock, must not skip that).
+#[tokio::test]
+async fn a_success_between_failures_resets_their_count() {
+    let flaky = Arc::new(FailingAwaited::default());
+    let backend = FailOpen::new(
+        Arc::clone(&flaky),
+        BreakerConfig::default()
+            .with_failure_threshold(2)
+            .with_cool_down(Duration::from_secs(60)),
+    );
+    let failed_read = || async {
+        flaky.fail(true);
+        assert_eq!(backend.get("k").await.unwrap(), None);
+        flaky.fail(false);
+    };
+    failed_read().await;
+    assert_eq!(backend.get("k").await.unwrap(), None, "a success");
+    failed_read().await;
+    let stats = backend.stats();
+    assert_eq!(
+        (stats.state, stats.breaker_opened, stats.failed_reads),
+        (BreakerState::Closed, 0, 2)
+    );
+    // Two in a row open it.
+    failed_read().await;
+    let stats = backend.stats();
+    assert_eq!(
+        (stats.state, stats.breaker_opened, stats.failed_reads),
+        (BreakerState::Open, 1, 3)
+    );
+}

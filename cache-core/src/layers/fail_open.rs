@@ -147,6 +147,10 @@ struct Breaker {
 /// Put a [`Timeout`](crate::layers::Timeout) inside it so a hung backend
 /// counts as failing.
 ///
+/// While the breaker is closed and no failure is counted (a healthy
+/// backend), a call takes no lock: threads calling at once do not contend
+/// on the breaker.
+///
 /// # Examples
 ///
 /// ```
@@ -188,6 +192,11 @@ struct Shared {
     name: &'static str,
     config: BreakerConfig,
     breaker: Mutex<Breaker>,
+    /// Whether the breaker is closed with no failure counted since the
+    /// last success: read without its lock, the healthy path takes none
+    /// (every call through the layer would lock it, from every thread).
+    /// Kept by [`BreakerGuard`], under the lock.
+    healthy: AtomicBool,
     pending: Mutex<Pending>,
     /// Items in `pending`, read without its lock on the hot path.
     pending_count: AtomicUsize,
@@ -285,9 +294,47 @@ impl Drop for Pass<'_> {
     }
 }
 
+/// The breaker, locked; when dropped, it sets [`Shared::healthy`] from
+/// what it leaves, before the lock is released. Every change of the
+/// breaker goes through one.
+struct BreakerGuard<'a> {
+    breaker: std::sync::MutexGuard<'a, Breaker>,
+    healthy: &'a AtomicBool,
+}
+
+impl Drop for BreakerGuard<'_> {
+    fn drop(&mut self) {
+        let healthy =
+            self.breaker.state == BreakerState::Closed && self.breaker.consecutive_failures == 0;
+        // Relaxed: a flag, through which nothing else is read.
+        self.healthy.store(healthy, Relaxed);
+    }
+}
+
+impl std::ops::Deref for BreakerGuard<'_> {
+    type Target = Breaker;
+    fn deref(&self) -> &Breaker {
+        &self.breaker
+    }
+}
+
+impl std::ops::DerefMut for BreakerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Breaker {
+        &mut self.breaker
+    }
+}
+
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> BreakerGuard<'_> {
+        BreakerGuard {
+            breaker: self.breaker.lock().unwrap_or_else(PoisonError::into_inner),
+            healthy: &self.healthy,
+        }
+    }
+
+    /// Whether the breaker is closed with no failure counted (no lock).
+    fn healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -296,6 +343,12 @@ impl Shared {
 
     /// Whether a call may go to the backend now: `None` to skip it.
     fn gate(&self) -> Option<Pass<'_>> {
+        if self.healthy() {
+            return Some(Pass {
+                shared: self,
+                probe: None,
+            });
+        }
         let mut breaker = self.lock();
         let probe = match breaker.state {
             BreakerState::Closed => None,
@@ -315,7 +368,7 @@ impl Shared {
     /// A pass while the breaker is closed (never a half-open probe, which
     /// an answer that does not come now would abandon); `None` otherwise.
     fn gate_closed(&self) -> Option<Pass<'_>> {
-        (self.lock().state == BreakerState::Closed).then_some(Pass {
+        (self.healthy() || self.lock().state == BreakerState::Closed).then_some(Pass {
             shared: self,
             probe: None,
         })
@@ -343,6 +396,10 @@ impl Shared {
     /// the recovery task has replayed them, so nothing reads a value that
     /// should have been invalidated.
     fn on_success(&self) {
+        // Closed with no failure to forget: nothing to change.
+        if self.healthy() {
+            return;
+        }
         let mut breaker = self.lock();
         breaker.consecutive_failures = 0;
         if breaker.state == BreakerState::Closed {
@@ -470,6 +527,7 @@ impl<B: CacheBackend> FailOpen<B> {
                     opened_at: Instant::now(),
                     probes: 0,
                 }),
+                healthy: AtomicBool::new(true),
                 pending: Mutex::new(Pending::default()),
                 pending_count: AtomicUsize::new(0),
                 recovering: AtomicBool::new(false),
@@ -892,5 +950,87 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
 
     async fn close(&self) -> Result<()> {
         self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holds nothing: every read answered now, a miss; every call done.
+    struct Empty;
+
+    #[async_trait]
+    impl CacheBackend for Empty {
+        fn name(&self) -> &'static str {
+            "empty"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn get(&self, _key: &str) -> Result<Option<Bytes>> {
+            Ok(None)
+        }
+        fn get_now(&self, _key: &str) -> Option<Result<Option<Bytes>>> {
+            Some(Ok(None))
+        }
+        fn get_now_joined(&self, _head: &str, _tail: &str) -> Option<Result<Option<Bytes>>> {
+            Some(Ok(None))
+        }
+        async fn set(&self, _key: &str, _value: Bytes, _opts: SetOptions) -> Result<bool> {
+            Ok(true)
+        }
+        async fn delete(&self, _key: &str) -> Result<bool> {
+            Ok(false)
+        }
+        async fn exists(&self, _key: &str) -> Result<bool> {
+            Ok(false)
+        }
+        async fn ttl(&self, _key: &str) -> Result<KeyTtl> {
+            Ok(KeyTtl::Missing)
+        }
+        async fn expire(&self, _key: &str, _ttl: Option<Duration>) -> Result<bool> {
+            Ok(false)
+        }
+        async fn incr(&self, _key: &str, delta: i64, _ttl: Option<Duration>) -> Result<i64> {
+            Ok(delta)
+        }
+        async fn health(&self) -> Result<Health> {
+            Ok(Health::new(HealthStatus::Healthy, Duration::ZERO))
+        }
+    }
+
+    /// While the breaker is closed with no failure counted, a call through
+    /// the layer takes no lock of the breaker (from every thread at once,
+    /// it would be one contended lock per call): reads answered now,
+    /// awaited reads and writes all finish while a test holds that lock.
+    #[test]
+    fn the_healthy_path_takes_no_lock_of_the_breaker() {
+        let layer = Arc::new(FailOpen::new(Empty, BreakerConfig::default()));
+        let held = layer.shared.breaker.lock().unwrap();
+        let (finished, done) = std::sync::mpsc::channel();
+        let calls = {
+            let layer = Arc::clone(&layer);
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                let now = layer.get_now("k").map(Result::unwrap);
+                let joined = layer.get_now_joined("k", "1").map(Result::unwrap);
+                let awaited = runtime.block_on(layer.get("k")).unwrap();
+                let wrote = runtime
+                    .block_on(layer.set("k", Bytes::from_static(b"v"), SetOptions::default()))
+                    .unwrap();
+                finished.send((now, joined, awaited, wrote)).unwrap();
+            })
+        };
+        let answered = done.recv_timeout(Duration::from_secs(10));
+        drop(held);
+        calls.join().unwrap();
+        assert_eq!(
+            answered,
+            Ok((Some(None), Some(None), None, true)),
+            "blocked on the breaker's lock"
+        );
     }
 }

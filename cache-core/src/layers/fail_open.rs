@@ -306,8 +306,13 @@ impl Drop for BreakerGuard<'_> {
     fn drop(&mut self) {
         let healthy =
             self.breaker.state == BreakerState::Closed && self.breaker.consecutive_failures == 0;
-        // Relaxed: a flag, through which nothing else is read.
-        self.healthy.store(healthy, Relaxed);
+        // Stored only when it changes: every call reads this line, and a
+        // guard that changed nothing (`stats`, the recovery task's look)
+        // should not take it from them. Relaxed: a flag, through which
+        // nothing else is read.
+        if self.healthy.load(Relaxed) != healthy {
+            self.healthy.store(healthy, Relaxed);
+        }
     }
 }
 

@@ -1038,4 +1038,38 @@ mod tests {
             "blocked on the breaker's lock"
         );
     }
+
+    /// A probe's success while a lost invalidation waits for replay leaves
+    /// the breaker open with no failure counted. That is not healthy: calls
+    /// still go through the breaker, one probe at a time, and no read is
+    /// answered now (the flag is "closed *and* no failure", not the latter).
+    #[test]
+    fn an_open_breaker_with_no_failure_counted_is_not_healthy() {
+        let layer = FailOpen::new(
+            Empty,
+            BreakerConfig::default()
+                .with_failure_threshold(1)
+                .with_cool_down(Duration::ZERO),
+        );
+        let shared = &layer.shared;
+        shared.on_failure(&Error::new(ErrorKind::Connection, "down"));
+        shared.remember(Lost::Keys(&["k"]));
+        shared
+            .gate()
+            .expect("the cool-down is over: a probe")
+            .settle(&Ok(()));
+        let breaker = shared.lock();
+        assert_eq!(
+            (breaker.state, breaker.consecutive_failures),
+            (BreakerState::Open, 0)
+        );
+        drop(breaker);
+        assert!(!shared.healthy());
+        assert_eq!(layer.get_now("other").map(Result::unwrap), None);
+        let _probe = shared.gate().expect("the next call is a probe");
+        assert!(
+            shared.gate().is_none(),
+            "a second call while the probe is out"
+        );
+    }
 }

@@ -61,7 +61,7 @@ impl Options {
                 }
                 "--impl" => opts.only_impl = Some(args.next().ok_or("--impl needs a name")?),
                 "-h" | "--help" => return Err(
-                    "usage: cache-bench [--quick] [--json FILE] [--svg FILE] [--group NAME]... [--impl NAME] [--small] [--profile get|mixed|set|typed:CELL[:OPS]|redis:CLIENT:OPS[:TASKS]]"
+                    "usage: cache-bench [--quick] [--json FILE] [--svg FILE] [--group NAME]... [--impl NAME] [--small] [--profile get|mixed|set[:OPS]|typed:CELL[:OPS]|redis:CLIENT:OPS[:TASKS]]"
                         .into(),
                 ),
                 other => return Err(format!("unknown argument {other:?}")),
@@ -125,7 +125,8 @@ fn main() {
     }
     if let Some(mix) = &opts.profile {
         let imp = opts.only_impl.as_deref().unwrap_or("MemoryBackend direct");
-        throughput::profile(imp, mix, 1_000_000);
+        let (mix, ops) = mix.split_once(':').unwrap_or((mix, "1000000"));
+        throughput::profile(imp, mix, ops.parse().unwrap_or(1_000_000));
         return;
     }
     let started = Instant::now();

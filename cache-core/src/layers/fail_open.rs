@@ -397,9 +397,12 @@ impl Shared {
     }
 
     /// The backend answered. The breaker closes, unless invalidations lost
-    /// meanwhile wait to be replayed: then it stays open (calls skip) until
-    /// the recovery task has replayed them, so nothing reads a value that
-    /// should have been invalidated.
+    /// meanwhile wait to be replayed: then it stays open until the recovery
+    /// task has replayed them, so nothing reads a value that should have
+    /// been invalidated (a read of a key they cover is a miss). Its
+    /// cool-down is not restarted: the recovery task replays at its next
+    /// look, and meanwhile calls go through one at a time, each a probe,
+    /// the others skipping.
     fn on_success(&self) {
         // Closed with no failure to forget: nothing to change.
         if self.healthy() {

@@ -236,10 +236,105 @@ impl std::error::Error for Error {
     }
 }
 
+/// `url` with its passwords replaced by `***`, for messages and `Debug`:
+/// the password of the user info (`user:password@host`, also before a
+/// cluster's or Sentinels' host list) and the value of a `pass` or
+/// `password` query key (as in `redis+unix:///run/redis.sock?pass=…`).
+///
+/// # Examples
+///
+/// ```
+/// use cache_core::redact_url;
+///
+/// assert_eq!(redact_url("redis://app:s3cret@cache:6379/0"), "redis://app:***@cache:6379/0");
+/// assert_eq!(redact_url("redis+unix:///run/r.sock?pass=s3cret"), "redis+unix:///run/r.sock?pass=***");
+/// assert_eq!(redact_url("memory://?max_entries=10"), "memory://?max_entries=10");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = format!("{scheme}://");
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => out.push_str(&format!("{user}:***")),
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    let (path_and_query, fragment) = match tail.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (tail, None),
+    };
+    match path_and_query.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((key @ ("pass" | "password"), _)) => {
+                        out.push_str(key);
+                        out.push_str("=***");
+                    }
+                    _ => out.push_str(pair),
+                }
+            }
+        }
+        None => out.push_str(path_and_query),
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    #[test]
+    fn redact_url_hides_every_password() {
+        let cases = [
+            ("redis://u:p@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://:p@h", "redis://:***@h"),
+            ("redis://u@h", "redis://u@h"),
+            ("redis://h:1/0", "redis://h:1/0"),
+            ("redis://u:p:q@h", "redis://u:***@h"),
+            ("redis://u:p@q@h", "redis://u:***@h"),
+            (
+                "redis+cluster://:pw@h1:1,h2:2",
+                "redis+cluster://:***@h1:1,h2:2",
+            ),
+            (
+                "redis+unix:///s.sock?db=1&pass=p&user=u",
+                "redis+unix:///s.sock?db=1&pass=***&user=u",
+            ),
+            (
+                "unix:///s.sock?password=p#f",
+                "unix:///s.sock?password=***#f",
+            ),
+            (
+                "redis://h/0?protocol=resp3#x@y:z",
+                "redis://h/0?protocol=resp3#x@y:z",
+            ),
+            ("redis://h?passes=1", "redis://h?passes=1"),
+            ("not a url", "not a url"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+    }
 
     #[test]
     fn display_is_own_message_and_source_is_the_cause() {

@@ -69,7 +69,7 @@ pub use codec::MsgPackCodec;
 pub use codec::{AnyCodec, Codec, JsonCodec};
 #[cfg(feature = "compression")]
 pub use compression::{Compressed, DEFAULT_COMPRESSION_THRESHOLD};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{redact_url, Error, ErrorKind, Result};
 pub use fail_safe::{FailSafe, MAX_TAGS_PER_ENTRY, MAX_TAG_LEN};
 pub use flight_lock::{
     Acquire, DeferredFlightLock, FlightLock, LeaseWakers, LeaseWatch, LocalFlightLock,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cache_core::{Error, ErrorKind, Result};
+use cache_core::{redact_url, Error, ErrorKind, Result};
 use redis::IntoConnectionInfo;
 use serde::{Deserialize, Serialize};
 
@@ -1180,40 +1180,9 @@ fn tls_addr(host: &str, port: u16) -> redis::ConnectionAddr {
     redis::ConnectionAddr::Tcp(host.to_owned(), port)
 }
 
-/// `url` with the password part of its user info replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let (userinfo, host) = authority.split_at(at);
-    let user = match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{user}:***"),
-        None => userinfo.to_owned(),
-    };
-    format!("{scheme}://{user}{host}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords_in_urls() {
-        assert_eq!(
-            redact_url("redis://u:p@h:1/0"),
-            "redis://u:***@h:1/0".to_owned()
-        );
-        assert_eq!(redact_url("redis://:p@h"), "redis://:***@h");
-        assert_eq!(redact_url("redis://u@h"), "redis://u@h");
-        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
-        assert_eq!(redact_url("redis://u:p:q@h"), "redis://u:***@h");
-        assert_eq!(redact_url("not a url"), "not a url");
-    }
 
     #[test]
     fn debug_hides_password() {

@@ -1,6 +1,7 @@
 //! `CacheConfig`: the whole cache described as data, and `open`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,8 @@ use cache_core::layers::{
     BreakerConfig, FailOpen, FailOpenHandle, Metered, Tiered, TieredConfig, TieredHandle, Timeout,
 };
 use cache_core::{
-    AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, DistributedFlight, Error, ErrorKind,
-    FailSafe, FlightLock, LocalFlightLock, RateLimiter, ReportThresholds, Result, Rule,
+    redact_url, AnyCodec, Backplane, Cache, CacheBackend, CategoryTtl, DistributedFlight, Error,
+    ErrorKind, FailSafe, FlightLock, LocalFlightLock, RateLimiter, ReportThresholds, Result, Rule,
     DEFAULT_PREFIX,
 };
 use serde::{Deserialize, Serialize};
@@ -73,7 +74,20 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(config.ttls["rates"], 300);
 /// # Ok::<(), cache::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` never prints a password: the one in `url` (and in
+/// `backplane.url`) shows as `***`, so logging the configuration at
+/// startup is safe.
+///
+/// ```
+/// use cache::CacheConfig;
+///
+/// let config = CacheConfig::from_url("redis://app:s3cret@cache.internal:6379/0");
+/// let printed = format!("{config:?}");
+/// assert!(printed.contains(r#"url: "redis://app:***@cache.internal:6379/0""#));
+/// assert!(!printed.contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CacheConfig {
@@ -314,8 +328,8 @@ impl Default for FailOpenConfig {
     }
 }
 
-/// The backplane.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// The backplane. `Debug` prints `url` without its password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BackplaneConfig {
@@ -360,6 +374,68 @@ impl Default for FailSafeConfig {
             max_stale_secs: 3600,
             soft_timeout_ms: None,
         }
+    }
+}
+
+impl fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured without `..`: a new field does not compile until it
+        // is printed here, or deliberately left out.
+        let CacheConfig {
+            url,
+            prefix,
+            default_ttl_secs,
+            ttls,
+            ttl_jitter,
+            codec,
+            generation_refresh_ms,
+            l1,
+            timeout_ms,
+            bulk_timeout_ms,
+            fail_open,
+            backplane,
+            fail_safe,
+            refresh_ahead,
+            metrics,
+            redis,
+            memory,
+            report,
+            rate_limits,
+            stampede,
+        } = self;
+        f.debug_struct("CacheConfig")
+            .field("url", &redact_url(url))
+            .field("prefix", prefix)
+            .field("default_ttl_secs", default_ttl_secs)
+            .field("ttls", ttls)
+            .field("ttl_jitter", ttl_jitter)
+            .field("codec", codec)
+            .field("generation_refresh_ms", generation_refresh_ms)
+            .field("l1", l1)
+            .field("timeout_ms", timeout_ms)
+            .field("bulk_timeout_ms", bulk_timeout_ms)
+            .field("fail_open", fail_open)
+            .field("backplane", backplane)
+            .field("fail_safe", fail_safe)
+            .field("refresh_ahead", refresh_ahead)
+            .field("metrics", metrics)
+            .field("redis", redis)
+            .field("memory", memory)
+            .field("report", report)
+            .field("rate_limits", rate_limits)
+            .field("stampede", stampede)
+            .finish()
+    }
+}
+
+impl fmt::Debug for BackplaneConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let BackplaneConfig { url, channel, mode } = self;
+        f.debug_struct("BackplaneConfig")
+            .field("url", &url.as_deref().map(redact_url))
+            .field("channel", channel)
+            .field("mode", mode)
+            .finish()
     }
 }
 
@@ -573,7 +649,7 @@ impl CacheConfig {
             .ok_or_else(|| {
                 config_error(format!(
                     "cache URL {:?} has no scheme (e.g. memory://)",
-                    redact(&self.url)
+                    redact_url(&self.url)
                 ))
             })
     }
@@ -1200,7 +1276,7 @@ async fn open_backplane(
         return Err(config_error(format!(
             "the backplane needs a Redis URL (redis://, rediss://, redis+cluster:// or \
              redis+sentinel://), not {:?} (set `backplane.url`)",
-            redact(url)
+            redact_url(url)
         )));
     }
     Ok(Arc::new(
@@ -1216,7 +1292,7 @@ fn open_tracking(url: &str, options: &RedisOptions, prefix: &str) -> Result<Arc<
     if !REDIS_SCHEMES.contains(&scheme) && !matches!(scheme, "redis+unix" | "unix") {
         return Err(config_error(format!(
             "client tracking needs a Redis URL, not {:?} (set `backplane.url`)",
-            redact(url)
+            redact_url(url)
         )));
     }
     // Cluster and Sentinel: `Unsupported`, from `RedisTracking::new`.
@@ -1348,20 +1424,6 @@ fn config_error(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, message)
 }
 
-/// The URL with any password replaced by `***`, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1391,9 +1453,28 @@ mod tests {
     }
 
     #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    fn debug_never_prints_a_password() {
+        let mut config = CacheConfig::from_url("redis://app:s3cret@cache.internal:6379/0");
+        config.backplane = Some(BackplaneConfig {
+            url: Some("redis://:hunter2@bus:6379".to_owned()),
+            ..BackplaneConfig::default()
+        });
+        for printed in [format!("{config:?}"), format!("{config:#?}")] {
+            assert!(!printed.contains("s3cret"), "{printed}");
+            assert!(!printed.contains("hunter2"), "{printed}");
+        }
+        let printed = format!("{config:?}");
+        assert!(
+            printed.starts_with(
+                r#"CacheConfig { url: "redis://app:***@cache.internal:6379/0", prefix: "cache","#
+            ),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(r#"backplane: Some(BackplaneConfig { url: Some("redis://:***@bus:6379"), channel: None, mode: Pubsub })"#),
+            "{printed}"
+        );
+        assert!(printed.ends_with("stampede: None }"), "{printed}");
     }
 
     #[cfg(feature = "memory")]

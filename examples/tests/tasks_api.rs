@@ -1161,3 +1161,27 @@ async fn tasks_api_upgrades_an_sqlite_file_of_an_earlier_version() {
     drop(db);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A PostgreSQL that cannot be reached is named in the error without the
+/// URL's password (the message ends up in logs and 503 bodies).
+#[tokio::test]
+async fn an_unreachable_postgres_is_named_without_its_password() {
+    // A port just released: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://app:s3cret-pw@127.0.0.1:{port}/tasks");
+    let Err(err) = Db::connect(&url).await else {
+        panic!("connected to a port nobody listens on");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!(
+            "PostgreSQL at postgres://app:***@127.0.0.1:{port}/tasks: "
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret-pw"), "{message}");
+}

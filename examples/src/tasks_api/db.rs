@@ -381,7 +381,10 @@ impl Db {
         }
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("PostgreSQL at {url}: {e}")))?;
+            .map_err(|e| {
+                let url = cache::redact_url(url);
+                ApiError::Unavailable(format!("PostgreSQL at {url}: {e}"))
+            })?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 eprintln!("tasks_api: PostgreSQL connection: {err}");

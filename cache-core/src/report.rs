@@ -325,7 +325,7 @@ impl fmt::Display for CacheReport {
         writeln!(f, "cache report at unix time {}", self.unix_time_secs)?;
         writeln!(
             f,
-            "hits {} misses {} coalesced {} (hit rate {:.1}%), sets {}, deletes {}, errors {}, loads {} ({} failed), stale served {}, up {}",
+            "hits {} misses {} coalesced {} (hit rate {:.1}%), sets {}, deletes {}, errors {} ({} the caller's), loads {} ({} failed), stale served {}, up {}",
             s.hits,
             s.misses,
             s.coalesced,
@@ -333,6 +333,7 @@ impl fmt::Display for CacheReport {
             s.sets,
             s.deletes,
             s.errors,
+            s.caller_errors,
             s.loader_calls,
             s.loader_errors,
             s.stale_served,

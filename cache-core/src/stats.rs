@@ -61,6 +61,15 @@ pub struct CacheStats {
     pub errors: u64,
     /// Stored values that could not be decoded as the requested type.
     pub decode_errors: u64,
+    /// Operations refused for what the caller passed, counted in `errors`
+    /// too: an invalid key (a full key over the limit, a bad pattern), a
+    /// value over the backend's size limit or not an integer
+    /// ([`InvalidKey`](crate::ErrorKind::InvalidKey),
+    /// [`InvalidValue`](crate::ErrorKind::InvalidValue)), a value the codec
+    /// cannot encode, an unsupported operation, a closed backend. Not the
+    /// backend's failures: [`Cache::report`](crate::Cache::report) does
+    /// not count them in its error rate.
+    pub caller_errors: u64,
     /// Times a `get_or_set` loader ran.
     pub loader_calls: u64,
     /// Times a `get_or_set` loader failed.
@@ -145,12 +154,14 @@ impl CacheStats {
         self.failed_open_reads + self.skipped_writes
     }
 
-    /// Errors the cache returned that were neither the loader's nor a
-    /// decoding failure: mostly the backend's.
+    /// Errors the cache returned that were not the loader's, not a
+    /// decoding failure and not the caller's (`caller_errors`): the
+    /// backend's (unreachable, too slow, or an error answered).
     pub fn backend_errors(&self) -> u64 {
         self.errors
             .saturating_sub(self.loader_errors)
             .saturating_sub(self.decode_errors)
+            .saturating_sub(self.caller_errors)
     }
 
     /// These counters with a fail-open layer's merged in.
@@ -192,10 +203,11 @@ pub(crate) enum Stat {
     Coalesced,
     LeaseWaits,
     LeaseFallbacks,
+    CallerErrors,
 }
 
 impl Stat {
-    const ALL: usize = 14;
+    const ALL: usize = 15;
 
     /// Every stat, in the order of their numbers.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -214,6 +226,7 @@ impl Stat {
         Stat::Coalesced,
         Stat::LeaseWaits,
         Stat::LeaseFallbacks,
+        Stat::CallerErrors,
     ];
 
     /// The name it is exported under with the `metrics` feature.
@@ -234,6 +247,7 @@ impl Stat {
             Stat::Coalesced => "cache_coalesced_total",
             Stat::LeaseWaits => "cache_lease_waits_total",
             Stat::LeaseFallbacks => "cache_lease_fallbacks_total",
+            Stat::CallerErrors => "cache_caller_errors_total",
         }
     }
 }
@@ -426,6 +440,7 @@ impl Counters {
             deletes: self.get(Stat::Deletes),
             errors: self.get(Stat::Errors),
             decode_errors: self.get(Stat::DecodeErrors),
+            caller_errors: self.get(Stat::CallerErrors),
             loader_calls: self.get(Stat::LoaderCalls),
             loader_errors: self.get(Stat::LoaderErrors),
             stale_served: self.get(Stat::StaleServed),
@@ -453,7 +468,7 @@ impl Serialize for CacheStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
 
-        let mut s = serializer.serialize_struct("CacheStats", 27)?;
+        let mut s = serializer.serialize_struct("CacheStats", 28)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
         s.serialize_field("coalesced", &self.coalesced)?;
@@ -462,6 +477,7 @@ impl Serialize for CacheStats {
         s.serialize_field("deletes", &self.deletes)?;
         s.serialize_field("errors", &self.errors)?;
         s.serialize_field("decode_errors", &self.decode_errors)?;
+        s.serialize_field("caller_errors", &self.caller_errors)?;
         s.serialize_field("loader_calls", &self.loader_calls)?;
         s.serialize_field("loader_errors", &self.loader_errors)?;
         s.serialize_field("stale_served", &self.stale_served)?;
@@ -660,6 +676,6 @@ mod tests {
         assert_eq!(json["hit_rate"], 0.75);
         assert_eq!(json["uptime_secs"], 1.5);
         assert_eq!(json["l1_hits"], 0);
-        assert_eq!(json.as_object().unwrap().len(), 27);
+        assert_eq!(json.as_object().unwrap().len(), 28);
     }
 }

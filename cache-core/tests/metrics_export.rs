@@ -108,6 +108,10 @@ async fn metrics_documented_names_have_the_right_counts() {
         .await;
     assert!(err.is_err());
     assert!(cache.delete(&key(1)).await.unwrap());
+    // The caller's mistake: a full key over the limit, refused before any
+    // backend call.
+    let long = CacheKey::new("user", "i".repeat(cache_core::MAX_KEY_LEN)).unwrap();
+    assert!(cache.set(&long, &1).await.is_err());
 
     let counters: BTreeMap<String, u64> = capture
         .counters
@@ -124,7 +128,8 @@ async fn metrics_documented_names_have_the_right_counts() {
     assert_eq!(get("cache_deletes_total{prefix=shop}"), 1);
     assert_eq!(get("cache_loader_calls_total{prefix=shop}"), 2);
     assert_eq!(get("cache_loader_errors_total{prefix=shop}"), 1);
-    assert_eq!(get("cache_errors_total{prefix=shop}"), 1);
+    assert_eq!(get("cache_errors_total{prefix=shop}"), 2);
+    assert_eq!(get("cache_caller_errors_total{prefix=shop}"), 1);
     // Backend level, labels `backend`, `op`, `outcome`.
     // gets: generation read (miss), get 1 (hit), get 9 (miss), get_or_set 3
     // (miss + leader re-check miss), get_or_set 4 (miss + re-check miss).

@@ -282,3 +282,49 @@ async fn a_failing_backend_is_not_blamed_on_the_loader() {
         "{report}"
     );
 }
+
+/// The caller's own mistakes (a key too long, a value over the backend's
+/// size limit, a value the codec cannot encode) are errors returned, but not backend failures: the report does not send
+/// anyone to check the backend's health for them. Before, one oversize
+/// `set` on a fresh cache gave "1 backend failures in 0 operations
+/// (100.0%)", and an invalid key was not counted at all.
+#[tokio::test]
+async fn the_callers_mistakes_are_errors_but_not_backend_failures() {
+    let backend =
+        MemoryBackend::with_config(cache_memory::MemoryConfig::default().with_max_value_size(16));
+    let cache = Cache::new(Arc::new(backend));
+    let err = cache.set(&key(1), &"x".repeat(64)).await.unwrap_err();
+    assert_eq!(err.kind(), cache_core::ErrorKind::InvalidValue, "{err}");
+    // The id alone is within the limit; with the prefix and category the
+    // full key is not.
+    let long = CacheKey::new("user", "i".repeat(cache_core::MAX_KEY_LEN)).unwrap();
+    let err = cache.set(&long, &1).await.unwrap_err();
+    assert_eq!(err.kind(), cache_core::ErrorKind::InvalidKey, "{err}");
+    let err = cache.get::<u32>(&long).await.unwrap_err();
+    assert_eq!(err.kind(), cache_core::ErrorKind::InvalidKey, "{err}");
+    // JSON maps need string keys.
+    let unencodable = std::collections::BTreeMap::from([((1, 2), 3)]);
+    let err = cache.set(&key(2), &unencodable).await.unwrap_err();
+    assert_eq!(err.kind(), cache_core::ErrorKind::Codec, "{err}");
+
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.caller_errors), (4, 4), "{stats:?}");
+    assert_eq!(stats.backend_errors(), 0, "{stats:?}");
+    let report = cache.report().await;
+    assert!(codes(&report).is_empty(), "{report}");
+    assert!(
+        report.to_string().contains(", errors 4 (4 the caller's), "),
+        "{report}"
+    );
+
+    // A backend failure still counts as one.
+    let faults = Arc::new(FaultInjecting::new(MemoryBackend::new(), down()));
+    let cache = Cache::new(faults);
+    let err = cache.set(&key(1), &1).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.caller_errors), (1, 0), "{stats:?}");
+    assert_eq!(stats.backend_errors(), 1, "{stats:?}");
+    let report = cache.report().await;
+    assert_eq!(codes(&report), ["high_error_rate"], "{report}");
+}

@@ -626,7 +626,8 @@ impl<C: Codec> Cache<C> {
         self.check_open()?;
         let generation = self.generation(key.category()).await?;
         let full = key.render(&self.inner.prefix, generation);
-        crate::backend::check_key(&full, crate::MAX_KEY_LEN)?;
+        crate::backend::check_key(&full, crate::MAX_KEY_LEN)
+            .inspect_err(|e| self.count_error(e))?;
         Ok(full)
     }
 
@@ -745,14 +746,18 @@ impl<C: Codec> Cache<C> {
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Relaxed) {
-            Err(Error::new(ErrorKind::Closed, "the cache is closed"))
+            let err = Error::new(ErrorKind::Closed, "the cache is closed");
+            self.count_error(&err);
+            Err(err)
         } else {
             Ok(())
         }
     }
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
         self.inner.codec.encode(value).inspect_err(|_| {
+            // A value the codec cannot encode is the caller's to fix.
             self.inner.counters.inc(Stat::Errors, 1);
+            self.inner.counters.inc(Stat::CallerErrors, 1);
         })
     }
 
@@ -771,9 +776,25 @@ impl<C: Codec> Cache<C> {
     }
 
     fn track<T>(&self, result: Result<T>) -> Result<T> {
-        if result.is_err() {
-            self.inner.counters.inc(Stat::Errors, 1);
+        if let Err(err) = &result {
+            self.count_error(err);
         }
         result
+    }
+
+    /// Counts an error returned (or logged in place of a result), and
+    /// whether it is the caller's rather than the backend's.
+    #[cold]
+    fn count_error(&self, err: &Error) {
+        self.inner.counters.inc(Stat::Errors, 1);
+        if matches!(
+            err.kind(),
+            ErrorKind::InvalidKey
+                | ErrorKind::InvalidValue
+                | ErrorKind::Unsupported
+                | ErrorKind::Closed
+        ) {
+            self.inner.counters.inc(Stat::CallerErrors, 1);
+        }
     }
 }

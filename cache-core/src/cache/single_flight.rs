@@ -554,7 +554,7 @@ impl<C: Codec> Cache<C> {
             Err(err) => {
                 // Invalid tags are the loader's mistake (returned); an
                 // unreachable marker leaves the value unstored.
-                self.inner.counters.inc(Stat::Errors, 1);
+                self.count_error(&err);
                 tracing::warn!(error = %err, category, "reading the tags of a loaded value failed");
                 if err.is_retryable() {
                     return Ok(payload);
@@ -574,7 +574,7 @@ impl<C: Codec> Cache<C> {
         match (*self.inner.backend).set(full, stored, opts).await {
             Ok(written) => self.inner.counters.inc(Stat::Sets, u64::from(written)),
             Err(err) => {
-                self.inner.counters.inc(Stat::Errors, 1);
+                self.count_error(&err);
                 tracing::warn!(error = %err, category, "storing a loaded value failed");
             }
         }

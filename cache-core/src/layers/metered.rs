@@ -29,9 +29,11 @@ use crate::stats::Striped;
 ///
 /// `Cache` itself exports `cache_hits_total`, `cache_misses_total`,
 /// `cache_sets_total`, `cache_deletes_total`, `cache_errors_total`,
-/// `cache_decode_errors_total`, `cache_loader_calls_total`,
-/// `cache_loader_errors_total`, `cache_stale_served_total`,
-/// `cache_loader_timeouts_total` and `cache_refreshes_total` (label
+/// `cache_decode_errors_total`, `cache_caller_errors_total`,
+/// `cache_loader_calls_total`, `cache_loader_errors_total`,
+/// `cache_stale_served_total`, `cache_loader_timeouts_total`,
+/// `cache_refreshes_total`, `cache_coalesced_total`,
+/// `cache_lease_waits_total` and `cache_lease_fallbacks_total` (label
 /// `prefix`), and `Tiered` exports `cache_tier_hits_total` (label `tier`:
 /// `l1` or `l2`).
 ///

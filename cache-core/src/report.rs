@@ -213,9 +213,13 @@ impl CacheReport {
             );
         }
         // The backend's failures: errors returned (not the loader's nor
-        // decoding's, which have their own advice) and those fail-open
-        // swallowed.
-        let ops = |s: &CacheStats| s.hits + s.misses + s.sets + s.deletes;
+        // decoding's, which have their own advice, nor the caller's) and
+        // those fail-open swallowed. Operations: the answered ones and the
+        // failed ones (a read fail-open answered is already a miss; a
+        // skipped write is not a set).
+        let ops = |s: &CacheStats| {
+            s.hits + s.misses + s.sets + s.deletes + s.backend_errors() + s.skipped_writes
+        };
         let failures = |s: &CacheStats| s.backend_errors() + s.backend_failures_swallowed();
         let (now_ops, now_failures) = (ops(&stats), failures(&stats));
         let (then_ops, then_failures) = previous.as_ref().map_or((0, 0), |p| (ops(p), failures(p)));

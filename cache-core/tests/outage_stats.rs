@@ -114,7 +114,7 @@ async fn swallowed_failures_are_counted_in_stats() {
     assert_eq!(codes(&report), ["high_error_rate"], "{report}");
     let message = &report.advice[0].message;
     assert!(
-        message.starts_with("8 backend failures in 8 operations")
+        message.starts_with("8 backend failures in 11 operations (72.7%)")
             && message.contains("0 errors returned, 8 swallowed by fail-open")
             && message.contains("check the backend"),
         "{message}"
@@ -327,4 +327,9 @@ async fn the_callers_mistakes_are_errors_but_not_backend_failures() {
     assert_eq!(stats.backend_errors(), 1, "{stats:?}");
     let report = cache.report().await;
     assert_eq!(codes(&report), ["high_error_rate"], "{report}");
+    let message = &report.advice[0].message;
+    assert!(
+        message.starts_with("1 backend failures in 1 operations (100.0%): 1 errors returned;"),
+        "{message}"
+    );
 }

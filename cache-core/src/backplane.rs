@@ -61,8 +61,9 @@ impl BackplaneMessage {
     ///
     /// [`Codec`](ErrorKind::Codec) for bytes that are not a message.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::new(ErrorKind::Codec, "not a backplane message").with_source(e))
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(ErrorKind::Codec, format!("not a backplane message: {e}")).with_source(e)
+        })
     }
 }
 

@@ -158,7 +158,9 @@ fn codec_error(
     op: &'static str,
     source: impl std::error::Error + Send + Sync + 'static,
 ) -> Error {
-    Error::new(ErrorKind::Codec, format!("{codec} {op} failed"))
+    // The reason is in the message: it is what says which field or type
+    // did not fit, and many logs print only `Display`.
+    Error::new(ErrorKind::Codec, format!("{codec} {op} failed: {source}"))
         .with_operation(op)
         .with_source(source)
 }

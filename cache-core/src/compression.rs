@@ -145,9 +145,11 @@ fn decompress(rest: &[u8]) -> Result<Vec<u8>> {
     match lz4_flex::block::decompress_into(block, &mut out) {
         Ok(n) if n == len => Ok(out),
         Ok(_) => Err(corrupt("the block is shorter than its length")),
-        Err(err) => Err(Error::new(ErrorKind::Codec, "lz4 decompress failed")
-            .with_operation("decode")
-            .with_source(err)),
+        Err(err) => Err(
+            Error::new(ErrorKind::Codec, format!("lz4 decompress failed: {err}"))
+                .with_operation("decode")
+                .with_source(err),
+        ),
     }
 }
 

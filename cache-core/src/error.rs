@@ -70,8 +70,17 @@ type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// It carries a [`kind`](Error::kind), the backend and operation it came from
 /// (when known), a message, and the underlying cause as
-/// [`source()`](std::error::Error::source). `Display` prints only this
-/// error's own message; walk `source()` for the chain.
+/// [`source()`](std::error::Error::source).
+///
+/// `Display` prints the kind, backend, operation and message, and is
+/// enough to act on by itself, since many logs print nothing else. Where
+/// the cause is another library's error whose text is the useful detail
+/// (a decoding's reason, a parser's, a `get_or_set` loader's error), the
+/// message ends with that text; the Redis backend's messages say in
+/// their own words what happened (refused, timed out, wrong password).
+/// `source()` is the cause itself, to downcast or to print as a chain
+/// (a chain printer such as `anyhow`'s `{:#}` then shows such a text
+/// twice).
 ///
 /// `Error` is `Clone` (the cause is shared), so one failure can be handed to
 /// every waiter of a single-flight load.

@@ -507,7 +507,11 @@ pub fn escape_id_pattern(pattern: &str) -> Result<String> {
 /// The stable hash id used by [`CacheKey::hashed`].
 fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<String> {
     let json = serde_json::to_value(value).map_err(|e| {
-        Error::new(crate::ErrorKind::Codec, "value cannot be hashed into a key").with_source(e)
+        Error::new(
+            crate::ErrorKind::Codec,
+            format!("value cannot be hashed into a key: {e}"),
+        )
+        .with_source(e)
     })?;
     let mut canonical = String::new();
     write_canonical(&json, &mut canonical);

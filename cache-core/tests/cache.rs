@@ -721,3 +721,32 @@ fn a_generation_is_read_in_a_runtime_nobody_drives() {
     let _entered = runtime.enter();
     read_past_generation_trust_by_polling();
 }
+
+/// A decode error's `Display` alone says what did not fit (the codec's
+/// reason), so a log line that prints only `Display` is enough to act on.
+#[tokio::test]
+async fn a_decode_errors_display_carries_the_codecs_reason() {
+    let backend = memory();
+    let cache = Cache::builder(Arc::clone(&backend))
+        .prefix("app")
+        .build()
+        .unwrap();
+    backend
+        .set(
+            "app:user:2",
+            r#"{"id":"two"}"#.into(),
+            SetOptions::default(),
+        )
+        .await
+        .unwrap();
+    let err = cache.get::<User>(&key("user", 2)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "codec in decode: json decode failed: invalid type: string \"two\", expected u64 at line 1 column 11"
+    );
+    let source = std::error::Error::source(&err).unwrap();
+    assert_eq!(
+        source.to_string(),
+        "invalid type: string \"two\", expected u64 at line 1 column 11"
+    );
+}

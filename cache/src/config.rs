@@ -587,7 +587,7 @@ impl CacheConfig {
     /// [`Config`](ErrorKind::Config) with the parser's message.
     pub fn from_json(json: &str) -> Result<Self> {
         serde_json::from_str(json)
-            .map_err(|e| config_error("invalid cache configuration").with_source(e))
+            .map_err(|e| config_error(format!("invalid cache configuration: {e}")).with_source(e))
     }
 
     /// A rate limiter with the configured rules

@@ -153,6 +153,7 @@ impl Codec for AnyCodec {
     }
 }
 
+#[cold]
 fn codec_error(
     codec: &'static str,
     op: &'static str,

@@ -750,3 +750,51 @@ async fn a_decode_errors_display_carries_the_codecs_reason() {
         "invalid type: string \"two\", expected u64 at line 1 column 11"
     );
 }
+
+/// What the `# Errors` docs of `get`, `set` and `get_or_set` promise for
+/// the caller's mistakes: a full key over `MAX_KEY_LEN` (a `CacheKey`
+/// accepts an id of that length by itself) is `InvalidKey` and the loader
+/// does not run; a value over the backend's size limit is `InvalidValue`
+/// for `set`, and `get_or_set` returns the loaded value without storing it.
+#[tokio::test]
+async fn the_documented_errors_of_the_callers_mistakes() {
+    let backend: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::with_config(
+        cache_memory::MemoryConfig::default().with_max_value_size(16),
+    ));
+    let cache = Cache::new(backend);
+    let long = CacheKey::new("user", "i".repeat(cache_core::MAX_KEY_LEN)).unwrap();
+    assert_eq!(
+        cache.get::<u32>(&long).await.unwrap_err().kind(),
+        ErrorKind::InvalidKey
+    );
+    assert_eq!(
+        cache.set(&long, &1).await.unwrap_err().kind(),
+        ErrorKind::InvalidKey
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let err = cache
+        .get_or_set(&long, move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(1)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidKey);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    let big = "x".repeat(64);
+    let err = cache.set(&key("page", 1), &big).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue, "{err}");
+    let loaded = big.clone();
+    let value = cache
+        .get_or_set(&key("page", 2), move || async move {
+            Ok::<_, std::io::Error>(loaded)
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, big);
+    assert_eq!(cache.get::<String>(&key("page", 2)).await.unwrap(), None);
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.caller_errors), (5, 5), "{stats:?}");
+}

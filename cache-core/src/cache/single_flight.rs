@@ -254,10 +254,19 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// [`Loader`](ErrorKind::Loader) with the loader's error as source;
-    /// [`Codec`](ErrorKind::Codec) when the loaded value cannot be encoded;
-    /// the backend's errors on the read. With fail-safe and a stale value,
-    /// loader errors are not returned.
+    /// - [`Loader`](ErrorKind::Loader) with the loader's error as source.
+    ///   With fail-safe and a stale value, loader errors are not returned.
+    /// - [`InvalidKey`](ErrorKind::InvalidKey) for a full key over
+    ///   [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, as for
+    ///   [`get`](Cache::get); the loader does not run.
+    /// - [`Codec`](ErrorKind::Codec) when the loaded value cannot be
+    ///   encoded.
+    /// - The backend's errors on the read.
+    ///
+    /// A loaded value the backend refuses to store (over its size limit,
+    /// or the backend failing) is still returned, not stored: the failure
+    /// is logged (`warn`) and counted in [`CacheStats`](crate::CacheStats)
+    /// (`errors`, and `caller_errors` for an oversize value).
     pub async fn get_or_set_opts<T, F, Fut, E>(
         &self,
         key: &CacheKey,

@@ -22,8 +22,16 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// [`Codec`](crate::ErrorKind::Codec) when the stored bytes do not decode as
-    /// `T` (counted in `decode_errors`); the backend's errors.
+    /// - [`InvalidKey`](crate::ErrorKind::InvalidKey) when the full key
+    ///   (prefix, category, generation and id) is longer than
+    ///   [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes: a [`CacheKey`]'s id
+    ///   alone may be that long, so bound ids well under it.
+    /// - [`Codec`](crate::ErrorKind::Codec) when the stored bytes do not
+    ///   decode as `T` (counted in `decode_errors`).
+    /// - [`Closed`](crate::ErrorKind::Closed) after [`close`](Cache::close).
+    /// - The backend's errors: [`Connection`](crate::ErrorKind::Connection),
+    ///   [`Timeout`](crate::ErrorKind::Timeout),
+    ///   [`Backend`](crate::ErrorKind::Backend).
     pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
         // A backend that answers now (in memory) is read without creating
         // or polling the awaited read's future.
@@ -121,8 +129,17 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// [`Codec`](crate::ErrorKind::Codec) when `value` cannot be encoded (nothing
-    /// is written); the backend's errors.
+    /// Nothing is written when any of these is returned:
+    /// - [`InvalidKey`](crate::ErrorKind::InvalidKey) for a full key over
+    ///   [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, as for
+    ///   [`get`](Cache::get).
+    /// - [`InvalidValue`](crate::ErrorKind::InvalidValue) when the encoded
+    ///   value is larger than the backend accepts (its `max_value_size`:
+    ///   by default 64 MiB in memory, 512 MiB on Redis).
+    /// - [`Codec`](crate::ErrorKind::Codec) when `value` cannot be encoded.
+    /// - [`Closed`](crate::ErrorKind::Closed) after [`close`](Cache::close).
+    ///
+    /// And the backend's errors (a write that timed out may have landed).
     pub async fn set<T: Serialize + ?Sized>(&self, key: &CacheKey, value: &T) -> Result<()> {
         self.set_with_ttl(key, value, Ttl::Default).await
     }

@@ -798,3 +798,26 @@ async fn the_documented_errors_of_the_callers_mistakes() {
     let stats = cache.stats();
     assert_eq!((stats.errors, stats.caller_errors), (5, 5), "{stats:?}");
 }
+
+/// The README's bookkeeping keys: the first read in a category stores its
+/// generation, `{prefix}:#gen:{category}` = "0", without a TTL (one small
+/// key per category used, never evicted by a `volatile-*` policy).
+#[tokio::test]
+async fn the_first_read_of_a_category_stores_its_generation_without_ttl() {
+    let backend = memory();
+    let cache = Cache::builder(Arc::clone(&backend))
+        .prefix("app")
+        .build()
+        .unwrap();
+    assert_eq!(backend.get("app:#gen:user").await.unwrap(), None);
+    assert_eq!(cache.get::<u32>(&key("user", 1)).await.unwrap(), None);
+    assert_eq!(
+        backend.get("app:#gen:user").await.unwrap().as_deref(),
+        Some(&b"0"[..])
+    );
+    assert_eq!(
+        backend.ttl("app:#gen:user").await.unwrap(),
+        KeyTtl::Persistent
+    );
+    assert_eq!(backend.get("app:#gen:order").await.unwrap(), None);
+}

@@ -99,7 +99,9 @@ pub struct CacheConfig {
     /// Zero or negative: such values are not stored.
     pub default_ttl_secs: Option<i64>,
     /// TTL in seconds per category, overriding the default (zero or
-    /// negative: that category is not stored).
+    /// negative: that category is not stored). Each name must be one a
+    /// [`CacheKey`](cache_core::CacheKey) can have as its category (ASCII
+    /// letters, digits, `_`, `-`, `.`): `open` refuses any other.
     pub ttls: BTreeMap<String, i64>,
     /// Spread TTLs by ± this fraction (0.0 to 0.5) so keys written together
     /// do not expire together.
@@ -1097,6 +1099,7 @@ struct Stack {
 
 async fn build_stack(config: &CacheConfig, given: Option<Arc<dyn CacheBackend>>) -> Result<Stack> {
     check_report(&config.report)?;
+    check_ttls(&config.ttls)?;
     let flight_lock = match &config.stampede {
         Some(st) => Some(open_flight_lock(config, st).await?),
         None => None,
@@ -1231,6 +1234,20 @@ fn redis_config(url: &str, options: &RedisOptions) -> cache_redis::RedisConfig {
     redis.tls_cert_file.clone_from(&options.tls_cert_file);
     redis.tls_key_file.clone_from(&options.tls_key_file);
     redis
+}
+
+/// Each category of `ttls` is one a [`CacheKey`](cache_core::CacheKey)
+/// can have: a TTL for any other name would never apply.
+fn check_ttls(ttls: &BTreeMap<String, i64>) -> Result<()> {
+    for category in ttls.keys() {
+        cache_core::validate_category(category).map_err(|e| {
+            config_error(format!(
+                "`ttls` names {category:?}, which no CacheKey can have as its category: {}",
+                e.message()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The report thresholds are fractions (and a count).

@@ -18,6 +18,17 @@ async fn bad_settings_are_config_errors() {
     let err = cache::open(&config).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(CacheConfig::from_json(r#"{"urll": "memory://"}"#).is_err());
+
+    // A TTL for a category no key can have would never apply.
+    let config =
+        CacheConfig::from_json(r#"{"ttls": {"rates": 300, "User Profiles": 60}}"#).unwrap();
+    let err = cache::open(&config).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(
+        err.to_string(),
+        "config: `ttls` names \"User Profiles\", which no CacheKey can have as its category: \
+         category \"User Profiles\" contains ' '; use ASCII letters, digits, '_', '-' and '.'"
+    );
 }
 
 #[cfg(feature = "memory")]

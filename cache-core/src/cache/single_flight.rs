@@ -52,8 +52,8 @@ pub struct GetOrSetOptions {
 impl GetOrSetOptions {
     /// Sets the TTL of a loaded value.
     #[must_use]
-    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
-        self.ttl = ttl;
+    pub fn with_ttl(mut self, ttl: impl Into<Ttl>) -> Self {
+        self.ttl = ttl.into();
         self
     }
 
@@ -175,8 +175,8 @@ impl<T> Loaded<T> {
 
     /// Stores the value with `ttl`.
     #[must_use]
-    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
-        self.ttl = ttl;
+    pub fn with_ttl(mut self, ttl: impl Into<Ttl>) -> Self {
+        self.ttl = ttl.into();
         self
     }
 

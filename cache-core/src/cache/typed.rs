@@ -144,19 +144,40 @@ impl<C: Codec> Cache<C> {
         self.set_with_ttl(key, value, Ttl::Default).await
     }
 
-    /// Writes `value` with an explicit TTL. A zero TTL stores nothing and
-    /// removes the current value.
+    /// Writes `value` with an explicit TTL: a [`Ttl`], or a `Duration`. A
+    /// zero TTL stores nothing and removes the current value.
     ///
     /// # Errors
     ///
     /// As [`set`](Cache::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cache::Result<()> {
+    /// use cache::{Cache, CacheKey, KeyTtl, Ttl};
+    /// use cache::memory::MemoryBackend;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    /// let key = CacheKey::new("otp", "ada")?;
+    /// cache.set_with_ttl(&key, "492113", Duration::from_secs(300)).await?;
+    /// cache.set_with_ttl(&key, "492113", Ttl::secs(300)).await?; // the same
+    /// assert!(matches!(cache.ttl(&key).await?, KeyTtl::Expires(left) if left <= Duration::from_secs(300)));
+    /// cache.set_with_ttl(&key, "492113", Duration::ZERO).await?; // removes it
+    /// assert_eq!(cache.get::<String>(&key).await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn set_with_ttl<T: Serialize + ?Sized>(
         &self,
         key: &CacheKey,
         value: &T,
-        ttl: Ttl,
+        ttl: impl Into<Ttl>,
     ) -> Result<()> {
-        self.write(key, value, ttl, SetMode::Always, &[])
+        self.write(key, value, ttl.into(), SetMode::Always, &[])
             .await
             .map(drop)
     }
@@ -228,9 +249,10 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
         value: &T,
-        ttl: Ttl,
+        ttl: impl Into<Ttl>,
     ) -> Result<bool> {
-        self.write(key, value, ttl, SetMode::IfAbsent, &[]).await
+        self.write(key, value, ttl.into(), SetMode::IfAbsent, &[])
+            .await
     }
 
     async fn write<T: Serialize + ?Sized>(
@@ -339,7 +361,11 @@ impl<C: Codec> Cache<C> {
     ///
     /// [`Codec`](crate::ErrorKind::Codec) when any value cannot be encoded (nothing
     /// is written); the backend's errors.
-    pub async fn set_many<T: Serialize>(&self, items: &[(CacheKey, T)], ttl: Ttl) -> Result<()> {
+    pub async fn set_many<T: Serialize>(
+        &self,
+        items: &[(CacheKey, T)],
+        ttl: impl Into<Ttl>,
+    ) -> Result<()> {
         self.set_many_opts(items, WriteOptions::default().with_ttl(ttl))
             .await
     }
@@ -479,9 +505,9 @@ impl<C: Codec> Cache<C> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn expire(&self, key: &CacheKey, ttl: Ttl) -> Result<bool> {
+    pub async fn expire(&self, key: &CacheKey, ttl: impl Into<Ttl>) -> Result<bool> {
         let full = self.full_key(key).await?;
-        let ttl = ttl.resolve(&*self.inner.policy, key.category());
+        let ttl = ttl.into().resolve(&*self.inner.policy, key.category());
         if ttl.is_some_and(|t| t.is_zero()) {
             let _write = self.inner.writes.begin_keys(&[&full]);
             let existed = self.track((*self.inner.backend).expire(&full, ttl).await)?;
@@ -616,8 +642,8 @@ pub struct WriteOptions {
 impl WriteOptions {
     /// Sets the TTL.
     #[must_use]
-    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
-        self.ttl = ttl;
+    pub fn with_ttl(mut self, ttl: impl Into<Ttl>) -> Self {
+        self.ttl = ttl.into();
         self
     }
 

@@ -777,7 +777,10 @@ impl<C: Codec> Cache<C> {
 
     fn track<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(err) = &result {
-            self.count_error(err);
+            self.inner.counters.inc(Stat::Errors, 1);
+            if is_callers(err) {
+                self.inner.counters.inc(Stat::CallerErrors, 1);
+            }
         }
         result
     }
@@ -787,14 +790,20 @@ impl<C: Codec> Cache<C> {
     #[cold]
     fn count_error(&self, err: &Error) {
         self.inner.counters.inc(Stat::Errors, 1);
-        if matches!(
-            err.kind(),
-            ErrorKind::InvalidKey
-                | ErrorKind::InvalidValue
-                | ErrorKind::Unsupported
-                | ErrorKind::Closed
-        ) {
+        if is_callers(err) {
             self.inner.counters.inc(Stat::CallerErrors, 1);
         }
     }
+}
+
+/// Whether `err` is the caller's to fix (counted in `caller_errors`), not
+/// the backend's failure.
+fn is_callers(err: &Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::InvalidKey
+            | ErrorKind::InvalidValue
+            | ErrorKind::Unsupported
+            | ErrorKind::Closed
+    )
 }

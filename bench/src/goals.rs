@@ -328,14 +328,19 @@ pub(crate) fn summary(r: &Report) -> String {
         (crate::sweep::P99, "service"),
         (crate::sweep::R99, "response"),
     ] {
-        if let (Some(on), Some(off)) = (
+        if let (Some(on), Some(off), Some(paired)) = (
             r.value(sg, row, crate::sweep::ON),
             r.value(sg, row, crate::sweep::OFF),
+            paired_of(r, (sg, row, crate::sweep::ON)),
         ) {
-            checks.add(
+            checks.add_paired(
                 format!("get p99 {what} at 1M entries with sweeps <= 1.5x without"),
-                format!("{on:.0} ns vs {off:.0} ns ({:.2}x)", on / off),
-                on <= 1.5 * off,
+                paired,
+                (1.5, false),
+                format!(
+                    "{on:.0} ns vs {off:.0} ns, ratio of medians {:.2}x",
+                    on / off
+                ),
             );
         } else {
             checks.add(
@@ -475,6 +480,46 @@ mod tests {
         let (_, count) = typed_goal((120.0, 100.0), (1.20, 1.16, 1.25));
         assert!(
             count.contains("; 0 verdicts (MET or MISS) not settled"),
+            "{count}"
+        );
+    }
+
+    #[test]
+    fn the_sweep_goals_are_judged_by_the_ratio_paired_by_run() {
+        let sweep = |medians: (f64, f64), paired: (f64, f64, f64)| {
+            let mut r = Report::default();
+            let (g, row, on) = (crate::sweep::GROUP, crate::sweep::R99, crate::sweep::ON);
+            r.add(g, row, on, "latency_ns", medians.0);
+            r.add(g, row, crate::sweep::OFF, "latency_ns", medians.1);
+            r.add(g, row, on, PAIRED, paired.0);
+            r.add(g, row, on, PAIRED_Q1, paired.1);
+            r.add(g, row, on, PAIRED_Q3, paired.2);
+            goal_and_count(&r, "get p99 response at 1M entries")
+        };
+        // The medians' ratio is 2.51; the pairs', 1.1 to 1.4.
+        let (line, count) = sweep((18327.0, 7303.0), (1.2, 1.1, 1.4));
+        assert_eq!(
+            line.split_once('|').map(|(_, figure)| figure.trim()),
+            Some(
+                "1.20x paired, rounds' quartiles 1.10-1.40x \
+                 (18327 ns vs 7303 ns, ratio of medians 2.51x)"
+            ),
+        );
+        assert!(line.starts_with("MET "), "{line}");
+        assert!(
+            count.contains("; 0 verdicts (MET or MISS) not settled"),
+            "{count}"
+        );
+        let (line, count) = sweep((18327.0, 7303.0), (2.7, 2.4, 2.9));
+        assert!(line.starts_with("MISS "), "{line}");
+        assert!(
+            count.contains("; 0 verdicts (MET or MISS) not settled"),
+            "{count}"
+        );
+        let (line, count) = sweep((18327.0, 7303.0), (1.3, 0.9, 2.4));
+        assert!(line.starts_with("MET "), "{line}");
+        assert!(
+            count.contains("; 1 verdicts (MET or MISS) not settled"),
             "{count}"
         );
     }

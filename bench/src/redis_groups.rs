@@ -534,7 +534,7 @@ fn round_ratios(ours: &[f64], raw: &[f64]) -> Vec<f64> {
 /// Records `imp`'s ratio to its reference paired by round: the median
 /// ([`PAIRED`]) and quartiles ([`PAIRED_Q1`], [`PAIRED_Q3`]) of the rounds'
 /// ratios. Returns the median.
-fn add_paired(
+pub(crate) fn add_paired(
     report: &mut Report,
     (group, workload, imp): (&str, &str, &str),
     ours: &[f64],

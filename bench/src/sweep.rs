@@ -359,6 +359,16 @@ pub(crate) fn run(report: &mut Report, opts: &Options) {
         report.add(GROUP, R999, imp, "latency_ns", med(runs, |r| r.r999));
         report.add(GROUP, MAX, imp, "latency_ns", med(runs, |r| r.max));
     }
+    // Each pair's on/off ratio: the host's moments of slowness (the vCPUs
+    // move) reach the response p99 of one run in either state, so a
+    // verdict is settled only when the pairs agree (their quartiles).
+    for (row, f) in [
+        (P99, (|r: &Run| r.p99) as fn(&Run) -> f64),
+        (R99, |r: &Run| r.r99),
+    ] {
+        let values = |runs: &[Run]| runs.iter().map(f).collect::<Vec<_>>();
+        crate::redis_groups::add_paired(report, (GROUP, row, ON), &values(&on), &values(&off));
+    }
     let p99 = |runs: &[Run]| med(runs, |r| r.p99);
     let r99 = |runs: &[Run]| med(runs, |r| r.r99);
     report.note(

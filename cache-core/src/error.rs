@@ -253,7 +253,7 @@ impl std::error::Error for Error {
 /// # Examples
 ///
 /// ```
-/// use cache_core::redact_url;
+/// use cache::redact_url;
 ///
 /// assert_eq!(redact_url("redis://app:s3cret@cache:6379/0"), "redis://app:***@cache:6379/0");
 /// assert_eq!(redact_url("redis+unix:///run/r.sock?pass=s3cret"), "redis+unix:///run/r.sock?pass=***");

@@ -260,28 +260,29 @@ impl std::error::Error for Error {
 /// assert_eq!(redact_url("memory://?max_entries=10"), "memory://?max_entries=10");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (mut out, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let mut out = format!("{scheme}://");
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    // Everything before the last `@` is user info, even with a `/`, `?` or
+    // `#` in an unescaped password: hiding a path that holds an `@` is
+    // harmless, printing a password is not.
+    let after = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => {
             match userinfo.split_once(':') {
                 Some((user, _password)) => out.push_str(&format!("{user}:***")),
                 None => out.push_str(userinfo),
             }
             out.push('@');
-            out.push_str(host);
+            after
         }
-        None => out.push_str(authority),
-    }
-    let (path_and_query, fragment) = match tail.split_once('#') {
-        Some((before, fragment)) => (before, Some(fragment)),
-        None => (tail, None),
+        None => rest,
     };
-    match path_and_query.split_once('?') {
+    let (before_fragment, fragment) = match after.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (after, None),
+    };
+    match before_fragment.split_once('?') {
         Some((path, query)) => {
             out.push_str(path);
             out.push('?');
@@ -298,7 +299,7 @@ pub fn redact_url(url: &str) -> String {
                 }
             }
         }
-        None => out.push_str(path_and_query),
+        None => out.push_str(before_fragment),
     }
     if let Some(fragment) = fragment {
         out.push('#');

@@ -588,8 +588,22 @@ impl CacheConfig {
     ///
     /// [`Config`](ErrorKind::Config) with the parser's message.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json)
-            .map_err(|e| config_error(format!("invalid cache configuration: {e}")).with_source(e))
+        serde_json::from_str(json).map_err(|e| {
+            // The parser quotes values: a URL among them loses its password.
+            let reason = e
+                .to_string()
+                .split(' ')
+                .map(|word| {
+                    if word.contains('@') {
+                        redact_url(word)
+                    } else {
+                        word.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            config_error(format!("invalid cache configuration: {reason}")).with_source(e)
+        })
     }
 
     /// A rate limiter with the configured rules
@@ -1476,6 +1490,9 @@ mod tests {
             url: Some("redis://:hunter2@bus:6379".to_owned()),
             ..BackplaneConfig::default()
         });
+        let err = CacheConfig::from_json(r#"{"backplane": "redis://u:pw-9@h"}"#).unwrap_err();
+        assert!(!err.to_string().contains("pw-9"), "{err}");
+        assert!(err.to_string().contains("redis://u:***@h"), "{err}");
         for printed in [format!("{config:?}"), format!("{config:#?}")] {
             assert!(!printed.contains("s3cret"), "{printed}");
             assert!(!printed.contains("hunter2"), "{printed}");

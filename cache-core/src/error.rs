@@ -76,7 +76,9 @@ type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// enough to act on by itself, since many logs print nothing else. Where
 /// the cause is another library's error whose text is the useful detail
 /// (a decoding's reason, a parser's, a `get_or_set` loader's error), the
-/// message ends with that text; the Redis backend's messages say in
+/// message ends with that text, less what would put data in a log: a
+/// decoding's reason has the stored strings it quotes replaced by `"…"`,
+/// a configuration's has its URLs' passwords redacted. The Redis backend's messages say in
 /// their own words what happened (refused, timed out, wrong password).
 /// `source()` is the cause itself, to downcast or to print as a chain
 /// (a chain printer such as `anyhow`'s `{:#}` then shows such a text

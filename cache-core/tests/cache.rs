@@ -742,7 +742,7 @@ async fn a_decode_errors_display_carries_the_codecs_reason() {
     let err = cache.get::<User>(&key("user", 2)).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "codec in decode: json decode failed: invalid type: string \"two\", expected u64 at line 1 column 11"
+        "codec in decode: json decode failed: invalid type: string \"…\", expected u64 at line 1 column 11"
     );
     let source = std::error::Error::source(&err).unwrap();
     assert_eq!(

@@ -969,6 +969,16 @@ fn read_pem(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// `url` redacted ([`redact_url`]) and without its query and fragment.
+fn redacted_without_query(url: &str) -> String {
+    let mut shown = redact_url(url);
+    let host_start = shown.rfind('@').map_or(0, |at| at + 1);
+    if let Some(end) = shown[host_start..].find(['?', '#']) {
+        shown.truncate(host_start + end);
+    }
+    shown
+}
+
 /// `url` without this crate's query parameters (see [`UrlOptions`]), which
 /// the Redis client does not know, and their values; the client's own
 /// parameters stay; any other is an error naming it.
@@ -1018,13 +1028,15 @@ fn split_url_options(url: &str) -> Result<(String, UrlOptions)> {
             "tls_key_file" => options.tls_key_file = Some(path(value)?),
             _ if CLIENT_KEYS.contains(&name) => kept.push(pair),
             _ => {
+                // Not the query itself: an unknown key may be a misspelt
+                // password's (`pasword=`), which `redact_url` cannot know.
                 return Err(config_error(format!(
                     "unknown key `{name}` in the query of `{}`; known keys: {}, and the \
                      client's {}",
-                    redact_url(url),
+                    redacted_without_query(url),
                     URL_OPTION_KEYS.join(", "),
                     CLIENT_KEYS.join(", ")
-                )))
+                )));
             }
         }
     }
@@ -1515,6 +1527,8 @@ mod tests {
                 "read_from_replica",
             ),
             ("redis+sentinel://s1/m?timeout=5", "timeout"),
+            ("redis://h?pasword=secret", "pasword"),
+            ("redis://u:secret@h?x=1#auth=secret", "x"),
         ] {
             let config = RedisConfig {
                 url: Some(url.to_owned()),

@@ -55,18 +55,21 @@ pub struct CacheStats {
     pub sets: u64,
     /// Keys deleted, or patterns and categories invalidated.
     pub deletes: u64,
-    /// Operations that failed (backend, codec and loader errors; not the
-    /// backend failures a fail-open layer swallowed, see
-    /// `failed_open_reads` and `skipped_writes`).
+    /// Operations that failed: the backend's, codec and loader errors and
+    /// the caller's mistakes (`caller_errors`); not the backend failures a
+    /// fail-open layer swallowed, see `failed_open_reads` and
+    /// `skipped_writes`.
     pub errors: u64,
     /// Stored values that could not be decoded as the requested type.
     pub decode_errors: u64,
     /// Operations refused for what the caller passed, counted in `errors`
     /// too: an invalid key (a full key over the limit, a bad pattern), a
-    /// value over the backend's size limit or not an integer
+    /// value over the backend's size limit or not an integer, an invalid
+    /// category or tag, too many tags
     /// ([`InvalidKey`](crate::ErrorKind::InvalidKey),
     /// [`InvalidValue`](crate::ErrorKind::InvalidValue)), a value the codec
-    /// cannot encode, an unsupported operation, a closed backend. Not the
+    /// cannot encode, an unsupported operation, a call after
+    /// [`Cache::close`](crate::Cache::close). Not the
     /// backend's failures: [`Cache::report`](crate::Cache::report) does
     /// not count them in its error rate.
     pub caller_errors: u64,

@@ -333,3 +333,92 @@ async fn the_callers_mistakes_are_errors_but_not_backend_failures() {
         "{message}"
     );
 }
+
+/// Each of the caller's mistakes that a `Cache` checks itself (a category,
+/// a pattern, a tag, a call after `close`) is counted once, as the
+/// caller's; a backend's own `Closed` is the backend's failure.
+#[tokio::test]
+async fn every_callers_mistake_is_counted_once_as_the_callers() {
+    use cache_core::{ErrorKind, GetOrSetOptions, WriteOptions};
+
+    let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    let kinds = [
+        cache.invalidate_category("no:colons").await.unwrap_err(),
+        cache
+            .invalidate_matching("no:colons", "*")
+            .await
+            .unwrap_err(),
+        cache.invalidate_matching("user", "").await.unwrap_err(),
+        cache.invalidate_tag("").await.unwrap_err(),
+        cache
+            .set_opts(&key(1), &1, WriteOptions::default().with_tags([""]))
+            .await
+            .unwrap_err(),
+        cache
+            .set_many_opts(&[(key(2), 2)], WriteOptions::default().with_tags([""]))
+            .await
+            .unwrap_err(),
+        cache
+            .get_or_set_opts(
+                &key(3),
+                GetOrSetOptions::default().with_tags([""]),
+                || async { Ok::<_, std::io::Error>(3) },
+            )
+            .await
+            .unwrap_err(),
+    ]
+    .map(|err| err.kind());
+    assert_eq!(kinds, [ErrorKind::InvalidKey; 7]);
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.caller_errors), (7, 7), "{stats:?}");
+
+    cache.close().await.unwrap();
+    for err in [
+        cache.invalidate_matching("user", "*").await.unwrap_err(),
+        cache.get::<u32>(&key(1)).await.unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.caller_errors), (9, 9), "{stats:?}");
+
+    // A backend that answers `Closed` (closed under a live cache) fails.
+    let faults = Arc::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        down().with_error_kind(ErrorKind::Closed),
+    ));
+    let cache = Cache::new(faults);
+    let err = cache.get::<u32>(&key(1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.caller_errors), (1, 0), "{stats:?}");
+}
+
+/// A backend failure while `get_or_set` reads the loaded value's tags is
+/// counted once (it was counted where it happened and again by the caller).
+#[tokio::test]
+async fn a_tag_read_failure_in_get_or_set_is_counted_once() {
+    use cache_core::GetOrSetOptions;
+
+    let faults = Arc::new(FaultInjecting::new(
+        MemoryBackend::new(),
+        FaultConfig::none(),
+    ));
+    let cache = Cache::new(Arc::clone(&faults) as Arc<dyn CacheBackend>);
+    let during_load = Arc::clone(&faults);
+    let value = cache
+        .get_or_set_opts(
+            &key(1),
+            GetOrSetOptions::default().with_tags(["t"]),
+            || async move {
+                during_load.set_config(down());
+                Ok::<_, std::io::Error>(1)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(value, 1, "the loaded value is returned, unstored");
+    assert_eq!(faults.injected(), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.caller_errors), (1, 0), "{stats:?}");
+}

@@ -32,9 +32,12 @@ impl<C: Codec> Cache<C> {
     /// [`CacheBuilder::generation_backend`](super::CacheBuilder::generation_backend)),
     /// or, with a backplane and a refresh of 0 (what `cache::open` sets up),
     /// as soon as the backplane's message arrives. If the stored
-    /// generation is lost (a `clear()`, or the key evicted), it is never
-    /// reused backwards: the instances that knew it raise it again, and all
-    /// agree again within one refresh interval of their next call.
+    /// generation is lost (a `clear()`, or the key evicted), the running
+    /// instances that knew it raise it again, and all agree again within
+    /// one refresh interval of their next call; if none knew it (all
+    /// restarted meanwhile), the category counts again from 0 and entries
+    /// written under a generation it reaches again are served until their
+    /// TTL.
     ///
     /// # Errors
     ///
@@ -42,7 +45,7 @@ impl<C: Codec> Cache<C> {
     /// backend's errors.
     pub async fn invalidate_category(&self, category: &str) -> Result<u64> {
         self.check_open()?;
-        validate_category(category)?;
+        self.callers(validate_category(category))?;
         let gen_key = self.generation_key(category);
         let started = Instant::now();
         let local = self.known_generation(category).map_or(0, |k| k.generation);
@@ -95,8 +98,9 @@ impl<C: Codec> Cache<C> {
     /// pattern; [`Unsupported`](crate::ErrorKind::Unsupported) when the backend has
     /// no pattern delete; the backend's errors.
     pub async fn invalidate_matching(&self, category: &str, id_pattern: &str) -> Result<u64> {
-        validate_category(category)?;
-        let pattern = escape_id_pattern(id_pattern)?;
+        self.check_open()?;
+        self.callers(validate_category(category))?;
+        let pattern = self.callers(escape_id_pattern(id_pattern))?;
         let generation = self.generation(category).await?;
         let tag = if generation == 0 {
             String::new()

@@ -562,8 +562,8 @@ impl<C: Codec> Cache<C> {
             Ok(stamps) => stamps,
             Err(err) => {
                 // Invalid tags are the loader's mistake (returned); an
-                // unreachable marker leaves the value unstored.
-                self.count_error(&err);
+                // unreachable marker leaves the value unstored. Either is
+                // counted already, where `stamp_tags` met it.
                 tracing::warn!(error = %err, category, "reading the tags of a loaded value failed");
                 if err.is_retryable() {
                     return Ok(payload);

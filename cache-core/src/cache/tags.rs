@@ -121,7 +121,7 @@ impl<C: Codec> Cache<C> {
     /// ```
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         self.check_open()?;
-        let marker = self.tag_key(tag)?;
+        let marker = self.callers(self.tag_key(tag))?;
         // A load in flight may have read the data before the change that
         // this invalidation announces: it must not store it.
         let _write = self.inner.writes.begin_all();
@@ -156,16 +156,16 @@ impl<C: Codec> Cache<C> {
         }
         let unique: BTreeSet<&str> = tags.iter().map(String::as_str).collect();
         if unique.len() > MAX_TAGS_PER_ENTRY {
-            return Err(Error::new(
+            return self.callers(Err(Error::new(
                 ErrorKind::InvalidValue,
                 format!(
                     "{} tags on one entry, the limit is {MAX_TAGS_PER_ENTRY}",
                     unique.len()
                 ),
-            ));
+            )));
         }
         for tag in &unique {
-            self.tag_key(tag)?;
+            self.callers(self.tag_key(tag))?;
         }
         let mut stamps = Vec::with_capacity(unique.len());
         for tag in unique {

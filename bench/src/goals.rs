@@ -384,18 +384,34 @@ mod tests {
     use super::*;
     use crate::redis_groups::{PAIRED, PAIRED_Q1, PAIRED_Q3, TYPED};
 
+    /// A report of one paired goal's cells: `metric`'s medians of `ours`
+    /// and of `other` in `group`'s `workload`, and `ours`' paired ratio's
+    /// median and quartiles.
+    fn paired_report(
+        (group, workload, metric): (&'static str, &'static str, &'static str),
+        (ours, other): (&'static str, &'static str),
+        medians: (f64, f64),
+        paired: (f64, f64, f64),
+    ) -> Report {
+        let mut r = Report::default();
+        r.add(group, workload, ours, metric, medians.0);
+        r.add(group, workload, other, metric, medians.1);
+        r.add(group, workload, ours, PAIRED, paired.0);
+        r.add(group, workload, ours, PAIRED_Q1, paired.1);
+        r.add(group, workload, ours, PAIRED_Q3, paired.2);
+        r
+    }
+
     /// The typed goal's line and the summary's count line, for a report
     /// of its cells: the medians' ns per get, and the paired ratio's median
     /// and quartiles.
     fn typed_goal(medians: (f64, f64), paired: (f64, f64, f64)) -> (String, String) {
-        let mut r = Report::default();
-        let w = "get hit, ~214 B struct, 1 thread";
-        let ours = "Cache::get::<T> memory";
-        r.add(TYPED, w, ours, "ns_per_op", medians.0);
-        r.add(TYPED, w, "lookup + decode", "ns_per_op", medians.1);
-        r.add(TYPED, w, ours, PAIRED, paired.0);
-        r.add(TYPED, w, ours, PAIRED_Q1, paired.1);
-        r.add(TYPED, w, ours, PAIRED_Q3, paired.2);
+        let r = paired_report(
+            (TYPED, "get hit, ~214 B struct, 1 thread", "ns_per_op"),
+            ("Cache::get::<T> memory", "lookup + decode"),
+            medians,
+            paired,
+        );
         goal_and_count(&r, "Cache::get::<T> memory <= 1.15x")
     }
 
@@ -436,14 +452,13 @@ mod tests {
     #[test]
     fn the_tiered_goal_is_judged_by_the_ratio_paired_by_round() {
         let tiered = |medians: (f64, f64), paired: (f64, f64, f64)| {
-            let mut r = Report::default();
             let w = "get hit, 10k keys, 64 B, 1 thread";
-            let g = crate::redis_groups::TIERED;
-            r.add(g, w, "MemoryBackend direct", "ops_per_sec", medians.0);
-            r.add(g, w, "Tiered L1 hit", "ops_per_sec", medians.1);
-            r.add(g, w, "Tiered L1 hit", PAIRED, paired.0);
-            r.add(g, w, "Tiered L1 hit", PAIRED_Q1, paired.1);
-            r.add(g, w, "Tiered L1 hit", PAIRED_Q3, paired.2);
+            let r = paired_report(
+                (crate::redis_groups::TIERED, w, "ops_per_sec"),
+                ("Tiered L1 hit", "MemoryBackend direct"),
+                (medians.1, medians.0),
+                paired,
+            );
             goal_and_count(&r, "Tiered L1 hit >= 0.8x").0
         };
         // The medians' ratio is 0.75; each round's, 0.82 to 0.86.
@@ -487,13 +502,12 @@ mod tests {
     #[test]
     fn the_sweep_goals_are_judged_by_the_ratio_paired_by_run() {
         let sweep = |medians: (f64, f64), paired: (f64, f64, f64)| {
-            let mut r = Report::default();
-            let (g, row, on) = (crate::sweep::GROUP, crate::sweep::R99, crate::sweep::ON);
-            r.add(g, row, on, "latency_ns", medians.0);
-            r.add(g, row, crate::sweep::OFF, "latency_ns", medians.1);
-            r.add(g, row, on, PAIRED, paired.0);
-            r.add(g, row, on, PAIRED_Q1, paired.1);
-            r.add(g, row, on, PAIRED_Q3, paired.2);
+            let r = paired_report(
+                (crate::sweep::GROUP, crate::sweep::R99, "latency_ns"),
+                (crate::sweep::ON, crate::sweep::OFF),
+                medians,
+                paired,
+            );
             goal_and_count(&r, "get p99 response at 1M entries")
         };
         // The medians' ratio is 2.51; the pairs', 1.1 to 1.4.

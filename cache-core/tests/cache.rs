@@ -19,6 +19,17 @@ fn memory() -> Arc<dyn CacheBackend> {
     Arc::new(MemoryBackend::new())
 }
 
+/// A cache with the prefix `app` over a memory backend, and the backend
+/// itself, to read and write the full keys (`app:{category}:{id}`) directly.
+fn app_cache() -> (Arc<dyn CacheBackend>, Cache) {
+    let backend = memory();
+    let cache = Cache::builder(Arc::clone(&backend))
+        .prefix("app")
+        .build()
+        .unwrap();
+    (backend, cache)
+}
+
 fn key(category: &str, id: impl std::fmt::Display) -> CacheKey {
     CacheKey::new(category, id).unwrap()
 }
@@ -173,11 +184,7 @@ async fn unencodable_value_is_a_codec_error_and_writes_nothing() {
 
 #[tokio::test]
 async fn undecodable_bytes_are_reported_and_reloaded_by_get_or_set() {
-    let backend = memory();
-    let cache = Cache::builder(Arc::clone(&backend))
-        .prefix("app")
-        .build()
-        .unwrap();
+    let (backend, cache) = app_cache();
     backend
         .set("app:user:1", "\u{1}not json".into(), SetOptions::default())
         .await
@@ -248,11 +255,7 @@ async fn cached_empty_values_are_hits() {
 
 #[tokio::test]
 async fn json_bytes_are_exactly_the_json_text() {
-    let backend = memory();
-    let cache = Cache::builder(Arc::clone(&backend))
-        .prefix("app")
-        .build()
-        .unwrap();
+    let (backend, cache) = app_cache();
     cache.set(&key("user", 1), &user(1, "Ada")).await.unwrap();
     let raw = backend.get("app:user:1").await.unwrap().unwrap();
     assert_eq!(&raw[..], br#"{"id":1,"name":"Ada"}"#);
@@ -726,11 +729,7 @@ fn a_generation_is_read_in_a_runtime_nobody_drives() {
 /// reason), so a log line that prints only `Display` is enough to act on.
 #[tokio::test]
 async fn a_decode_errors_display_carries_the_codecs_reason() {
-    let backend = memory();
-    let cache = Cache::builder(Arc::clone(&backend))
-        .prefix("app")
-        .build()
-        .unwrap();
+    let (backend, cache) = app_cache();
     backend
         .set(
             "app:user:2",
@@ -804,11 +803,7 @@ async fn the_documented_errors_of_the_callers_mistakes() {
 /// key per category used, never evicted by a `volatile-*` policy).
 #[tokio::test]
 async fn the_first_read_of_a_category_stores_its_generation_without_ttl() {
-    let backend = memory();
-    let cache = Cache::builder(Arc::clone(&backend))
-        .prefix("app")
-        .build()
-        .unwrap();
+    let (backend, cache) = app_cache();
     assert_eq!(backend.get("app:#gen:user").await.unwrap(), None);
     assert_eq!(cache.get::<u32>(&key("user", 1)).await.unwrap(), None);
     assert_eq!(

@@ -816,16 +816,3 @@ async fn the_first_read_of_a_category_stores_its_generation_without_ttl() {
     );
     assert_eq!(backend.get("app:#gen:order").await.unwrap(), None);
 }
-
-/// `get`'s future holds only what a read answered at once needs: the
-/// awaited read and the enveloped entry's check are boxed, off it. Every
-/// caller's future embeds it, and a read answered now creates and moves it
-/// whole (248 bytes unboxed). A bound, not `==`: the layout is the
-/// compiler's.
-#[test]
-fn a_gets_future_is_small() {
-    let (_, cache) = app_cache();
-    let key = key("user", 1);
-    let size = std::mem::size_of_val(&cache.get::<String>(&key));
-    assert!(size <= 96, "get's future is {size} bytes");
-}

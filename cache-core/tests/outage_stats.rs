@@ -376,11 +376,16 @@ async fn every_callers_mistake_is_counted_once_as_the_callers() {
     for err in [
         cache.invalidate_matching("user", "*").await.unwrap_err(),
         cache.get::<u32>(&key(1)).await.unwrap_err(),
+        // Its tags' epochs are read first.
+        cache
+            .set_many_opts(&[(key(2), 2)], WriteOptions::default().with_tags(["t"]))
+            .await
+            .unwrap_err(),
     ] {
         assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
     }
     let stats = cache.stats();
-    assert_eq!((stats.errors, stats.caller_errors), (9, 9), "{stats:?}");
+    assert_eq!((stats.errors, stats.caller_errors), (10, 10), "{stats:?}");
 
     // A backend that answers `Closed` (closed under a live cache) fails.
     let faults = Arc::new(FaultInjecting::new(

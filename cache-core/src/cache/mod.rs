@@ -749,8 +749,8 @@ impl<C: Codec> Cache<C> {
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Relaxed) {
-            // A call after `close` is the caller's mistake (a backend's
-            // `Closed` is the backend's failure: see `is_callers`).
+            // A call after `close` is the caller's mistake (see
+            // `is_callers` for a backend's `Closed`).
             self.callers(Err(Error::new(ErrorKind::Closed, "the cache is closed")))
         } else {
             Ok(())
@@ -795,7 +795,7 @@ impl<C: Codec> Cache<C> {
     fn track<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(err) = &result {
             self.inner.counters.inc(Stat::Errors, 1);
-            if is_callers(err) {
+            if is_callers(err, &self.inner.closed) {
                 self.inner.counters.inc(Stat::CallerErrors, 1);
             }
         }
@@ -807,7 +807,7 @@ impl<C: Codec> Cache<C> {
     #[cold]
     fn count_error(&self, err: &Error) {
         self.inner.counters.inc(Stat::Errors, 1);
-        if is_callers(err) {
+        if is_callers(err, &self.inner.closed) {
             self.inner.counters.inc(Stat::CallerErrors, 1);
         }
     }
@@ -815,12 +815,14 @@ impl<C: Codec> Cache<C> {
 
 /// Whether `err`, returned by a backend, is the caller's to fix (counted
 /// in `caller_errors`) rather than the backend's failure. A backend's
-/// `Closed` is its failure (a backend closed under a live cache, as
-/// `FailOpen` treats it); a call on a closed `Cache` is counted by
-/// `check_open`.
-fn is_callers(err: &Error) -> bool {
-    matches!(
-        err.kind(),
-        ErrorKind::InvalidKey | ErrorKind::InvalidValue | ErrorKind::Unsupported
-    )
+/// `Closed` is the caller's when it follows [`Cache::close`] (`closed`: a
+/// call that passed `check_open` before it, or that reached a backend
+/// without that check); otherwise the backend was closed under a live
+/// cache, its failure (as `FailOpen` treats it).
+fn is_callers(err: &Error, closed: &AtomicBool) -> bool {
+    match err.kind() {
+        ErrorKind::InvalidKey | ErrorKind::InvalidValue | ErrorKind::Unsupported => true,
+        ErrorKind::Closed => closed.load(Ordering::Relaxed),
+        _ => false,
+    }
 }

@@ -37,11 +37,8 @@ impl<C: Codec> Cache<C> {
         // or polling the awaited read's future.
         let stored = match self.read_now(key) {
             ReadNow::Answered(stored) => stored?,
-            // Boxed, as is the enveloped read below: the awaited states
-            // stay off this future, so the read answered now creates and
-            // moves a small one (248 bytes unboxed).
             pending => {
-                let (stored, full) = Box::pin(self.read_pending(key, pending)).await?;
+                let (stored, full) = self.read_pending(key, pending).await?;
                 Self::recycle(full);
                 stored
             }
@@ -53,7 +50,7 @@ impl<C: Codec> Cache<C> {
                 Some(value)
             });
         }
-        match Box::pin(self.live_entry(stored, None)).await? {
+        match self.live_entry(stored, None).await? {
             Some(entry) => {
                 let value = self.decode(&entry.payload)?;
                 self.inner.counters.inc(Stat::Hits, 1);
@@ -386,6 +383,7 @@ impl<C: Codec> Cache<C> {
         items: &[(CacheKey, T)],
         opts: WriteOptions,
     ) -> Result<()> {
+        self.check_open()?;
         let ttl = opts.ttl;
         let stamps = self.stamp_tags(&opts.tags).await?;
         // One backend batch per category: (its TTL, its entries).

@@ -77,9 +77,10 @@ type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// the cause is another library's error whose text is the useful detail
 /// (a decoding's reason, a parser's, a `get_or_set` loader's error), the
 /// message ends with that text, less what would put data in a log: a
-/// decoding's reason has the stored strings it quotes replaced by `"…"`,
-/// a configuration's has its URLs' passwords redacted. The Redis backend's messages say in
-/// their own words what happened (refused, timed out, wrong password).
+/// decoding's reason has the stored values it quotes replaced by `…`
+/// (in `Debug` too), a configuration's has its URLs' passwords redacted.
+/// The Redis backend's messages say in their own words what happened
+/// (refused, timed out, wrong password).
 /// `source()` is the cause itself, to downcast or to print as a chain
 /// (a chain printer such as `anyhow`'s `{:#}` then shows such a text
 /// twice).
@@ -232,10 +233,64 @@ impl fmt::Debug for Error {
             d.field("operation", &o);
         }
         if let Some(s) = &self.0.source {
-            d.field("source", &s.to_string());
+            // A decoder's text quotes the stored data: as in the message,
+            // not its values (`source()` itself has them).
+            let text = s.to_string();
+            match self.0.kind {
+                ErrorKind::Codec => d.field("source", &without_stored_values(&text)),
+                _ => d.field("source", &text),
+            };
         }
         d.finish()
     }
+}
+
+/// `text`, a decoder's message, with the stored values it quotes replaced
+/// by `…`: each double-quoted string (serde writes an unexpected string as
+/// `string "…"`, escaping `"` and `\` in it), and each backticked value
+/// before the word `expected` (serde writes an unexpected number,
+/// character or variant as ``integer `…` ``), except a field's name
+/// (``unknown field `nme` ``), which is the type's, not the data's. What
+/// follows `expected` is the type's too. An unclosed quote hides the rest.
+pub(crate) fn without_stored_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find(['"', '`']) {
+        out.push_str(&rest[..open]);
+        let quote = &rest[open..=open];
+        let body = &rest[open + 1..];
+        let end = if quote == "\"" {
+            closing_quote(body)
+        } else {
+            body.find('`')
+        };
+        let keep = quote == "`" && (out.contains("expected") || out.ends_with("field "));
+        out.push_str(quote);
+        let Some(end) = end else {
+            out.push('…');
+            return out;
+        };
+        out.push_str(if keep { &body[..end] } else { "…" });
+        out.push_str(quote);
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the string `body` (after its opening `"`) ends: its first `"`
+/// not escaped by a `\`.
+fn closing_quote(body: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 impl std::error::Error for Error {
@@ -345,6 +400,38 @@ mod tests {
         ];
         for (url, redacted) in cases {
             assert_eq!(redact_url(url), redacted, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_stored_values_a_decoder_quotes_are_left_out() {
+        for (text, shown) in [
+            (
+                r#"invalid type: string "a@b.c", expected u64 at line 1 column 9"#,
+                r#"invalid type: string "…", expected u64 at line 1 column 9"#,
+            ),
+            (
+                r#"string "say \"hi\" \\", then "x""#,
+                r#"string "…", then "…""#,
+            ),
+            (
+                "invalid value: integer `4111111111111111`, expected u8",
+                "invalid value: integer `…`, expected u8",
+            ),
+            (
+                "unknown variant `ada@x.io`, expected one of `Admin`, `User`",
+                "unknown variant `…`, expected one of `Admin`, `User`",
+            ),
+            (
+                "unknown field `nme`, expected `id` or `name`",
+                "unknown field `nme`, expected `id` or `name`",
+            ),
+            ("missing field `id`", "missing field `id`"),
+            (r#"unterminated "abc"#, r#"unterminated "…"#),
+            ("character `é` and `", "character `…` and `…"),
+            ("no quotes", "no quotes"),
+        ] {
+            assert_eq!(without_stored_values(text), shown, "{text}");
         }
     }
 

@@ -743,6 +743,12 @@ async fn a_decode_errors_display_carries_the_codecs_reason() {
         err.to_string(),
         "codec in decode: json decode failed: invalid type: string \"…\", expected u64 at line 1 column 11"
     );
+    // Nor in `Debug` (what `unwrap` prints); the source itself has it.
+    let debug = format!("{err:?}");
+    assert!(
+        debug.contains(r#"source: "invalid type: string \"…\""#),
+        "{debug}"
+    );
     let source = std::error::Error::source(&err).unwrap();
     assert_eq!(
         source.to_string(),

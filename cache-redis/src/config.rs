@@ -543,7 +543,7 @@ impl RedisConfig {
                 let master = path.next().ok_or_else(|| {
                     config_error(format!(
                         "`{}` names no primary; use redis+sentinel://host:port/master-name",
-                        redact_url(url)
+                        shown(url)
                     ))
                 })?;
                 let mut redis = parts.redis;
@@ -551,7 +551,7 @@ impl RedisConfig {
                     let db = db.parse::<i64>().map_err(|_| {
                         config_error(format!(
                             "`{}`: the database after the primary's name must be a number",
-                            redact_url(url)
+                            shown(url)
                         ))
                     })?;
                     redis = redis.set_db(db);
@@ -559,7 +559,7 @@ impl RedisConfig {
                 if path.next().is_some() {
                     return Err(config_error(format!(
                         "`{}`: expected redis+sentinel://host:port/master-name[/db]",
-                        redact_url(url)
+                        shown(url)
                     )));
                 }
                 (parts.hosts, master, redis)
@@ -759,20 +759,20 @@ impl RedisConfig {
                     "redis+cluster" | "redis+sentinel" | "rediss+cluster" | "rediss+sentinel" => {
                         return Err(config_error(format!(
                             "`{}` is a {scheme}:// URL, not one server's",
-                            redact_url(url)
+                            shown(url)
                         )))
                     }
                     _ => {
                         return Err(config_error(format!(
                         "`{}` is not a Redis URL; expected redis://, rediss://, redis+unix://, \
                          redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://",
-                        redact_url(url)
+                        shown(url)
                     )))
                     }
                 }
                 let (url, _) = split_url_options(url)?;
                 url.as_str().into_connection_info().map_err(|e| {
-                    config_error(format!("invalid Redis URL `{}`", redact_url(&url))).with_source(e)
+                    config_error(format!("invalid Redis URL `{}`", shown(&url))).with_source(e)
                 })?
             }
             None => {
@@ -956,7 +956,7 @@ fn url_value<T: std::str::FromStr>(
         .ok_or_else(|| {
             config_error(format!(
                 "`{name}={value}` in `{}`: expected {expected}",
-                redact_url(url)
+                shown(url)
             ))
         })
 }
@@ -969,14 +969,20 @@ fn read_pem(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
     })
 }
 
-/// `url` redacted ([`redact_url`]) and without its query and fragment.
-fn redacted_without_query(url: &str) -> String {
-    let mut shown = redact_url(url);
-    let host_start = shown.rfind('@').map_or(0, |at| at + 1);
-    if let Some(end) = shown[host_start..].find(['?', '#']) {
-        shown.truncate(host_start + end);
+/// `url` for an error message: redacted ([`redact_url`]) and without its
+/// query and fragment, which may hold a misspelt password key
+/// (`pasword=`) that `redact_url` cannot know; only `scheme://…` when the
+/// part cut off holds an `@` (the `?` or `#` may then be in the password).
+fn shown(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let (base, cut) = url.split_at(end);
+    if cut.contains('@') {
+        return match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…"),
+            None => "…".to_owned(),
+        };
     }
-    shown
+    redact_url(base)
 }
 
 /// `url` without this crate's query parameters (see [`UrlOptions`]), which
@@ -1000,7 +1006,7 @@ fn split_url_options(url: &str) -> Result<(String, UrlOptions)> {
                 .ok_or_else(|| {
                     config_error(format!(
                         "`{name}={value}` in `{}`: expected a file path",
-                        redact_url(url)
+                        shown(url)
                     ))
                 })?;
             Ok(PathBuf::from(path))
@@ -1028,12 +1034,18 @@ fn split_url_options(url: &str) -> Result<(String, UrlOptions)> {
             "tls_key_file" => options.tls_key_file = Some(path(value)?),
             _ if CLIENT_KEYS.contains(&name) => kept.push(pair),
             _ => {
-                // Not the query itself: an unknown key may be a misspelt
-                // password's (`pasword=`), which `redact_url` cannot know.
+                // Named only if it looks like a key: a parameter with no
+                // `=` may be a pasted password.
+                let named = if pair.contains('=')
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    format!("unknown key `{name}`")
+                } else {
+                    "a parameter that is no `key=value` of a known key".to_owned()
+                };
                 return Err(config_error(format!(
-                    "unknown key `{name}` in the query of `{}`; known keys: {}, and the \
-                     client's {}",
-                    redacted_without_query(url),
+                    "{named} in the query of `{}`; known keys: {}, and the client's {}",
+                    shown(url),
                     URL_OPTION_KEYS.join(", "),
                     CLIENT_KEYS.join(", ")
                 )));
@@ -1062,8 +1074,7 @@ fn parse_multi_host_url(url: &str, schemes: &[&str], default_port: u16) -> Resul
     let (url, _) = split_url_options(url)?;
     let url = url.as_str();
     let scheme = schemes[0];
-    let bad =
-        |why: &str| config_error(format!("invalid {scheme} URL `{}`: {why}", redact_url(url)));
+    let bad = |why: &str| config_error(format!("invalid {scheme} URL `{}`: {why}", shown(url)));
     let rest = schemes
         .iter()
         .find_map(|scheme| url.strip_prefix(scheme)?.strip_prefix("://"))
@@ -1529,6 +1540,9 @@ mod tests {
             ("redis+sentinel://s1/m?timeout=5", "timeout"),
             ("redis://h?pasword=secret", "pasword"),
             ("redis://u:secret@h?x=1#auth=secret", "x"),
+            ("redis://h?pasword=p@secret", "pasword"),
+            ("redis+unix:///s.sock?pasword=x@secret", "pasword"),
+            ("redis://h?pasword=secret#a@b", "pasword"),
         ] {
             let config = RedisConfig {
                 url: Some(url.to_owned()),
@@ -1541,6 +1555,39 @@ mod tests {
                 "{url}: {err}"
             );
             assert!(!err.to_string().contains("secret"), "{err}");
+        }
+    }
+
+    /// Whichever setting of the query is wrong, the message shows the
+    /// URL without the query: another parameter may be a misspelt password.
+    #[test]
+    fn query_errors_never_print_the_query() {
+        for (url, named) in [
+            ("redis://h?pool_size=x&pasword=secret", "`pool_size=x`"),
+            (
+                "redis://h?pasword=secret&pool_size=x",
+                "unknown key `pasword`",
+            ),
+            ("redis://h?s3cret", "no `key=value` of a known key"),
+            ("redis://h?Secret=1", "no `key=value` of a known key"),
+            (
+                "redis+cluster://a:1?pasword=secret",
+                "unknown key `pasword`",
+            ),
+            (
+                "redis+sentinel://s1/m?pasword=secret",
+                "unknown key `pasword`",
+            ),
+            ("http://h#pasword=secret", "not a Redis URL"),
+        ] {
+            let err = RedisConfig::from_url(url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            let message = err.to_string();
+            assert!(message.contains(named), "{url}: {message}");
+            assert!(
+                !message.to_lowercase().contains("secret"),
+                "{url}: {message}"
+            );
         }
     }
 

@@ -37,7 +37,7 @@ impl<C: Codec> Cache<C> {
     /// one refresh interval of their next call; if none knew it (all
     /// restarted meanwhile), the category counts again from 0 and entries
     /// written under a generation it reaches again are served until their
-    /// TTL.
+    /// TTL (forever with [`Ttl::Never`](crate::Ttl::Never)).
     ///
     /// # Errors
     ///

@@ -1294,6 +1294,17 @@ fn open_memory_l1(_l1: &L1Config) -> Result<Arc<dyn CacheBackend>> {
     Err(config_error("an L1 needs the feature `cache/memory`"))
 }
 
+/// A URL of another kind than asked for, by its scheme alone: the rest
+/// may hold a password `redact_url` cannot see (a misspelt query key).
+#[cfg(feature = "redis")]
+fn named_by_scheme(scheme: &str) -> String {
+    if scheme.is_empty() {
+        "a URL without a scheme".to_owned()
+    } else {
+        format!("a {scheme}:// URL")
+    }
+}
+
 #[cfg(feature = "redis")]
 async fn open_backplane(
     url: &str,
@@ -1306,8 +1317,8 @@ async fn open_backplane(
     if !REDIS_SCHEMES.contains(&scheme) && !matches!(scheme, "redis+unix" | "unix") {
         return Err(config_error(format!(
             "the backplane needs a Redis URL (redis://, rediss://, redis+cluster:// or \
-             redis+sentinel://), not {:?} (set `backplane.url`)",
-            redact_url(url)
+             redis+sentinel://), not {} (set `backplane.url`)",
+            named_by_scheme(scheme)
         )));
     }
     Ok(Arc::new(
@@ -1322,8 +1333,8 @@ fn open_tracking(url: &str, options: &RedisOptions, prefix: &str) -> Result<Arc<
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
     if !REDIS_SCHEMES.contains(&scheme) && !matches!(scheme, "redis+unix" | "unix") {
         return Err(config_error(format!(
-            "client tracking needs a Redis URL, not {:?} (set `backplane.url`)",
-            redact_url(url)
+            "client tracking needs a Redis URL, not {} (set `backplane.url`)",
+            named_by_scheme(scheme)
         )));
     }
     // Cluster and Sentinel: `Unsupported`, from `RedisTracking::new`.

@@ -426,3 +426,22 @@ async fn rate_limits_from_config_and_env() {
     let err = bad.rate_limiter(&cache).unwrap_err();
     assert!(err.to_string().contains("rate_limits.anon"), "{err}");
 }
+
+/// A backplane URL that is no Redis URL is named by its scheme alone: its
+/// query may hold a misspelt password key, which no redaction knows.
+#[cfg(all(feature = "redis", feature = "memory"))]
+#[tokio::test]
+async fn a_backplane_url_of_another_kind_is_named_by_its_scheme_only() {
+    for mode in ["pubsub", "tracking"] {
+        let json = format!(
+            r#"{{"url": "memory://", "l1": {{"max_entries": 10}},
+                "backplane": {{"url": "http://h?pasword=secret", "mode": "{mode}"}}}}"#
+        );
+        let config = CacheConfig::from_json(&json).unwrap();
+        let err = cache::open(&config).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let message = err.to_string();
+        assert!(message.contains("not a http:// URL"), "{mode}: {message}");
+        assert!(!message.contains("secret"), "{mode}: {message}");
+    }
+}

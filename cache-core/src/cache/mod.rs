@@ -758,7 +758,8 @@ impl<C: Codec> Cache<C> {
     }
 
     /// `result`, with its error counted as the caller's: for checks of the
-    /// caller's input (a category, a pattern, a tag) before any backend call.
+    /// caller's input (a category, a pattern, a tag, a value to encode)
+    /// before any backend call.
     #[inline]
     fn callers<T>(&self, result: Result<T>) -> Result<T> {
         if result.is_err() {
@@ -768,11 +769,8 @@ impl<C: Codec> Cache<C> {
         result
     }
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes> {
-        self.inner.codec.encode(value).inspect_err(|_| {
-            // A value the codec cannot encode is the caller's to fix.
-            self.inner.counters.inc(Stat::Errors, 1);
-            self.inner.counters.inc(Stat::CallerErrors, 1);
-        })
+        // A value the codec cannot encode is the caller's to fix.
+        self.callers(self.inner.codec.encode(value))
     }
 
     #[inline(always)]

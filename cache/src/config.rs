@@ -1294,15 +1294,23 @@ fn open_memory_l1(_l1: &L1Config) -> Result<Arc<dyn CacheBackend>> {
     Err(config_error("an L1 needs the feature `cache/memory`"))
 }
 
-/// A URL of another kind than asked for, by its scheme alone: the rest
-/// may hold a password `redact_url` cannot see (a misspelt query key).
+/// `Ok` if `url` is a Redis URL; else the `Config` error "`needs`, not a
+/// `x://` URL": named by its scheme alone, as the rest may hold a password
+/// `redact_url` cannot see (a misspelt query key).
 #[cfg(feature = "redis")]
-fn named_by_scheme(scheme: &str) -> String {
-    if scheme.is_empty() {
+fn check_backplane_url(url: &str, needs: &str) -> Result<()> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if REDIS_SCHEMES.contains(&scheme) || matches!(scheme, "redis+unix" | "unix") {
+        return Ok(());
+    }
+    let named = if scheme.is_empty() {
         "a URL without a scheme".to_owned()
     } else {
         format!("a {scheme}:// URL")
-    }
+    };
+    Err(config_error(format!(
+        "{needs}, not {named} (set `backplane.url`)"
+    )))
 }
 
 #[cfg(feature = "redis")]
@@ -1313,14 +1321,11 @@ async fn open_backplane(
 ) -> Result<Arc<dyn Backplane>> {
     // One server, a cluster (sharded pub/sub) or a Sentinel-managed primary;
     // the schemes' crate features are checked by `RedisBackplane::connect`.
-    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
-    if !REDIS_SCHEMES.contains(&scheme) && !matches!(scheme, "redis+unix" | "unix") {
-        return Err(config_error(format!(
-            "the backplane needs a Redis URL (redis://, rediss://, redis+cluster:// or \
-             redis+sentinel://), not {} (set `backplane.url`)",
-            named_by_scheme(scheme)
-        )));
-    }
+    check_backplane_url(
+        url,
+        "the backplane needs a Redis URL (redis://, rediss://, redis+cluster:// or \
+         redis+sentinel://)",
+    )?;
     Ok(Arc::new(
         cache_redis::RedisBackplane::with_config(redis_config(url, options), channel).await?,
     ))
@@ -1330,13 +1335,7 @@ async fn open_backplane(
 /// prefix, by any client.
 #[cfg(feature = "redis")]
 fn open_tracking(url: &str, options: &RedisOptions, prefix: &str) -> Result<Arc<dyn Backplane>> {
-    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
-    if !REDIS_SCHEMES.contains(&scheme) && !matches!(scheme, "redis+unix" | "unix") {
-        return Err(config_error(format!(
-            "client tracking needs a Redis URL, not {} (set `backplane.url`)",
-            named_by_scheme(scheme)
-        )));
-    }
+    check_backplane_url(url, "client tracking needs a Redis URL")?;
     // Cluster and Sentinel: `Unsupported`, from `RedisTracking::new`.
     Ok(Arc::new(cache_redis::RedisTracking::new(
         &redis_config(url, options),

@@ -429,11 +429,20 @@ mod tests {
         (line(needle), line("goals met"))
     }
 
+    /// Asserts that the goal's `line` reads `verdict` ("MET " or "MISS ")
+    /// and that the `count` line counts `unsettled` verdicts not settled.
+    fn assert_judged(line: &str, count: &str, verdict: &str, unsettled: u32) {
+        assert!(line.starts_with(verdict), "{line}");
+        assert!(
+            count.contains(&format!("; {unsettled} verdicts (MET or MISS) not settled")),
+            "{count}"
+        );
+    }
+
     #[test]
     fn the_typed_goal_is_judged_by_the_ratio_paired_by_round() {
         // The medians' ratio is 1.20; each round's, 1.05 to 1.12.
         let (line, count) = typed_goal((120.0, 100.0), (1.10, 1.05, 1.12));
-        assert!(line.starts_with("MET "), "{line}");
         assert!(
             line.ends_with(
                 "| 1.10x paired, rounds' quartiles 1.05-1.12x \
@@ -441,10 +450,7 @@ mod tests {
             ),
             "{line}"
         );
-        assert!(
-            count.contains("; 0 verdicts (MET or MISS) not settled"),
-            "{count}"
-        );
+        assert_judged(&line, &count, "MET ", 0);
         let (line, _) = typed_goal((110.0, 100.0), (1.20, 1.18, 1.25));
         assert!(line.starts_with("MISS "), "{line}");
     }
@@ -486,11 +492,7 @@ mod tests {
         );
         // MET, with a quarter of the rounds or more over the bound.
         let (line, count) = typed_goal((120.0, 100.0), (1.14, 1.10, 1.16));
-        assert!(line.starts_with("MET "), "{line}");
-        assert!(
-            count.contains("; 1 verdicts (MET or MISS) not settled"),
-            "{count}"
-        );
+        assert_judged(&line, &count, "MET ", 1);
         // Every quartile on one side: settled.
         let (_, count) = typed_goal((120.0, 100.0), (1.20, 1.16, 1.25));
         assert!(
@@ -519,23 +521,11 @@ mod tests {
                  (18327 ns vs 7303 ns, ratio of medians 2.51x)"
             ),
         );
-        assert!(line.starts_with("MET "), "{line}");
-        assert!(
-            count.contains("; 0 verdicts (MET or MISS) not settled"),
-            "{count}"
-        );
+        assert_judged(&line, &count, "MET ", 0);
         let (line, count) = sweep((18327.0, 7303.0), (2.7, 2.4, 2.9));
-        assert!(line.starts_with("MISS "), "{line}");
-        assert!(
-            count.contains("; 0 verdicts (MET or MISS) not settled"),
-            "{count}"
-        );
+        assert_judged(&line, &count, "MISS ", 0);
         let (line, count) = sweep((18327.0, 7303.0), (1.3, 0.9, 2.4));
-        assert!(line.starts_with("MET "), "{line}");
-        assert!(
-            count.contains("; 1 verdicts (MET or MISS) not settled"),
-            "{count}"
-        );
+        assert_judged(&line, &count, "MET ", 1);
     }
 
     /// The 2-thread goal's line and the summary's count line, for a run

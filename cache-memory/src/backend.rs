@@ -20,7 +20,7 @@ use crate::clock::{BackendClock, Clock, SystemClock};
 use crate::config::MemoryConfig;
 use crate::eviction::{Item, Queues, Store};
 use crate::expiry::ExpiryIndex;
-use crate::hash::KeyHasherBuilder;
+use crate::hash::{KeyHasherBuilder, ShortKey};
 
 /// Bytes counted per entry on top of its key and value, for `max_bytes`.
 const ENTRY_OVERHEAD: usize = 0;
@@ -400,14 +400,19 @@ impl Shared {
         if !self.usable_len(len) {
             return Err(self.refusal(&format!("{head}{tail}"), "get"));
         }
-        let hash = self.map.hasher().hash_joined(head, tail);
-        let is_key = |stored: &str| {
-            let stored = stored.as_bytes();
-            stored.len() == len
-                && stored[..head.len()] == *head.as_bytes()
-                && stored[head.len()..] == *tail.as_bytes()
+        let found = match ShortKey::joined(head, tail) {
+            // Most keys: hashed and compared from the words read once.
+            Some(short) => self.find(self.map.hasher().hash_short(&short), |stored| {
+                short.is(stored)
+            }),
+            None => self.find(self.map.hasher().hash_joined(head, tail), |stored| {
+                let stored = stored.as_bytes();
+                stored.len() == len
+                    && stored[..head.len()] == *head.as_bytes()
+                    && stored[head.len()..] == *tail.as_bytes()
+            }),
         };
-        Ok(match self.find(hash, is_key) {
+        Ok(match found {
             Found::Live(value) => Some(value),
             Found::Expired => {
                 self.remove_expired(&format!("{head}{tail}"));

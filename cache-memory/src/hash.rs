@@ -66,6 +66,30 @@ impl KeyHasherBuilder {
         hasher.finish()
     }
 
+    /// [`hash_key`](Self::hash_key) of the key `key` holds, from its words:
+    /// what [`KeyHasher::write_from`] computes of them.
+    #[inline(always)]
+    pub(crate) fn hash_short(&self, key: &ShortKey) -> u64 {
+        let len = key.len;
+        let [a, b, c, d] = key.words;
+        let mut acc = self.seed.rotate_left(len as u32).wrapping_add(len as u64);
+        let (a, b) = if len <= 16 {
+            (a, b)
+        } else {
+            // The one 16-byte block a key of 17 to 32 bytes has before
+            // its last 16 bytes.
+            acc = fold(a ^ K1 ^ acc, b ^ self.seed2);
+            (c, d)
+        };
+        let mut hasher = KeyHasher {
+            acc: fold(a ^ K1 ^ acc, b ^ K2 ^ self.seed2),
+            seed2: self.seed2,
+        };
+        // As `str`'s `Hash` ends.
+        hasher.write_u8(0xff);
+        hasher.finish()
+    }
+
     /// [`hash_key`](Self::hash_key) of `head` followed by `tail`, read
     /// where the two lie: the same hash, without joining them first.
     #[inline(always)]
@@ -183,6 +207,71 @@ impl Source for Joined<'_> {
     }
 }
 
+/// The two words a key of at most 16 bytes is hashed from: between them
+/// they hold every byte of it.
+#[inline(always)]
+fn pair<S: Source + ?Sized>(bytes: &S) -> (u64, u64) {
+    let len = bytes.len();
+    if len >= 8 {
+        (bytes.read8(0), bytes.read8(len - 8))
+    } else if len >= 4 {
+        (bytes.read4(0), bytes.read4(len - 4))
+    } else if len > 0 {
+        let lo = u64::from(bytes.byte(0)) | u64::from(bytes.byte(len / 2)) << 8;
+        (lo, u64::from(bytes.byte(len - 1)))
+    } else {
+        (0, 0)
+    }
+}
+
+/// The longest key a [`ShortKey`] holds.
+const SHORT_KEY: usize = 32;
+
+/// A key of at most 32 bytes as the words its hash is made of: two for a
+/// key of up to 16 bytes, four (at 0, 8, `len - 16` and `len - 8`) for a
+/// longer one. The words hold every byte of the key, so a key of the same
+/// length is this one exactly when its words are these: a stored key is
+/// compared with a few loads, not a call to `memcmp` per part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ShortKey {
+    len: usize,
+    words: [u64; 4],
+}
+
+impl ShortKey {
+    /// `head` followed by `tail`, read where the two lie; `None` when
+    /// longer than 32 bytes.
+    #[inline(always)]
+    pub(crate) fn joined(head: &str, tail: &str) -> Option<ShortKey> {
+        ShortKey::read(&Joined(head.as_bytes(), tail.as_bytes()))
+    }
+
+    /// Whether `key` is this key.
+    #[inline(always)]
+    pub(crate) fn is(&self, key: &str) -> bool {
+        key.len() == self.len && ShortKey::read(key.as_bytes()).is_some_and(|k| k == *self)
+    }
+
+    #[inline(always)]
+    fn read<S: Source + ?Sized>(bytes: &S) -> Option<ShortKey> {
+        let len = bytes.len();
+        let words = if len <= 16 {
+            let (a, b) = pair(bytes);
+            [a, b, 0, 0]
+        } else if len <= SHORT_KEY {
+            [
+                bytes.read8(0),
+                bytes.read8(8),
+                bytes.read8(len - 16),
+                bytes.read8(len - 8),
+            ]
+        } else {
+            return None;
+        };
+        Some(ShortKey { len, words })
+    }
+}
+
 impl BuildHasher for KeyHasherBuilder {
     type Hasher = KeyHasher;
 
@@ -211,16 +300,7 @@ impl KeyHasher {
         // different lengths never differ by a fixed, seed-free amount.
         let mut acc = self.acc.rotate_left(len as u32).wrapping_add(len as u64);
         let (a, b) = if len <= 16 {
-            if len >= 8 {
-                (bytes.read8(0), bytes.read8(len - 8))
-            } else if len >= 4 {
-                (bytes.read4(0), bytes.read4(len - 4))
-            } else if len > 0 {
-                let lo = u64::from(bytes.byte(0)) | u64::from(bytes.byte(len / 2)) << 8;
-                (lo, u64::from(bytes.byte(len - 1)))
-            } else {
-                (0, 0)
-            }
+            pair(bytes)
         } else {
             let mut at = 0;
             while len - at > 16 {
@@ -305,6 +385,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A key of up to 32 bytes read in two parts as a [`ShortKey`] hashes
+    /// as the key does, for every split; a longer one is no `ShortKey`.
+    #[test]
+    fn hash_short_is_hash_key_of_the_joined_key() {
+        let builder = KeyHasherBuilder::default();
+        for len in 0..=40usize {
+            let key = test_key(len);
+            for split in 0..=len {
+                let (head, tail) = key.split_at(split);
+                let short = ShortKey::joined(head, tail);
+                if len > SHORT_KEY {
+                    assert_eq!(short, None, "len {len}");
+                    continue;
+                }
+                let short = short.expect("a key of at most 32 bytes");
+                assert_eq!(
+                    builder.hash_short(&short),
+                    builder.hash_key(&key),
+                    "len {len}, split {split}"
+                );
+            }
+        }
+    }
+
+    /// A `ShortKey` is exactly the key it was read from: not a key of
+    /// another length, nor one that differs in any single byte.
+    #[test]
+    fn a_short_key_is_its_key_and_no_other() {
+        for len in 0..=SHORT_KEY {
+            let key = test_key(len);
+            for split in 0..=len {
+                let (head, tail) = key.split_at(split);
+                let short = ShortKey::joined(head, tail).expect("a short key");
+                assert!(short.is(&key), "len {len}, split {split}");
+                assert!(!short.is(&format!("{key}!")), "len {len}, longer");
+                for at in 0..len {
+                    let mut other = key.clone().into_bytes();
+                    other[at] = b'~';
+                    let other = String::from_utf8(other).expect("ASCII");
+                    assert!(!short.is(&other), "len {len}, split {split}, byte {at}");
+                }
+            }
+        }
+    }
+
+    /// A key of `len` ASCII bytes, all different from `~`.
+    fn test_key(len: usize) -> String {
+        (0..len)
+            .map(|i| char::from(b'!' + (i * 7 % 90) as u8))
+            .collect()
     }
 
     #[test]

@@ -487,6 +487,27 @@ pub trait CacheBackend: Send + Sync + 'static {
         None
     }
 
+    /// [`get_now_joined`](CacheBackend::get_now_joined) that lends the
+    /// stored value to `read` instead of returning it: `Some(Ok(true))`
+    /// once `read` has been given it, `Some(Ok(false))` when there is none,
+    /// `None` when this backend does not answer now.
+    ///
+    /// A backend that keeps values in memory calls `read` where the value
+    /// lies, under its lock on it: a `Cache` decodes a small value there
+    /// and takes no reference count (two atomic operations and a cache line
+    /// fewer per hit). So `read` must be short and must not call this
+    /// backend. It may clone the `Bytes` to keep them.
+    ///
+    /// The default lends what `get_now_joined` answers.
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        Some(lend(self.get_now_joined(head, tail)?, read))
+    }
+
     /// Writes `value` under `key`; returns whether it was written (`false`
     /// for `IfAbsent` on a present key, and for a zero TTL).
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool>;
@@ -601,6 +622,15 @@ impl<T: CacheBackend + ?Sized> CacheBackend for std::sync::Arc<T> {
         (**self).get_now_joined(head, tail)
     }
 
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        (**self).read_now_joined(head, tail, read)
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         (**self).set(key, value, opts).await
     }
@@ -656,6 +686,11 @@ impl<T: CacheBackend + ?Sized> CacheBackend for std::sync::Arc<T> {
     async fn close(&self) -> Result<()> {
         (**self).close().await
     }
+}
+
+/// `answer`, a read's, lent to `read`: whether there was a value to lend.
+pub(crate) fn lend(answer: Result<Option<Bytes>>, read: &mut dyn FnMut(&Bytes)) -> Result<bool> {
+    Ok(answer?.map(|value| read(&value)).is_some())
 }
 
 /// Checks a key against the rules every backend enforces: not empty and at

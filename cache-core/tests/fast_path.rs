@@ -160,3 +160,49 @@ fn print_future_sizes() {
         )
     );
 }
+
+/// A hit the memory backend lends is decoded where it lies up to 1 KiB
+/// encoded, and cloned out past that: values either side of the limit
+/// (a JSON string of `len` bytes encodes to `len + 2`), read in two parts
+/// (generation 0) and whole (after an invalidation), each read back as
+/// written and counted once as a hit.
+#[tokio::test]
+async fn values_either_side_of_the_in_place_limit_read_back_and_count_once() {
+    let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    for invalidated in [false, true] {
+        if invalidated {
+            cache.invalidate_category("user").await.unwrap();
+        }
+        for len in [0, 1, 1021, 1022, 1023, 5000] {
+            let value = "x".repeat(len);
+            cache.set(&key(len as u64), &value).await.unwrap();
+            let before = cache.stats();
+            assert_eq!(
+                cache.get::<String>(&key(len as u64)).await.unwrap(),
+                Some(value),
+                "len {len}, invalidated {invalidated}"
+            );
+            let after = cache.stats();
+            assert_eq!(
+                (after.hits - before.hits, after.misses - before.misses),
+                (1, 0),
+                "len {len}, invalidated {invalidated}"
+            );
+        }
+    }
+}
+
+/// A small stored value that does not decode as the type asked for is a
+/// `Codec` error, counted once as a decode error and as nothing else.
+#[tokio::test]
+async fn a_small_value_that_does_not_decode_is_a_codec_error_counted_once() {
+    let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    cache.set(&key(1), "not a number").await.unwrap();
+    let err = cache.get::<u32>(&key(1)).await.unwrap_err();
+    assert_eq!(err.kind(), cache_core::ErrorKind::Codec);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.decode_errors, stats.errors),
+        (0, 0, 1, 1)
+    );
+}

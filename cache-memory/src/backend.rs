@@ -297,9 +297,10 @@ async fn sweeper(shared: Weak<Shared>, every: Duration, mut stop: watch::Receive
     }
 }
 
-/// What a read found under a key.
-enum Found {
-    Live(Bytes),
+/// What a read found under a key: what it made of a live value (its
+/// `Bytes`, cloned, or what a lender's reader made of them), or none.
+enum Found<T> {
+    Live(T),
     Expired,
     Missing,
 }
@@ -382,7 +383,11 @@ impl Shared {
     /// Reads a live value, removing it if expired.
     #[inline(always)]
     fn read(&self, key: &str) -> Option<Bytes> {
-        match self.find(self.map.hasher().hash_key(key), |stored| stored == key) {
+        match self.find(
+            self.map.hasher().hash_key(key),
+            |stored| stored == key,
+            Bytes::clone,
+        ) {
             Found::Live(value) => Some(value),
             Found::Expired => {
                 self.remove_expired(key);
@@ -393,24 +398,36 @@ impl Shared {
     }
 
     /// [`checked_read`](Shared::checked_read) of the key `head` followed
-    /// by `tail`, hashed and compared where the two lie (not joined).
+    /// by `tail`, hashed and compared where the two lie (not joined); a
+    /// live value is given to `hit` under the shard's read lock.
     #[inline(always)]
-    fn checked_read_joined(&self, head: &str, tail: &str) -> Result<Option<Bytes>> {
+    fn checked_read_joined<T>(
+        &self,
+        head: &str,
+        tail: &str,
+        hit: impl FnOnce(&Bytes) -> T,
+    ) -> Result<Option<T>> {
         let len = head.len() + tail.len();
         if !self.usable_len(len) {
             return Err(self.refusal(&format!("{head}{tail}"), "get"));
         }
         let found = match ShortKey::joined(head, tail) {
             // Most keys: hashed and compared from the words read once.
-            Some(short) => self.find(self.map.hasher().hash_short(&short), |stored| {
-                short.is(stored)
-            }),
-            None => self.find(self.map.hasher().hash_joined(head, tail), |stored| {
-                let stored = stored.as_bytes();
-                stored.len() == len
-                    && stored[..head.len()] == *head.as_bytes()
-                    && stored[head.len()..] == *tail.as_bytes()
-            }),
+            Some(short) => self.find(
+                self.map.hasher().hash_short(&short),
+                |stored| short.is(stored),
+                hit,
+            ),
+            None => self.find(
+                self.map.hasher().hash_joined(head, tail),
+                |stored| {
+                    let stored = stored.as_bytes();
+                    stored.len() == len
+                        && stored[..head.len()] == *head.as_bytes()
+                        && stored[head.len()..] == *tail.as_bytes()
+                },
+                hit,
+            ),
         };
         Ok(match found {
             Found::Live(value) => Some(value),
@@ -423,15 +440,21 @@ impl Shared {
     }
 
     /// The entry under `hash` whose key `is_key` accepts, as a read finds
-    /// it (a live one counted as read); the shard's lock is released on
-    /// return, so an expired entry is removed after it.
+    /// it (a live one counted as read, its value given to `hit` under the
+    /// shard's read lock); the lock is released on return, so an expired
+    /// entry is removed after it.
     ///
     /// Through the shard itself (dashmap's raw API), not `DashMap::get`:
     /// the same hash, shard, read lock and probe, but inlined here, where
     /// `DashMap::get` was a call that called the hasher (callgrind: a
     /// direct read 255 -> 226 instructions, through `dyn` 283 -> 253).
     #[inline(always)]
-    fn find(&self, hash: u64, is_key: impl Fn(&str) -> bool) -> Found {
+    fn find<T>(
+        &self,
+        hash: u64,
+        is_key: impl Fn(&str) -> bool,
+        hit: impl FnOnce(&Bytes) -> T,
+    ) -> Found<T> {
         // As `DashMap::get` finds the shard (`hash_usize` is this hash).
         let shard = self.map.shards()[self.map.determine_shard(hash as usize)].read();
         let Some((_, entry)) = shard.get(hash, |(stored, _)| is_key(stored)) else {
@@ -444,7 +467,7 @@ impl Shared {
             if meta < FREQ_MAX {
                 entry.meta.store(meta + FREQ_ONE, Relaxed);
             }
-            return Found::Live(entry.value.clone());
+            return Found::Live(hit(&entry.value));
         }
         Found::Expired
     }
@@ -702,7 +725,22 @@ impl CacheBackend for MemoryBackend {
     }
 
     fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
-        Some(self.shared.checked_read_joined(head, tail))
+        Some(self.shared.checked_read_joined(head, tail, Bytes::clone))
+    }
+
+    /// `read` is called under the shard's read lock: writers of the keys
+    /// of that shard wait for it.
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        Some(
+            self.shared
+                .checked_read_joined(head, tail, read)
+                .map(|found| found.is_some()),
+        )
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

@@ -307,34 +307,56 @@ async fn get_now_agrees_with_get(ctx: &Ctx) -> CaseResult {
     Ok(Outcome::Passed)
 }
 
+/// `get_now_joined` and `read_now_joined`, when the backend answers them,
+/// answer what `get` does, for every split of the key: a hit (lent once),
+/// a miss (nothing lent), a value overwritten, a key deleted.
 async fn get_now_joined_agrees_with_get(ctx: &Ctx) -> CaseResult {
     async fn agree(ctx: &Ctx, key: &str, when: &str) -> Result<(), String> {
         let full = ctx.key(key);
+        let awaited = value_of(ctx, key).await?;
         // Split at the namespace (as a `Cache` splits its prefix from a
         // key's text), at each end and within each part.
         let ns = full.len() - key.len();
         for split in [0, ns / 2, ns, ns + key.len() / 2, full.len()] {
             let (head, tail) = full.split_at(split);
-            let Some(now) = ctx.backend().get_now_joined(head, tail) else {
-                continue;
-            };
-            let now =
-                now.map_err(|e| format!("get_now_joined {head:?} + {tail:?} ({when}): {e}"))?;
-            let awaited = value_of(ctx, key).await?;
-            check!(
-                now == awaited,
-                "get_now_joined {head:?} + {tail:?} ({when}) answered {now:?}, get {awaited:?}"
-            );
+            if let Some(now) = ctx.backend().get_now_joined(head, tail) {
+                let now =
+                    now.map_err(|e| format!("get_now_joined {head:?} + {tail:?} ({when}): {e}"))?;
+                check!(
+                    now == awaited,
+                    "get_now_joined {head:?} + {tail:?} ({when}) answered {now:?}, get {awaited:?}"
+                );
+            }
+            // The lent read: the reader is given the value once, and only
+            // when there is one.
+            let mut lent = Vec::new();
+            if let Some(found) = ctx
+                .backend()
+                .read_now_joined(head, tail, &mut |value| lent.push(value.clone()))
+            {
+                let found = found
+                    .map_err(|e| format!("read_now_joined {head:?} + {tail:?} ({when}): {e}"))?;
+                let expected: Vec<_> = awaited.iter().cloned().collect();
+                check!(
+                    found == awaited.is_some() && lent == expected,
+                    "read_now_joined {head:?} + {tail:?} ({when}) answered {found} and lent \
+                     {lent:?}, get {awaited:?}"
+                );
+            }
         }
         Ok(())
     }
-    agree(ctx, "joined", "missing").await?;
-    put(ctx, "joined", "1").await?;
-    agree(ctx, "joined", "written").await?;
-    put(ctx, "joined", "2").await?;
-    agree(ctx, "joined", "overwritten").await?;
-    ok!(ctx.backend().delete(&ctx.key("joined")).await);
-    agree(ctx, "joined", "deleted").await?;
+    // A short key, and one longer than 32 bytes (a backend may read the
+    // two kinds differently).
+    for key in ["joined", "joined-by-a-key-longer-than-32-bytes"] {
+        agree(ctx, key, "missing").await?;
+        put(ctx, key, "1").await?;
+        agree(ctx, key, "written").await?;
+        put(ctx, key, "2").await?;
+        agree(ctx, key, "overwritten").await?;
+        ok!(ctx.backend().delete(&ctx.key(key)).await);
+        agree(ctx, key, "deleted").await?;
+    }
     Ok(Outcome::Passed)
 }
 

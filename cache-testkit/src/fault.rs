@@ -168,6 +168,16 @@ impl<B: CacheBackend> CacheBackend for FaultInjecting<B> {
         None
     }
 
+    /// Never answers now, as `get_now`.
+    fn read_now_joined(
+        &self,
+        _head: &str,
+        _tail: &str,
+        _read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        None
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.inject("set").await?;
         self.inner.set(key, value, opts).await

@@ -248,6 +248,16 @@ impl CacheBackend for MockBackend {
         None
     }
 
+    /// Not answered in parts, as `get_now_joined`.
+    fn read_now_joined(
+        &self,
+        _head: &str,
+        _tail: &str,
+        _read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        None
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         MockBackend::set(self, key, value, opts)
     }

@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::backend::{CacheBackend, Health};
+use crate::backend::{lend, CacheBackend, Health};
 use crate::codec::{AnyCodec, Codec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fail_safe::FailSafe;
@@ -159,13 +159,27 @@ thread_local! {
 }
 
 /// How far a read got without waiting (see `Cache::read_now`).
-pub(super) enum ReadNow {
-    /// The backend answered.
-    Answered(Result<Option<Bytes>>),
+pub(super) enum ReadNow<A = Option<Bytes>> {
+    /// The backend answered: the value, or (a lent read) whether there was
+    /// one.
+    Answered(Result<A>),
+    /// The backend did not answer now.
+    Pending(Pending),
+}
+
+/// What a read that was not answered now did (see `Cache::read_now`).
+pub(super) enum Pending {
     /// The full key, for the awaited read.
     Rendered(String),
     /// Nothing done: read the async way.
     Unknown,
+}
+
+/// A full key as [`Cache::read_now_by`] asks the backend for it.
+enum Parts<'a> {
+    /// `{prefix}:` and the key's text.
+    Joined(&'a str, &'a str),
+    Whole(&'a str),
 }
 
 /// Builds a [`Cache`]; from [`Cache::builder`].
@@ -641,25 +655,27 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
     ) -> Result<(Option<Bytes>, Option<String>)> {
-        self.read_pending(key, self.read_now(key)).await
+        match self.read_now(key) {
+            ReadNow::Answered(stored) => Ok((stored?, None)),
+            ReadNow::Pending(pending) => self.read_pending(key, pending).await,
+        }
     }
 
-    /// The rest of [`read_stored`](Cache::read_stored) after
-    /// [`read_now`](Cache::read_now) answered `now`.
+    /// The rest of [`read_stored`](Cache::read_stored) when
+    /// [`read_now`](Cache::read_now) got no answer.
     pub(super) async fn read_pending(
         &self,
         key: &CacheKey,
-        now: ReadNow,
+        pending: Pending,
     ) -> Result<(Option<Bytes>, Option<String>)> {
-        match now {
-            ReadNow::Answered(stored) => Ok((stored?, None)),
-            ReadNow::Rendered(full) => {
+        match pending {
+            Pending::Rendered(full) => {
                 let stored = self.track((*self.inner.backend).get(&full).await)?;
                 Ok((stored, Some(full)))
             }
             // Boxed: the generation's read stays off the future of a read
             // whose generation is known.
-            ReadNow::Unknown => {
+            Pending::Unknown => {
                 Box::pin(async {
                     let full = self.full_key(key).await?;
                     let stored = self.track((*self.inner.backend).get(&full).await)?;
@@ -682,38 +698,65 @@ impl<C: Codec> Cache<C> {
     /// generation is trusted (no read of it needed), the full key is
     /// rendered into a buffer of the thread's, and the backend answers now
     /// or the full key is handed back for the awaited read.
-    /// [`ReadNow::Unknown`] means "the async way from the start" (which
+    /// [`Pending::Unknown`] means "the async way from the start" (which
     /// also reports what stopped this one: a closed cache, an invalid key).
     pub(super) fn read_now(&self, key: &CacheKey) -> ReadNow {
+        self.read_now_by(key, |backend, key| match key {
+            Parts::Joined(head, tail) => backend.get_now_joined(head, tail),
+            Parts::Whole(full) => backend.get_now(full),
+        })
+    }
+
+    /// [`read_now`](Cache::read_now) that lends the value to `read` (see
+    /// [`CacheBackend::read_now_joined`]) rather than return it.
+    pub(super) fn read_now_lent(
+        &self,
+        key: &CacheKey,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> ReadNow<bool> {
+        self.read_now_by(key, |backend, key| match key {
+            Parts::Joined(head, tail) => backend.read_now_joined(head, tail, read),
+            Parts::Whole(full) => Some(lend(backend.get_now(full)?, read)),
+        })
+    }
+
+    /// [`read_now`](Cache::read_now), asking the backend with `ask`: first
+    /// for the key in its two parts (at generation 0), then whole.
+    #[inline(always)]
+    fn read_now_by<A>(
+        &self,
+        key: &CacheKey,
+        mut ask: impl FnMut(&dyn CacheBackend, Parts<'_>) -> Option<Result<A>>,
+    ) -> ReadNow<A> {
         if self.inner.closed.load(Ordering::Relaxed) {
-            return ReadNow::Unknown;
+            return ReadNow::Pending(Pending::Unknown);
         }
         let Some(generation) = self.trusted_generation(key.category()) else {
-            return ReadNow::Unknown;
+            return ReadNow::Pending(Pending::Unknown);
         };
         // At generation 0 the full key is `{prefix}:` and the key's text:
         // a backend that reads it in those two parts (memory) needs no join.
         let (head, tail) = (self.inner.prefix_colon.as_str(), key.text());
         if generation == 0 && head.len() + tail.len() <= crate::MAX_KEY_LEN {
-            if let Some(answer) = (*self.inner.backend).get_now_joined(head, tail) {
+            if let Some(answer) = ask(&*self.inner.backend, Parts::Joined(head, tail)) {
                 return ReadNow::Answered(self.track(answer));
             }
         }
         FULL_KEY.with(|buffer| {
             // Busy only if a backend's `get_now` reads a `Cache` itself.
             let Ok(mut full) = buffer.try_borrow_mut() else {
-                return ReadNow::Unknown;
+                return ReadNow::Pending(Pending::Unknown);
             };
             full.clear();
             key.render_into(&self.inner.prefix, generation, &mut full);
             if full.len() > crate::MAX_KEY_LEN {
-                return ReadNow::Unknown;
+                return ReadNow::Pending(Pending::Unknown);
             }
-            match (*self.inner.backend).get_now(&full) {
+            match ask(&*self.inner.backend, Parts::Whole(&full)) {
                 Some(answer) => ReadNow::Answered(self.track(answer)),
                 // The buffer itself goes with the awaited read (no copy);
                 // `recycle` brings it back.
-                None => ReadNow::Rendered(std::mem::take(&mut *full)),
+                None => ReadNow::Pending(Pending::Rendered(std::mem::take(&mut *full))),
             }
         })
     }

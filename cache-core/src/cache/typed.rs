@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Cache, ReadNow};
+use super::{Cache, Pending, ReadNow};
 use crate::backend::{KeyTtl, SetMode, SetOptions};
 use crate::codec::Codec;
 use crate::error::Result;
@@ -16,6 +16,25 @@ use crate::fail_safe::now_ms;
 use crate::key::CacheKey;
 use crate::stats::Stat;
 use crate::ttl::Ttl;
+
+/// The largest value [`Cache::get`] decodes where a backend lends it, under
+/// the backend's lock (see [`CacheBackend::read_now_joined`]): a decode of
+/// a kilobyte holds the lock for a microsecond or two. A larger value is
+/// cloned out first.
+///
+/// [`CacheBackend::read_now_joined`]: crate::CacheBackend::read_now_joined
+const DECODED_IN_PLACE: usize = 1024;
+
+/// What [`Cache::read_lent`] got now.
+enum Lent<T> {
+    /// A value decoded where it lay (or its decode error).
+    Decoded(Result<T>),
+    /// What is stored, to read the long way (an envelope, a large value,
+    /// nothing).
+    Kept(Option<Bytes>),
+    /// No answer now.
+    Pending(Pending),
+}
 
 impl<C: Codec> Cache<C> {
     /// The value of `key`, decoded as `T`; `None` on a miss.
@@ -35,14 +54,18 @@ impl<C: Codec> Cache<C> {
     pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
         // A backend that answers now (in memory) is read without creating
         // or polling the awaited read's future.
-        let stored = match self.read_now(key) {
-            ReadNow::Answered(stored) => stored?,
-            pending => {
-                let (stored, full) = self.read_pending(key, pending).await?;
-                Self::recycle(full);
-                stored
+        let now = match self.read_lent(key)? {
+            Lent::Decoded(decoded) => {
+                // Mapped, not `?` then `Ok(Some(..))`: one move of `T` less.
+                return decoded.map(|value| {
+                    self.inner.counters.inc(Stat::Hits, 1);
+                    Some(value)
+                });
             }
+            Lent::Kept(stored) => Ok(stored),
+            Lent::Pending(pending) => Err(pending),
         };
+        let stored = self.stored_or_read(key, now).await?;
         if let Some(payload) = stored.as_deref().and_then(|bytes| self.plain(bytes)) {
             // Mapped, not `?` then `Ok(Some(..))`: one move of `T` less.
             return self.decode(payload).map(|value| {
@@ -59,6 +82,53 @@ impl<C: Codec> Cache<C> {
             None => {
                 self.inner.counters.inc(Stat::Misses, 1);
                 Ok(None)
+            }
+        }
+    }
+
+    /// The read of [`get`](Cache::get) as far as it goes now. A backend
+    /// that answers now lends the value: a small one that is the codec's
+    /// alone is decoded where it lies (no reference count taken), any other
+    /// is kept for the rest of the read.
+    ///
+    /// Not in `get` itself: what it holds would be held across the awaited
+    /// read, in the future of every `get`.
+    #[inline(always)]
+    fn read_lent<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Lent<T>> {
+        let mut decoded = None;
+        let mut kept = None;
+        let now = self.read_now_lent(key, &mut |stored| match self.plain(stored) {
+            Some(payload) if payload.len() <= DECODED_IN_PLACE => {
+                decoded = Some(self.decode(payload));
+            }
+            _ => kept = Some(stored.clone()),
+        });
+        Ok(match now {
+            ReadNow::Answered(found) => {
+                found?;
+                match decoded {
+                    Some(decoded) => Lent::Decoded(decoded),
+                    None => Lent::Kept(kept),
+                }
+            }
+            ReadNow::Pending(pending) => Lent::Pending(pending),
+        })
+    }
+
+    /// The value `now` holds, or the awaited read of a read that got no
+    /// answer now. Given `now` whole (moved, not matched in `get`): what a
+    /// caller matches stays in its future across the awaited read.
+    async fn stored_or_read(
+        &self,
+        key: &CacheKey,
+        now: std::result::Result<Option<Bytes>, Pending>,
+    ) -> Result<Option<Bytes>> {
+        match now {
+            Ok(stored) => Ok(stored),
+            Err(pending) => {
+                let (stored, full) = self.read_pending(key, pending).await?;
+                Self::recycle(full);
+                Ok(stored)
             }
         }
     }

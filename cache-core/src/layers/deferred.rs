@@ -139,6 +139,16 @@ impl CacheBackend for Deferred {
         self.backend.get()?.get_now_joined(head, tail)
     }
 
+    /// As `get_now`.
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        self.backend.get()?.read_now_joined(head, tail, read)
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.backend("set")?.set(key, value, opts).await
     }

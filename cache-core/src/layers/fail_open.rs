@@ -618,18 +618,16 @@ impl<B: CacheBackend> FailOpen<B> {
     }
 
     /// A read the inner backend answers now (`read`), while the breaker is
-    /// closed: a failure is a miss, counted, and tells the breaker.
-    fn read_now(
-        &self,
-        read: impl FnOnce() -> Option<Result<Option<Bytes>>>,
-    ) -> Option<Result<Option<Bytes>>> {
+    /// closed: a failure is a miss (`T`'s default: no value, nothing
+    /// lent), counted, and tells the breaker.
+    fn read_now<T: Default>(&self, read: impl FnOnce() -> Option<Result<T>>) -> Option<Result<T>> {
         let pass = self.shared.gate_closed()?;
         let result = read()?;
         Some(match self.settled(pass, result) {
             Ok(Some(value)) => Ok(value),
             Ok(None) => {
                 self.shared.failed_reads.fetch_add(1, Relaxed);
-                Ok(None)
+                Ok(T::default())
             }
             Err(err) => Err(err),
         })
@@ -861,6 +859,19 @@ impl<B: CacheBackend> CacheBackend for FailOpen<B> {
             return None;
         }
         self.read_now(|| self.inner.get_now_joined(head, tail))
+    }
+
+    /// As `get_now_joined`, lent.
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        if self.shared.pending_count.load(Relaxed) != 0 {
+            return None;
+        }
+        self.read_now(|| self.inner.read_now_joined(head, tail, read))
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

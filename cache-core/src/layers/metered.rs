@@ -301,18 +301,19 @@ impl<B: CacheBackend> Metered<B> {
     }
 
     /// A read answered now, `read` being the inner backend's: counted and
-    /// timed as `get` is when it answers; nothing is counted when it
-    /// leaves the read to the caller.
-    fn read_now(
+    /// timed as `get` is when it answers (`is_hit` tells a hit from its
+    /// answer); nothing is counted when it leaves the read to the caller.
+    fn read_now<T>(
         &self,
         key_len: usize,
-        read: impl FnOnce() -> Option<Result<Option<Bytes>>>,
-    ) -> Option<Result<Option<Bytes>>> {
+        read: impl FnOnce() -> Option<Result<T>>,
+        is_hit: impl FnOnce(&T) -> bool,
+    ) -> Option<Result<T>> {
         let span = self.span(Op::Get, Some(key_len));
         let _entered = span.enter();
         let started = Instant::now();
         let result = read()?;
-        self.record(Op::Get, started, &result, |v| found(v.is_some()));
+        self.record(Op::Get, started, &result, |v| found(is_hit(v)));
         Some(result)
     }
 
@@ -420,15 +421,32 @@ impl<B: CacheBackend> CacheBackend for Metered<B> {
 
     /// Counted as `get` is, when the inner backend answers now.
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
-        self.read_now(key.len(), || self.inner.get_now(key))
+        self.read_now(key.len(), || self.inner.get_now(key), Option::is_some)
     }
 
     /// Forwarded in its two parts; counted as `get` is, when the inner
     /// backend answers them now.
     fn get_now_joined(&self, head: &str, tail: &str) -> Option<Result<Option<Bytes>>> {
-        self.read_now(head.len() + tail.len(), || {
-            self.inner.get_now_joined(head, tail)
-        })
+        self.read_now(
+            head.len() + tail.len(),
+            || self.inner.get_now_joined(head, tail),
+            Option::is_some,
+        )
+    }
+
+    /// As `get_now_joined`, lent: the time counted includes the lender's
+    /// reader (a `Cache` decoding the value).
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        self.read_now(
+            head.len() + tail.len(),
+            || self.inner.read_now_joined(head, tail, read),
+            |found| *found,
+        )
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

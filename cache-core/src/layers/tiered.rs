@@ -516,9 +516,13 @@ impl Tiered {
 
     /// Counts an L1 hit of `value`.
     fn l1_hit(&self, value: Bytes) -> Bytes {
+        self.count_l1_hit();
+        value
+    }
+
+    fn count_l1_hit(&self) {
         self.counters.reads.add(L1_HIT, 1);
         tier_hit(Tier::L1, 1);
-        value
     }
 
     /// What `get_now` answers for L1's answer `read`: a hit (counted), an
@@ -827,6 +831,27 @@ impl CacheBackend for Tiered {
             return None;
         }
         self.l1_answer((*self.l1).get_now_joined(head, tail)?)
+    }
+
+    /// As `get_now_joined`, lent by L1.
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        if !key_len_fits(head.len() + tail.len(), self.caps.max_key_len) {
+            return None;
+        }
+        match (*self.l1).read_now_joined(head, tail, read)? {
+            Ok(true) => {
+                self.count_l1_hit();
+                Some(Ok(true))
+            }
+            // A miss is left to `get`, which reads L2.
+            Ok(false) => None,
+            Err(err) => Some(Err(err)),
+        }
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

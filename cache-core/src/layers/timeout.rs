@@ -148,6 +148,16 @@ impl<B: CacheBackend> CacheBackend for Timeout<B> {
         self.inner.get_now_joined(head, tail)
     }
 
+    /// As `get_now`.
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<Result<bool>> {
+        self.inner.read_now_joined(head, tail, read)
+    }
+
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {
         self.bounded("set", self.inner.set(key, value, opts)).await
     }

@@ -39,6 +39,11 @@ enum Lent<T> {
 impl<C: Codec> Cache<C> {
     /// The value of `key`, decoded as `T`; `None` on a miss.
     ///
+    /// A value of up to 1 KiB that the backend keeps in memory is decoded
+    /// where it lies, under the backend's read lock on it (see
+    /// [`CacheBackend::read_now_joined`](crate::CacheBackend::read_now_joined)):
+    /// `T`'s `Deserialize` must not call that backend itself.
+    ///
     /// # Errors
     ///
     /// - [`InvalidKey`](crate::ErrorKind::InvalidKey) when the full key

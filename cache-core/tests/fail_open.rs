@@ -465,6 +465,8 @@ async fn writes_skipped_while_l2_hangs_keep_their_l1_copies() {
 struct FailingAwaited {
     inner: MemoryBackend,
     failing: std::sync::atomic::AtomicBool,
+    /// A lent read (`read_now_joined`) lends the value, then fails.
+    lends_then_fails: std::sync::atomic::AtomicBool,
 }
 
 impl FailingAwaited {
@@ -498,6 +500,21 @@ impl CacheBackend for FailingAwaited {
     }
     fn get_now_joined(&self, head: &str, tail: &str) -> Option<cache_core::Result<Option<Bytes>>> {
         self.inner.get_now_joined(head, tail)
+    }
+    fn read_now_joined(
+        &self,
+        head: &str,
+        tail: &str,
+        read: &mut dyn FnMut(&Bytes),
+    ) -> Option<cache_core::Result<bool>> {
+        let found = self.inner.read_now_joined(head, tail, read)?;
+        if self
+            .lends_then_fails
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Some(Err(cache_core::Error::new(ErrorKind::Connection, "down")));
+        }
+        Some(found)
     }
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> cache_core::Result<bool> {
         self.check()?;
@@ -592,6 +609,30 @@ async fn a_read_in_two_parts_is_answered_now_only_while_closed_with_nothing_to_r
         (BreakerState::Open, 0)
     );
     assert!(backend.get_now_joined("list:", "1").is_none(), "skipped");
+}
+
+/// A lent read that fails after lending its value is a miss through
+/// `FailOpen` (a failure turned into a miss): `Cache::get` serves what the
+/// layer answers, not the value it was lent, and counts a miss.
+#[tokio::test]
+async fn a_lent_value_whose_read_then_failed_is_not_served() {
+    let flaky = Arc::new(FailingAwaited::default());
+    let cache = Cache::new(Arc::new(FailOpen::new(
+        Arc::clone(&flaky),
+        BreakerConfig::default().with_failure_threshold(100),
+    )));
+    let key = CacheKey::new("user", 1).unwrap();
+    cache.set(&key, "Ada").await.unwrap();
+    assert_eq!(
+        cache.get::<String>(&key).await.unwrap().as_deref(),
+        Some("Ada")
+    );
+    flaky
+        .lends_then_fails
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(cache.get::<String>(&key).await.unwrap(), None);
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1));
 }
 
 /// Failures open the breaker only in a row: a success between two resets

@@ -109,13 +109,13 @@ impl<C: Codec> Cache<C> {
             _ => kept = Some(stored.clone()),
         });
         Ok(match now {
-            ReadNow::Answered(found) => {
-                found?;
-                match decoded {
-                    Some(decoded) => Lent::Decoded(decoded),
-                    None => Lent::Kept(kept),
-                }
-            }
+            // What the backend answers rules: a value it did not report
+            // (a layer that turned a failure into a miss) is not served.
+            ReadNow::Answered(found) => match (found?, decoded) {
+                (true, Some(decoded)) => Lent::Decoded(decoded),
+                (true, None) => Lent::Kept(kept),
+                (false, _) => Lent::Kept(None),
+            },
             ReadNow::Pending(pending) => Lent::Pending(pending),
         })
     }

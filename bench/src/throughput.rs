@@ -112,6 +112,21 @@ impl Subject for Typed {
     }
 }
 
+/// `get_or_set` of the typed keys: a hit returns the stored value, a miss
+/// (none once they are set) would store an empty string.
+struct GetOrSet(Cache, Arc<Data>);
+impl Subject for GetOrSet {
+    fn get(&self, i: usize) -> bool {
+        ready(self.0.get_or_set(&self.1.typed[i], || async {
+            Ok::<_, std::io::Error>(String::new())
+        }))
+        .is_ok_and(|value: String| !value.is_empty())
+    }
+    fn set(&self, i: usize) {
+        let _ = ready(self.0.set(&self.1.typed[i], &self.1.json_value));
+    }
+}
+
 /// The floor of a typed get: the backend's own read of the full key and the
 /// cache's JSON decode ([`JsonCodec`]) of the same 64-byte string, with no
 /// facade.
@@ -220,6 +235,11 @@ fn subject(name: &str, data: &Arc<Data>, capacity: usize) -> Box<dyn Subject> {
                 Arc::new(memory_backend(capacity)),
                 cache_core::layers::TieredConfig::default(),
             ))),
+            data,
+        )),
+        // Profile-only: the cache-aside read, every call a hit.
+        "Cache::get_or_set::<T>" => Box::new(GetOrSet(
+            Cache::new(Arc::new(memory_backend(capacity))),
             data,
         )),
         // `cache::open` of `memory://` with `metrics` on.

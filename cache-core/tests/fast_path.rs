@@ -206,3 +206,57 @@ async fn a_small_value_that_does_not_decode_is_a_codec_error_counted_once() {
         (0, 0, 1, 1)
     );
 }
+
+/// `get_or_set` reads a lent value as `get` does: a hit either side of the
+/// in-place limit is returned without a load and counted once; a small
+/// value that does not decode is counted once as a decode error and
+/// reloaded as a miss.
+#[tokio::test]
+async fn get_or_set_reads_a_lent_value_as_get_does() {
+    let cache = Cache::new(Arc::new(MemoryBackend::new()));
+    let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = |value: &'static str| {
+        let loads = Arc::clone(&loads);
+        move || async move {
+            loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, std::io::Error>(value.to_owned())
+        }
+    };
+    for len in [3, 1022, 1023, 5000] {
+        let value = "x".repeat(len);
+        cache.set(&key(len as u64), &value).await.unwrap();
+        let before = cache.stats();
+        let read: String = cache
+            .get_or_set(&key(len as u64), load("loaded"))
+            .await
+            .unwrap();
+        assert_eq!(read, value, "len {len}");
+        let after = cache.stats();
+        assert_eq!(
+            (after.hits - before.hits, after.misses - before.misses),
+            (1, 0),
+            "len {len}"
+        );
+    }
+    assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    cache.set(&key(1), &7u32).await.unwrap();
+    let before = cache.stats();
+    let read: String = cache.get_or_set(&key(1), load("reloaded")).await.unwrap();
+    assert_eq!(read, "reloaded");
+    let after = cache.stats();
+    assert_eq!(
+        (
+            after.hits - before.hits,
+            after.misses - before.misses,
+            after.decode_errors - before.decode_errors,
+            after.errors - before.errors
+        ),
+        (0, 1, 1, 1)
+    );
+    assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        cache.get::<String>(&key(1)).await.unwrap().as_deref(),
+        Some("reloaded")
+    );
+}

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::distributed::Gate;
+use super::typed::Lent;
 use super::{lock, Cache, Inner};
 use crate::backend::{SetMode, SetOptions};
 use crate::codec::Codec;
@@ -361,7 +362,23 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let (stored, full) = self.read_stored(key).await?;
+        // A small plain value lent now is decoded where it lies and is a
+        // fresh hit (no envelope: no expiry, no tags), as `get` reads it;
+        // one that does not decode is counted and read as a miss, as
+        // `decode_stored` reads it.
+        let read = match self.read_lent::<T>(key)? {
+            Lent::Decoded(Ok(value)) => {
+                self.inner.counters.inc(Stat::Hits, 1);
+                return Ok(value);
+            }
+            Lent::Decoded(Err(_)) => Ok(None),
+            Lent::Kept(stored) => Ok(stored),
+            Lent::Pending(pending) => Err(pending),
+        };
+        let (stored, full) = match read {
+            Ok(stored) => (stored, None),
+            Err(pending) => self.read_pending(key, pending).await?,
+        };
         let now = now_ms();
         let mut stale = None;
         if let Some((value, entry)) = self.decode_stored::<T>(stored).await? {
@@ -521,9 +538,12 @@ impl<C: Codec> Cache<C> {
                     && !entry.in_refresh_window(now_ms(), self.inner.refresh_ahead.unwrap_or(0.0))
                     && self.tags_current(&entry).await.unwrap_or(false)
                 {
-                    match self.inner.codec.decode::<T>(&entry.payload) {
-                        Ok(_) => return Ok(entry.payload),
-                        Err(err) => self.count_decode_error(&err),
+                    // A failure is not counted again: the read that
+                    // started this load counted these bytes (bytes written
+                    // since, that do not decode either, go uncounted; they
+                    // are reloaded all the same).
+                    if self.inner.codec.decode::<T>(&entry.payload).is_ok() {
+                        return Ok(entry.payload);
                     }
                 }
             }

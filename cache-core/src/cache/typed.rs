@@ -26,7 +26,7 @@ use crate::ttl::Ttl;
 const DECODED_IN_PLACE: usize = 1024;
 
 /// What [`Cache::read_lent`] got now.
-enum Lent<T> {
+pub(super) enum Lent<T> {
     /// A value decoded where it lay (or its decode error).
     Decoded(Result<T>),
     /// What is stored, to read the long way (an envelope, a large value,
@@ -99,7 +99,7 @@ impl<C: Codec> Cache<C> {
     /// Not in `get` itself: what it holds would be held across the awaited
     /// read, in the future of every `get`.
     #[inline(always)]
-    fn read_lent<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Lent<T>> {
+    pub(super) fn read_lent<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Lent<T>> {
         let mut decoded = None;
         let mut kept = None;
         let now = self.read_now_lent(key, &mut |stored| match self.plain(stored) {

@@ -655,27 +655,32 @@ impl<C: Codec> Cache<C> {
         &self,
         key: &CacheKey,
     ) -> Result<(Option<Bytes>, Option<String>)> {
-        match self.read_now(key) {
-            ReadNow::Answered(stored) => Ok((stored?, None)),
-            ReadNow::Pending(pending) => self.read_pending(key, pending).await,
-        }
+        let now = match self.read_now(key) {
+            ReadNow::Answered(stored) => Ok(stored?),
+            ReadNow::Pending(pending) => Err(pending),
+        };
+        self.read_rest(key, now).await
     }
 
-    /// The rest of [`read_stored`](Cache::read_stored) when
-    /// [`read_now`](Cache::read_now) got no answer.
-    pub(super) async fn read_pending(
+    /// The rest of a read after [`read_now`](Cache::read_now): the value it
+    /// got (`Ok`), or the awaited read of one that got no answer, with the
+    /// full key it rendered. `now` is given whole (moved, not matched by
+    /// the caller): what a caller matches stays in its future across the
+    /// awaited read.
+    pub(super) async fn read_rest(
         &self,
         key: &CacheKey,
-        pending: Pending,
+        now: std::result::Result<Option<Bytes>, Pending>,
     ) -> Result<(Option<Bytes>, Option<String>)> {
-        match pending {
-            Pending::Rendered(full) => {
+        match now {
+            Ok(stored) => Ok((stored, None)),
+            Err(Pending::Rendered(full)) => {
                 let stored = self.track((*self.inner.backend).get(&full).await)?;
                 Ok((stored, Some(full)))
             }
             // Boxed: the generation's read stays off the future of a read
             // whose generation is known.
-            Pending::Unknown => {
+            Err(Pending::Unknown) => {
                 Box::pin(async {
                     let full = self.full_key(key).await?;
                     let stored = self.track((*self.inner.backend).get(&full).await)?;

@@ -375,10 +375,7 @@ impl<C: Codec> Cache<C> {
             Lent::Kept(stored) => Ok(stored),
             Lent::Pending(pending) => Err(pending),
         };
-        let (stored, full) = match read {
-            Ok(stored) => (stored, None),
-            Err(pending) => self.read_pending(key, pending).await?,
-        };
+        let (stored, full) = self.read_rest(key, read).await?;
         let now = now_ms();
         let mut stale = None;
         if let Some((value, entry)) = self.decode_stored::<T>(stored).await? {

@@ -70,7 +70,8 @@ impl<C: Codec> Cache<C> {
             Lent::Kept(stored) => Ok(stored),
             Lent::Pending(pending) => Err(pending),
         };
-        let stored = self.stored_or_read(key, now).await?;
+        let (stored, full) = self.read_rest(key, now).await?;
+        Self::recycle(full);
         if let Some(payload) = stored.as_deref().and_then(|bytes| self.plain(bytes)) {
             // Mapped, not `?` then `Ok(Some(..))`: one move of `T` less.
             return self.decode(payload).map(|value| {
@@ -100,42 +101,27 @@ impl<C: Codec> Cache<C> {
     /// read, in the future of every `get`.
     #[inline(always)]
     pub(super) fn read_lent<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Lent<T>> {
-        let mut decoded = None;
-        let mut kept = None;
-        let now = self.read_now_lent(key, &mut |stored| match self.plain(stored) {
-            Some(payload) if payload.len() <= DECODED_IN_PLACE => {
-                decoded = Some(self.decode(payload));
+        let mut lent = Lent::Kept(None);
+        let now = self.read_now_lent(key, &mut |stored| {
+            lent = match self.plain(stored) {
+                Some(payload) if payload.len() <= DECODED_IN_PLACE => {
+                    Lent::Decoded(self.decode(payload))
+                }
+                _ => Lent::Kept(Some(stored.clone())),
             }
-            _ => kept = Some(stored.clone()),
         });
         Ok(match now {
             // What the backend answers rules: a value it did not report
             // (a layer that turned a failure into a miss) is not served.
-            ReadNow::Answered(found) => match (found?, decoded) {
-                (true, Some(decoded)) => Lent::Decoded(decoded),
-                (true, None) => Lent::Kept(kept),
-                (false, _) => Lent::Kept(None),
-            },
+            ReadNow::Answered(found) => {
+                if found? {
+                    lent
+                } else {
+                    Lent::Kept(None)
+                }
+            }
             ReadNow::Pending(pending) => Lent::Pending(pending),
         })
-    }
-
-    /// The value `now` holds, or the awaited read of a read that got no
-    /// answer now. Given `now` whole (moved, not matched in `get`): what a
-    /// caller matches stays in its future across the awaited read.
-    async fn stored_or_read(
-        &self,
-        key: &CacheKey,
-        now: std::result::Result<Option<Bytes>, Pending>,
-    ) -> Result<Option<Bytes>> {
-        match now {
-            Ok(stored) => Ok(stored),
-            Err(pending) => {
-                let (stored, full) = self.read_pending(key, pending).await?;
-                Self::recycle(full);
-                Ok(stored)
-            }
-        }
     }
 
     /// The value of `key` with how long it stays fresh here: its remaining

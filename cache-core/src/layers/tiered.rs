@@ -525,13 +525,17 @@ impl Tiered {
         tier_hit(Tier::L1, 1);
     }
 
-    /// What `get_now` answers for L1's answer `read`: a hit (counted), an
-    /// error, or `None` on a miss (left to `get`, which reads L2).
+    /// What `get_now` (or the lent read) answers for L1's answer `read`: a
+    /// hit (`is_hit`, counted), an error, or `None` on a miss (left to
+    /// `get`, which reads L2).
     #[inline]
-    fn l1_answer(&self, read: Result<Option<Bytes>>) -> Option<Result<Option<Bytes>>> {
+    fn l1_answer<T>(&self, read: Result<T>, is_hit: impl FnOnce(&T) -> bool) -> Option<Result<T>> {
         match read {
-            Ok(Some(value)) => Some(Ok(Some(self.l1_hit(value)))),
-            Ok(None) => None,
+            Ok(answer) if is_hit(&answer) => {
+                self.count_l1_hit();
+                Some(Ok(answer))
+            }
+            Ok(_) => None,
             Err(err) => Some(Err(err)),
         }
     }
@@ -819,7 +823,7 @@ impl CacheBackend for Tiered {
         }
         // `(*self.l1)`: on the `Arc` itself the call would go through
         // `impl CacheBackend for Arc<T>`, one call more.
-        self.l1_answer((*self.l1).get_now(key)?)
+        self.l1_answer((*self.l1).get_now(key)?, Option::is_some)
     }
 
     /// [`get_now`](CacheBackend::get_now) of the key `head` then `tail`,
@@ -830,7 +834,7 @@ impl CacheBackend for Tiered {
         if !key_len_fits(head.len() + tail.len(), self.caps.max_key_len) {
             return None;
         }
-        self.l1_answer((*self.l1).get_now_joined(head, tail)?)
+        self.l1_answer((*self.l1).get_now_joined(head, tail)?, Option::is_some)
     }
 
     /// As `get_now_joined`, lent by L1.
@@ -843,15 +847,9 @@ impl CacheBackend for Tiered {
         if !key_len_fits(head.len() + tail.len(), self.caps.max_key_len) {
             return None;
         }
-        match (*self.l1).read_now_joined(head, tail, read)? {
-            Ok(true) => {
-                self.count_l1_hit();
-                Some(Ok(true))
-            }
-            // A miss is left to `get`, which reads L2.
-            Ok(false) => None,
-            Err(err) => Some(Err(err)),
-        }
+        self.l1_answer((*self.l1).read_now_joined(head, tail, read)?, |found| {
+            *found
+        })
     }
 
     async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<bool> {

@@ -4,6 +4,8 @@
 //! tagged envelope, which also carries the logical expiry when the cache
 //! needs it: one envelope for both).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +15,16 @@ use super::Cache;
 use crate::codec::Codec;
 use crate::error::Result;
 use crate::fail_safe::{now_ms, Entry, TagStamp};
+
+/// What stored bytes are, as far as [`Cache::live_now`] can tell.
+pub(super) enum Live {
+    /// Nothing stored, or past its logical TTL.
+    Dead,
+    /// A live entry.
+    Entry(Entry),
+    /// An entry within its TTL whose tags are still to be checked.
+    Tagged(Entry),
+}
 
 impl<C: Codec> Cache<C> {
     /// Decodes stored bytes (`None`: nothing stored); an undecodable value,
@@ -67,18 +79,38 @@ impl<C: Codec> Cache<C> {
         stored: Option<Bytes>,
         now: Option<u64>,
     ) -> Result<Option<Entry>> {
+        match self.live_now(stored, now) {
+            Live::Dead => Ok(None),
+            Live::Entry(entry) => Ok(Some(entry)),
+            Live::Tagged(entry) => self.tags_checked(entry).await,
+        }
+    }
+
+    /// As much of [`live_entry`](Cache::live_entry) as needs no await: the
+    /// logical TTL; the tags of a tagged entry are left to
+    /// [`tags_checked`](Cache::tags_checked).
+    pub(super) fn live_now(&self, stored: Option<Bytes>, now: Option<u64>) -> Live {
         let Some(bytes) = stored else {
-            return Ok(None);
+            return Live::Dead;
         };
         let entry = self.unwrap_stored(bytes);
         if entry.expires_at_ms.is_some() && !entry.is_fresh(now.unwrap_or_else(now_ms)) {
-            return Ok(None);
+            Live::Dead
+        } else if entry.tags.is_empty() {
+            Live::Entry(entry)
+        } else {
+            Live::Tagged(entry)
         }
-        // Boxed: the tag check's state stays off the untagged read's future.
-        if !entry.tags.is_empty() && !Box::pin(self.tags_current(&entry)).await? {
-            return Ok(None);
-        }
-        Ok(Some(entry))
+    }
+
+    /// `entry` if none of its tags was invalidated since it was written.
+    /// Boxed: the tag check and the entry it holds stay off the future of
+    /// a read that has no tags to check.
+    pub(super) fn tags_checked(
+        &self,
+        entry: Entry,
+    ) -> Pin<Box<impl Future<Output = Result<Option<Entry>>> + '_>> {
+        Box::pin(async move { Ok(self.tags_current(&entry).await?.then_some(entry)) })
     }
 
     /// Whether values are written in the fail-safe envelope.

@@ -678,17 +678,21 @@ impl<C: Codec> Cache<C> {
                 let stored = self.track((*self.inner.backend).get(&full).await)?;
                 Ok((stored, Some(full)))
             }
-            // Boxed: the generation's read stays off the future of a read
-            // whose generation is known.
             Err(Pending::Unknown) => {
-                Box::pin(async {
-                    let full = self.full_key(key).await?;
-                    let stored = self.track((*self.inner.backend).get(&full).await)?;
-                    Ok((stored, Some(full)))
-                })
-                .await
+                let (stored, full) = Box::pin(self.read_unknown(key)).await?;
+                Ok((stored, Some(full)))
             }
         }
+    }
+
+    /// The read of `key` the async way from the start (the generation
+    /// read if it is not known), with the full key it rendered. Callers
+    /// box it: the generation's read stays off the future of a read whose
+    /// generation is known.
+    pub(super) async fn read_unknown(&self, key: &CacheKey) -> Result<(Option<Bytes>, String)> {
+        let full = self.full_key(key).await?;
+        let stored = self.track((*self.inner.backend).get(&full).await)?;
+        Ok((stored, full))
     }
 
     /// `full` if rendered, else the full key of `key` now.

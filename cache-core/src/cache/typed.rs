@@ -2,12 +2,15 @@
 //! their batch forms, over the codec and the key's full name.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::envelope::Live;
 use super::{Cache, Pending, ReadNow};
 use crate::backend::{KeyTtl, SetMode, SetOptions};
 use crate::codec::Codec;
@@ -56,40 +59,93 @@ impl<C: Codec> Cache<C> {
     /// - The backend's errors: [`Connection`](crate::ErrorKind::Connection),
     ///   [`Timeout`](crate::ErrorKind::Timeout),
     ///   [`Backend`](crate::ErrorKind::Backend).
-    pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>> {
-        // A backend that answers now (in memory) is read without creating
-        // or polling the awaited read's future.
-        let now = match self.read_lent(key)? {
-            Lent::Decoded(decoded) => {
-                // Mapped, not `?` then `Ok(Some(..))`: one move of `T` less.
-                return decoded.map(|value| {
-                    self.inner.counters.inc(Stat::Hits, 1);
-                    Some(value)
-                });
+    pub fn get<'a, T: DeserializeOwned>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> impl Future<Output = Result<Option<T>>> + use<'a, C, T> {
+        // A backend that answers now (in memory) is read at the first poll
+        // by a future of three words: it is moved whole wherever it goes
+        // (a first time before it is polled), and a large one is costly to
+        // move just after it is written. What needs an await is boxed.
+        let mut rest = None;
+        std::future::poll_fn(move |cx| {
+            let rest = match &mut rest {
+                Some(rest) => rest,
+                None => {
+                    let now = match self.read_lent(key) {
+                        Err(err) => return Poll::Ready(Err(err)),
+                        Ok(Lent::Decoded(decoded)) => {
+                            // Mapped, not `?` then `Ok(Some(..))`: one move
+                            // of `T` less.
+                            return Poll::Ready(decoded.map(|value| {
+                                self.inner.counters.inc(Stat::Hits, 1);
+                                Some(value)
+                            }));
+                        }
+                        Ok(Lent::Kept(None)) => return Poll::Ready(self.counted_miss()),
+                        Ok(Lent::Kept(Some(stored))) => match self.plain(&stored) {
+                            Some(payload) => return Poll::Ready(self.decode_hit(payload)),
+                            None => Ok(Some(stored)),
+                        },
+                        Ok(Lent::Pending(pending)) => Err(pending),
+                    };
+                    rest.insert(Box::pin(self.get_rest(key, now)))
+                }
+            };
+            rest.as_mut().poll(cx)
+        })
+    }
+
+    /// The rest of [`get`](Cache::get) after the read now: the awaited
+    /// read of what it did not get, and the envelope of what it got.
+    async fn get_rest<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        now: std::result::Result<Option<Bytes>, Pending>,
+    ) -> Result<Option<T>> {
+        // Each `match` that awaits matches a local, not a temporary (which
+        // would be kept to the end of its statement, across the await).
+        let stored = match now {
+            Ok(stored) => stored,
+            Err(Pending::Rendered(full)) => {
+                let stored = self.track((*self.inner.backend).get(&full).await)?;
+                Self::recycle(Some(full));
+                stored
             }
-            Lent::Kept(stored) => Ok(stored),
-            Lent::Pending(pending) => Err(pending),
+            Err(Pending::Unknown) => {
+                let (stored, full) = Box::pin(self.read_unknown(key)).await?;
+                Self::recycle(Some(full));
+                stored
+            }
         };
-        let (stored, full) = self.read_rest(key, now).await?;
-        Self::recycle(full);
         if let Some(payload) = stored.as_deref().and_then(|bytes| self.plain(bytes)) {
-            // Mapped, not `?` then `Ok(Some(..))`: one move of `T` less.
-            return self.decode(payload).map(|value| {
-                self.inner.counters.inc(Stat::Hits, 1);
-                Some(value)
-            });
+            return self.decode_hit(payload);
         }
-        match self.live_entry(stored, None).await? {
-            Some(entry) => {
-                let value = self.decode(&entry.payload)?;
-                self.inner.counters.inc(Stat::Hits, 1);
-                Ok(Some(value))
-            }
-            None => {
-                self.inner.counters.inc(Stat::Misses, 1);
-                Ok(None)
-            }
+        let tags_checked = match self.live_now(stored, None) {
+            Live::Entry(entry) => return self.decode_hit(&entry.payload),
+            Live::Tagged(entry) => self.tags_checked(entry),
+            Live::Dead => return self.counted_miss(),
+        };
+        match tags_checked.await? {
+            Some(entry) => self.decode_hit(&entry.payload),
+            None => self.counted_miss(),
         }
+    }
+
+    /// `payload` decoded, counted as a hit.
+    #[inline(always)]
+    fn decode_hit<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<Option<T>> {
+        // Mapped, not `?` then `Ok(Some(..))`: one move of `T` less.
+        self.decode(payload).map(|value| {
+            self.inner.counters.inc(Stat::Hits, 1);
+            Some(value)
+        })
+    }
+
+    /// A miss, counted.
+    fn counted_miss<T>(&self) -> Result<Option<T>> {
+        self.inner.counters.inc(Stat::Misses, 1);
+        Ok(None)
     }
 
     /// The read of [`get`](Cache::get) as far as it goes now. A backend

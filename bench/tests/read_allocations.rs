@@ -1,7 +1,9 @@
 //! What `Cache::get` allocates of its own over a backend that does not
-//! answer at once (Redis, or any awaited backend): nothing. The full key it
-//! renders goes with the awaited read and comes back to the thread for the
-//! next one. Alone in its binary: it counts this thread's allocations with
+//! answer at once (Redis, or any awaited backend): one box, the rest of
+//! the read (its future is three words, so that a read the backend
+//! answers at once moves no large state; see `Cache::get`). No key: the
+//! full key it renders goes with the awaited read and comes back to the
+//! thread for the next one. Alone in its binary: it counts this thread's allocations with
 //! a global allocator (here, in the bench crate, where `unsafe_code` is
 //! `deny` rather than `forbid`).
 
@@ -54,7 +56,7 @@ fn allocations_of(reads: u64, mut read: impl FnMut()) -> u64 {
 }
 
 #[test]
-fn a_read_of_an_awaited_backend_allocates_nothing_beyond_the_backends_own_read() {
+fn a_read_of_an_awaited_backend_allocates_one_box_beyond_the_backends_own_read() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,9 +76,10 @@ fn a_read_of_an_awaited_backend_allocates_nothing_beyond_the_backends_own_read()
 
     // The awaited read's own allocations: the two boxed futures of
     // `FaultInjecting::get` and the `MemoryBackend::get` it awaits
-    // (`async_trait`). Nothing more: no full key, no buffer.
+    // (`async_trait`); the cache's: the box of the rest of its read.
+    // Nothing more: no full key, no buffer.
     let by_cache = allocations_of(100, || {
         assert_eq!(rt.block_on(cache.get::<u64>(&key)).unwrap(), Some(7));
     });
-    assert_eq!(by_cache, 2 * 100);
+    assert_eq!(by_cache, (2 + 1) * 100);
 }
